@@ -1,0 +1,109 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Sizes and flag bits shared by the datapath and the Go loader, which reads
+ * them back from the generated bindings. Changing one is an ABI change. */
+#ifndef LIMPET_CONSTS_H
+#define LIMPET_CONSTS_H
+
+#define MAX_VIRTUAL_SERVERS 1024
+#define MAX_VIPS 1024
+#define MAX_POOLS 1024
+#define MAX_MEMBERS 4096
+#define MAX_MEMBERS_PER_POOL 64 /* power of two: the index is masked */
+#define MAX_PERSIST_TABLES 1024
+#define MAX_VLAN_TAGS 2
+#define MAX_IPV6_EXT_HDRS 4
+#define META_CHUNK_SIZE 4096
+#define META_CHUNKS 256
+
+#define ETH_P_IP 0x0800
+#define ETH_P_IPV6 0x86DD
+#define ETH_P_8021Q 0x8100
+#define ETH_P_8021AD 0x88A8
+#define ETH_ALEN 6
+
+#define IPPROTO_HOPOPTS 0
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define IPPROTO_ROUTING 43
+#define IPPROTO_FRAGMENT 44
+#define IPPROTO_DSTOPTS 60
+
+#define AF_INET 2
+#define AF_INET6 10
+
+/* Address families as stored in keys: 4 and 6 read better in dumps than AF_*. */
+#define FAMILY_V4 4
+#define FAMILY_V6 6
+
+/* vs_info.flags */
+#define VS_F_DSR (1 << 0)
+#define VS_F_PERSIST (1 << 1)
+#define VS_F_SERVER_DOWN_NEVER (1 << 2)
+
+/* member_info.flags. UP: may keep persisted clients and open flows. New
+ * clients are chosen only from the pool's eligible list, which the control
+ * plane maintains (so a draining member can be UP but not eligible). */
+#define MEMBER_F_UP (1 << 0)
+
+/* persist_key.table_id: the low bits index an outer map; this bit says the
+ * table is a plain hash (purge when full off) rather than an LRU hash. */
+#define TABLE_PLAIN_HASH (1u << 31)
+#define TABLE_INDEX_MASK (MAX_PERSIST_TABLES - 1)
+#define TABLE_NONE 0xffffffffu
+
+/* flow_info.flags, changed with atomics because the GC and other CPUs race. */
+#define FLOW_F_COUNTED (1u << 0) /* holds one live connection of its persistence entry */
+#define FLOW_F_FIN_CLIENT (1u << 1)
+#define FLOW_F_FIN_SERVER (1u << 2)
+#define FLOW_F_RST (1u << 3)
+#define FLOW_F_REVERSE (1u << 4) /* reply-direction entry of a NAT flow */
+#define FLOW_F_NAT (1u << 5)
+#define FLOW_F_DSR (1u << 6)
+#define FLOW_F_UDP (1u << 7)
+
+/* persist_entry.conn_state packs a generation (high 32 bits) and the live
+ * connection count (low 31 bits) so one atomic add changes both, and the GC can
+ * tell from the generation whether any connection opened or closed while it
+ * was counting. Bit 31 marks an entry that is being expired. */
+#define CS_CONNS_MASK 0x7fffffffull
+#define CS_DEAD (1ull << 31)
+#define CS_GEN_ONE (1ull << 32)
+#define CS_INC (CS_GEN_ONE + 1)
+#define CS_DEC (CS_GEN_ONE - 1)
+
+/* Reasons a packet left the fast path; the loader knows which ones drop. */
+enum reason {
+	REASON_TRUNC_ETH = 0,   /* drop */
+	REASON_TRUNC_IP,        /* drop: short or inconsistent IP header */
+	REASON_TRUNC_L4,        /* drop: VIP packet with a short TCP/UDP header */
+	REASON_FRAGMENT,        /* drop: fragment for a VIP */
+	REASON_TCP_FLAGS,       /* drop: no flags, SYN+FIN, SYN+RST */
+	REASON_IPV6_EXT,        /* drop: VIP packet with an extension header we do not walk */
+	REASON_NO_MEMBER,       /* drop: pool has no eligible member */
+	REASON_SERVER_DOWN,     /* drop: persisted server down, policy never */
+	REASON_TABLE_FULL,      /* drop or RST: plain-hash table full */
+	REASON_TTL_EXPIRED,     /* pass: kernel answers with ICMP */
+	REASON_FIB_NO_NEIGH,    /* pass: kernel resolves the neighbour */
+	REASON_FIB_PASS,        /* pass: FIB said the kernel should handle it */
+	REASON_FIB_DROP,        /* drop: blackhole, unreachable, prohibited */
+	REASON_DSR_NO_NEIGH,    /* drop: DSR cannot fall back to the stack */
+	REASON_VLAN_PASS,       /* pass: tagged packet forwarded by the stack */
+	REASON_IPV4_OPTIONS,    /* counted only: forwarded with its options */
+	REASON_IPV6_EXT_WALKED, /* counted only: forwarded past hop-by-hop etc. */
+	REASON_NO_TABLE,        /* drop: VS names a persistence table that is not loaded */
+	REASON_STRAY_TCP,       /* pass: FIN/RST for no flow and no entry */
+	REASON_MAX,
+};
+
+/* GC operations, executed by limpet_gc through BPF_PROG_RUN. */
+#define GC_OP_FLOW_EXPIRE 1
+#define GC_OP_PERSIST_EXPIRE 2
+#define GC_OP_RECONCILE 3
+#define GC_BATCH_MAX 48
+
+#define GC_RES_DONE 1
+#define GC_RES_SKIPPED 2
+#define GC_RES_NOT_FOUND 3
+#define GC_RES_BAD 4
+
+#endif

@@ -1,0 +1,133 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+#ifndef LIMPET_MAPS_H
+#define LIMPET_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include "structs.h"
+
+/* Addresses that are VIPs: one lookup tells host traffic from ours. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_VIPS);
+	__type(key, struct addr_key);
+	__type(value, __u32);
+} vips SEC(".maps");
+
+/* Addresses of NAT members, so replies are looked up only when they can match. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_MEMBERS);
+	__type(key, struct addr_key);
+	__type(value, __u32);
+} nat_members SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_VIRTUAL_SERVERS);
+	__type(key, struct vip_key);
+	__type(value, struct vs_info);
+} virtual_servers SEC(".maps");
+
+/* A hash, not an array: an update replaces the whole value atomically, so a
+ * packet never sees a half-written eligible list. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_POOLS);
+	__type(key, __u32);
+	__type(value, struct pool_info);
+} pools SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_MEMBERS);
+	__type(key, __u32);
+	__type(value, struct member_info);
+} members SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_MEMBERS * 2);
+	__type(key, struct member_addr_key);
+	__type(value, __u32);
+} member_addrs SEC(".maps");
+
+/* The loader sets max_entries from the config before it creates the map. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct flow_key);
+	__type(value, struct flow_info);
+} flows SEC(".maps");
+
+/* Persistence tables: one inner map per table, sized by its profile. The
+ * loader creates the inner maps; these templates only fix their shape. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, MAX_PERSIST_TABLES);
+	__type(key, __u32);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_LRU_HASH);
+		__uint(max_entries, 1);
+		__uint(key_size, sizeof(struct persist_key));
+		__uint(value_size, sizeof(struct persist_entry));
+	});
+} persist_lru_tables SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, MAX_PERSIST_TABLES);
+	__type(key, __u32);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_HASH);
+		__uint(max_entries, 1);
+		__uint(key_size, sizeof(struct persist_key));
+		__uint(value_size, sizeof(struct persist_entry));
+	});
+} persist_hash_tables SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct settings);
+} runtime_settings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_VIRTUAL_SERVERS);
+	__type(key, __u32);
+	__type(value, struct vs_stats);
+} vs_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_MEMBERS);
+	__type(key, __u32);
+	__type(value, struct member_stats);
+} member_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_PERSIST_TABLES);
+	__type(key, __u32);
+	__type(value, struct table_stats);
+} table_counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, REASON_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} reason_counters SEC(".maps");
+
+/* The applied configuration's names and ids, as JSON in chunks, so a CLI with
+ * no daemon running can label what it dumps, and a restarted daemon keeps ids. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, META_CHUNKS);
+	__type(key, __u32);
+	__type(value, struct meta_chunk);
+} meta SEC(".maps");
+
+#endif

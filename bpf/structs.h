@@ -1,0 +1,162 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Map keys and values. Every struct is padded explicitly and every key is
+ * zeroed before it is filled: padding bytes are part of a hash key. */
+#ifndef LIMPET_STRUCTS_H
+#define LIMPET_STRUCTS_H
+
+#include <linux/types.h>
+#include "consts.h"
+
+/* An IPv4 address sits in the first word; the rest is zero. */
+union addr {
+	__u8 b[16];
+	__be32 v4;
+	__be32 v6[4];
+};
+
+struct addr_key {
+	union addr addr;
+	__u8 family;
+	__u8 pad[3];
+};
+
+struct vip_key {
+	union addr addr;
+	__be16 port;
+	__u8 proto;
+	__u8 family;
+};
+
+struct vs_info {
+	__u32 vs_id;
+	__u32 pool_id;
+	__u32 table_id; /* TABLE_NONE when the VS has no persistence */
+	__u8 flags;     /* VS_F_* */
+	__u8 v4_prefix;
+	__u8 v6_prefix;
+	__u8 pad;
+	__u64 timeout_ns; /* persistence entry timeout */
+};
+
+struct pool_info {
+	__u32 n_eligible; /* members that may take new clients */
+	__u32 algorithm;
+	__u32 rr_next;
+	__u32 pad;
+	__u32 eligible[MAX_MEMBERS_PER_POOL]; /* member ids */
+};
+
+struct member_info {
+	union addr addr;
+	__be16 port;
+	__u8 family;
+	__u8 flags; /* MEMBER_F_* */
+	__u32 pool_id;
+};
+
+/* port 0 is the fallback key: "any member of this pool with this address". */
+struct member_addr_key {
+	__u32 pool_id;
+	__u8 family;
+	__u8 pad;
+	__be16 port;
+	union addr addr;
+};
+
+struct flow_key {
+	union addr src;
+	union addr dst;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 family;
+	__u8 pad[2];
+};
+
+struct persist_key {
+	__u32 table_id;
+	__u8 family;
+	__u8 pad[3];
+	union addr client; /* masked by the profile's prefix */
+};
+
+struct flow_info {
+	union addr addr; /* forward: member; reverse: VIP */
+	__be16 port;     /* forward: member port; reverse: VIP port */
+	__u8 pad[2];
+	__u32 flags; /* FLOW_F_*, atomic */
+	__u32 vs_id;
+	__u32 member_id;
+	struct persist_key pkey; /* table_id TABLE_NONE: not persisted */
+	__u64 last_seen_ns;
+	__u64 created_ns;
+};
+
+struct persist_entry {
+	union addr server;
+	__be16 server_port;
+	__u8 family;
+	__u8 pad;
+	__u32 vs_id;     /* virtual server that created or last moved it */
+	__u32 member_id; /* member of that virtual server's pool */
+	__u32 pad2;
+	__u64 conn_state; /* CS_*: generation and live connections, atomic */
+	__u64 created_ns;
+	__u64 last_seen_ns; /* last connection opened or closed: the countdown base */
+};
+
+struct settings {
+	__u64 clock_offset_ns; /* added to the boot clock; lets tests move time */
+};
+
+struct vs_stats {
+	__u64 packets;
+	__u64 bytes;
+	__u64 reply_packets;
+	__u64 reply_bytes;
+	__u64 new_flows;
+	__u64 persist_hits;
+	__u64 persist_misses;
+	__u64 persist_moved;
+	__u64 rejects;
+	__u64 server_down_drops;
+	__u64 no_member_drops;
+};
+
+struct member_stats {
+	__u64 packets;
+	__u64 bytes;
+	__u64 new_flows;
+};
+
+struct table_stats {
+	__u64 inserts;
+	__u64 hits;
+	__u64 misses;
+	__u64 rejects;
+	__u64 expired;
+};
+
+struct meta_chunk {
+	__u8 data[META_CHUNK_SIZE];
+};
+
+struct gc_item {
+	__u32 op;     /* GC_OP_* */
+	__u32 result; /* GC_RES_*, written by limpet_gc */
+	__u64 arg;    /* idle limit, timeout or expected conn_state */
+	__u64 arg2;   /* new connection count for GC_OP_RECONCILE */
+	union {
+		struct flow_key flow;
+		struct persist_key persist;
+	};
+};
+
+struct gc_batch {
+	__u32 count;
+	__u32 pad;
+	__u64 now_ns; /* written by limpet_gc: the datapath clock */
+	struct gc_item items[GC_BATCH_MAX];
+};
+
+#endif

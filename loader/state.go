@@ -1,0 +1,177 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+)
+
+// Apply makes the datapath's configuration maps match s. Writes are ordered
+// so a packet never finds a reference to something not yet written: tables,
+// members and pools first, then virtual servers and VIPs; removals go the
+// other way round. Flows, persistence entries and counters are untouched.
+func (d *Datapath) Apply(s State) error {
+	if err := validateState(s); err != nil {
+		return err
+	}
+	m := &d.objs.limpetMaps
+
+	for _, t := range s.Tables {
+		if err := d.ensureTable(t); err != nil {
+			return err
+		}
+	}
+
+	natAddrs := map[limpetAddrKey]bool{}
+	wantMemberAddrs := map[limpetMemberAddrKey]uint32{}
+	for _, mem := range s.Members {
+		b, fam := addrBytes(mem.Addr.Addr())
+		info := limpetMemberInfo{Port: htons(mem.Addr.Port()), Family: fam, PoolId: mem.PoolID}
+		info.Addr.B = b
+		if mem.Up {
+			info.Flags = memberUp
+		}
+		if err := m.Members.Put(mem.ID, &info); err != nil {
+			return fmt.Errorf("write member %d: %w", mem.ID, err)
+		}
+		k := limpetMemberAddrKey{PoolId: mem.PoolID, Family: fam, Port: htons(mem.Addr.Port())}
+		k.Addr.B = b
+		wantMemberAddrs[k] = mem.ID
+		k.Port = 0
+		if _, dup := wantMemberAddrs[k]; !dup {
+			wantMemberAddrs[k] = mem.ID
+		}
+		if mem.NAT {
+			ak := limpetAddrKey{Family: fam}
+			ak.Addr.B = b
+			natAddrs[ak] = true
+		}
+	}
+	for k, id := range wantMemberAddrs {
+		if err := m.MemberAddrs.Put(&k, id); err != nil {
+			return fmt.Errorf("write member address index: %w", err)
+		}
+	}
+	for ak := range natAddrs {
+		if err := m.NatMembers.Put(&ak, uint32(1)); err != nil {
+			return fmt.Errorf("write NAT member address: %w", err)
+		}
+	}
+
+	wantPools := map[uint32]bool{}
+	for _, p := range s.Pools {
+		var info limpetPoolInfo
+		info.N_eligible = uint32(len(p.Eligible))
+		copy(info.Eligible[:], p.Eligible)
+		// Keep the round-robin position across updates so a reload does
+		// not send the next clients to the first member again.
+		var old limpetPoolInfo
+		if err := m.Pools.Lookup(p.ID, &old); err == nil {
+			info.RrNext = old.RrNext
+		}
+		if err := m.Pools.Put(p.ID, &info); err != nil {
+			return fmt.Errorf("write pool %d: %w", p.ID, err)
+		}
+		wantPools[p.ID] = true
+	}
+
+	wantVS := map[limpetVipKey]bool{}
+	wantVIPs := map[limpetAddrKey]bool{}
+	for _, vs := range s.VirtualServers {
+		b, fam := addrBytes(vs.VIP.Addr())
+		k := limpetVipKey{Port: htons(vs.VIP.Port()), Proto: vs.Proto, Family: fam}
+		k.Addr.B = b
+		info := limpetVsInfo{
+			VsId: vs.ID, PoolId: vs.PoolID, TableId: vs.TableID,
+			V4Prefix: vs.IPv4Prefix, V6Prefix: vs.IPv6Prefix, TimeoutNs: uint64(vs.Timeout),
+		}
+		if vs.DSR {
+			info.Flags |= vsDSR
+		}
+		if vs.TableID != TableNone {
+			info.Flags |= vsPersist
+		}
+		if vs.ServerDownNever {
+			info.Flags |= vsServerDownNever
+		}
+		if err := m.VirtualServers.Put(&k, &info); err != nil {
+			return fmt.Errorf("write virtual server %d: %w", vs.ID, err)
+		}
+		wantVS[k] = true
+		ak := limpetAddrKey{Family: fam}
+		ak.Addr.B = b
+		wantVIPs[ak] = true
+	}
+	for ak := range wantVIPs {
+		if err := m.Vips.Put(&ak, uint32(1)); err != nil {
+			return fmt.Errorf("write VIP: %w", err)
+		}
+	}
+
+	// Removals, outermost first.
+	var errs []error
+	errs = append(errs, deleteStale(m.Vips, func(k *limpetAddrKey) bool { return wantVIPs[*k] }))
+	errs = append(errs, deleteStale(m.VirtualServers, func(k *limpetVipKey) bool { return wantVS[*k] }))
+	errs = append(errs, deleteStale(m.NatMembers, func(k *limpetAddrKey) bool { return natAddrs[*k] }))
+	errs = append(errs, deleteStale(m.Pools, func(k *uint32) bool { return wantPools[*k] }))
+	errs = append(errs, deleteStale(m.MemberAddrs, func(k *limpetMemberAddrKey) bool {
+		_, ok := wantMemberAddrs[*k]
+		return ok
+	}))
+	wantTables := map[uint32]bool{}
+	for _, t := range s.Tables {
+		wantTables[t.ID] = true
+	}
+	errs = append(errs, d.removeStaleTables(wantTables))
+	return errors.Join(errs...)
+}
+
+func validateState(s State) error {
+	for _, vs := range s.VirtualServers {
+		if vs.ID >= MaxVirtualServers {
+			return fmt.Errorf("virtual server id %d exceeds %d", vs.ID, MaxVirtualServers-1)
+		}
+		if vs.PoolID >= MaxPools {
+			return fmt.Errorf("pool id %d exceeds %d", vs.PoolID, MaxPools-1)
+		}
+	}
+	for _, p := range s.Pools {
+		if len(p.Eligible) > MaxMembersPerPool {
+			return fmt.Errorf("pool %d has %d eligible members, more than %d", p.ID, len(p.Eligible), MaxMembersPerPool)
+		}
+	}
+	for _, m := range s.Members {
+		if m.ID >= MaxMembers {
+			return fmt.Errorf("member id %d exceeds %d", m.ID, MaxMembers-1)
+		}
+	}
+	for _, t := range s.Tables {
+		if t.MaxEntries == 0 {
+			return fmt.Errorf("table %d has no capacity", t.ID)
+		}
+	}
+	return nil
+}
+
+// deleteStale deletes every key of m for which keep returns false.
+func deleteStale[K comparable](m *ebpf.Map, keep func(*K) bool) error {
+	var stale []K
+	var k K
+	var v []byte
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if !keep(&k) {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("iterate %s: %w", m, err)
+	}
+	for i := range stale {
+		if err := m.Delete(&stale[i]); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("delete from %s: %w", m, err)
+		}
+	}
+	return nil
+}

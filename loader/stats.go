@@ -1,0 +1,146 @@
+package loader
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+)
+
+type runOptions = ebpf.RunOptions
+
+// VSCounters are a virtual server's counters, summed over CPUs.
+type VSCounters struct {
+	Packets, Bytes, ReplyPackets, ReplyBytes, NewFlows uint64
+	PersistHits, PersistMisses, PersistMoved           uint64
+	Rejects, ServerDownDrops, NoMemberDrops            uint64
+}
+
+// MemberCounters are a member's counters, summed over CPUs.
+type MemberCounters struct {
+	Packets, Bytes, NewFlows uint64
+}
+
+// TableCounters are a persistence table's datapath counters, summed over CPUs.
+type TableCounters struct {
+	Inserts, Hits, Misses, Rejects, Expired uint64
+}
+
+// ReasonNames names each exception counter; Drops says which ones drop.
+var ReasonNames = []string{
+	"truncated_ethernet", "truncated_ip", "truncated_l4", "fragment", "bad_tcp_flags",
+	"ipv6_extension_unsupported", "no_member", "server_down", "table_full",
+	"ttl_expired", "fib_no_neighbour", "fib_pass", "fib_drop", "dsr_no_neighbour",
+	"vlan_pass", "ipv4_options", "ipv6_extension_walked", "no_table", "stray_tcp",
+}
+
+// ReasonDrops says whether the reason with that index drops the packet.
+var ReasonDrops = []bool{
+	true, true, true, true, true,
+	true, true, true, true,
+	false, false, false, true, true,
+	false, false, false, true, false,
+}
+
+func sumPerCPU[V any](m *ebpf.Map, key uint32, add func(*V, *V)) (V, error) {
+	var total V
+	var per []V
+	if err := m.Lookup(key, &per); err != nil {
+		return total, err
+	}
+	for i := range per {
+		add(&total, &per[i])
+	}
+	return total, nil
+}
+
+// VSCounters returns the counters of one virtual server.
+func (d *Datapath) VSCounters(id uint32) (VSCounters, error) {
+	s, err := sumPerCPU(d.objs.VsCounters, id, func(t, v *limpetVsStats) {
+		t.Packets += v.Packets
+		t.Bytes += v.Bytes
+		t.ReplyPackets += v.ReplyPackets
+		t.ReplyBytes += v.ReplyBytes
+		t.NewFlows += v.NewFlows
+		t.PersistHits += v.PersistHits
+		t.PersistMisses += v.PersistMisses
+		t.PersistMoved += v.PersistMoved
+		t.Rejects += v.Rejects
+		t.ServerDownDrops += v.ServerDownDrops
+		t.NoMemberDrops += v.NoMemberDrops
+	})
+	return VSCounters{
+		Packets: s.Packets, Bytes: s.Bytes, ReplyPackets: s.ReplyPackets, ReplyBytes: s.ReplyBytes,
+		NewFlows: s.NewFlows, PersistHits: s.PersistHits, PersistMisses: s.PersistMisses,
+		PersistMoved: s.PersistMoved, Rejects: s.Rejects, ServerDownDrops: s.ServerDownDrops,
+		NoMemberDrops: s.NoMemberDrops,
+	}, err
+}
+
+// MemberCounters returns the counters of one member.
+func (d *Datapath) MemberCounters(id uint32) (MemberCounters, error) {
+	s, err := sumPerCPU(d.objs.MemberCounters, id, func(t, v *limpetMemberStats) {
+		t.Packets += v.Packets
+		t.Bytes += v.Bytes
+		t.NewFlows += v.NewFlows
+	})
+	return MemberCounters{s.Packets, s.Bytes, s.NewFlows}, err
+}
+
+// TableCounters returns the datapath counters of one persistence table.
+func (d *Datapath) TableCounters(id uint32) (TableCounters, error) {
+	s, err := sumPerCPU(d.objs.TableCounters, TableIndex(id), func(t, v *limpetTableStats) {
+		t.Inserts += v.Inserts
+		t.Hits += v.Hits
+		t.Misses += v.Misses
+		t.Rejects += v.Rejects
+		t.Expired += v.Expired
+	})
+	return TableCounters{s.Inserts, s.Hits, s.Misses, s.Rejects, s.Expired}, err
+}
+
+// ReasonCounters returns every exception counter, indexed like ReasonNames.
+func (d *Datapath) ReasonCounters() ([]uint64, error) {
+	out := make([]uint64, len(ReasonNames))
+	for i := range out {
+		var per []uint64
+		if err := d.objs.ReasonCounters.Lookup(uint32(i), &per); err != nil {
+			return nil, fmt.Errorf("read reason counter %d: %w", i, err)
+		}
+		for _, v := range per {
+			out[i] += v
+		}
+	}
+	return out, nil
+}
+
+// Now is the datapath's clock: CLOCK_BOOTTIME plus the clock offset.
+func (d *Datapath) Now() (time.Duration, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return 0, err
+	}
+	off, err := d.ClockOffset()
+	if err != nil {
+		return 0, err
+	}
+	return time.Duration(ts.Nano()) + off, nil
+}
+
+// ClockOffset is how far the datapath clock runs ahead of CLOCK_BOOTTIME.
+func (d *Datapath) ClockOffset() (time.Duration, error) {
+	var s limpetSettings
+	if err := d.objs.RuntimeSettings.Lookup(uint32(0), &s); err != nil {
+		return 0, err
+	}
+	return time.Duration(s.ClockOffsetNs), nil
+}
+
+// SetClockOffset moves the datapath clock; tests use it instead of sleeping.
+func (d *Datapath) SetClockOffset(off time.Duration) error {
+	if off < 0 {
+		return fmt.Errorf("clock offset %v must not be negative", off)
+	}
+	return d.objs.RuntimeSettings.Put(uint32(0), &limpetSettings{ClockOffsetNs: uint64(off)})
+}

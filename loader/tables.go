@@ -1,0 +1,255 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+func (d *Datapath) outer(id uint32) *ebpf.Map {
+	if TablePurges(id) {
+		return d.objs.PersistLruTables
+	}
+	return d.objs.PersistHashTables
+}
+
+// table returns the inner map of a persistence table, or ErrKeyNotExist.
+func (d *Datapath) table(id uint32) (*ebpf.Map, error) {
+	var inner *ebpf.Map
+	if err := d.outer(id).Lookup(TableIndex(id), &inner); err != nil {
+		return nil, err
+	}
+	return inner, nil
+}
+
+func newTable(id, maxEntries uint32) (*ebpf.Map, error) {
+	typ := ebpf.LRUHash
+	if !TablePurges(id) {
+		typ = ebpf.Hash
+	}
+	return ebpf.NewMap(&ebpf.MapSpec{
+		Name:       fmt.Sprintf("persist_%d", TableIndex(id)),
+		Type:       typ,
+		KeySize:    uint32(sizeOfPersistKey),
+		ValueSize:  uint32(sizeOfPersistEntry),
+		MaxEntries: maxEntries,
+	})
+}
+
+// ensureTable creates a table, or resizes one whose capacity changed. A
+// resize copies the entries over before the new table replaces the old one
+// in a single update of the outer map.
+func (d *Datapath) ensureTable(t Table) error {
+	if TableIndex(t.ID) != t.ID&^tablePlainHash {
+		return fmt.Errorf("table id %#x is out of range", t.ID)
+	}
+	// The same index of the other kind must not linger: a profile that
+	// switched purge_when_full gets a table of the new kind.
+	other := t.ID ^ tablePlainHash
+	if old, err := d.table(other); err == nil {
+		old.Close()
+		if err := d.outer(other).Delete(TableIndex(other)); err != nil {
+			return fmt.Errorf("remove table %d of the other kind: %w", TableIndex(t.ID), err)
+		}
+	}
+	cur, err := d.table(t.ID)
+	if err == nil {
+		defer cur.Close()
+		if cur.MaxEntries() == t.MaxEntries {
+			return nil
+		}
+	} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("look up table %d: %w", TableIndex(t.ID), err)
+	}
+	next, err := newTable(t.ID, t.MaxEntries)
+	if err != nil {
+		return fmt.Errorf("create persistence table %d with %d entries: %w", TableIndex(t.ID), t.MaxEntries, err)
+	}
+	defer next.Close()
+	if cur != nil {
+		var k limpetPersistKey
+		var v limpetPersistEntry
+		it := cur.Iterate()
+		for n := uint32(0); n < t.MaxEntries && it.Next(&k, &v); n++ {
+			_ = next.Put(&k, &v)
+		}
+	}
+	if err := d.outer(t.ID).Put(TableIndex(t.ID), next); err != nil {
+		return fmt.Errorf("install persistence table %d: %w", TableIndex(t.ID), err)
+	}
+	return nil
+}
+
+func (d *Datapath) removeStaleTables(want map[uint32]bool) error {
+	var errs []error
+	for _, purge := range []bool{true, false} {
+		for idx := uint32(0); idx < MaxPersistTables; idx++ {
+			id := TableID(idx, purge)
+			if want[id] {
+				continue
+			}
+			var innerID ebpf.MapID
+			if err := d.outer(id).Lookup(idx, &innerID); err != nil {
+				continue
+			}
+			if err := d.outer(id).Delete(idx); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// PersistEntry is one client's persistence record.
+type PersistEntry struct {
+	TableID   uint32
+	Client    netip.Addr // masked by the profile's prefix
+	Server    netip.AddrPort
+	VSID      uint32
+	MemberID  uint32
+	Conns     uint32 // live connections holding the entry
+	Gen       uint32 // bumped on every open, close and correction
+	Dying     bool   // claimed for expiry, about to be deleted
+	Created   time.Duration
+	LastSeen  time.Duration // countdown base once Conns is 0
+	connState uint64
+}
+
+func entryFromRaw(k *limpetPersistKey, v *limpetPersistEntry) PersistEntry {
+	return PersistEntry{
+		TableID:   k.TableId,
+		Client:    bytesAddr(k.Client.B, k.Family),
+		Server:    netip.AddrPortFrom(bytesAddr(v.Server.B, v.Family), ntohs(v.ServerPort)),
+		VSID:      v.VsId,
+		MemberID:  v.MemberId,
+		Conns:     uint32(v.ConnState & csConnsMask),
+		Gen:       uint32(v.ConnState >> 32),
+		Dying:     v.ConnState&csDead != 0,
+		Created:   time.Duration(v.CreatedNs),
+		LastSeen:  time.Duration(v.LastSeenNs),
+		connState: v.ConnState,
+	}
+}
+
+func persistKey(tableID uint32, client netip.Addr) limpetPersistKey {
+	b, fam := addrBytes(client)
+	k := limpetPersistKey{TableId: tableID, Family: fam}
+	k.Client.B = b
+	return k
+}
+
+// Tables lists the ids and capacities of the loaded persistence tables.
+func (d *Datapath) Tables() ([]Table, error) {
+	var out []Table
+	for _, purge := range []bool{true, false} {
+		for idx := uint32(0); idx < MaxPersistTables; idx++ {
+			id := TableID(idx, purge)
+			inner, err := d.table(id)
+			if err != nil {
+				continue
+			}
+			out = append(out, Table{ID: id, MaxEntries: inner.MaxEntries()})
+			inner.Close()
+		}
+	}
+	return out, nil
+}
+
+// TableEntries reads a whole table with batch lookups.
+func (d *Datapath) TableEntries(id uint32) ([]PersistEntry, error) {
+	inner, err := d.table(id)
+	if err != nil {
+		return nil, fmt.Errorf("table %d: %w", TableIndex(id), err)
+	}
+	defer inner.Close()
+	keys, vals, err := batchRead[limpetPersistKey, limpetPersistEntry](inner)
+	if err != nil {
+		return nil, fmt.Errorf("read table %d: %w", TableIndex(id), err)
+	}
+	out := make([]PersistEntry, len(keys))
+	for i := range keys {
+		out[i] = entryFromRaw(&keys[i], &vals[i])
+	}
+	return out, nil
+}
+
+// DeleteEntry removes one client's entry. Open flows keep their member.
+func (d *Datapath) DeleteEntry(tableID uint32, client netip.Addr) error {
+	inner, err := d.table(tableID)
+	if err != nil {
+		return fmt.Errorf("table %d: %w", TableIndex(tableID), err)
+	}
+	defer inner.Close()
+	k := persistKey(tableID, client)
+	if err := inner.Delete(&k); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("no entry for %s in table %d", client, TableIndex(tableID))
+		}
+		return err
+	}
+	return nil
+}
+
+// FlushTable removes every entry of a table and returns how many it removed.
+func (d *Datapath) FlushTable(tableID uint32) (int, error) {
+	inner, err := d.table(tableID)
+	if err != nil {
+		return 0, fmt.Errorf("table %d: %w", TableIndex(tableID), err)
+	}
+	defer inner.Close()
+	keys, _, err := batchRead[limpetPersistKey, limpetPersistEntry](inner)
+	if err != nil {
+		return 0, err
+	}
+	if len(keys) == 0 {
+		return 0, nil
+	}
+	n, err := inner.BatchDelete(keys, nil)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return n, err
+	}
+	return n, nil
+}
+
+// PutEntry writes an entry as is. Tests use it to plant entries with chosen
+// timestamps; HA mirroring will use it to install a peer's entries.
+func (d *Datapath) PutEntry(e PersistEntry) error {
+	inner, err := d.table(e.TableID)
+	if err != nil {
+		return fmt.Errorf("table %d: %w", TableIndex(e.TableID), err)
+	}
+	defer inner.Close()
+	k := persistKey(e.TableID, e.Client)
+	b, fam := addrBytes(e.Server.Addr())
+	v := limpetPersistEntry{
+		ServerPort: htons(e.Server.Port()), Family: fam, VsId: e.VSID, MemberId: e.MemberID,
+		ConnState: uint64(e.Gen)<<32 | uint64(e.Conns), CreatedNs: uint64(e.Created), LastSeenNs: uint64(e.LastSeen),
+	}
+	v.Server.B = b
+	return inner.Put(&k, &v)
+}
+
+// batchRead reads a whole hash map in batches; a map changing underneath
+// may yield an entry twice or miss one, as any hash iteration may.
+func batchRead[K, V any](m *ebpf.Map) ([]K, []V, error) {
+	const chunk = 4096
+	var keys []K
+	var vals []V
+	var cursor ebpf.MapBatchCursor
+	kbuf := make([]K, chunk)
+	vbuf := make([]V, chunk)
+	for {
+		n, err := m.BatchLookup(&cursor, kbuf, vbuf, nil)
+		keys = append(keys, kbuf[:n]...)
+		vals = append(vals, vbuf[:n]...)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return keys, vals, nil
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+	}
+}

@@ -1,0 +1,162 @@
+package loader
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Protocol numbers used in virtual server keys.
+const (
+	ProtoTCP uint8 = 6
+	ProtoUDP uint8 = 17
+)
+
+// Limits compiled into the datapath.
+const (
+	MaxVirtualServers   = 1024
+	MaxPools            = 1024
+	MaxMembers          = 4096
+	MaxMembersPerPool   = 64
+	MaxPersistTables    = 1024
+	tablePlainHash      = 1 << 31
+	tableIndexMask      = MaxPersistTables - 1
+	TableNone           = 0xffffffff
+	familyV4            = 4
+	familyV6            = 6
+	flowCounted         = 1 << 0
+	flowFinClient       = 1 << 1
+	flowFinServer       = 1 << 2
+	flowRST             = 1 << 3
+	flowReverse         = 1 << 4
+	flowNAT             = 1 << 5
+	flowDSR             = 1 << 6
+	flowUDP             = 1 << 7
+	csConnsMask         = 0x7fffffff
+	csDead              = 1 << 31
+	memberUp            = 1 << 0
+	vsDSR               = 1 << 0
+	vsPersist           = 1 << 1
+	vsServerDownNever   = 1 << 2
+	metaChunkSize       = 4096
+	metaChunks          = 256
+	gcBatchMax          = 48
+	gcOpFlowExpire      = 1
+	gcOpPersistExpire   = 2
+	gcOpReconcile       = 3
+	gcResultDone        = 1
+	gcResultSkipped     = 2
+	gcResultNotFound    = 3
+	gcResultBadArgument = 4
+)
+
+// TableID builds the id of a persistence table from its index and kind. A
+// table that does not purge when full is a plain hash, so inserts into a
+// full table fail and the new client is rejected.
+func TableID(index uint32, purgeWhenFull bool) uint32 {
+	id := index & tableIndexMask
+	if !purgeWhenFull {
+		id |= tablePlainHash
+	}
+	return id
+}
+
+// TableIndex is the slot of a table id in its outer map.
+func TableIndex(id uint32) uint32 { return id & tableIndexMask }
+
+// TablePurges reports whether a table evicts its least recently used entry when full.
+func TablePurges(id uint32) bool { return id&tablePlainHash == 0 }
+
+// VirtualServer is one (VIP, port, protocol) the datapath balances.
+type VirtualServer struct {
+	ID              uint32
+	VIP             netip.AddrPort
+	Proto           uint8
+	PoolID          uint32
+	TableID         uint32 // TableNone: no persistence
+	DSR             bool
+	ServerDownNever bool
+	IPv4Prefix      uint8
+	IPv6Prefix      uint8
+	Timeout         time.Duration
+}
+
+// Pool is the set of members that can take new clients, in order.
+type Pool struct {
+	ID       uint32
+	Eligible []uint32 // member ids
+}
+
+// Member is one server of one pool.
+type Member struct {
+	ID     uint32
+	PoolID uint32
+	Addr   netip.AddrPort // port 0: the virtual server's port
+	// Up members keep persisted clients and take flows; only Eligible
+	// members of the pool take new clients.
+	Up bool
+	// NAT is set when a NAT virtual server uses the member, so its replies
+	// are rewritten back to the VIP.
+	NAT bool
+}
+
+// Table is a persistence table.
+type Table struct {
+	ID         uint32
+	MaxEntries uint32
+}
+
+// State is everything the control plane wants in the datapath.
+type State struct {
+	VirtualServers []VirtualServer
+	Pools          []Pool
+	Members        []Member
+	Tables         []Table
+}
+
+func addrBytes(a netip.Addr) (b [16]uint8, family uint8) {
+	a = a.Unmap()
+	if a.Is4() {
+		v4 := a.As4()
+		copy(b[:], v4[:])
+		return b, familyV4
+	}
+	return a.As16(), familyV6
+}
+
+func bytesAddr(b [16]uint8, family uint8) netip.Addr {
+	if family == familyV4 {
+		return netip.AddrFrom4([4]byte(b[:4]))
+	}
+	return netip.AddrFrom16(b)
+}
+
+// The datapath keeps ports in network byte order; the bindings read them as
+// little-endian integers.
+func htons(p uint16) uint16 { return binary.BigEndian.Uint16(binary.LittleEndian.AppendUint16(nil, p)) }
+func ntohs(p uint16) uint16 { return htons(p) }
+
+func familyOf(a netip.Addr) uint8 {
+	if a.Unmap().Is4() {
+		return familyV4
+	}
+	return familyV6
+}
+
+func protoName(p uint8) string {
+	switch p {
+	case ProtoTCP:
+		return "tcp"
+	case ProtoUDP:
+		return "udp"
+	}
+	return fmt.Sprintf("proto-%d", p)
+}
+
+var (
+	sizeOfPersistKey   = binarySize(limpetPersistKey{})
+	sizeOfPersistEntry = binarySize(limpetPersistEntry{})
+)
+
+func binarySize(v any) int { return binary.Size(v) }

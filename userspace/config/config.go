@@ -1,0 +1,319 @@
+// Package config is limpet's configuration model: one YAML file holding
+// persistence profiles, pools and virtual servers. It parses and validates the
+// file; it knows nothing about BPF.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is one limpet configuration file.
+type Config struct {
+	Settings       Settings        `yaml:"settings" json:"settings"`
+	Profiles       []Profile       `yaml:"persistence_profiles" json:"persistence_profiles,omitempty"`
+	Pools          []Pool          `yaml:"pools" json:"pools"`
+	VirtualServers []VirtualServer `yaml:"virtual_servers" json:"virtual_servers"`
+}
+
+// Settings are node-wide datapath settings.
+type Settings struct {
+	// FlowTableSize is the capacity of the LRU flow table (5-tuples).
+	FlowTableSize int `yaml:"flow_table_size" json:"flow_table_size"`
+	// Interfaces the XDP program attaches to; --iface on the command line adds to them.
+	Interfaces []string `yaml:"interfaces" json:"interfaces,omitempty"`
+	// XDPMode is auto, native or generic.
+	XDPMode string `yaml:"xdp_mode" json:"xdp_mode"`
+	// PinPath is the bpffs directory that holds limpet's maps and link.
+	PinPath string `yaml:"pin_path" json:"pin_path"`
+	// IdleTimeouts are the flow idle timeouts in seconds, per protocol state.
+	IdleTimeouts IdleTimeouts `yaml:"idle_timeouts" json:"idle_timeouts"`
+	// GCInterval is how often the daemon sweeps flows and persistence entries, in seconds.
+	GCInterval float64 `yaml:"gc_interval" json:"gc_interval"`
+}
+
+// IdleTimeouts mirror IPVS's defaults: a flow idle for longer than its state's
+// timeout has ended, and stops holding its client's persistence entry.
+type IdleTimeouts struct {
+	TCPEstablished int `yaml:"tcp_established" json:"tcp_established"`
+	TCPFin         int `yaml:"tcp_fin" json:"tcp_fin"`
+	UDP            int `yaml:"udp" json:"udp"`
+}
+
+// Defaults for Settings.
+const (
+	DefaultFlowTableSize   = 1 << 20
+	DefaultPinPath         = "/sys/fs/bpf/limpet"
+	DefaultTCPEstablished  = 900
+	DefaultTCPFin          = 120
+	DefaultUDP             = 300
+	DefaultGCInterval      = 1.0
+	DefaultPersistTimeout  = 300
+	DefaultPersistEntries  = 65536
+	MaxPersistEntries      = 1 << 24
+	MaxMembersPerPool      = 64
+	MaxVirtualServers      = 1024
+	MaxMembers             = 4096
+	MaxPersistenceTables   = 1024
+	MaxFlowTableSize       = 1 << 26
+	MinFlowTableSize       = 64
+	defaultXDPMode         = "auto"
+	defaultForwardingMode  = ForwardNAT
+	defaultAlgorithm       = AlgoRoundRobin
+	defaultServerDown      = ServerDownImmediate
+	defaultMemberWeight    = 1
+	defaultMemberState     = MemberEnabled
+	defaultProfileType     = ProfileSourceIP
+	defaultVirtualServerTy = VSTypeL4
+)
+
+// Profile types.
+const (
+	ProfileSourceIP   = "source_ip"
+	ProfileHTTPCookie = "http_cookie"
+	ProfileAppCookie  = "app_cookie"
+	ProfileGeneric    = "generic"
+)
+
+// Server down policies, as NSX's "Select New Server When Persistent Server Down".
+const (
+	ServerDownImmediate = "immediate"
+	ServerDownNever     = "never"
+)
+
+// Profile is a persistence profile. Fields common to every type come first; the
+// options of one type are embedded inline so the YAML stays flat, as in NSX.
+type Profile struct {
+	Name        string `yaml:"name" json:"name"`
+	Description string `yaml:"description" json:"description,omitempty"`
+	Type        string `yaml:"type" json:"type"`
+	Tags        []Tag  `yaml:"tags" json:"tags,omitempty"`
+	// Timeout is in seconds for source_ip, app_cookie and generic profiles, and
+	// in minutes for http_cookie (as NSX ALB has it). Nil means the default.
+	Timeout          *int   `yaml:"timeout" json:"timeout,omitempty"`
+	SharePersistence bool   `yaml:"share_persistence" json:"share_persistence"`
+	HAMirroring      bool   `yaml:"ha_mirroring" json:"ha_mirroring"`
+	ServerDown       string `yaml:"server_down" json:"server_down"`
+
+	SourceIPOptions `yaml:",inline" json:",inline"`
+	L7Options       `yaml:",inline" json:",inline"`
+}
+
+// SourceIPOptions are the options of a source_ip profile.
+type SourceIPOptions struct {
+	// PurgeWhenFull evicts the least recently used entry when the table is
+	// full; off, new clients are rejected. Nil means on.
+	PurgeWhenFull *bool `yaml:"purge_when_full" json:"purge_when_full,omitempty"`
+	// MaxEntries is the capacity of each table of this profile.
+	MaxEntries *int `yaml:"max_entries" json:"max_entries,omitempty"`
+	// IPv4Prefix and IPv6Prefix mask the client address before lookup, so a
+	// whole CGNAT range can share one entry. Nil means /32 and /128.
+	IPv4Prefix *int `yaml:"ipv4_prefix" json:"ipv4_prefix,omitempty"`
+	IPv6Prefix *int `yaml:"ipv6_prefix" json:"ipv6_prefix,omitempty"`
+}
+
+// Tag is an NSX-style scope and tag pair.
+type Tag struct {
+	Scope string `yaml:"scope" json:"scope"`
+	Tag   string `yaml:"tag" json:"tag"`
+}
+
+// Pool algorithms.
+const (
+	AlgoRoundRobin              = "round_robin"
+	AlgoWeightedRoundRobin      = "weighted_round_robin"
+	AlgoLeastConnection         = "least_connection"
+	AlgoWeightedLeastConnection = "weighted_least_connection"
+	AlgoIPHash                  = "ip_hash"
+)
+
+// Pool is a set of members one virtual server balances over.
+type Pool struct {
+	Name      string   `yaml:"name" json:"name"`
+	Algorithm string   `yaml:"algorithm" json:"algorithm"`
+	Members   []Member `yaml:"members" json:"members"`
+}
+
+// Member states.
+const (
+	MemberEnabled          = "enabled"
+	MemberDisabled         = "disabled"
+	MemberGracefulDisabled = "graceful_disabled"
+)
+
+// Member is one server of a pool.
+type Member struct {
+	Name    string `yaml:"name" json:"name"`
+	Address string `yaml:"address" json:"address"`
+	// Port is the member's port; 0 means the virtual server's port.
+	Port   int    `yaml:"port" json:"port"`
+	Weight int    `yaml:"weight" json:"weight"`
+	State  string `yaml:"state" json:"state"`
+}
+
+// Virtual server types and forwarding modes.
+const (
+	VSTypeL4   = "l4"
+	VSTypeHTTP = "http"
+	ForwardNAT = "nat"
+	ForwardDSR = "dsr"
+	ProtoTCP   = "tcp"
+	ProtoUDP   = "udp"
+)
+
+// VirtualServer is a VIP, port and protocol balanced over a pool.
+type VirtualServer struct {
+	Name     string `yaml:"name" json:"name"`
+	Type     string `yaml:"type" json:"type"`
+	Address  string `yaml:"address" json:"address"`
+	Port     int    `yaml:"port" json:"port"`
+	Protocol string `yaml:"protocol" json:"protocol"`
+	Pool     string `yaml:"pool" json:"pool"`
+	// Persistence names a profile; empty means none.
+	Persistence string `yaml:"persistence" json:"persistence,omitempty"`
+	Forwarding  string `yaml:"forwarding" json:"forwarding,omitempty"`
+
+	HTTPOptions `yaml:",inline" json:",inline"`
+}
+
+// Load reads, defaults and validates a config file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes YAML strictly (unknown fields are errors, so a typo never
+// silently falls back to a default), applies defaults and validates.
+func Parse(data []byte) (*Config, error) {
+	var cfg Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("config is empty")
+		}
+		return nil, fmt.Errorf("parse: %w", err)
+	}
+	cfg.applyDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+func intPtr(v int) *int    { return &v }
+func boolPtr(v bool) *bool { return &v }
+
+func (c *Config) applyDefaults() {
+	s := &c.Settings
+	if s.FlowTableSize == 0 {
+		s.FlowTableSize = DefaultFlowTableSize
+	}
+	if s.XDPMode == "" {
+		s.XDPMode = defaultXDPMode
+	}
+	if s.PinPath == "" {
+		s.PinPath = DefaultPinPath
+	}
+	if s.IdleTimeouts.TCPEstablished == 0 {
+		s.IdleTimeouts.TCPEstablished = DefaultTCPEstablished
+	}
+	if s.IdleTimeouts.TCPFin == 0 {
+		s.IdleTimeouts.TCPFin = DefaultTCPFin
+	}
+	if s.IdleTimeouts.UDP == 0 {
+		s.IdleTimeouts.UDP = DefaultUDP
+	}
+	if s.GCInterval == 0 {
+		s.GCInterval = DefaultGCInterval
+	}
+	for i := range c.Profiles {
+		p := &c.Profiles[i]
+		if p.Type == "" {
+			p.Type = defaultProfileType
+		}
+		if p.ServerDown == "" {
+			p.ServerDown = defaultServerDown
+		}
+		if p.Type == ProfileSourceIP {
+			if p.Timeout == nil {
+				p.Timeout = intPtr(DefaultPersistTimeout)
+			}
+			if p.PurgeWhenFull == nil {
+				p.PurgeWhenFull = boolPtr(true)
+			}
+			if p.MaxEntries == nil {
+				p.MaxEntries = intPtr(DefaultPersistEntries)
+			}
+			if p.IPv4Prefix == nil {
+				p.IPv4Prefix = intPtr(32)
+			}
+			if p.IPv6Prefix == nil {
+				p.IPv6Prefix = intPtr(128)
+			}
+		}
+		p.applyL7Defaults()
+	}
+	for i := range c.Pools {
+		p := &c.Pools[i]
+		if p.Algorithm == "" {
+			p.Algorithm = defaultAlgorithm
+		}
+		for j := range p.Members {
+			m := &p.Members[j]
+			if m.Weight == 0 {
+				m.Weight = defaultMemberWeight
+			}
+			if m.State == "" {
+				m.State = defaultMemberState
+			}
+		}
+	}
+	for i := range c.VirtualServers {
+		v := &c.VirtualServers[i]
+		if v.Type == "" {
+			v.Type = defaultVirtualServerTy
+		}
+		if v.Type == VSTypeL4 {
+			if v.Forwarding == "" {
+				v.Forwarding = defaultForwardingMode
+			}
+		}
+		if v.Type == VSTypeHTTP && v.Protocol == "" {
+			v.Protocol = ProtoTCP
+		}
+		v.applyHTTPDefaults()
+	}
+}
+
+// Profile returns the profile with the given name, or nil.
+func (c *Config) Profile(name string) *Profile {
+	for i := range c.Profiles {
+		if c.Profiles[i].Name == name {
+			return &c.Profiles[i]
+		}
+	}
+	return nil
+}
+
+// Pool returns the pool with the given name, or nil.
+func (c *Config) Pool(name string) *Pool {
+	for i := range c.Pools {
+		if c.Pools[i].Name == name {
+			return &c.Pools[i]
+		}
+	}
+	return nil
+}

@@ -10,6 +10,9 @@ require (
 	golang.org/x/sys v0.49.0
 )
 
-require golang.org/x/net v0.55.0 // indirect
+require (
+	github.com/gopacket/gopacket v1.7.7 // indirect
+	golang.org/x/net v0.55.0 // indirect
+)
 
 tool github.com/cilium/ebpf/cmd/bpf2go

@@ -1,0 +1,65 @@
+package loader
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+// XDPAction is an XDP verdict.
+type XDPAction uint32
+
+// XDP verdicts.
+const (
+	XDPAborted  XDPAction = 0
+	XDPDrop     XDPAction = 1
+	XDPPass     XDPAction = 2
+	XDPTX       XDPAction = 3
+	XDPRedirect XDPAction = 4
+)
+
+func (a XDPAction) String() string {
+	switch a {
+	case XDPAborted:
+		return "XDP_ABORTED"
+	case XDPDrop:
+		return "XDP_DROP"
+	case XDPPass:
+		return "XDP_PASS"
+	case XDPTX:
+		return "XDP_TX"
+	case XDPRedirect:
+		return "XDP_REDIRECT"
+	}
+	return fmt.Sprintf("XDP_%d", uint32(a))
+}
+
+// xdpMd mirrors struct xdp_md for BPF_PROG_RUN's context.
+type xdpMd struct {
+	Data, DataEnd, DataMeta, IngressIfindex, RxQueueIndex, EgressIfindex uint32
+}
+
+// RunPacket runs the datapath once on pkt through BPF_PROG_RUN, as if it
+// arrived on ifindex (0: loopback), and returns the verdict and the packet as
+// the program left it. FIB lookups happen in the caller thread's netns.
+func (d *Datapath) RunPacket(pkt []byte, ifindex int) (XDPAction, []byte, error) {
+	out := make([]byte, len(pkt)+256)
+	opts := &ebpf.RunOptions{Data: pkt, DataOut: out}
+	if ifindex != 0 {
+		opts.Context = xdpMd{DataEnd: uint32(len(pkt)), IngressIfindex: uint32(ifindex)}
+	}
+	ret, err := d.objs.LimpetXdp.Run(opts)
+	if err != nil {
+		return 0, nil, err
+	}
+	return XDPAction(ret), opts.DataOut, nil
+}
+
+// BenchmarkPacket runs the datapath repeat times on pkt in the kernel and
+// returns the verdict and the mean time per run, as BPF_PROG_RUN measures it.
+// The packet arrives on loopback, so FIB lookups resolve in the caller's netns.
+func (d *Datapath) BenchmarkPacket(pkt []byte, repeat int) (XDPAction, time.Duration, error) {
+	ret, per, err := d.objs.LimpetXdp.Benchmark(pkt, repeat, nil)
+	return XDPAction(ret), per, err
+}

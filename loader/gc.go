@@ -94,4 +94,3 @@ func (r GCRequest) String() string {
 	}
 	return "unknown"
 }
-

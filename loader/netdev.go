@@ -12,4 +12,3 @@ func interfaceByName(name string) (int, error) {
 	}
 	return iface.Index, nil
 }
-

@@ -127,6 +127,35 @@ func (d *Datapath) Apply(s State) error {
 	return errors.Join(errs...)
 }
 
+// SetMember rewrites one member, e.g. to take it down.
+func (d *Datapath) SetMember(mem Member) error {
+	if mem.ID >= MaxMembers {
+		return fmt.Errorf("member id %d exceeds %d", mem.ID, MaxMembers-1)
+	}
+	b, fam := addrBytes(mem.Addr.Addr())
+	info := limpetMemberInfo{Port: htons(mem.Addr.Port()), Family: fam, PoolId: mem.PoolID}
+	info.Addr.B = b
+	if mem.Up {
+		info.Flags = memberUp
+	}
+	return d.objs.Members.Put(mem.ID, &info)
+}
+
+// SetPool replaces a pool's eligible members in one atomic update.
+func (d *Datapath) SetPool(p Pool) error {
+	if len(p.Eligible) > MaxMembersPerPool {
+		return fmt.Errorf("pool %d has %d eligible members, more than %d", p.ID, len(p.Eligible), MaxMembersPerPool)
+	}
+	var info, old limpetPoolInfo
+	if err := d.objs.Pools.Lookup(p.ID, &old); err != nil {
+		return fmt.Errorf("pool %d: %w", p.ID, err)
+	}
+	info.RrNext = old.RrNext
+	info.N_eligible = uint32(len(p.Eligible))
+	copy(info.Eligible[:], p.Eligible)
+	return d.objs.Pools.Put(p.ID, &info)
+}
+
 func validateState(s State) error {
 	for _, vs := range s.VirtualServers {
 		if vs.ID >= MaxVirtualServers {

@@ -1,0 +1,48 @@
+# limpet. Run 'make help' for the targets. 'make demo' and 'make test' need root.
+
+GO          ?= go
+CLANG       ?= clang-19
+STRIP       ?= llvm-strip-19
+BIN         := bin/limpet
+VERSION     := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -X github.com/limpet-lb/limpet/cmd/limpet/app.Version=$(VERSION)
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2025.1.1
+# Debian packages the tests use (curl and chromium drive the L7 proxy).
+TEST_PKGS   := curl chromium iproute2
+BPF_PKGS    := clang-19 llvm-19 libbpf-dev
+
+.PHONY: help generate build test lint demo bench bench-smoke deps-bpf deps-test clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+deps-bpf: ## install clang-19 and llvm-19 if missing (needs root)
+	@command -v $(CLANG) >/dev/null && command -v $(STRIP) >/dev/null || \
+		scripts/apt-install.sh $(BPF_PKGS)
+
+deps-test: ## install the test tools that are missing (needs root)
+	@scripts/apt-install.sh --missing $(TEST_PKGS)
+
+generate: deps-bpf ## rebuild the BPF object and its Go bindings with clang-19
+	cd loader && $(GO) generate ./...
+
+build: ## build bin/limpet (no clang needed: the BPF object is committed)
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/limpet
+
+test: deps-test build ## run every test (as root; LIMPET_REQUIRE_ROOT=1 makes skipped privileged tests fail)
+	LIMPET_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m ./...
+
+lint: ## gofmt, go vet and staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) run $(STATICCHECK) ./...
+
+demo: build ## balance real traffic in an embedded lab, show persistence, clean up (as root)
+	@if $(BIN) help demo >/dev/null 2>&1; then $(BIN) demo; \
+	else echo "make demo: the lab demo is not there yet (issue: the lab)"; fi
+
+bench: build ## benchmarks against the peers (as root)
+	@echo "make bench: not there yet (issue: benchmarks)"; exit 1
+
+clean: ## remove build output
+	rm -rf bin

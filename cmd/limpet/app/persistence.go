@@ -1,0 +1,404 @@
+package app
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/limpet-lb/limpet/loader"
+	"github.com/limpet-lb/limpet/userspace/plan"
+)
+
+func persistenceCommand(env *Env) *cli.Command {
+	return &cli.Command{
+		Name:    "persistence",
+		Aliases: []string{"persist"},
+		Usage:   "inspect and edit the source-IP persistence tables (no daemon needed)",
+		Subcommands: []*cli.Command{
+			{
+				Name:  "dump",
+				Usage: "list persistence entries",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "vs", Usage: "only tables of this virtual server"},
+					&cli.StringFlag{Name: "profile", Usage: "only tables of this profile"},
+					&cli.StringFlag{Name: "client", Usage: "only clients in this `CIDR` (or address)"},
+					&cli.StringSliceFlag{Name: "tag", Usage: "only profiles tagged `SCOPE=TAG` (SCOPE= or TAG alone match either part)"},
+					outputFlag,
+				},
+				Action: func(c *cli.Context) error { return persistenceDump(env, c) },
+			},
+			{
+				Name:  "delete",
+				Usage: "delete one client's entries; its open connections keep their server",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "client", Usage: "client `IP` (required)"},
+					&cli.StringFlag{Name: "vs", Usage: "only in the tables of this virtual server"},
+				},
+				Action: func(c *cli.Context) error { return persistenceDelete(env, c) },
+			},
+			{
+				Name:  "flush",
+				Usage: "delete every entry of the selected tables (all tables by default)",
+				Flags: []cli.Flag{
+					&cli.StringFlag{Name: "vs", Usage: "only the tables of this virtual server"},
+					&cli.StringFlag{Name: "profile", Usage: "only the tables of this profile"},
+				},
+				Action: func(c *cli.Context) error { return persistenceFlush(env, c) },
+			},
+		},
+	}
+}
+
+// tagFilter matches NSX-style scope/tag pairs.
+type tagFilter struct{ scope, tag string }
+
+func parseTagFilter(s string) (tagFilter, error) {
+	if s == "" || s == "=" {
+		return tagFilter{}, usagef("--tag %q: give SCOPE=TAG, SCOPE= or TAG", s)
+	}
+	scope, tag, found := strings.Cut(s, "=")
+	if !found {
+		return tagFilter{tag: s}, nil
+	}
+	return tagFilter{scope: scope, tag: tag}, nil
+}
+
+func (f tagFilter) match(t *plan.TableMeta) bool {
+	for _, tg := range t.Tags {
+		if (f.scope == "" || tg.Scope == f.scope) && (f.tag == "" || tg.Tag == f.tag) {
+			return true
+		}
+	}
+	return false
+}
+
+// pinnedView is the pinned datapath with its names.
+type pinnedView struct {
+	dp   *loader.Datapath
+	meta *plan.Meta
+}
+
+func openView(c *cli.Context) (*pinnedView, error) {
+	dp, err := openPinned(c)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := dp.ReadMeta()
+	if err != nil {
+		dp.Close()
+		return nil, err
+	}
+	meta, err := plan.ParseMeta(raw)
+	if err != nil {
+		dp.Close()
+		return nil, err
+	}
+	if meta == nil {
+		meta = &plan.Meta{}
+	}
+	return &pinnedView{dp: dp, meta: meta}, nil
+}
+
+// selectTables applies --vs and --profile, and fails on names that do not exist.
+func (v *pinnedView) selectTables(vs, profile string, tags []tagFilter) ([]plan.TableMeta, error) {
+	if vs != "" && v.meta.VirtualServerByName(vs) == nil {
+		return nil, usagef("--vs %q: no such l4 virtual server in the running config", vs)
+	}
+	if profile != "" {
+		found := false
+		for _, t := range v.meta.Tables {
+			found = found || t.Profile == profile
+		}
+		if !found {
+			return nil, usagef("--profile %q: no table uses that profile", profile)
+		}
+	}
+	var out []plan.TableMeta
+	for _, t := range v.meta.Tables {
+		if profile != "" && t.Profile != profile {
+			continue
+		}
+		if vs != "" {
+			uses := false
+			for _, id := range v.meta.TablesOf(vs) {
+				uses = uses || id == t.ID
+			}
+			if !uses {
+				continue
+			}
+		}
+		ok := true
+		for _, f := range tags {
+			ok = ok && f.match(&t)
+		}
+		if ok {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+// EntryView is one row of 'persistence dump -o json'.
+type EntryView struct {
+	VirtualServer   string   `json:"virtual_server"`
+	Profile         string   `json:"profile"`
+	Table           uint32   `json:"table"`
+	Client          string   `json:"client"`
+	Server          string   `json:"server"`
+	Member          string   `json:"member,omitempty"`
+	Connections     uint32   `json:"connections"`
+	AgeSeconds      float64  `json:"age_seconds"`
+	ExpiresInSecond *float64 `json:"expires_in_seconds"` // null while held by connections
+	State           string   `json:"state"`              // held, counting down, expired
+	Tags            []string `json:"tags,omitempty"`
+}
+
+func clientLabel(e loader.PersistEntry, t *plan.TableMeta) string {
+	bits := t.IPv6Prefix
+	if e.Client.Is4() {
+		bits = t.IPv4Prefix
+	}
+	if bits < e.Client.BitLen() {
+		return netip.PrefixFrom(e.Client, bits).String()
+	}
+	return e.Client.String()
+}
+
+func (v *pinnedView) entryView(e loader.PersistEntry, t *plan.TableMeta, now time.Duration) EntryView {
+	ev := EntryView{Profile: t.Profile, Table: loader.TableIndex(t.ID), Client: clientLabel(e, t),
+		Connections: e.Conns, AgeSeconds: (now - e.Created).Seconds()}
+	if vm := v.meta.VirtualServer(e.VSID); vm != nil {
+		ev.VirtualServer = vm.Name
+	}
+	ev.Server = e.Server.Addr().String()
+	if e.Server.Port() != 0 {
+		ev.Server = e.Server.String()
+	}
+	if mm := v.meta.Member(e.MemberID); mm != nil && mm.Address == e.Server.Addr().String() {
+		ev.Member = mm.Name
+	}
+	for _, tg := range t.Tags {
+		ev.Tags = append(ev.Tags, tg.Scope+"="+tg.Tag)
+	}
+	switch {
+	case e.Dying:
+		ev.State = "expired"
+		zero := 0.0
+		ev.ExpiresInSecond = &zero
+	case e.Conns > 0:
+		ev.State = "held"
+	default:
+		left := (time.Duration(t.Timeout)*time.Second - (now - e.LastSeen)).Seconds()
+		if left <= 0 {
+			ev.State = "expired"
+			left = 0
+		} else {
+			ev.State = "counting down"
+		}
+		ev.ExpiresInSecond = &left
+	}
+	return ev
+}
+
+func persistenceDump(env *Env, c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	format, err := outputFormat(c)
+	if err != nil {
+		return err
+	}
+	var clientNet netip.Prefix
+	if s := c.String("client"); s != "" {
+		if clientNet, err = parsePrefixOrAddr(s); err != nil {
+			return usagef("--client %q: %v", s, err)
+		}
+	}
+	var tags []tagFilter
+	for _, s := range c.StringSlice("tag") {
+		f, err := parseTagFilter(s)
+		if err != nil {
+			return err
+		}
+		tags = append(tags, f)
+	}
+	v, err := openView(c)
+	if err != nil {
+		return err
+	}
+	defer v.dp.Close()
+	tables, err := v.selectTables(c.String("vs"), c.String("profile"), tags)
+	if err != nil {
+		return err
+	}
+	now, err := v.dp.Now()
+	if err != nil {
+		return err
+	}
+	rows := []EntryView{}
+	for i := range tables {
+		t := &tables[i]
+		entries, err := v.dp.TableEntries(t.ID)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			// An entry stands for its client's whole masked prefix.
+			if clientNet.IsValid() && !clientNet.Overlaps(netip.PrefixFrom(e.Client, prefixBits(t, e.Client))) {
+				continue
+			}
+			rows = append(rows, v.entryView(e, t, now))
+		}
+	}
+	sort.Slice(rows, func(i, j int) bool {
+		if rows[i].Table != rows[j].Table {
+			return rows[i].Table < rows[j].Table
+		}
+		return rows[i].Client < rows[j].Client
+	})
+	if format == "json" {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(struct {
+			Count   int         `json:"count"`
+			Entries []EntryView `json:"entries"`
+		}{len(rows), rows})
+	}
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "VIRTUAL SERVER\tPROFILE\tTABLE\tCLIENT\tSERVER\tMEMBER\tCONNS\tAGE\tEXPIRES")
+	for _, r := range rows {
+		exp := "held by " + plural(int(r.Connections), "connection")
+		if r.ExpiresInSecond != nil {
+			exp = "in " + shortDuration(*r.ExpiresInSecond)
+			if r.State == "expired" {
+				exp = "expired, awaiting sweep"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%d\t%s\t%s\n", dash(r.VirtualServer), r.Profile, r.Table, r.Client,
+			r.Server, dash(r.Member), r.Connections, shortDuration(r.AgeSeconds), exp)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stdout, "%s\n", plural(len(rows), "entry"))
+	return nil
+}
+
+func prefixBits(t *plan.TableMeta, a netip.Addr) int {
+	if a.Is4() {
+		return t.IPv4Prefix
+	}
+	return t.IPv6Prefix
+}
+
+func parsePrefixOrAddr(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return p, errors.New("not an address or CIDR")
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, errors.New("not an address or CIDR")
+	}
+	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
+}
+
+func persistenceDelete(env *Env, c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	if c.String("client") == "" {
+		return usagef("persistence delete needs --client IP")
+	}
+	client, err := netip.ParseAddr(c.String("client"))
+	if err != nil {
+		return usagef("--client %q is not an IP address", c.String("client"))
+	}
+	client = client.Unmap()
+	v, err := openView(c)
+	if err != nil {
+		return err
+	}
+	defer v.dp.Close()
+	tables, err := v.selectTables(c.String("vs"), "", nil)
+	if err != nil {
+		return err
+	}
+	deleted := 0
+	for _, t := range tables {
+		key := netip.PrefixFrom(client, prefixBits(&t, client)).Masked().Addr()
+		if err := v.dp.DeleteEntry(t.ID, key); err == nil {
+			deleted++
+			fmt.Fprintf(env.Stdout, "deleted %s from table %d (profile %s)\n", key, loader.TableIndex(t.ID), t.Profile)
+		}
+	}
+	if deleted == 0 {
+		return fmt.Errorf("no persistence entry for %s", client)
+	}
+	return nil
+}
+
+func persistenceFlush(env *Env, c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	v, err := openView(c)
+	if err != nil {
+		return err
+	}
+	defer v.dp.Close()
+	tables, err := v.selectTables(c.String("vs"), c.String("profile"), nil)
+	if err != nil {
+		return err
+	}
+	total := 0
+	for _, t := range tables {
+		n, err := v.dp.FlushTable(t.ID)
+		if err != nil {
+			return err
+		}
+		total += n
+	}
+	fmt.Fprintf(env.Stdout, "flushed %s from %s\n", plural(total, "entry"), plural(len(tables), "table"))
+	return nil
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	if strings.HasSuffix(word, "y") {
+		return fmt.Sprintf("%d %sies", n, strings.TrimSuffix(word, "y"))
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func shortDuration(sec float64) string {
+	d := time.Duration(sec * float64(time.Second))
+	switch {
+	case d < time.Second:
+		return "0s"
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	}
+	return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+}

@@ -1,0 +1,74 @@
+package app
+
+import (
+	"log/slog"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/limpet-lb/limpet/loader"
+	"github.com/limpet-lb/limpet/userspace/daemon"
+)
+
+func runCommand(env *Env) *cli.Command {
+	return &cli.Command{
+		Name:  "run",
+		Usage: "attach the datapath and keep it in step with the config",
+		Description: "Loads (or adopts) the pinned datapath, applies FILE, attaches XDP to the\n" +
+			"interfaces and sweeps the tables. SIGHUP reloads FILE. On exit the datapath\n" +
+			"stays pinned and forwarding unless --detach-on-exit is given.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config `FILE` (required)"},
+			&cli.StringSliceFlag{Name: "iface", Aliases: []string{"i"}, Usage: "interface to attach to (repeatable)"},
+			&cli.StringFlag{Name: "xdp-mode", Usage: "auto, native or generic (default: settings.xdp_mode, else auto)"},
+			&cli.BoolFlag{Name: "detach-on-exit", Usage: "remove the datapath and its pins on exit"},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+		},
+		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			if c.String("config") == "" {
+				return usagef("run needs a config file: -c FILE")
+			}
+			if m := c.String("xdp-mode"); m != "" {
+				if _, err := loader.ParseXDPMode(m); err != nil {
+					return &usageError{err}
+				}
+			}
+			log, err := newLogger(env, c.String("log-format"), c.String("log-level"))
+			if err != nil {
+				return err
+			}
+			pin := ""
+			if c.IsSet("pin-path") {
+				pin = c.String("pin-path")
+			}
+			return daemon.Run(c.Context, daemon.Options{
+				ConfigPath:   c.String("config"),
+				Interfaces:   c.StringSlice("iface"),
+				XDPMode:      c.String("xdp-mode"),
+				PinPath:      pin,
+				DetachOnExit: c.Bool("detach-on-exit"),
+				Logger:       log,
+				Reload:       env.Reload,
+			})
+		},
+	}
+}
+
+func newLogger(env *Env, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
+		return nil, usagef("--log-level %q must be debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(env.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(env.Stderr, opts)), nil
+	}
+	return nil, usagef("--log-format %q must be text or json", format)
+}

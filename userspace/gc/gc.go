@@ -1,0 +1,229 @@
+// Package gc sweeps the datapath's tables: it ends idle flows (which
+// releases their hold on persistence entries), corrects live-connection
+// counts that flows lost to LRU eviction left too high, and deletes
+// persistence entries whose countdown ran out. The decisions are made here;
+// the changes are made in the kernel, with the datapath's own atomics.
+package gc
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/limpet-lb/limpet/loader"
+)
+
+// Datapath is what the sweeper needs of the loader.
+type Datapath interface {
+	Now() (time.Duration, error)
+	Flows() ([]loader.Flow, error)
+	Tables() ([]loader.Table, error)
+	TableEntries(id uint32) ([]loader.PersistEntry, error)
+	TableCounters(id uint32) (loader.TableCounters, error)
+	RunGC([]loader.GCRequest) error
+}
+
+// Timeouts are the flow idle timeouts, per state.
+type Timeouts struct {
+	TCPEstablished, TCPFin, UDP time.Duration
+}
+
+// Sweeper holds the running totals of the sweeps.
+type Sweeper struct {
+	dp       Datapath
+	timeouts Timeouts
+	// entryTimeout gives a table's persistence timeout; tables it does not
+	// know are left alone.
+	entryTimeout func(tableID uint32) (time.Duration, bool)
+	totals       map[uint32]*TableTotals
+}
+
+// TableTotals count what happened to one table since the sweeper started.
+type TableTotals struct {
+	Entries     int    // live entries at the last sweep
+	Inserts     uint64 // datapath counter
+	Expiries    uint64 // entries that timed out, in the datapath or here
+	Evictions   uint64 // entries the LRU dropped to make room
+	Rejects     uint64 // new clients refused because the table was full
+	Corrections uint64 // live-connection counts this sweeper corrected
+}
+
+// Report is what one sweep did.
+type Report struct {
+	Duration       time.Duration
+	Flows          int
+	FlowsExpired   int
+	Entries        int
+	EntriesExpired int
+	Corrected      int
+	Tables         map[uint32]TableTotals
+}
+
+// New returns a sweeper.
+func New(dp Datapath, t Timeouts, entryTimeout func(uint32) (time.Duration, bool)) *Sweeper {
+	return &Sweeper{dp: dp, timeouts: t, entryTimeout: entryTimeout, totals: map[uint32]*TableTotals{}}
+}
+
+// SetTimeouts changes the flow idle timeouts, e.g. after a reload.
+func (s *Sweeper) SetTimeouts(t Timeouts) { s.timeouts = t }
+
+// SetEntryTimeout changes how table timeouts are found, e.g. after a reload.
+func (s *Sweeper) SetEntryTimeout(f func(uint32) (time.Duration, bool)) { s.entryTimeout = f }
+
+type entryRef struct {
+	table  uint32
+	client netip.Addr
+}
+
+// idleLimit is how long a flow may stay idle in its state.
+func (s *Sweeper) idleLimit(f loader.Flow) time.Duration {
+	switch {
+	case f.UDP:
+		return s.timeouts.UDP
+	case f.Closed || f.FinSeen:
+		return s.timeouts.TCPFin
+	}
+	return s.timeouts.TCPEstablished
+}
+
+// Sweep runs once over every flow and every persistence table.
+//
+// Entries are read before flows: an entry's generation changes whenever a
+// connection of its client opens or closes, so when the kernel finds the
+// generation unchanged at correction time, the flows read in between are
+// exactly the connections the entry holds (minus any evicted meanwhile).
+func (s *Sweeper) Sweep() (Report, error) {
+	start := time.Now()
+	var rep Report
+	tables, err := s.dp.Tables()
+	if err != nil {
+		return rep, err
+	}
+	entries := map[uint32][]loader.PersistEntry{}
+	for _, t := range tables {
+		es, err := s.dp.TableEntries(t.ID)
+		if err != nil {
+			return rep, err
+		}
+		entries[t.ID] = es
+		rep.Entries += len(es)
+	}
+	flows, err := s.dp.Flows()
+	if err != nil {
+		return rep, err
+	}
+	now, err := s.dp.Now()
+	if err != nil {
+		return rep, err
+	}
+	rep.Flows = len(flows)
+
+	live := map[entryRef]uint32{}
+	var reqs []loader.GCRequest
+	for _, f := range flows {
+		limit := s.idleLimit(f)
+		if f.Reverse {
+			// A reply entry goes with its forward flow; one whose
+			// forward flow was evicted is dropped when it idles out.
+			limit = max(s.timeouts.TCPEstablished, s.timeouts.UDP)
+			if f.Proto == loader.ProtoUDP {
+				limit = s.timeouts.UDP
+			}
+		}
+		if now-f.LastSeen >= limit {
+			reqs = append(reqs, loader.ExpireFlow(f, limit))
+			continue
+		}
+		if f.Counted && f.TableID != loader.TableNone {
+			live[entryRef{f.TableID, f.Client}]++
+		}
+	}
+	if err := s.dp.RunGC(reqs); err != nil {
+		return rep, err
+	}
+	for _, r := range reqs {
+		if r.Result == loader.GCDone {
+			rep.FlowsExpired++
+		}
+	}
+
+	reqs = reqs[:0]
+	var kinds []pending
+	for id, es := range entries {
+		timeout, known := s.entryTimeout(id)
+		for _, e := range es {
+			want := live[entryRef{id, e.Client}]
+			if e.Conns != want && !e.Dying {
+				reqs = append(reqs, loader.Reconcile(e, want))
+				kinds = append(kinds, pending{id, true})
+			}
+			if known && want == 0 && now-e.LastSeen > timeout {
+				reqs = append(reqs, loader.ExpireEntry(e, timeout))
+				kinds = append(kinds, pending{id, false})
+			}
+		}
+	}
+	// Corrections run first: an entry whose count drops to zero here
+	// starts its countdown from its last activity and may expire now.
+	if err := s.dp.RunGC(reqs); err != nil {
+		return rep, err
+	}
+	for i, r := range reqs {
+		if r.Result != loader.GCDone {
+			continue
+		}
+		t := s.total(kinds[i].table)
+		if kinds[i].correct {
+			rep.Corrected++
+			t.Corrections++
+		} else {
+			rep.EntriesExpired++
+		}
+	}
+
+	rep.Tables = map[uint32]TableTotals{}
+	for _, t := range tables {
+		c, err := s.dp.TableCounters(t.ID)
+		if err != nil {
+			return rep, fmt.Errorf("table %d counters: %w", loader.TableIndex(t.ID), err)
+		}
+		tot := s.total(t.ID)
+		tot.Inserts, tot.Expiries, tot.Rejects = c.Inserts, c.Expired, c.Rejects
+		tot.Entries = len(entries[t.ID]) - countDone(reqs, kinds, t.ID)
+		// An LRU table loses entries only by expiry, deletion or eviction;
+		// what inserts do not account for was evicted.
+		if loader.TablePurges(t.ID) {
+			if gone := int64(c.Inserts) - int64(c.Expired) - int64(tot.Entries); gone > int64(tot.Evictions) {
+				tot.Evictions = uint64(gone)
+			}
+		}
+		rep.Tables[t.ID] = *tot
+	}
+	rep.Duration = time.Since(start)
+	return rep, nil
+}
+
+// pending remembers what each entry request was for.
+type pending struct {
+	table   uint32
+	correct bool
+}
+
+func countDone(reqs []loader.GCRequest, kinds []pending, table uint32) int {
+	n := 0
+	for i, r := range reqs {
+		if r.Result == loader.GCDone && !kinds[i].correct && kinds[i].table == table {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *Sweeper) total(id uint32) *TableTotals {
+	t, ok := s.totals[id]
+	if !ok {
+		t = &TableTotals{}
+		s.totals[id] = t
+	}
+	return t
+}

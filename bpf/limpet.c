@@ -401,12 +401,12 @@ static __always_inline int fib_forward(struct xdp_md *ctx, struct packet *p, con
 		fib.family = AF_INET;
 		fib.ipv4_src = src->v4;
 		fib.ipv4_dst = dst->v4;
-		fib.tot_len = p->pkt_len - (p->l3_off & 0xff);
+		fib.tot_len = p->ip_len;
 	} else {
 		fib.family = AF_INET6;
 		__builtin_memcpy(fib.ipv6_src, src->v6, 16);
 		__builtin_memcpy(fib.ipv6_dst, dst->v6, 16);
-		fib.tot_len = p->pkt_len - (p->l3_off & 0xff);
+		fib.tot_len = p->ip_len;
 	}
 
 	long rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
@@ -460,7 +460,7 @@ static __always_inline int reply_rst(struct xdp_md *ctx, struct packet *p)
 	if ((void *)(th + 1) > data_end)
 		return XDP_DROP;
 
-	__u32 payload = p->pkt_len - l3_off - l3_len - (th->doff_res >> 4) * 4;
+	__u32 payload = p->ip_len - l3_len - (th->doff_res >> 4) * 4;
 	__u32 seq = bpf_ntohl(th->seq);
 	__u32 ack = seq + payload + !!(p->tcp_flags & TCP_SYN) + !!(p->tcp_flags & TCP_FIN);
 	__u32 new_seq = (p->tcp_flags & TCP_ACK) ? bpf_ntohl(th->ack_seq) : 0;

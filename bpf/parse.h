@@ -98,7 +98,7 @@ struct packet {
 	__u16 l3_off;
 	__u16 l4_off;
 	__u16 l3_len; /* IP header plus extension headers */
-	__u16 pad2;
+	__u16 ip_len; /* the IP packet's own length: frames may carry padding */
 	__u32 pkt_len;
 };
 
@@ -141,6 +141,7 @@ static __always_inline int parse_ipv4(struct cursor *c, void *data, struct packe
 		return REASON_TRUNC_IP + 1;
 
 	p->family = FAMILY_V4;
+	p->ip_len = tot_len;
 	p->proto = ip->protocol;
 	p->src.v4 = ip->saddr;
 	p->dst.v4 = ip->daddr;
@@ -168,6 +169,7 @@ static __always_inline int parse_ipv6(struct cursor *c, void *data, struct packe
 		return REASON_TRUNC_IP + 1;
 
 	p->family = FAMILY_V6;
+	p->ip_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
 	__builtin_memcpy(p->src.v6, ip6->saddr, 16);
 	__builtin_memcpy(p->dst.v6, ip6->daddr, 16);
 	p->l3_off = c->pos - data;

@@ -190,20 +190,18 @@ func standardState() State {
 
 // pkt describes a test packet; build renders it with gopacket.
 type pkt struct {
-	srcMAC, dstMAC   net.HardwareAddr
-	src, dst         netip.Addr
-	sport, dport     uint16
-	udp              bool
-	flags            string // TCP flags: S, A, F, R, P
-	payload          []byte
-	ttl              uint8
-	vlans            []uint16
-	ipv4Options      bool
-	hopByHop         bool
-	fragment         bool
-	noTCPFlags       bool
-	seq, ack         uint32
-	skipSerialiseFix bool
+	srcMAC, dstMAC net.HardwareAddr
+	src, dst       netip.Addr
+	sport, dport   uint16
+	udp            bool
+	flags          string // TCP flags: S, A, F, R, P
+	payload        []byte
+	ttl            uint8
+	vlans          []uint16
+	ipv4Options    bool
+	hopByHop       bool
+	fragment       bool
+	seq, ack       uint32
 }
 
 func (p pkt) layers() []gopacket.SerializableLayer {
@@ -404,13 +402,4 @@ func (f *fixture) entry(tableID uint32, client netip.Addr) (PersistEntry, bool) 
 		}
 	}
 	return PersistEntry{}, false
-}
-
-func memberPort(s State, id uint32) netip.AddrPort {
-	for _, m := range s.Members {
-		if m.ID == id {
-			return m.Addr
-		}
-	}
-	panic("no member")
 }

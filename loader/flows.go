@@ -8,23 +8,22 @@ import (
 
 // Flow is one entry of the flow table.
 type Flow struct {
-	Src, Dst  netip.AddrPort
-	Proto     uint8
-	Target    netip.AddrPort // forward: the member; reverse: the VIP
-	VSID      uint32
-	MemberID  uint32
-	TableID   uint32     // TableNone when the flow holds no persistence entry
-	Client    netip.Addr // the persistence key's (masked) client
-	Counted   bool       // holds one live connection of its entry
-	Reverse   bool
-	Closed    bool // FIN from both sides, RST, or the client's FIN under DSR
-	FinSeen   bool
-	UDP       bool
-	Created   time.Duration
-	LastSeen  time.Duration
-	key       limpetFlowKey
-	rawFlags  uint32
-	rawFamily uint8
+	Src, Dst netip.AddrPort
+	Proto    uint8
+	Target   netip.AddrPort // forward: the member; reverse: the VIP
+	VSID     uint32
+	MemberID uint32
+	TableID  uint32     // TableNone when the flow holds no persistence entry
+	Client   netip.Addr // the persistence key's (masked) client
+	Counted  bool       // holds one live connection of its entry
+	Reverse  bool
+	Closed   bool // FIN from both sides, RST, or the client's FIN under DSR
+	FinSeen  bool
+	UDP      bool
+	Created  time.Duration
+	LastSeen time.Duration
+	key      limpetFlowKey
+	rawFlags uint32
 }
 
 // Flows reads the whole flow table with batch lookups.

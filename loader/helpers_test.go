@@ -4,20 +4,12 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/limpet-lb/limpet/test/privileged"
 )
 
-// requirePrivileges skips a test that needs root, unless LIMPET_REQUIRE_ROOT=1
-// (as in CI), where a missing privilege must fail instead of hiding.
-func requirePrivileges(tb testing.TB) {
-	tb.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("LIMPET_REQUIRE_ROOT") == "1" {
-		tb.Fatal("this test needs root and LIMPET_REQUIRE_ROOT=1 is set")
-	}
-	tb.Skip("needs root to load BPF; run as root or set LIMPET_REQUIRE_ROOT=1 to make this a failure")
-}
+// requirePrivileges skips without root unless LIMPET_REQUIRE_ROOT=1.
+func requirePrivileges(tb testing.TB) { privileged.Require(tb) }
 
 // loadTemp loads a fresh datapath pinned in a per-test directory that is
 // removed, with everything in it, when the test ends.

@@ -2,7 +2,6 @@ package loader
 
 import (
 	"encoding/binary"
-	"fmt"
 	"net/netip"
 	"time"
 )
@@ -136,23 +135,6 @@ func bytesAddr(b [16]uint8, family uint8) netip.Addr {
 // little-endian integers.
 func htons(p uint16) uint16 { return binary.BigEndian.Uint16(binary.LittleEndian.AppendUint16(nil, p)) }
 func ntohs(p uint16) uint16 { return htons(p) }
-
-func familyOf(a netip.Addr) uint8 {
-	if a.Unmap().Is4() {
-		return familyV4
-	}
-	return familyV6
-}
-
-func protoName(p uint8) string {
-	switch p {
-	case ProtoTCP:
-		return "tcp"
-	case ProtoUDP:
-		return "udp"
-	}
-	return fmt.Sprintf("proto-%d", p)
-}
 
 var (
 	sizeOfPersistKey   = binarySize(limpetPersistKey{})

@@ -186,7 +186,9 @@ func (w *world) entry(table uint32, client netip.Addr) (loader.PersistEntry, boo
 	return e, ok
 }
 
-func client(i int) netip.Addr { return netip.AddrFrom4([4]byte{198, 51, byte(100 + i/250), byte(1 + i%250)}) }
+func client(i int) netip.Addr {
+	return netip.AddrFrom4([4]byte{198, 51, byte(100 + i/250), byte(1 + i%250)})
+}
 
 var web = loader.TableID(0, true)
 

@@ -15,6 +15,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/limpet-lb/limpet/loader"
+	"github.com/limpet-lb/limpet/test/privileged"
 	"github.com/limpet-lb/limpet/userspace/config"
 	"github.com/limpet-lb/limpet/userspace/plan"
 )
@@ -124,21 +125,10 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("LIMPET_REQUIRE_ROOT") == "1" {
-		t.Fatal("needs root and LIMPET_REQUIRE_ROOT=1 is set")
-	}
-	t.Skip("needs root; run as root or set LIMPET_REQUIRE_ROOT=1 to make this a failure")
-}
-
 // pinned loads a datapath with cfg applied, at a private pin path.
 func pinned(t *testing.T, body string) (*loader.Datapath, string) {
 	t.Helper()
-	requireRoot(t)
+	privileged.Require(t)
 	cfg, err := config.Parse([]byte(body))
 	if err != nil {
 		t.Fatal(err)

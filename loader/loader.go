@@ -124,6 +124,11 @@ func (d *Datapath) create(spec *ebpf.CollectionSpec) error {
 		d.objs.Close()
 		return err
 	}
+	// An empty directory waiting at the pin path (made by an operator or a
+	// test harness) is ours to replace; bpffs will not rename over it.
+	if entries, err := os.ReadDir(d.pinPath); err == nil && len(entries) == 0 {
+		_ = os.Remove(d.pinPath)
+	}
 	if err := os.Rename(tmp, d.pinPath); err != nil {
 		d.objs.Close()
 		return fmt.Errorf("move pins into place at %s: %w", d.pinPath, err)

@@ -1,0 +1,89 @@
+package app
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/limpet-lb/limpet/test/demo"
+	"github.com/limpet-lb/limpet/test/lab"
+)
+
+func demoCommand(env *Env) *cli.Command {
+	return &cli.Command{
+		Name:  "demo",
+		Usage: "balance real traffic in a throwaway netns lab, show persistence, clean up (root)",
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "keep", Usage: "leave the lab up and print how to use it"},
+			&cli.IntFlag{Name: "clients", Value: 50, Usage: "client source addresses"},
+			&cli.IntFlag{Name: "members", Value: 3, Usage: "pool members"},
+			&cli.DurationFlag{Name: "timeout", Value: demoTimeout, Usage: "persistence timeout of the demo profile (whole seconds)"},
+		},
+		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			if os.Geteuid() != 0 {
+				return fmt.Errorf("the demo builds network namespaces and loads XDP: run it as root")
+			}
+			if n := c.Int("clients"); n < 3 || n > 60000 {
+				return usagef("--clients %d must be between 3 and 60000", n)
+			}
+			if n := c.Int("members"); n < 2 || n > lab.MaxMembers {
+				return usagef("--members %d must be between 2 and %d", n, lab.MaxMembers)
+			}
+			if t := c.Duration("timeout"); t < time.Second || t%time.Second != 0 {
+				return usagef("--timeout %s must be whole seconds, at least 1s", t)
+			}
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			return demo.Run(c.Context, demo.Options{
+				Out: env.Stdout, Binary: self, Clients: c.Int("clients"), Members: c.Int("members"),
+				Timeout: c.Duration("timeout"), Keep: c.Bool("keep"),
+			})
+		},
+	}
+}
+
+const demoTimeout = 4 * time.Second
+
+func labCommand(env *Env) *cli.Command {
+	return &cli.Command{
+		Name:  "lab",
+		Usage: "the netns lab of the demo and the integration tests",
+		Subcommands: []*cli.Command{{
+			Name:  "clean",
+			Usage: "remove what crashed or --keep lab runs left behind (namespaces, links, pins, processes)",
+			Flags: []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "also remove labs whose owner process still runs"}},
+			Action: func(c *cli.Context) error {
+				if err := noArgs(c); err != nil {
+					return err
+				}
+				clean := lab.Clean
+				if c.Bool("force") {
+					clean = lab.ForceClean
+				}
+				if err := clean(); err != nil {
+					return err
+				}
+				left, err := lab.Leftovers()
+				if err != nil {
+					return err
+				}
+				if len(left) > 0 {
+					fmt.Fprintf(env.Stdout, "still present (labs whose owner runs; --force removes them):\n")
+					for _, l := range left {
+						fmt.Fprintf(env.Stdout, "  %s\n", l)
+					}
+					return nil
+				}
+				fmt.Fprintln(env.Stdout, "no lab leftovers")
+				return nil
+			},
+		}},
+	}
+}

@@ -41,10 +41,10 @@ type Options struct {
 type demo struct {
 	opts    Options
 	cleaned bool
-	l      *lab.Lab
-	cfg    string
-	failed []string
-	out    io.Writer
+	l       *lab.Lab
+	cfg     string
+	failed  []string
+	out     io.Writer
 }
 
 func (d *demo) printf(format string, args ...any) { fmt.Fprintf(d.out, format, args...) }

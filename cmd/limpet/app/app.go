@@ -123,6 +123,8 @@ func newApp(env *Env) *cli.App {
 			statsCommand(env),
 			configCommand(env),
 			versionCommand(env),
+			demoCommand(env),
+			labCommand(env),
 		},
 		Before: func(c *cli.Context) error {
 			if c.Args().Present() && c.App.Command(c.Args().First()) == nil {

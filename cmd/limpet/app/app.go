@@ -123,6 +123,7 @@ func newApp(env *Env) *cli.App {
 			statsCommand(env),
 			configCommand(env),
 			versionCommand(env),
+			l7Command(env), cookieCommand(env),
 			demoCommand(env),
 			labCommand(env),
 		},

@@ -1,0 +1,49 @@
+package app
+
+import (
+	"github.com/urfave/cli/v2"
+
+	"github.com/limpet-lb/limpet/l7"
+	"github.com/limpet-lb/limpet/userspace/config"
+)
+
+func l7Command(env *Env) *cli.Command {
+	return &cli.Command{
+		Name:  "l7",
+		Usage: "serve the http virtual servers of a config, without BPF",
+		Description: "Runs the HTTP proxy alone: every virtual server of type http in FILE, with\n" +
+			"its cookie, app cookie, generic or source-IP persistence held in memory.\n" +
+			"l4 virtual servers are ignored. SIGINT or SIGTERM shuts down gracefully.\n" +
+			"Access logs go where each virtual server's access_log says (stdout by\n" +
+			"default), as JSON lines; the daemon's own log goes to stderr.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config `FILE` (required)"},
+			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
+			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+		},
+		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			if c.String("config") == "" {
+				return usagef("l7 needs a config file: -c FILE")
+			}
+			log, err := newLogger(env, c.String("log-format"), c.String("log-level"))
+			if err != nil {
+				return err
+			}
+			cfg, err := config.Load(c.String("config"))
+			if err != nil {
+				return &usageError{err}
+			}
+			for _, w := range cfg.Warnings() {
+				log.Warn(w)
+			}
+			srv, err := l7.New(cfg, l7.Options{Logger: log, Stdout: env.Stdout, Stderr: env.Stderr})
+			if err != nil {
+				return &usageError{err}
+			}
+			return srv.Serve(c.Context)
+		},
+	}
+}

@@ -1,0 +1,355 @@
+// Package cookie seals and opens limpet's HTTP persistence cookies.
+//
+// A cookie value is base64url (no padding) of
+//
+//	version (1 byte) | nonce (12 bytes) | AES-256-GCM(plaintext) with tag (16 bytes)
+//
+// and the plaintext is
+//
+//	address length (1 byte: 4 or 16) | address | port (2 bytes, big endian) |
+//	issue time (8 bytes, Unix seconds, big endian) |
+//	virtual server name length (1 byte) | virtual server name
+//
+// The version byte is authenticated as additional data. The first key of a
+// Codec seals; every key opens, so keys can rotate: add the new key first,
+// wait for the longest cookie lifetime, then drop the old one.
+//
+// The package depends only on the standard library so that the config
+// package and the operator CLI can use it without pulling in the proxy.
+package cookie
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+)
+
+// Version is the format version written by Seal.
+const Version byte = 1
+
+// KeySize is the size of an AES-256 key.
+const KeySize = 32
+
+// MaxKeys bounds the key list: Open tries every key, so the list must stay short.
+const MaxKeys = 16
+
+// MaxVirtualServerName is the longest virtual server name a cookie can carry.
+const MaxVirtualServerName = 255
+
+const (
+	nonceSize = 12
+	tagSize   = 16
+	// header is what precedes the ciphertext.
+	header = 1 + nonceSize
+	// minPlain is the smallest valid plaintext: IPv4, port, time, empty name.
+	minPlain = 1 + 4 + 2 + 8 + 1
+	maxPlain = 1 + 16 + 2 + 8 + 1 + MaxVirtualServerName
+	// MaxEncodedLen is the longest value Seal produces; Open rejects anything
+	// longer before decoding it.
+	MaxEncodedLen = (header + maxPlain + tagSize + 2) / 3 * 4
+)
+
+var enc = base64.RawURLEncoding.Strict()
+
+// Errors returned by Open. ErrEncoding, ErrTruncated, ErrVersion and
+// ErrAuthentication all mean the value was not sealed by one of our keys as
+// it stands: the proxy treats them alike ("tampered") but logs the reason.
+var (
+	ErrEncoding       = errors.New("cookie value is not base64url")
+	ErrTruncated      = errors.New("cookie value is too short")
+	ErrTooLong        = errors.New("cookie value is too long")
+	ErrVersion        = errors.New("cookie format version is unknown")
+	ErrAuthentication = errors.New("cookie does not authenticate under any key (tampered, or sealed with a key no longer configured)")
+	ErrPayload        = errors.New("cookie payload is malformed")
+)
+
+// Payload is what a cookie carries.
+type Payload struct {
+	// Member is the address and port of the pool member the client is pinned to.
+	Member netip.AddrPort
+	// Issued is when limpet created the cookie, to the second. The profile's
+	// timeout runs from here, whatever Max-Age the client was given.
+	Issued time.Time
+	// VirtualServer names the virtual server that issued the cookie.
+	VirtualServer string
+}
+
+// Codec seals with its first key and opens with any of its keys.
+type Codec struct {
+	aeads []cipher.AEAD
+}
+
+// NewCodec builds a codec from 1 to MaxKeys keys of KeySize bytes each.
+func NewCodec(keys [][]byte) (*Codec, error) {
+	if len(keys) == 0 {
+		return nil, errors.New("at least one key is required")
+	}
+	if len(keys) > MaxKeys {
+		return nil, fmt.Errorf("%d keys exceed the limit of %d", len(keys), MaxKeys)
+	}
+	c := &Codec{}
+	for i, k := range keys {
+		if len(k) != KeySize {
+			return nil, fmt.Errorf("key %d is %d bytes; AES-256 needs %d", i, len(k), KeySize)
+		}
+		block, err := aes.NewCipher(k)
+		if err != nil {
+			return nil, fmt.Errorf("key %d: %w", i, err)
+		}
+		aead, err := cipher.NewGCM(block)
+		if err != nil {
+			return nil, fmt.Errorf("key %d: %w", i, err)
+		}
+		c.aeads = append(c.aeads, aead)
+	}
+	return c, nil
+}
+
+// Seal encodes and encrypts p under the first key.
+func (c *Codec) Seal(p Payload) (string, error) {
+	pt, err := marshal(p)
+	if err != nil {
+		return "", err
+	}
+	buf := make([]byte, header, header+len(pt)+tagSize)
+	buf[0] = Version
+	if _, err := rand.Read(buf[1:header]); err != nil {
+		return "", fmt.Errorf("cookie nonce: %w", err)
+	}
+	buf = c.aeads[0].Seal(buf, buf[1:header], pt, buf[:1])
+	return enc.EncodeToString(buf), nil
+}
+
+// Open decodes, authenticates and parses a cookie value. It returns the
+// index of the key that opened it (0 is the sealing key).
+func (c *Codec) Open(value string) (Payload, int, error) {
+	if len(value) > MaxEncodedLen {
+		return Payload{}, -1, ErrTooLong
+	}
+	raw := make([]byte, enc.DecodedLen(len(value)))
+	n, err := enc.Decode(raw, []byte(value))
+	if err != nil {
+		return Payload{}, -1, ErrEncoding
+	}
+	raw = raw[:n]
+	if len(raw) < header+minPlain+tagSize {
+		return Payload{}, -1, ErrTruncated
+	}
+	if raw[0] != Version {
+		return Payload{}, -1, ErrVersion
+	}
+	nonce, sealed := raw[1:header], raw[header:]
+	for i, aead := range c.aeads {
+		pt, err := aead.Open(nil, nonce, sealed, raw[:1])
+		if err != nil {
+			continue
+		}
+		p, err := unmarshal(pt)
+		if err != nil {
+			return Payload{}, i, err
+		}
+		return p, i, nil
+	}
+	return Payload{}, -1, ErrAuthentication
+}
+
+func marshal(p Payload) ([]byte, error) {
+	if !p.Member.IsValid() {
+		return nil, errors.New("cookie payload needs a member address")
+	}
+	if len(p.VirtualServer) > MaxVirtualServerName {
+		return nil, fmt.Errorf("virtual server name is longer than %d bytes", MaxVirtualServerName)
+	}
+	addr := p.Member.Addr().Unmap()
+	ab := addr.AsSlice()
+	b := make([]byte, 0, 1+len(ab)+2+8+1+len(p.VirtualServer))
+	b = append(b, byte(len(ab)))
+	b = append(b, ab...)
+	b = binary.BigEndian.AppendUint16(b, p.Member.Port())
+	b = binary.BigEndian.AppendUint64(b, uint64(p.Issued.Unix()))
+	b = append(b, byte(len(p.VirtualServer)))
+	b = append(b, p.VirtualServer...)
+	return b, nil
+}
+
+func unmarshal(b []byte) (Payload, error) {
+	if len(b) < minPlain || len(b) > maxPlain {
+		return Payload{}, ErrPayload
+	}
+	al := int(b[0])
+	if al != 4 && al != 16 {
+		return Payload{}, ErrPayload
+	}
+	if len(b) < 1+al+2+8+1 {
+		return Payload{}, ErrPayload
+	}
+	addr, _ := netip.AddrFromSlice(b[1 : 1+al])
+	b = b[1+al:]
+	port := binary.BigEndian.Uint16(b)
+	secs := int64(binary.BigEndian.Uint64(b[2:]))
+	nl := int(b[10])
+	if len(b) != 11+nl {
+		return Payload{}, ErrPayload
+	}
+	return Payload{
+		Member:        netip.AddrPortFrom(addr, port),
+		Issued:        time.Unix(secs, 0).UTC(),
+		VirtualServer: string(b[11:]),
+	}, nil
+}
+
+// ParseKey accepts a key as 32 raw bytes, or as text (surrounding white
+// space ignored) in standard or URL base64, padded or not, or in hex.
+func ParseKey(data []byte) ([]byte, error) {
+	if len(data) == KeySize && !printable(data) {
+		return append([]byte(nil), data...), nil
+	}
+	s := strings.TrimSpace(string(data))
+	if s == "" {
+		return nil, errors.New("key is empty")
+	}
+	// 64 hex digits are also valid base64 (of 48 bytes): try hex first.
+	if len(s) == 2*KeySize {
+		if k, err := hex.DecodeString(s); err == nil {
+			return k, nil
+		}
+	}
+	for _, e := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if k, err := e.DecodeString(s); err == nil {
+			if len(k) != KeySize {
+				return nil, fmt.Errorf("key decodes (base64) to %d bytes; AES-256 needs %d", len(k), KeySize)
+			}
+			return k, nil
+		}
+	}
+	if k, err := hex.DecodeString(s); err == nil {
+		if len(k) != KeySize {
+			return nil, fmt.Errorf("key decodes (hex) to %d bytes; AES-256 needs %d", len(k), KeySize)
+		}
+		return k, nil
+	}
+	return nil, fmt.Errorf("key must be %d raw bytes, or base64 or hex text of %d bytes", KeySize, KeySize)
+}
+
+// printable reports whether b looks like text, in which case a 32-byte key
+// file is parsed as text (32 hex digits, say, are 16 bytes, not a key).
+func printable(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c >= 0x7f {
+			if c != '\n' && c != '\r' && c != '\t' {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// LoadKeyFile reads and parses a key file (see ParseKey).
+func LoadKeyFile(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	if fi.Size() > 4096 {
+		return nil, fmt.Errorf("%s is %d bytes; a key file holds one 32-byte key", path, fi.Size())
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	k, err := ParseKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return k, nil
+}
+
+// NameLen is the length of a derived cookie name.
+const NameLen = 8
+
+// DeriveName returns the eight-letter upper-case cookie name for a key and a
+// scope (limpet uses the virtual server or the shared profile). It is an
+// HMAC-SHA256 of the scope, so it is the same across restarts and across
+// nodes that share the key, and says nothing about the key.
+func DeriveName(key []byte, scope string) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("limpet cookie name v1\x00"))
+	m.Write([]byte(scope))
+	sum := m.Sum(nil)
+	var b [NameLen]byte
+	for i := range b {
+		// 256 is not a multiple of 26; the bias (under 0.4%) is harmless
+		// for a name that is not a secret.
+		b[i] = 'A' + sum[i]%26
+	}
+	return string(b[:])
+}
+
+// ValidName reports whether s is a usable cookie name: an RFC 6265 token of
+// at most 64 characters.
+func ValidName(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= 0x20 || c >= 0x7f || strings.IndexByte("()<>@,;:\\\"/[]?={}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// Decode opens a value with the given keys, for operators. The value may be
+// pasted as VALUE, NAME=VALUE or a whole Set-Cookie or Cookie line.
+func Decode(value string, keys [][]byte) (Payload, int, error) {
+	c, err := NewCodec(keys)
+	if err != nil {
+		return Payload{}, -1, err
+	}
+	return c.Open(ExtractValue(value))
+}
+
+// ExtractValue returns the cookie value from VALUE, NAME=VALUE, or a
+// "Set-Cookie: NAME=VALUE; Path=/" line (the first pair wins), with
+// surrounding quotes removed.
+func ExtractValue(s string) string {
+	s = strings.TrimSpace(s)
+	if rest, ok := cutPrefixFold(s, "set-cookie:"); ok {
+		s = rest
+	} else if rest, ok := cutPrefixFold(s, "cookie:"); ok {
+		s = rest
+	}
+	if i := strings.IndexByte(s, ';'); i >= 0 {
+		s = s[:i]
+	}
+	if i := strings.IndexByte(s, '='); i >= 0 {
+		s = s[i+1:]
+	}
+	s = strings.TrimSpace(s)
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		s = s[1 : len(s)-1]
+	}
+	return s
+}
+
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix) {
+		return s[len(prefix):], true
+	}
+	return s, false
+}

@@ -1,0 +1,491 @@
+package l7
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/limpet-lb/limpet/l7/accesslog"
+	"github.com/limpet-lb/limpet/l7/balance"
+	"github.com/limpet-lb/limpet/userspace/config"
+)
+
+// defaultRetryAfter is the Retry-After of a 503 when nothing better is known.
+const defaultRetryAfter = 10 * time.Second
+
+// virtualServer is one http virtual server: a listener, a pool, a
+// persistence method and a reverse proxy.
+type virtualServer struct {
+	srv        *Server
+	name       string
+	addr       string
+	pool       *balance.Pool
+	persist    persister
+	serverDown string
+	tls        *tls.Config
+	log        *slog.Logger
+	access     *accesslog.Logger
+	now        func() time.Time
+
+	readHeaderTimeout time.Duration
+	requestTimeout    time.Duration
+	idleTimeout       time.Duration
+	writeTimeout      time.Duration
+	serverTimeout     time.Duration
+	tunnelTimeout     time.Duration
+	shutdownTimeout   time.Duration
+	maxHeaderBytes    int
+	retries           int
+	maxFails          int
+	failTimeout       time.Duration
+	xffAppend         bool
+
+	byAddr    map[string]*balance.Member
+	dialer    net.Dialer
+	transport *http.Transport
+	proxy     *httputil.ReverseProxy
+	http      *http.Server
+
+	shuttingDown atomic.Bool
+	tunnelsMu    sync.Mutex
+	tunnels      map[*hijackedConn]struct{}
+}
+
+func seconds(p *float64, def float64) time.Duration {
+	v := def
+	if p != nil {
+		v = *p
+	}
+	return time.Duration(v * float64(time.Second))
+}
+
+func intOr(p *int, def int) int {
+	if p != nil {
+		return *p
+	}
+	return def
+}
+
+func newVirtualServer(s *Server, cfg *config.Config, vc *config.VirtualServer, pool *balance.Pool) (*virtualServer, error) {
+	o := &vc.HTTPOptions
+	v := &virtualServer{
+		srv:               s,
+		name:              vc.Name,
+		addr:              net.JoinHostPort(vc.Address, strconv.Itoa(vc.Port)),
+		pool:              pool,
+		serverDown:        config.ServerDownImmediate,
+		log:               s.log.With("virtual_server", vc.Name),
+		now:               s.now,
+		readHeaderTimeout: seconds(o.ReadHeaderTimeout, config.DefaultReadHeaderTimeout),
+		requestTimeout:    seconds(o.RequestTimeout, config.DefaultRequestTimeout),
+		idleTimeout:       seconds(o.IdleTimeout, config.DefaultIdleTimeout),
+		writeTimeout:      seconds(o.WriteTimeout, config.DefaultWriteTimeout),
+		serverTimeout:     seconds(o.ServerTimeout, config.DefaultServerTimeout),
+		tunnelTimeout:     seconds(o.TunnelTimeout, config.DefaultTunnelTimeout),
+		shutdownTimeout:   seconds(o.ShutdownTimeout, config.DefaultShutdownTimeout),
+		maxHeaderBytes:    o.MaxHeaderBytes,
+		retries:           intOr(o.Retries, config.DefaultRetries),
+		maxFails:          intOr(o.MaxFails, config.DefaultMaxFails),
+		failTimeout:       seconds(o.FailTimeout, config.DefaultFailTimeout),
+		xffAppend:         o.ForwardedFor != config.ForwardedForReplace,
+		byAddr:            map[string]*balance.Member{},
+		tunnels:           map[*hijackedConn]struct{}{},
+	}
+	if v.maxHeaderBytes == 0 {
+		v.maxHeaderBytes = config.DefaultMaxHeaderBytes
+	}
+	for _, m := range pool.Members {
+		v.byAddr[m.Addr.String()] = m
+	}
+	var err error
+	dest := o.AccessLog
+	if dest == "" {
+		dest = config.AccessLogStdout
+	}
+	if v.access, err = s.sinks.Open(dest); err != nil {
+		return nil, err
+	}
+	if o.TLSCertFile != "" {
+		if v.tls, err = newTLSConfig(vc, s.log); err != nil {
+			return nil, err
+		}
+	}
+	if vc.Persistence != "" {
+		prof := cfg.Profile(vc.Persistence)
+		if prof == nil {
+			return nil, fmt.Errorf("persistence profile %q is not defined", vc.Persistence)
+		}
+		if prof.ServerDown != "" {
+			v.serverDown = prof.ServerDown
+		}
+		if v.persist, err = newPersister(s, cfg, vc, prof, pool); err != nil {
+			return nil, fmt.Errorf("persistence profile %q: %w", prof.Name, err)
+		}
+	}
+
+	v.dialer = net.Dialer{Timeout: seconds(o.ConnectTimeout, config.DefaultConnectTimeout), KeepAlive: 30 * time.Second}
+	maxIdle := o.MaxIdleConnsPerMember
+	if maxIdle <= 0 {
+		maxIdle = config.DefaultMaxIdlePerMember
+	}
+	v.transport = &http.Transport{
+		Proxy:                  nil, // never an environment proxy between limpet and its members
+		DialContext:            v.dial,
+		MaxIdleConns:           0,
+		MaxIdleConnsPerHost:    maxIdle,
+		IdleConnTimeout:        90 * time.Second,
+		ResponseHeaderTimeout:  v.serverTimeout,
+		ExpectContinueTimeout:  time.Second,
+		DisableCompression:     true, // pass encodings through untouched
+		MaxResponseHeaderBytes: 1 << 20,
+		WriteBufferSize:        32 << 10,
+		ReadBufferSize:         32 << 10,
+	}
+	v.proxy = &httputil.ReverseProxy{
+		Rewrite:        v.rewrite,
+		Transport:      &retryTransport{vs: v},
+		ModifyResponse: v.modifyResponse,
+		ErrorHandler:   v.errorHandler,
+		BufferPool:     bufferPool{},
+		ErrorLog:       slog.NewLogLogger(v.log.Handler(), slog.LevelDebug),
+	}
+	protocols := new(http.Protocols)
+	protocols.SetHTTP1(true)
+	if v.tls != nil && (o.HTTP2 == nil || *o.HTTP2) {
+		protocols.SetHTTP2(true)
+	}
+	v.http = &http.Server{
+		Handler:           v,
+		ReadHeaderTimeout: v.readHeaderTimeout,
+		IdleTimeout:       v.idleTimeout,
+		MaxHeaderBytes:    v.maxHeaderBytes,
+		TLSConfig:         v.tls,
+		Protocols:         protocols,
+		ConnContext:       v.connContext,
+		ConnState:         v.connState,
+		ErrorLog:          slog.NewLogLogger(v.log.Handler(), slog.LevelDebug),
+	}
+	return v, nil
+}
+
+type bufferPool struct{}
+
+var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+func (bufferPool) Get() []byte  { return *(buffers.Get().(*[]byte)) }
+func (bufferPool) Put(b []byte) { buffers.Put(&b) }
+
+func (v *virtualServer) listen(ln net.Listener) (net.Listener, error) {
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", v.addr); err != nil {
+			return nil, err
+		}
+	}
+	return &trackedListener{Listener: ln, vs: v}, nil
+}
+
+func (v *virtualServer) serve(ln net.Listener) error {
+	var err error
+	if v.tls != nil {
+		err = v.http.ServeTLS(ln, "", "")
+	} else {
+		err = v.http.Serve(ln)
+	}
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// shutdown stops accepting, lets requests in flight and upgraded
+// connections finish within the shutdown timeout, then closes what is left.
+func (v *virtualServer) shutdown() {
+	v.shuttingDown.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), v.shutdownTimeout)
+	defer cancel()
+	if err := v.http.Shutdown(ctx); err != nil {
+		v.log.Warn("shutdown timed out; closing connections", "timeout", v.shutdownTimeout)
+		v.http.Close()
+	}
+	if !v.waitTunnels(ctx) {
+		v.tunnelsMu.Lock()
+		n := len(v.tunnels)
+		for c := range v.tunnels {
+			c.Conn.Close()
+		}
+		v.tunnelsMu.Unlock()
+		v.log.Warn("shutdown closed upgraded connections", "count", n)
+		closed, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		v.waitTunnels(closed)
+		cancel()
+	}
+	v.transport.CloseIdleConnections()
+}
+
+// waitTunnels waits until no upgraded connection is left, or ctx is done.
+func (v *virtualServer) waitTunnels(ctx context.Context) bool {
+	for {
+		v.tunnelsMu.Lock()
+		n := len(v.tunnels)
+		v.tunnelsMu.Unlock()
+		if n == 0 {
+			return true
+		}
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// ServeHTTP chooses a member and proxies the request to it.
+func (v *virtualServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	now := v.now()
+	cs := connOf(r.Context())
+	if cs != nil {
+		cs.handlerStart()
+	}
+	rs := &reqState{vs: v, start: time.Now(), conn: cs}
+	rs.client, _ = netip.ParseAddrPort(r.RemoteAddr)
+	rw := newResponseWriter(w, rs, v)
+	defer v.finish(rs, rw, r)
+
+	if r.Method == http.MethodConnect {
+		rs.decision, rs.reason = decRejected, "connect_method"
+		writeStatus(rw, http.StatusMethodNotAllowed, 0)
+		return
+	}
+	v.choose(rs, r, now)
+	if rs.member == nil {
+		writeStatus(rw, rs.status, rs.retryAfter)
+		return
+	}
+	if v.requestTimeout > 0 && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+		// The deadline covers reading the body; net/http lifts it once the
+		// body is read, so a long response is not cut short.
+		_ = rw.rc.SetReadDeadline(time.Now().Add(v.requestTimeout))
+	}
+	ctx, cancel := context.WithCancelCause(r.Context())
+	rs.cancel = cancel
+	rs.ctx = ctx
+	ctx = context.WithValue(ctx, stateKey{}, rs)
+	v.proxy.ServeHTTP(rw, r.WithContext(ctx))
+}
+
+// choose applies persistence, the server-down policy and the pool
+// algorithm. It leaves rs.member set and acquired, or rs.status set to the
+// refusal to send.
+func (v *virtualServer) choose(rs *reqState, r *http.Request, now time.Time) {
+	if v.persist != nil {
+		v.persist.route(rs, r, now)
+	}
+	if pm := rs.persisted; pm != nil {
+		switch {
+		case pm.Admin() == balance.Disabled:
+			// An administrator took the member out: its clients move,
+			// whatever the server-down policy.
+			rs.reason = "member_disabled"
+		case pm.Available(now) && pm.Acquire():
+			rs.use(pm)
+			rs.decision = decPersisted
+		default:
+			rs.reason = "member_down"
+			if pm.Healthy(now) {
+				rs.reason = "member_full"
+			}
+			if v.serverDown == config.ServerDownNever {
+				rs.decision = decServerDown
+				rs.status = http.StatusServiceUnavailable
+				rs.retryAfter = v.retryAfter(rs, pm, now)
+				return
+			}
+		}
+	}
+	if rs.member == nil {
+		m := v.pool.Pick(&balance.Pick{Client: rs.client.Addr(), Now: now})
+		if m == nil {
+			rs.decision = decNoMember
+			rs.status = http.StatusServiceUnavailable
+			rs.retryAfter = v.retryAfter(rs, nil, now)
+			return
+		}
+		rs.use(m)
+		rs.decision = decBalanced
+		if rs.persisted != nil {
+			rs.decision = decRebalanced
+		}
+	}
+	if v.persist != nil {
+		if err := v.persist.admit(rs, now); err != nil {
+			rs.release()
+			rs.member = nil
+			rs.decision = decTableFull
+			rs.reason = err.Error()
+			rs.status = http.StatusServiceUnavailable
+			rs.retryAfter = v.retryAfter(rs, nil, now)
+		}
+	}
+}
+
+// retryAfter is the Retry-After of a 503: when m's passive mark-down ends,
+// or a default, but never past the end of the client's persistence.
+func (v *virtualServer) retryAfter(rs *reqState, m *balance.Member, now time.Time) int {
+	d := defaultRetryAfter
+	if m != nil {
+		if until := m.PassiveDownUntil(now); !until.IsZero() {
+			d = until.Sub(now)
+		}
+	}
+	if !rs.expires.IsZero() {
+		if rem := rs.expires.Sub(now); rem < d {
+			d = rem
+		}
+	}
+	secs := int(math.Ceil(d.Seconds()))
+	if secs < 1 {
+		secs = 1
+	}
+	return secs
+}
+
+// finish runs after every request: it turns a panic into a defined outcome,
+// releases the member and writes the access log line.
+func (v *virtualServer) finish(rs *reqState, rw *responseWriter, r *http.Request) {
+	p := recover()
+	abort := false
+	if p != nil {
+		if p == http.ErrAbortHandler {
+			// The response was cut short: the member reset or stalled
+			// mid-body, or the client went away. Let net/http abort the
+			// connection so the client cannot take a truncated body for
+			// a whole one.
+			abort = true
+			clientErr, upstreamErr := rs.errs()
+			switch {
+			case errors.Is(upstreamErr, errServerTimeout):
+				rs.reason = "server_timeout"
+				rs.setErr("member stalled mid-response: " + upstreamErr.Error())
+			case upstreamErr != nil:
+				rs.reason = "member_aborted"
+				rs.setErr("member failed mid-response: " + upstreamErr.Error())
+			case clientErr != nil && isTimeout(clientErr):
+				rs.reason = "client_write_timeout"
+				rs.setErr("client stopped reading: " + clientErr.Error())
+			case clientErr != nil:
+				rs.reason = "client_closed"
+				rs.setErr("client went away mid-response: " + clientErr.Error())
+			default:
+				rs.setErr("response aborted")
+			}
+		} else {
+			v.log.Error("panic serving request", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			rs.setErr(fmt.Sprintf("internal error: %v", p))
+			if rw.wroteHeader || rw.hijacked {
+				abort = true
+			} else {
+				writeStatus(rw, http.StatusBadGateway, 0)
+			}
+		}
+	}
+	rs.release()
+	if rs.cancel != nil {
+		rs.cancel(context.Canceled)
+	}
+	status := rw.status
+	if status == 0 {
+		status = rs.status
+	}
+	if rs.status == statusClientClosed {
+		status = statusClientClosed
+	}
+	e := &accesslog.Entry{
+		Time:          v.now(),
+		Client:        r.RemoteAddr,
+		VirtualServer: v.name,
+		Proto:         r.Proto,
+		Method:        r.Method,
+		Host:          truncate(r.Host, 256),
+		URI:           truncate(r.RequestURI, 2048),
+		Status:        status,
+		Bytes:         rw.bytes,
+		Duration:      time.Since(rs.start),
+		Cookie:        rs.cookieState,
+		Key:           rs.keyState,
+		Decision:      rs.decision,
+		Reason:        rs.reason,
+		CookieSet:     rs.cookieSet,
+		Retries:       rs.retries,
+		Upgrade:       rs.upgrade,
+		Error:         rs.errText(),
+	}
+	if v.persist != nil {
+		e.Persistence = v.persist.kind()
+	}
+	if rs.member != nil {
+		e.Member = rs.member.Name
+		e.MemberAddr = rs.member.Addr.String()
+	} else if rs.persisted != nil {
+		e.Member = rs.persisted.Name
+		e.MemberAddr = rs.persisted.Addr.String()
+	}
+	v.access.Log(e)
+	if abort {
+		panic(http.ErrAbortHandler)
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// statusClientClosed is logged (never sent) when the client went away
+// before a response, as nginx logs it.
+const statusClientClosed = 499
+
+// writeStatus writes a short plain-text error response.
+func writeStatus(w http.ResponseWriter, code, retryAfter int) {
+	h := w.Header()
+	for k := range h {
+		delete(h, k)
+	}
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	if retryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(retryAfter))
+	}
+	w.WriteHeader(code)
+	fmt.Fprintf(w, "%d %s\n", code, http.StatusText(code))
+}
+
+func newTLSConfig(vc *config.VirtualServer, log *slog.Logger) (*tls.Config, error) {
+	cr, err := newCertReloader(vc.TLSCertFile, vc.TLSKeyFile, log)
+	if err != nil {
+		return nil, err
+	}
+	min := uint16(tls.VersionTLS12)
+	if vc.TLSMinVersion == "1.3" {
+		min = tls.VersionTLS13
+	}
+	return &tls.Config{
+		MinVersion:     min,
+		GetCertificate: cr.get,
+	}, nil
+}

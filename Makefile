@@ -6,7 +6,7 @@ STRIP       ?= llvm-strip-19
 BIN         := bin/limpet
 VERSION     := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -X github.com/limpet-lb/limpet/cmd/limpet/app.Version=$(VERSION)
-STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2025.1.1
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Debian packages the tests use (curl and chromium drive the L7 proxy).
 TEST_PKGS   := curl chromium iproute2
 BPF_PKGS    := clang-19 llvm-19 libbpf-dev

@@ -22,43 +22,18 @@ type Flow struct {
 	UDP      bool
 	Created  time.Duration
 	LastSeen time.Duration
-	key      limpetFlowKey
-	rawFlags uint32
+	key      rawFlowKey
 }
 
 // Flows reads the whole flow table with batch lookups.
 func (d *Datapath) Flows() ([]Flow, error) {
-	keys, vals, err := batchRead[limpetFlowKey, limpetFlowInfo](d.objs.Flows)
+	keys, vals, err := batchRead[rawFlowKey, rawFlowInfo](d.objs.Flows)
 	if err != nil {
 		return nil, fmt.Errorf("read flow table: %w", err)
 	}
 	out := make([]Flow, len(keys))
 	for i := range keys {
-		k, v := &keys[i], &vals[i]
-		f := Flow{
-			Src:      netip.AddrPortFrom(bytesAddr(k.Src.B, k.Family), ntohs(k.Sport)),
-			Dst:      netip.AddrPortFrom(bytesAddr(k.Dst.B, k.Family), ntohs(k.Dport)),
-			Proto:    k.Proto,
-			Target:   netip.AddrPortFrom(bytesAddr(v.Addr.B, k.Family), ntohs(v.Port)),
-			VSID:     v.VsId,
-			MemberID: v.MemberId,
-			TableID:  v.Pkey.TableId,
-			Counted:  v.Flags&flowCounted != 0,
-			Reverse:  v.Flags&flowReverse != 0,
-			UDP:      v.Flags&flowUDP != 0,
-			FinSeen:  v.Flags&(flowFinClient|flowFinServer) != 0,
-			Created:  time.Duration(v.CreatedNs),
-			LastSeen: time.Duration(v.LastSeenNs),
-			key:      *k,
-			rawFlags: v.Flags,
-		}
-		fin := v.Flags & (flowFinClient | flowFinServer)
-		f.Closed = v.Flags&flowRST != 0 || fin == flowFinClient|flowFinServer ||
-			(v.Flags&flowDSR != 0 && v.Flags&flowFinClient != 0)
-		if v.Pkey.TableId != TableNone {
-			f.Client = bytesAddr(v.Pkey.Client.B, v.Pkey.Family)
-		}
-		out[i] = f
+		out[i] = decodeFlow(&keys[i], &vals[i])
 	}
 	return out, nil
 }

@@ -118,29 +118,6 @@ type PersistEntry struct {
 	connState uint64
 }
 
-func entryFromRaw(k *limpetPersistKey, v *limpetPersistEntry) PersistEntry {
-	return PersistEntry{
-		TableID:   k.TableId,
-		Client:    bytesAddr(k.Client.B, k.Family),
-		Server:    netip.AddrPortFrom(bytesAddr(v.Server.B, v.Family), ntohs(v.ServerPort)),
-		VSID:      v.VsId,
-		MemberID:  v.MemberId,
-		Conns:     uint32(v.ConnState & csConnsMask),
-		Gen:       uint32(v.ConnState >> 32),
-		Dying:     v.ConnState&csDead != 0,
-		Created:   time.Duration(v.CreatedNs),
-		LastSeen:  time.Duration(v.LastSeenNs),
-		connState: v.ConnState,
-	}
-}
-
-func persistKey(tableID uint32, client netip.Addr) limpetPersistKey {
-	b, fam := addrBytes(client)
-	k := limpetPersistKey{TableId: tableID, Family: fam}
-	k.Client.B = b
-	return k
-}
-
 // Tables lists the ids and capacities of the loaded persistence tables.
 func (d *Datapath) Tables() ([]Table, error) {
 	var out []Table
@@ -165,13 +142,13 @@ func (d *Datapath) TableEntries(id uint32) ([]PersistEntry, error) {
 		return nil, fmt.Errorf("table %d: %w", TableIndex(id), err)
 	}
 	defer inner.Close()
-	keys, vals, err := batchRead[limpetPersistKey, limpetPersistEntry](inner)
+	keys, vals, err := batchRead[rawPersistKey, rawPersistEntry](inner)
 	if err != nil {
 		return nil, fmt.Errorf("read table %d: %w", TableIndex(id), err)
 	}
 	out := make([]PersistEntry, len(keys))
 	for i := range keys {
-		out[i] = entryFromRaw(&keys[i], &vals[i])
+		out[i] = decodeEntry(&keys[i], &vals[i])
 	}
 	return out, nil
 }
@@ -183,7 +160,7 @@ func (d *Datapath) DeleteEntry(tableID uint32, client netip.Addr) error {
 		return fmt.Errorf("table %d: %w", TableIndex(tableID), err)
 	}
 	defer inner.Close()
-	k := persistKey(tableID, client)
+	k := encodePersistKey(tableID, client)
 	if err := inner.Delete(&k); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("no entry for %s in table %d", client, TableIndex(tableID))
@@ -200,7 +177,7 @@ func (d *Datapath) FlushTable(tableID uint32) (int, error) {
 		return 0, fmt.Errorf("table %d: %w", TableIndex(tableID), err)
 	}
 	defer inner.Close()
-	keys, _, err := batchRead[limpetPersistKey, limpetPersistEntry](inner)
+	keys, _, err := batchRead[rawPersistKey, rawPersistEntry](inner)
 	if err != nil {
 		return 0, err
 	}
@@ -222,14 +199,32 @@ func (d *Datapath) PutEntry(e PersistEntry) error {
 		return fmt.Errorf("table %d: %w", TableIndex(e.TableID), err)
 	}
 	defer inner.Close()
-	k := persistKey(e.TableID, e.Client)
-	b, fam := addrBytes(e.Server.Addr())
-	v := limpetPersistEntry{
-		ServerPort: htons(e.Server.Port()), Family: fam, VsId: e.VSID, MemberId: e.MemberID,
-		ConnState: uint64(e.Gen)<<32 | uint64(e.Conns), CreatedNs: uint64(e.Created), LastSeenNs: uint64(e.LastSeen),
-	}
-	v.Server.B = b
+	k, v := encodeEntry(e)
 	return inner.Put(&k, &v)
+}
+
+// PutEntries writes many entries of one table with batch updates.
+func (d *Datapath) PutEntries(tableID uint32, es []PersistEntry) error {
+	inner, err := d.table(tableID)
+	if err != nil {
+		return fmt.Errorf("table %d: %w", TableIndex(tableID), err)
+	}
+	defer inner.Close()
+	const chunk = 8192
+	keys := make([]rawPersistKey, 0, chunk)
+	vals := make([]rawPersistEntry, 0, chunk)
+	for start := 0; start < len(es); start += chunk {
+		keys, vals = keys[:0], vals[:0]
+		for _, e := range es[start:min(start+chunk, len(es))] {
+			e.TableID = tableID
+			k, v := encodeEntry(e)
+			keys, vals = append(keys, k), append(vals, v)
+		}
+		if _, err := inner.BatchUpdate(keys, vals, nil); err != nil {
+			return fmt.Errorf("write table %d: %w", TableIndex(tableID), err)
+		}
+	}
+	return nil
 }
 
 // batchRead reads a whole hash map in batches; a map changing underneath

@@ -124,17 +124,9 @@ func addrBytes(a netip.Addr) (b [16]uint8, family uint8) {
 	return a.As16(), familyV6
 }
 
-func bytesAddr(b [16]uint8, family uint8) netip.Addr {
-	if family == familyV4 {
-		return netip.AddrFrom4([4]byte(b[:4]))
-	}
-	return netip.AddrFrom16(b)
-}
-
 // The datapath keeps ports in network byte order; the bindings read them as
 // little-endian integers.
 func htons(p uint16) uint16 { return binary.BigEndian.Uint16(binary.LittleEndian.AppendUint16(nil, p)) }
-func ntohs(p uint16) uint16 { return htons(p) }
 
 var (
 	sizeOfPersistKey   = binarySize(limpetPersistKey{})

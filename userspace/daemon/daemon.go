@@ -73,6 +73,14 @@ func Run(ctx context.Context, opts Options) error {
 		return &ConfigError{err}
 	}
 	ifaces := slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(cfg.Settings.Interfaces), opts.Interfaces...))))
+	l4, http := countVirtualServers(cfg)
+	if l4 == 0 {
+		// Only http virtual servers: no BPF, no interface, as 'limpet l7'.
+		if http == 0 {
+			return &ConfigError{errors.New("virtual_servers: nothing to serve")}
+		}
+		return runL7Only(ctx, opts, cfg, log)
+	}
 	if len(ifaces) == 0 {
 		return &ConfigError{errors.New("no interface to attach to: give --iface or settings.interfaces")}
 	}
@@ -110,6 +118,11 @@ func Run(ctx context.Context, opts Options) error {
 	if err := d.attach(ifaces, mode); err != nil {
 		return err
 	}
+	proxy := newProxy(ctx, log)
+	defer proxy.stop()
+	if err := proxy.start(cfg); err != nil {
+		return &ConfigError{err}
+	}
 	if opts.Ready != nil {
 		opts.Ready()
 	}
@@ -122,9 +135,16 @@ func Run(ctx context.Context, opts Options) error {
 		case <-ctx.Done():
 			return nil
 		case <-opts.Reload:
-			if err := d.reload(); err != nil {
+			cfg, err := d.reload()
+			if err != nil {
 				log.Error("reload refused; the running config stays", "error", err)
+				continue
 			}
+			if err := proxy.start(cfg); err != nil {
+				log.Error("reload: http virtual servers", "error", err)
+			}
+		case err := <-proxy.failed:
+			return fmt.Errorf("http virtual servers: %w", err)
 		case <-ticker.C:
 			rep, err := d.sweeper.Sweep()
 			if err != nil {
@@ -193,16 +213,16 @@ func (d *daemon) apply(cfg *config.Config) error {
 	return nil
 }
 
-func (d *daemon) reload() error {
+func (d *daemon) reload() (*config.Config, error) {
 	cfg, err := config.Load(d.opts.ConfigPath)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// Another process may have changed admin state since we last applied.
 	if m, err := d.readMeta(); err == nil && m != nil {
 		d.meta = m
 	}
-	return d.apply(cfg)
+	return cfg, d.apply(cfg)
 }
 
 func (d *daemon) attach(ifaces []string, mode loader.XDPMode) error {

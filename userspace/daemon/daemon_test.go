@@ -1,0 +1,130 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func member(t *testing.T, name string) netip.AddrPort {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "member=%s\n", name)
+	}))
+	t.Cleanup(srv.Close)
+	return netip.MustParseAddrPort(strings.TrimPrefix(srv.URL, "http://"))
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func httpOnlyConfig(port int, m netip.AddrPort) string {
+	return fmt.Sprintf(`
+pools:
+  - name: web
+    members:
+      - {name: only, address: %s, port: %d}
+virtual_servers:
+  - {name: web, type: http, address: 127.0.0.1, port: %d, pool: web, access_log: "off"}
+`, m.Addr(), m.Port(), port)
+}
+
+func get(url string) (string, error) {
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get(url)
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+// An http-only config runs without BPF or interfaces, and SIGHUP (here the
+// Reload channel) switches the proxy to the new config.
+func TestRunServesHTTPVirtualServersAndReloads(t *testing.T) {
+	a, b := member(t, "a"), member(t, "b")
+	port := freePort(t)
+	path := filepath.Join(t.TempDir(), "limpet.yaml")
+	if err := os.WriteFile(path, []byte(httpOnlyConfig(port, a)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	reload := make(chan struct{})
+	ready := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{ConfigPath: path, Reload: reload, Ready: func() { close(ready) },
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("run: %v", err)
+	}
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	waitFor := func(want string) {
+		t.Helper()
+		var body string
+		var err error
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if body, err = get(url); err == nil && strings.Contains(body, want) {
+				return
+			}
+		}
+		t.Fatalf("waiting for %q: body %q, error %v", want, body, err)
+	}
+	waitFor("member=a")
+
+	if err := os.WriteFile(path, []byte(httpOnlyConfig(port, b)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reload <- struct{}{}
+	waitFor("member=b")
+
+	// A bad config is refused and the running one keeps serving.
+	if err := os.WriteFile(path, []byte("pools: ["), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	reload <- struct{}{}
+	waitFor("member=b")
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run returned %v after a clean shutdown", err)
+	}
+}
+
+func TestRunRejectsConfigWithNothingToAttach(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "limpet.yaml")
+	cfg := `
+pools: [{name: web, members: [{name: a, address: 10.0.0.1, port: 80}]}]
+virtual_servers: [{name: web, address: 203.0.113.1, port: 80, protocol: tcp, pool: web}]
+`
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := Run(context.Background(), Options{ConfigPath: path})
+	var ce *ConfigError
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "--iface") {
+		t.Fatalf("got %v, want a config error naming --iface", err)
+	}
+}

@@ -1,0 +1,101 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/limpet-lb/limpet/l7"
+	"github.com/limpet-lb/limpet/userspace/config"
+)
+
+func countVirtualServers(cfg *config.Config) (l4, http int) {
+	for _, vs := range cfg.VirtualServers {
+		if vs.Type == config.VSTypeHTTP {
+			http++
+		} else {
+			l4++
+		}
+	}
+	return l4, http
+}
+
+// proxy runs the L7 proxy for the http virtual servers of the current
+// config. A reload replaces it: the old server drains gracefully while the
+// new one starts.
+type proxy struct {
+	parent context.Context
+	log    *slog.Logger
+	cancel context.CancelFunc
+	done   chan struct{}
+	failed chan error
+}
+
+func newProxy(ctx context.Context, log *slog.Logger) *proxy {
+	return &proxy{parent: ctx, log: log, failed: make(chan error, 1)}
+}
+
+func (p *proxy) start(cfg *config.Config) error {
+	if _, http := countVirtualServers(cfg); http == 0 {
+		p.stop()
+		return nil
+	}
+	srv, err := l7.New(cfg, l7.Options{Logger: p.log})
+	if err != nil {
+		return err
+	}
+	p.stop()
+	ctx, cancel := context.WithCancel(p.parent)
+	done := make(chan struct{})
+	p.cancel, p.done = cancel, done
+	go func() {
+		defer close(done)
+		if err := srv.Serve(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			select {
+			case p.failed <- err:
+			default:
+			}
+		}
+	}()
+	return nil
+}
+
+// stop shuts the running server down and waits for it to drain.
+func (p *proxy) stop() {
+	if p.cancel == nil {
+		return
+	}
+	p.cancel()
+	<-p.done
+	p.cancel, p.done = nil, nil
+}
+
+// runL7Only serves a config that has only http virtual servers.
+func runL7Only(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logger) error {
+	p := newProxy(ctx, log)
+	defer p.stop()
+	if err := p.start(cfg); err != nil {
+		return &ConfigError{err}
+	}
+	log.Info("serving http virtual servers only; no XDP datapath is loaded")
+	if opts.Ready != nil {
+		opts.Ready()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-p.failed:
+			return err
+		case <-opts.Reload:
+			cfg, err := config.Load(opts.ConfigPath)
+			if err != nil {
+				log.Error("reload refused; the running config stays", "error", err)
+				continue
+			}
+			if err := p.start(cfg); err != nil {
+				log.Error("reload refused; the running config stays", "error", err)
+			}
+		}
+	}
+}

@@ -99,6 +99,7 @@ enum reason {
 #define GC_OP_FLOW_EXPIRE 1
 #define GC_OP_PERSIST_EXPIRE 2
 #define GC_OP_RECONCILE 3
+#define GC_OP_TOUCH 4 /* restart an entry's countdown: L7 connections hold it this way */
 #define GC_BATCH_MAX 48
 
 #define GC_RES_DONE 1

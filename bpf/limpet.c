@@ -864,6 +864,23 @@ static __always_inline __u32 gc_reconcile(struct gc_item *it)
 	return GC_RES_DONE;
 }
 
+/* Moves an entry's countdown base to now without touching its atomic count,
+ * which belongs to the datapath and the sweeper's recount of the flow table. */
+static __always_inline __u32 gc_touch(struct gc_item *it, __u64 now)
+{
+	struct persist_key key = it->persist;
+	void *table = persist_table(key.table_id);
+	if (!table)
+		return GC_RES_BAD;
+	struct persist_entry *e = bpf_map_lookup_elem(table, &key);
+	if (!e)
+		return GC_RES_NOT_FOUND;
+	if (READ_ONCE_U64(e->conn_state) & CS_DEAD)
+		return GC_RES_SKIPPED;
+	e->last_seen_ns = now;
+	return GC_RES_DONE;
+}
+
 SEC("xdp")
 int limpet_gc(struct xdp_md *ctx)
 {
@@ -889,6 +906,9 @@ int limpet_gc(struct xdp_md *ctx)
 			break;
 		case GC_OP_RECONCILE:
 			it->result = gc_reconcile(it);
+			break;
+		case GC_OP_TOUCH:
+			it->result = gc_touch(it, now);
 			break;
 		default:
 			it->result = GC_RES_BAD;

@@ -2,6 +2,7 @@ package loader
 
 import (
 	"fmt"
+	"net/netip"
 	"time"
 )
 
@@ -41,6 +42,11 @@ func ExpireEntry(e PersistEntry, timeout time.Duration) GCRequest {
 // connection opened or closed since e was read.
 func Reconcile(e PersistEntry, conns uint32) GCRequest {
 	return persistRequest(gcOpReconcile, e, e.connState, uint64(conns))
+}
+
+// TouchEntry restarts an entry's countdown from now, leaving its count alone.
+func TouchEntry(tableID uint32, client netip.Addr) GCRequest {
+	return persistRequest(gcOpTouch, PersistEntry{TableID: tableID, Client: client}, 0, 0)
 }
 
 func persistRequest(op uint64, e PersistEntry, arg, arg2 uint64) GCRequest {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 func (d *Datapath) outer(id uint32) *ebpf.Map {
@@ -169,6 +170,47 @@ func (d *Datapath) DeleteEntry(tableID uint32, client netip.Addr) error {
 	}
 	return nil
 }
+
+// ErrTableFull means a table that does not purge had no room for a new entry.
+var ErrTableFull = errors.New("persistence table is full")
+
+// LookupEntry returns one client's entry.
+func (d *Datapath) LookupEntry(tableID uint32, client netip.Addr) (PersistEntry, bool, error) {
+	inner, err := d.table(tableID)
+	if err != nil {
+		return PersistEntry{}, false, fmt.Errorf("table %d: %w", TableIndex(tableID), err)
+	}
+	defer inner.Close()
+	k := encodePersistKey(tableID, client)
+	var v rawPersistEntry
+	if err := inner.Lookup(&k, &v); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return PersistEntry{}, false, nil
+		}
+		return PersistEntry{}, false, err
+	}
+	return decodeEntry(&k, &v), true, nil
+}
+
+// InsertEntry adds an entry that must not exist yet. It returns
+// ebpf.ErrKeyExist's wrapper when it does, and ErrTableFull when a plain
+// table has no room.
+func (d *Datapath) InsertEntry(e PersistEntry) error {
+	inner, err := d.table(e.TableID)
+	if err != nil {
+		return fmt.Errorf("table %d: %w", TableIndex(e.TableID), err)
+	}
+	defer inner.Close()
+	k, v := encodeEntry(e)
+	err = inner.Update(&k, &v, ebpf.UpdateNoExist)
+	if errors.Is(err, unix.E2BIG) {
+		return ErrTableFull
+	}
+	return err
+}
+
+// ErrEntryExists is returned by InsertEntry for a key that is present.
+var ErrEntryExists = ebpf.ErrKeyExist
 
 // FlushTable removes every entry of a table and returns how many it removed.
 func (d *Datapath) FlushTable(tableID uint32) (int, error) {

@@ -44,6 +44,7 @@ const (
 	gcOpFlowExpire      = 1
 	gcOpPersistExpire   = 2
 	gcOpReconcile       = 3
+	gcOpTouch           = 4
 	gcResultDone        = 1
 	gcResultSkipped     = 2
 	gcResultNotFound    = 3

@@ -16,6 +16,7 @@ import (
 	"github.com/limpet-lb/limpet/userspace/config"
 	"github.com/limpet-lb/limpet/userspace/gc"
 	"github.com/limpet-lb/limpet/userspace/plan"
+	"github.com/limpet-lb/limpet/userspace/sharedtable"
 )
 
 // Options configure a daemon run.
@@ -120,7 +121,10 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	proxy := newProxy(ctx, log)
 	defer proxy.stop()
-	if err := proxy.start(cfg); err != nil {
+	// The proxy shares the pinned tables of source_ip profiles that l4
+	// virtual servers use too.
+	tables := sharedtable.New(dp, d.meta)
+	if err := proxy.start(cfg, tables); err != nil {
 		return &ConfigError{err}
 	}
 	if opts.Ready != nil {
@@ -140,12 +144,14 @@ func Run(ctx context.Context, opts Options) error {
 				log.Error("reload refused; the running config stays", "error", err)
 				continue
 			}
-			if err := proxy.start(cfg); err != nil {
+			tables = sharedtable.New(dp, d.meta)
+			if err := proxy.start(cfg, tables); err != nil {
 				log.Error("reload: http virtual servers", "error", err)
 			}
 		case err := <-proxy.failed:
 			return fmt.Errorf("http virtual servers: %w", err)
 		case <-ticker.C:
+			tables.Sweep(time.Now())
 			rep, err := d.sweeper.Sweep()
 			if err != nil {
 				log.Error("sweep", "error", err)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/limpet-lb/limpet/l7"
+	"github.com/limpet-lb/limpet/l7/persist"
 	"github.com/limpet-lb/limpet/userspace/config"
 )
 
@@ -35,12 +36,14 @@ func newProxy(ctx context.Context, log *slog.Logger) *proxy {
 	return &proxy{parent: ctx, log: log, failed: make(chan error, 1)}
 }
 
-func (p *proxy) start(cfg *config.Config) error {
+// start serves cfg's http virtual servers with tables from the given
+// provider (nil: in-memory tables).
+func (p *proxy) start(cfg *config.Config, tables persist.Provider) error {
 	if _, http := countVirtualServers(cfg); http == 0 {
 		p.stop()
 		return nil
 	}
-	srv, err := l7.New(cfg, l7.Options{Logger: p.log})
+	srv, err := l7.New(cfg, l7.Options{Logger: p.log, Tables: tables})
 	if err != nil {
 		return err
 	}
@@ -74,7 +77,7 @@ func (p *proxy) stop() {
 func runL7Only(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logger) error {
 	p := newProxy(ctx, log)
 	defer p.stop()
-	if err := p.start(cfg); err != nil {
+	if err := p.start(cfg, nil); err != nil {
 		return &ConfigError{err}
 	}
 	log.Info("serving http virtual servers only; no XDP datapath is loaded")
@@ -93,7 +96,7 @@ func runL7Only(ctx context.Context, opts Options, cfg *config.Config, log *slog.
 				log.Error("reload refused; the running config stays", "error", err)
 				continue
 			}
-			if err := p.start(cfg); err != nil {
+			if err := p.start(cfg, nil); err != nil {
 				log.Error("reload refused; the running config stays", "error", err)
 			}
 		}

@@ -1,0 +1,236 @@
+// Package sharedtable lets the L7 proxy use the datapath's pinned
+// persistence table of a source_ip profile, so that an l4 and an http
+// virtual server sharing the profile share one persistence: a client
+// persisted to a server over TCP/443 at L4 finds the same server at L7, and
+// the other way round.
+//
+// The datapath owns an entry's live-connection count (its sweeper recounts it
+// from the flow table), so the proxy does not touch it: the proxy's
+// connections hold an entry by restarting its countdown while they live and
+// once more when the last one closes.
+package sharedtable
+
+import (
+	"errors"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/limpet-lb/limpet/l7/persist"
+	"github.com/limpet-lb/limpet/loader"
+	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/plan"
+)
+
+// Datapath is what the shared tables need of the loader.
+type Datapath interface {
+	Now() (time.Duration, error)
+	LookupEntry(tableID uint32, client netip.Addr) (loader.PersistEntry, bool, error)
+	InsertEntry(e loader.PersistEntry) error
+	PutEntry(e loader.PersistEntry) error
+	DeleteEntry(tableID uint32, client netip.Addr) error
+	TableEntries(id uint32) ([]loader.PersistEntry, error)
+	RunGC([]loader.GCRequest) error
+}
+
+// Provider hands out the pinned table for shared source_ip profiles that an
+// l4 virtual server also uses, and in-memory tables for everything else.
+type Provider struct {
+	dp     Datapath
+	meta   *plan.Meta
+	memory *persist.MemoryProvider
+	mu     sync.Mutex
+	stores map[uint32]*Store
+}
+
+// New returns a provider over the datapath's tables as meta describes them.
+func New(dp Datapath, meta *plan.Meta) *Provider {
+	return &Provider{dp: dp, meta: meta, memory: persist.NewMemoryProvider(), stores: map[uint32]*Store{}}
+}
+
+// Table implements persist.Provider.
+func (p *Provider) Table(spec persist.Spec) (persist.Store, error) {
+	if spec.Type == config.ProfileSourceIP && spec.Shared && p.meta != nil {
+		key := plan.TableKey(spec.Profile, true, "")
+		for _, t := range p.meta.Tables {
+			if t.Key != key {
+				continue
+			}
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			s, ok := p.stores[t.ID]
+			if !ok {
+				s = &Store{dp: p.dp, table: t.ID, timeout: time.Duration(t.Timeout) * time.Second, holds: map[netip.Addr]int{}}
+				p.stores[t.ID] = s
+			}
+			return s, nil
+		}
+	}
+	return p.memory.Table(spec)
+}
+
+// Sweep expires the in-memory tables and keeps the pinned entries that the
+// proxy's connections hold alive. The datapath's own sweeper expires
+// pinned entries.
+func (p *Provider) Sweep(now time.Time) int {
+	p.mu.Lock()
+	stores := make([]*Store, 0, len(p.stores))
+	for _, s := range p.stores {
+		stores = append(stores, s)
+	}
+	p.mu.Unlock()
+	for _, s := range stores {
+		s.refreshHeld()
+	}
+	return p.memory.Sweep(now)
+}
+
+// Store is a pinned source_ip table seen as a persist.Store.
+type Store struct {
+	dp      Datapath
+	table   uint32
+	timeout time.Duration
+	mu      sync.Mutex
+	holds   map[netip.Addr]int
+}
+
+var _ persist.Store = (*Store)(nil)
+
+// The proxy's clock is wall time; the datapath's is the boot clock. Entry
+// times are converted through "how long ago".
+func (s *Store) toWall(d time.Duration, now time.Time) time.Time {
+	dpNow, err := s.dp.Now()
+	if err != nil {
+		return now
+	}
+	return now.Add(d - dpNow)
+}
+
+func (s *Store) live(e loader.PersistEntry) bool {
+	if e.Dying {
+		return false
+	}
+	if e.Conns > 0 || s.held(e.Client) {
+		return true
+	}
+	dpNow, err := s.dp.Now()
+	return err == nil && dpNow-e.LastSeen <= s.timeout
+}
+
+func (s *Store) held(a netip.Addr) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.holds[a] > 0
+}
+
+// Get implements persist.Store. The server comes back with port 0: the
+// table is shared with pools that may list the server on other ports.
+func (s *Store) Get(key persist.Key, now time.Time) (persist.Entry, bool) {
+	e, ok, err := s.dp.LookupEntry(s.table, key.Addr)
+	if err != nil || !ok || !s.live(e) {
+		return persist.Entry{}, false
+	}
+	out := persist.Entry{
+		Server:  netip.AddrPortFrom(e.Server.Addr(), 0),
+		Conns:   int(e.Conns),
+		Created: s.toWall(e.Created, now),
+		Updated: s.toWall(e.Created, now),
+	}
+	s.mu.Lock()
+	out.Conns += s.holds[key.Addr]
+	s.mu.Unlock()
+	if out.Conns == 0 {
+		out.Expires = s.toWall(e.LastSeen+s.timeout, now)
+	}
+	return out, true
+}
+
+// Set implements persist.Store.
+func (s *Store) Set(key persist.Key, server netip.AddrPort, now time.Time) error {
+	dpNow, err := s.dp.Now()
+	if err != nil {
+		return err
+	}
+	e := loader.PersistEntry{TableID: s.table, Client: key.Addr, Server: netip.AddrPortFrom(server.Addr(), 0),
+		MemberID: loader.TableNone, VSID: loader.TableNone, Created: dpNow, LastSeen: dpNow}
+	err = s.dp.InsertEntry(e)
+	if errors.Is(err, loader.ErrTableFull) {
+		return persist.ErrFull
+	}
+	if !errors.Is(err, loader.ErrEntryExists) {
+		return err
+	}
+	// Moving an existing entry keeps the count the datapath holds.
+	cur, ok, err := s.dp.LookupEntry(s.table, key.Addr)
+	if err != nil {
+		return err
+	}
+	if ok {
+		e.Conns, e.Gen = cur.Conns, cur.Gen+1
+		if cur.Server.Addr() == server.Addr() {
+			e.Created = cur.Created
+		}
+	}
+	return s.dp.PutEntry(e)
+}
+
+// Hold implements persist.Store.
+func (s *Store) Hold(key persist.Key, now time.Time) bool {
+	e, ok, err := s.dp.LookupEntry(s.table, key.Addr)
+	if err != nil || !ok || e.Dying {
+		return false
+	}
+	s.mu.Lock()
+	s.holds[key.Addr]++
+	s.mu.Unlock()
+	s.touch(key.Addr)
+	return true
+}
+
+// Release implements persist.Store: the countdown restarts now.
+func (s *Store) Release(key persist.Key, now time.Time) {
+	s.mu.Lock()
+	if s.holds[key.Addr] > 1 {
+		s.holds[key.Addr]--
+	} else {
+		delete(s.holds, key.Addr)
+	}
+	s.mu.Unlock()
+	s.touch(key.Addr)
+}
+
+// Delete implements persist.Store.
+func (s *Store) Delete(key persist.Key) bool {
+	return s.dp.DeleteEntry(s.table, key.Addr) == nil
+}
+
+// Len implements persist.Store.
+func (s *Store) Len() int {
+	es, err := s.dp.TableEntries(s.table)
+	if err != nil {
+		return 0
+	}
+	return len(es)
+}
+
+func (s *Store) touch(addrs ...netip.Addr) {
+	reqs := make([]loader.GCRequest, len(addrs))
+	for i, a := range addrs {
+		reqs[i] = loader.TouchEntry(s.table, a)
+	}
+	_ = s.dp.RunGC(reqs)
+}
+
+// refreshHeld restarts the countdown of every entry a proxy connection
+// holds, so the datapath's sweeper never expires one in use.
+func (s *Store) refreshHeld() {
+	s.mu.Lock()
+	addrs := make([]netip.Addr, 0, len(s.holds))
+	for a := range s.holds {
+		addrs = append(addrs, a)
+	}
+	s.mu.Unlock()
+	if len(addrs) > 0 {
+		s.touch(addrs...)
+	}
+}

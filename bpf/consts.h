@@ -12,6 +12,7 @@
 #define MAX_PERSIST_TABLES 1024
 #define MAX_VLAN_TAGS 2
 #define MAX_IPV6_EXT_HDRS 4
+#define MAX_POOL_TABLE 1048576 /* WRR schedule or Maglev table entries */
 #define META_CHUNK_SIZE 4096
 #define META_CHUNKS 256
 
@@ -45,6 +46,14 @@
  * plane maintains (so a draining member can be UP but not eligible). */
 #define MEMBER_F_UP (1 << 0)
 
+/* pool_info.algorithm */
+#define ALGO_ROUND_ROBIN 0
+#define ALGO_WEIGHTED_ROUND_ROBIN 1 /* round robin over a weighted schedule table */
+#define ALGO_LEAST_CONNECTION 2
+#define ALGO_WEIGHTED_LEAST_CONNECTION 3
+#define ALGO_IP_HASH 4 /* Maglev table indexed by a hash of the client */
+#define PICK_PROBES 4  /* further slots tried when a choice is down or full */
+
 /* persist_key.table_id: the low bits index an outer map; this bit says the
  * table is a plain hash (purge when full off) rather than an LRU hash. */
 #define TABLE_PLAIN_HASH (1u << 31)
@@ -60,6 +69,7 @@
 #define FLOW_F_NAT (1u << 5)
 #define FLOW_F_DSR (1u << 6)
 #define FLOW_F_UDP (1u << 7)
+#define FLOW_F_MEMBER_COUNTED (1u << 8) /* holds one of its member's active connections */
 
 /* persist_entry.conn_state packs a generation (high 32 bits) and the live
  * connection count (low 31 bits) so one atomic add changes both, and the GC can
@@ -92,6 +102,7 @@ enum reason {
 	REASON_IPV6_EXT_WALKED, /* counted only: forwarded past hop-by-hop etc. */
 	REASON_NO_TABLE,        /* drop: VS names a persistence table that is not loaded */
 	REASON_STRAY_TCP,       /* pass: FIN/RST for no flow and no entry */
+	REASON_MEMBER_FULL,     /* drop: persisted member at its connection limit, policy never */
 	REASON_MAX,
 };
 
@@ -100,6 +111,7 @@ enum reason {
 #define GC_OP_PERSIST_EXPIRE 2
 #define GC_OP_RECONCILE 3
 #define GC_OP_TOUCH 4 /* restart an entry's countdown: L7 connections hold it this way */
+#define GC_OP_MEMBER_RECONCILE 5
 #define GC_BATCH_MAX 48
 
 #define GC_RES_DONE 1

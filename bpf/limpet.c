@@ -44,6 +44,13 @@ static __always_inline __u64 now_ns(void)
 	return s ? t + s->clock_offset_ns : t;
 }
 
+static __always_inline struct scratch *scratch_area(void)
+{
+	__u32 zero = 0;
+
+	return bpf_map_lookup_elem(&scratch, &zero);
+}
+
 static __always_inline void count_reason(__u32 reason)
 {
 	__u64 *v = bpf_map_lookup_elem(&reason_counters, &reason);
@@ -115,14 +122,47 @@ static __always_inline void persist_release(const struct persist_key *key, __u64
 	}
 }
 
-/* Ends a flow's hold on its persistence entry exactly once, whoever (FIN,
- * RST, GC) gets there first. */
+static __always_inline __u32 member_conns_of(__u32 id)
+{
+	__u64 *cs = bpf_map_lookup_elem(&member_conns, &id);
+
+	return cs ? (__u32)(READ_ONCE_U64(*cs) & CS_CONNS_MASK) : 0;
+}
+
+static __always_inline void member_acquire(__u32 id)
+{
+	__u64 *cs = bpf_map_lookup_elem(&member_conns, &id);
+
+	if (cs)
+		__sync_fetch_and_add(cs, CS_INC);
+}
+
+static __always_inline void member_release(__u32 id)
+{
+	__u64 *cs = bpf_map_lookup_elem(&member_conns, &id);
+
+	if (!cs)
+		return;
+#pragma unroll
+	for (int i = 0; i < 3; i++) {
+		__u64 old = READ_ONCE_U64(*cs);
+		if ((old & CS_CONNS_MASK) == 0)
+			break;
+		if (__sync_val_compare_and_swap(cs, old, old + CS_DEC) == old)
+			break;
+	}
+}
+
+/* Ends a flow's hold on its persistence entry and on its member's active
+ * connection count, exactly once, whoever (FIN, RST, GC) gets there first. */
 static __always_inline void flow_release(struct flow_info *f, __u64 now)
 {
-	__u32 old = __sync_fetch_and_and(&f->flags, ~FLOW_F_COUNTED);
+	__u32 old = __sync_fetch_and_and(&f->flags, ~(FLOW_F_COUNTED | FLOW_F_MEMBER_COUNTED));
 
 	if (old & FLOW_F_COUNTED)
 		persist_release(&f->pkey, now);
+	if (old & FLOW_F_MEMBER_COUNTED)
+		member_release(f->member_id);
 }
 
 static __always_inline struct member_info *member_get(__u32 id)
@@ -130,25 +170,136 @@ static __always_inline struct member_info *member_get(__u32 id)
 	return bpf_map_lookup_elem(&members, &id);
 }
 
-static __always_inline struct member_info *pool_pick(__u32 pool_id, __u32 *member_id)
+/* A member may take a new client when it is up and below its limit. */
+static __always_inline int member_full(__u32 id, const struct member_info *m)
+{
+	return m->max_conns && member_conns_of(id) >= m->max_conns;
+}
+
+static __always_inline struct member_info *usable(__u32 id)
+{
+	struct member_info *m = member_get(id);
+
+	if (!m || !(m->flags & MEMBER_F_UP) || member_full(id, m))
+		return NULL;
+	return m;
+}
+
+static __always_inline __u32 hash_addr(const union addr *a)
+{
+	/* murmur3's finaliser over the xor of the words: cheap, and every
+	 * bit of the address moves the slot. */
+	__u32 h = a->v6[0] ^ a->v6[1] ^ a->v6[2] ^ a->v6[3];
+
+	h ^= h >> 16;
+	h *= 0x85ebca6b;
+	h ^= h >> 13;
+	h *= 0xc2b2ae35;
+	h ^= h >> 16;
+	return h;
+}
+
+/* Picks from the pool's table (a weighted schedule or a Maglev table),
+ * starting at slot and moving on past members that are down or full. */
+static __always_inline int table_pick(__u32 pool_id, __u32 size, __u32 slot)
+{
+	void *table = bpf_map_lookup_elem(&pool_tables, &pool_id);
+
+	if (!table || size == 0)
+		return -1;
+#pragma unroll
+	for (int i = 0; i < PICK_PROBES; i++) {
+		__u32 idx = (slot + i) % size;
+		__u32 *id = bpf_map_lookup_elem(table, &idx);
+		if (!id)
+			return -1;
+		if (usable(*id))
+			return *id;
+	}
+	return -1;
+}
+
+/* Least (weighted) connections: the member with the fewest active
+ * connections per unit of weight; ties go round robin. */
+static __always_inline int least_conn_pick(struct pool_info *pool, __u32 n, int weighted)
+{
+	__u32 start = __sync_fetch_and_add(&pool->rr_next, 1);
+	__u32 best_conns = 0, best_weight = 1;
+	int best = -1;
+
+	for (__u32 i = 0; i < MAX_MEMBERS_PER_POOL; i++) {
+		if (i >= n)
+			break;
+		__u32 k = (start + i) % n;
+		barrier_var(k);
+		k &= MAX_MEMBERS_PER_POOL - 1;
+		__u32 id = pool->eligible[k];
+		struct member_info *m = member_get(id);
+		if (!m || !(m->flags & MEMBER_F_UP))
+			continue;
+		__u32 conns = member_conns_of(id);
+		if (m->max_conns && conns >= m->max_conns)
+			continue;
+		__u32 w = weighted ? pool->weight[k] : 1;
+		if (w == 0)
+			w = 1;
+		/* conns/w < best_conns/best_weight, without division */
+		if (best < 0 || (__u64)conns * best_weight < (__u64)best_conns * w) {
+			best = id;
+			best_conns = conns;
+			best_weight = w;
+		}
+	}
+	return best;
+}
+
+/* Chooses a member for a new client with the pool's algorithm and returns
+ * its id, or -1. A global function: the verifier checks it once, on its own,
+ * instead of once per caller and path, which keeps the least-connection loop
+ * affordable. */
+__noinline int pick_member(__u32 pool_id, __u32 client_hash)
 {
 	struct pool_info *pool = bpf_map_lookup_elem(&pools, &pool_id);
 
 	if (!pool)
-		return NULL;
+		return -1;
 	__u32 n = pool->n_eligible;
 	if (n == 0 || n > MAX_MEMBERS_PER_POOL)
-		return NULL;
-	__u32 idx = __sync_fetch_and_add(&pool->rr_next, 1) % n;
-	/* libbpf's barrier_var hides idx from clang, which would otherwise
-	 * drop the mask below as redundant; the verifier needs it. */
-	barrier_var(idx);
-	__u32 id = pool->eligible[idx & (MAX_MEMBERS_PER_POOL - 1)];
-	struct member_info *m = member_get(id);
-	if (!m || !(m->flags & MEMBER_F_UP))
+		return -1;
+
+	switch (pool->algorithm) {
+	case ALGO_WEIGHTED_ROUND_ROBIN:
+		return table_pick(pool_id, pool->table_size, __sync_fetch_and_add(&pool->rr_next, 1));
+	case ALGO_IP_HASH:
+		return table_pick(pool_id, pool->table_size, client_hash);
+	case ALGO_LEAST_CONNECTION:
+		return least_conn_pick(pool, n, 0);
+	case ALGO_WEIGHTED_LEAST_CONNECTION:
+		return least_conn_pick(pool, n, 1);
+	}
+
+	__u32 start = __sync_fetch_and_add(&pool->rr_next, 1);
+#pragma unroll
+	for (int i = 0; i < PICK_PROBES; i++) {
+		__u32 idx = (start + i) % n;
+		/* libbpf's barrier_var hides idx from clang, which would otherwise
+		 * drop the mask below as redundant; the verifier needs it. */
+		barrier_var(idx);
+		__u32 id = pool->eligible[idx & (MAX_MEMBERS_PER_POOL - 1)];
+		if (usable(id))
+			return id;
+	}
+	return -1;
+}
+
+static __always_inline struct member_info *pool_pick(__u32 pool_id, struct packet *p, __u32 *member_id)
+{
+	int id = pick_member(pool_id, hash_addr(&p->src));
+
+	if (id < 0)
 		return NULL;
 	*member_id = id;
-	return m;
+	return member_get(id);
 }
 
 /* Finds the member of a pool that a persisted server maps to: the same
@@ -193,7 +344,7 @@ static __always_inline int choose_member(struct vs_info *vs, struct packet *p, _
 	d->pkey.table_id = TABLE_NONE;
 	d->entry = NULL;
 	if (!(vs->flags & VS_F_PERSIST)) {
-		d->member = pool_pick(vs->pool_id, &d->member_id);
+		d->member = pool_pick(vs->pool_id, p, &d->member_id);
 		return d->member ? 0 : REASON_NO_MEMBER + 1;
 	}
 
@@ -231,7 +382,10 @@ static __always_inline int choose_member(struct vs_info *vs, struct packet *p, _
 		__u32 mid;
 		if (member_find(vs->pool_id, e, &mid) == 0) {
 			struct member_info *m = member_get(mid);
-			if (m && (m->flags & MEMBER_F_UP)) {
+			/* A member at its connection limit counts as down, as
+			 * NSX's server-down policy has it. */
+			int full = m && member_full(mid, m);
+			if (m && (m->flags & MEMBER_F_UP) && !full) {
 				d->member = m;
 				d->member_id = mid;
 				d->entry = e;
@@ -244,7 +398,7 @@ static __always_inline int choose_member(struct vs_info *vs, struct packet *p, _
 			if (m && (vs->flags & VS_F_SERVER_DOWN_NEVER)) {
 				if (st)
 					st->server_down_drops++;
-				return REASON_SERVER_DOWN + 1;
+				return (full ? REASON_MEMBER_FULL : REASON_SERVER_DOWN) + 1;
 			}
 		}
 		/* Down with policy immediate, or not in this pool: move the
@@ -260,23 +414,26 @@ miss:
 		if (st)
 			st->persist_misses++;
 	}
-	d->member = pool_pick(vs->pool_id, &d->member_id);
+	d->member = pool_pick(vs->pool_id, p, &d->member_id);
 	if (!d->member)
 		return REASON_NO_MEMBER + 1;
 	if (!create)
 		return 0;
 
-	struct persist_entry ne;
-	__builtin_memset(&ne, 0, sizeof(ne));
-	ne.server = d->member->addr;
-	ne.server_port = d->member->port;
-	ne.family = d->member->family;
-	ne.vs_id = vs->vs_id;
-	ne.member_id = d->member_id;
-	ne.conn_state = keep_conns;
-	ne.created_ns = now;
-	ne.last_seen_ns = now;
-	long err = bpf_map_update_elem(table, &d->pkey, &ne, update_flags);
+	struct scratch *sc = scratch_area();
+	if (!sc)
+		return REASON_NO_TABLE + 1;
+	struct persist_entry *ne = &sc->entry;
+	__builtin_memset(ne, 0, sizeof(*ne));
+	ne->server = d->member->addr;
+	ne->server_port = d->member->port;
+	ne->family = d->member->family;
+	ne->vs_id = vs->vs_id;
+	ne->member_id = d->member_id;
+	ne->conn_state = keep_conns;
+	ne->created_ns = now;
+	ne->last_seen_ns = now;
+	long err = bpf_map_update_elem(table, &d->pkey, ne, update_flags);
 	if (err == -EEXIST) {
 		/* Another CPU persisted this client a moment ago: follow it. */
 		e = bpf_map_lookup_elem(table, &d->pkey);
@@ -390,11 +547,15 @@ static __always_inline int ttl_decrement(struct xdp_md *ctx, struct packet *p)
 static __always_inline int fib_forward(struct xdp_md *ctx, struct packet *p, const union addr *src,
 				       const union addr *dst, int dsr)
 {
-	struct bpf_fib_lookup fib;
+	struct scratch *sc = scratch_area();
+	if (!sc)
+		return XDP_DROP;
+	struct bpf_fib_lookup *fibp = &sc->fib;
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
 
-	__builtin_memset(&fib, 0, sizeof(fib));
+	__builtin_memset(fibp, 0, sizeof(*fibp));
+#define fib (*fibp)
 	fib.ifindex = ctx->ingress_ifindex;
 	fib.l4_protocol = p->proto;
 	if (p->family == FAMILY_V4) {
@@ -409,7 +570,7 @@ static __always_inline int fib_forward(struct xdp_md *ctx, struct packet *p, con
 		fib.tot_len = p->ip_len;
 	}
 
-	long rc = bpf_fib_lookup(ctx, &fib, sizeof(fib), 0);
+	long rc = bpf_fib_lookup(ctx, fibp, sizeof(*fibp), 0);
 	switch (rc) {
 	case BPF_FIB_LKUP_RET_SUCCESS:
 		break;
@@ -444,6 +605,7 @@ static __always_inline int fib_forward(struct xdp_md *ctx, struct packet *p, con
 	if (fib.ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
 	return bpf_redirect(fib.ifindex, 0);
+#undef fib
 }
 
 /* Answers a rejected TCP connection with RST|ACK, in place. */
@@ -579,15 +741,20 @@ static __always_inline int handle_vs(struct xdp_md *ctx, struct packet *p, struc
 {
 	struct vs_stats *st = bpf_map_lookup_elem(&vs_counters, &vs->vs_id);
 	__u64 now = now_ns();
-	struct flow_key fk;
+	struct scratch *sc = scratch_area();
 	struct flow_info *f;
+
+	if (!sc)
+		return XDP_DROP;
+	struct flow_key *fkp = &sc->key;
+#define fk (*fkp)
 
 	if (st) {
 		st->packets++;
 		st->bytes += p->pkt_len;
 	}
-	build_flow_key(&fk, p);
-	f = bpf_map_lookup_elem(&flows, &fk);
+	build_flow_key(fkp, p);
+	f = bpf_map_lookup_elem(&flows, fkp);
 	if (f) {
 		if (!flow_track_client(f, p, now)) {
 			/* A coarse timestamp: writing it on every packet would
@@ -597,7 +764,7 @@ static __always_inline int handle_vs(struct xdp_md *ctx, struct packet *p, struc
 			union addr maddr = f->addr;
 			return forward_to_member(ctx, p, vs, &maddr, f->port, f->member_id);
 		}
-		bpf_map_delete_elem(&flows, &fk);
+		bpf_map_delete_elem(&flows, fkp);
 	}
 
 	/* No flow. A FIN or RST cannot start a connection: forward it to the
@@ -621,8 +788,9 @@ static __always_inline int handle_vs(struct xdp_md *ctx, struct packet *p, struc
 	__u32 member_id = d.member_id;
 
 	if (create) {
-		struct flow_info nf;
-		__builtin_memset(&nf, 0, sizeof(nf));
+		struct flow_info *nfp = &sc->flow;
+#define nf (*nfp)
+		__builtin_memset(nfp, 0, sizeof(*nfp));
 		nf.addr = maddr;
 		nf.port = mport;
 		nf.vs_id = vs->vs_id;
@@ -633,9 +801,11 @@ static __always_inline int handle_vs(struct xdp_md *ctx, struct packet *p, struc
 		nf.flags = (vs->flags & VS_F_DSR) ? FLOW_F_DSR : FLOW_F_NAT;
 		if (p->proto == IPPROTO_UDP)
 			nf.flags |= FLOW_F_UDP;
+		nf.flags |= FLOW_F_MEMBER_COUNTED;
 		if (d.entry)
 			nf.flags |= FLOW_F_COUNTED;
-		if (bpf_map_update_elem(&flows, &fk, &nf, BPF_NOEXIST) == 0) {
+		if (bpf_map_update_elem(&flows, fkp, nfp, BPF_NOEXIST) == 0) {
+			member_acquire(member_id);
 			if (d.entry) {
 				d.entry->last_seen_ns = now;
 				__sync_fetch_and_add(&d.entry->conn_state, CS_INC);
@@ -646,8 +816,9 @@ static __always_inline int handle_vs(struct xdp_md *ctx, struct packet *p, struc
 			if (ms)
 				ms->new_flows++;
 			if (!(vs->flags & VS_F_DSR)) {
-				struct flow_key rk;
-				__builtin_memset(&rk, 0, sizeof(rk));
+				struct flow_key *rkp = &sc->reverse;
+#define rk (*rkp)
+				__builtin_memset(rkp, 0, sizeof(*rkp));
 				rk.src = maddr;
 				rk.dst = p->src;
 				rk.sport = mport;
@@ -656,16 +827,19 @@ static __always_inline int handle_vs(struct xdp_md *ctx, struct packet *p, struc
 				rk.family = p->family;
 				nf.addr = p->dst;
 				nf.port = p->dport;
-				nf.flags = FLOW_F_REVERSE | FLOW_F_NAT;
+				nf.flags = FLOW_F_REVERSE | FLOW_F_NAT; /* counts nothing */
 				nf.pkey.table_id = TABLE_NONE;
-				bpf_map_update_elem(&flows, &rk, &nf, BPF_ANY);
+				bpf_map_update_elem(&flows, rkp, nfp, BPF_ANY);
+#undef rk
 			}
 		}
+#undef nf
 	} else {
 		count_reason(REASON_STRAY_TCP);
 	}
 	return forward_to_member(ctx, p, vs, &maddr, mport, member_id);
 }
+#undef fk
 
 /* A reply from a NAT member: rewrite the source back to the VIP. */
 static __always_inline int handle_reply(struct xdp_md *ctx, struct packet *p)
@@ -801,11 +975,14 @@ static __always_inline __u32 gc_flow_expire(struct gc_item *it, __u64 now)
 	struct persist_key pk = f->pkey;
 	union addr maddr = f->addr;
 	__be16 mport = f->port;
+	__u32 member_id = f->member_id;
 	__u32 nat = f->flags & FLOW_F_NAT;
-	__u32 old = __sync_fetch_and_and(&f->flags, ~FLOW_F_COUNTED);
+	__u32 old = __sync_fetch_and_and(&f->flags, ~(FLOW_F_COUNTED | FLOW_F_MEMBER_COUNTED));
 	bpf_map_delete_elem(&flows, &key);
 	if (old & FLOW_F_COUNTED)
 		persist_release(&pk, now);
+	if (old & FLOW_F_MEMBER_COUNTED)
+		member_release(member_id);
 	if (nat) {
 		struct flow_key rk;
 		__builtin_memset(&rk, 0, sizeof(rk));
@@ -864,6 +1041,20 @@ static __always_inline __u32 gc_reconcile(struct gc_item *it)
 	return GC_RES_DONE;
 }
 
+/* The member version of gc_reconcile: the member id is the key's first word. */
+static __always_inline __u32 gc_member_reconcile(struct gc_item *it)
+{
+	__u32 id = it->persist.table_id;
+	__u64 *cs = bpf_map_lookup_elem(&member_conns, &id);
+	if (!cs)
+		return GC_RES_BAD;
+	__u64 expect = it->arg;
+	__u64 want = (expect & ~(CS_CONNS_MASK | CS_DEAD)) + CS_GEN_ONE + (it->arg2 & CS_CONNS_MASK);
+	if (__sync_val_compare_and_swap(cs, expect, want) != expect)
+		return GC_RES_SKIPPED;
+	return GC_RES_DONE;
+}
+
 /* Moves an entry's countdown base to now without touching its atomic count,
  * which belongs to the datapath and the sweeper's recount of the flow table. */
 static __always_inline __u32 gc_touch(struct gc_item *it, __u64 now)
@@ -909,6 +1100,9 @@ int limpet_gc(struct xdp_md *ctx)
 			break;
 		case GC_OP_TOUCH:
 			it->result = gc_touch(it, now);
+			break;
+		case GC_OP_MEMBER_RECONCILE:
+			it->result = gc_member_reconcile(it);
 			break;
 		default:
 			it->result = GC_RES_BAD;

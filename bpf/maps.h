@@ -45,6 +45,30 @@ struct {
 	__type(value, struct member_info);
 } members SEC(".maps");
 
+/* Live connections per member, packed like persist_entry.conn_state so the
+ * sweeper can correct counts that flows lost to LRU eviction left behind. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_MEMBERS);
+	__type(key, __u32);
+	__type(value, __u64);
+} member_conns SEC(".maps");
+
+/* Per pool lookup table (a weighted round-robin schedule or a Maglev
+ * table) of member ids. Replacing a pool's inner map is one atomic update. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(max_entries, MAX_POOLS);
+	__type(key, __u32);
+	__array(values, struct {
+		__uint(type, BPF_MAP_TYPE_ARRAY);
+		__uint(max_entries, 1);
+		__uint(map_flags, BPF_F_INNER_MAP);
+		__uint(key_size, sizeof(__u32));
+		__uint(value_size, sizeof(__u32));
+	});
+} pool_tables SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_MEMBERS * 2);
@@ -120,6 +144,23 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } reason_counters SEC(".maps");
+
+/* Per-CPU room for the datapath's larger temporaries: BPF programs get
+ * 512 bytes of stack, and everything here is inlined into one frame. */
+struct scratch {
+	struct flow_key key;     /* the packet's flow */
+	struct flow_key reverse; /* its NAT reply flow */
+	struct flow_info flow;
+	struct persist_entry entry;
+	struct bpf_fib_lookup fib;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
 
 /* The applied configuration's names and ids, as JSON in chunks, so a CLI with
  * no daemon running can label what it dumps, and a restarted daemon keeps ids. */

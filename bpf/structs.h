@@ -40,10 +40,11 @@ struct vs_info {
 
 struct pool_info {
 	__u32 n_eligible; /* members that may take new clients */
-	__u32 algorithm;
+	__u32 algorithm;  /* ALGO_* */
 	__u32 rr_next;
-	__u32 pad;
+	__u32 table_size; /* entries of the pool's table in pool_tables */
 	__u32 eligible[MAX_MEMBERS_PER_POOL]; /* member ids */
+	__u16 weight[MAX_MEMBERS_PER_POOL];   /* of the eligible members, same order */
 };
 
 struct member_info {
@@ -52,6 +53,8 @@ struct member_info {
 	__u8 family;
 	__u8 flags; /* MEMBER_F_* */
 	__u32 pool_id;
+	__u32 max_conns; /* 0: no limit */
+	__u32 pad;
 };
 
 /* port 0 is the fallback key: "any member of this pool with this address". */

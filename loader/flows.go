@@ -1,9 +1,13 @@
 package loader
 
 import (
+	"encoding/binary"
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/cilium/ebpf"
 )
 
 // Flow is one entry of the flow table.
@@ -16,13 +20,15 @@ type Flow struct {
 	TableID  uint32     // TableNone when the flow holds no persistence entry
 	Client   netip.Addr // the persistence key's (masked) client
 	Counted  bool       // holds one live connection of its entry
-	Reverse  bool
-	Closed   bool // FIN from both sides, RST, or the client's FIN under DSR
-	FinSeen  bool
-	UDP      bool
-	Created  time.Duration
-	LastSeen time.Duration
-	key      rawFlowKey
+	// MemberCounted: holds one of its member's active connections.
+	MemberCounted bool
+	Reverse       bool
+	Closed        bool // FIN from both sides, RST, or the client's FIN under DSR
+	FinSeen       bool
+	UDP           bool
+	Created       time.Duration
+	LastSeen      time.Duration
+	key           rawFlowKey
 }
 
 // Flows reads the whole flow table with batch lookups.
@@ -36,6 +42,26 @@ func (d *Datapath) Flows() ([]Flow, error) {
 		out[i] = decodeFlow(&keys[i], &vals[i])
 	}
 	return out, nil
+}
+
+// LookupFlow returns the flow of one 5-tuple, as the client sent it.
+func (d *Datapath) LookupFlow(src, dst netip.AddrPort, proto uint8) (Flow, bool, error) {
+	var k rawFlowKey
+	sb, fam := addrBytes(src.Addr())
+	db, _ := addrBytes(dst.Addr())
+	copy(k[0:16], sb[:])
+	copy(k[16:32], db[:])
+	binary.BigEndian.PutUint16(k[32:], src.Port())
+	binary.BigEndian.PutUint16(k[34:], dst.Port())
+	k[36], k[37] = proto, fam
+	var v rawFlowInfo
+	if err := d.objs.Flows.Lookup(&k, &v); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return Flow{}, false, nil
+		}
+		return Flow{}, false, err
+	}
+	return decodeFlow(&k, &v), true, nil
 }
 
 // FlowTableSize is the capacity of the flow table.

@@ -44,6 +44,14 @@ func Reconcile(e PersistEntry, conns uint32) GCRequest {
 	return persistRequest(gcOpReconcile, e, e.connState, uint64(conns))
 }
 
+// ReconcileMember sets a member's active connection count to conns,
+// provided no connection opened or closed since m was read.
+func ReconcileMember(m MemberConns, conns uint32) GCRequest {
+	r := GCRequest{op: gcOpMemberReconcile, arg: m.connState, arg2: uint64(conns)}
+	le.PutUint32(r.key[0:], m.ID)
+	return r
+}
+
 // TouchEntry restarts an entry's countdown from now, leaving its count alone.
 func TouchEntry(tableID uint32, client netip.Addr) GCRequest {
 	return persistRequest(gcOpTouch, PersistEntry{TableID: tableID, Client: client}, 0, 0)

@@ -91,10 +91,12 @@ type limpetMemberInfo struct {
 		_ structs.HostLayout
 		B [16]uint8
 	}
-	Port   uint16
-	Family uint8
-	Flags  uint8
-	PoolId uint32
+	Port     uint16
+	Family   uint8
+	Flags    uint8
+	PoolId   uint32
+	MaxConns uint32
+	Pad      uint32
 }
 
 type limpetMemberStats struct {
@@ -137,8 +139,9 @@ type limpetPoolInfo struct {
 	N_eligible uint32
 	Algorithm  uint32
 	RrNext     uint32
-	Pad        uint32
+	TableSize  uint32
 	Eligible   [64]uint32
+	Weight     [64]uint16
 }
 
 type limpetReason uint32
@@ -163,7 +166,8 @@ const (
 	limpetReasonREASON_IPV6EXT_WALKED limpetReason = 16
 	limpetReasonREASON_NO_TABLE       limpetReason = 17
 	limpetReasonREASON_STRAY_TCP      limpetReason = 18
-	limpetReasonREASON_MAX            limpetReason = 19
+	limpetReasonREASON_MEMBER_FULL    limpetReason = 19
+	limpetReasonREASON_MAX            limpetReason = 20
 )
 
 type limpetSettings struct {
@@ -224,15 +228,18 @@ type limpetVsStats struct {
 const (
 	limpetMapFlows                 = "flows"
 	limpetMapMemberAddrs           = "member_addrs"
+	limpetMapMemberConns           = "member_conns"
 	limpetMapMemberCounters        = "member_counters"
 	limpetMapMembers               = "members"
 	limpetMapMeta                  = "meta"
 	limpetMapNatMembers            = "nat_members"
 	limpetMapPersistHashTables     = "persist_hash_tables"
 	limpetMapPersistLruTables      = "persist_lru_tables"
+	limpetMapPoolTables            = "pool_tables"
 	limpetMapPools                 = "pools"
 	limpetMapReasonCounters        = "reason_counters"
 	limpetMapRuntimeSettings       = "runtime_settings"
+	limpetMapScratch               = "scratch"
 	limpetMapTableCounters         = "table_counters"
 	limpetMapVips                  = "vips"
 	limpetMapVirtualServers        = "virtual_servers"
@@ -299,15 +306,18 @@ type limpetProgramSpecs struct {
 type limpetMapSpecs struct {
 	Flows             *ebpf.MapSpec `ebpf:"flows"`
 	MemberAddrs       *ebpf.MapSpec `ebpf:"member_addrs"`
+	MemberConns       *ebpf.MapSpec `ebpf:"member_conns"`
 	MemberCounters    *ebpf.MapSpec `ebpf:"member_counters"`
 	Members           *ebpf.MapSpec `ebpf:"members"`
 	Meta              *ebpf.MapSpec `ebpf:"meta"`
 	NatMembers        *ebpf.MapSpec `ebpf:"nat_members"`
 	PersistHashTables *ebpf.MapSpec `ebpf:"persist_hash_tables"`
 	PersistLruTables  *ebpf.MapSpec `ebpf:"persist_lru_tables"`
+	PoolTables        *ebpf.MapSpec `ebpf:"pool_tables"`
 	Pools             *ebpf.MapSpec `ebpf:"pools"`
 	ReasonCounters    *ebpf.MapSpec `ebpf:"reason_counters"`
 	RuntimeSettings   *ebpf.MapSpec `ebpf:"runtime_settings"`
+	Scratch           *ebpf.MapSpec `ebpf:"scratch"`
 	TableCounters     *ebpf.MapSpec `ebpf:"table_counters"`
 	Vips              *ebpf.MapSpec `ebpf:"vips"`
 	VirtualServers    *ebpf.MapSpec `ebpf:"virtual_servers"`
@@ -346,15 +356,18 @@ func (o *limpetObjects) Close() error {
 type limpetMaps struct {
 	Flows             *ebpf.Map `ebpf:"flows"`
 	MemberAddrs       *ebpf.Map `ebpf:"member_addrs"`
+	MemberConns       *ebpf.Map `ebpf:"member_conns"`
 	MemberCounters    *ebpf.Map `ebpf:"member_counters"`
 	Members           *ebpf.Map `ebpf:"members"`
 	Meta              *ebpf.Map `ebpf:"meta"`
 	NatMembers        *ebpf.Map `ebpf:"nat_members"`
 	PersistHashTables *ebpf.Map `ebpf:"persist_hash_tables"`
 	PersistLruTables  *ebpf.Map `ebpf:"persist_lru_tables"`
+	PoolTables        *ebpf.Map `ebpf:"pool_tables"`
 	Pools             *ebpf.Map `ebpf:"pools"`
 	ReasonCounters    *ebpf.Map `ebpf:"reason_counters"`
 	RuntimeSettings   *ebpf.Map `ebpf:"runtime_settings"`
+	Scratch           *ebpf.Map `ebpf:"scratch"`
 	TableCounters     *ebpf.Map `ebpf:"table_counters"`
 	Vips              *ebpf.Map `ebpf:"vips"`
 	VirtualServers    *ebpf.Map `ebpf:"virtual_servers"`
@@ -365,15 +378,18 @@ func (m *limpetMaps) Close() error {
 	return _LimpetClose(
 		m.Flows,
 		m.MemberAddrs,
+		m.MemberConns,
 		m.MemberCounters,
 		m.Members,
 		m.Meta,
 		m.NatMembers,
 		m.PersistHashTables,
 		m.PersistLruTables,
+		m.PoolTables,
 		m.Pools,
 		m.ReasonCounters,
 		m.RuntimeSettings,
+		m.Scratch,
 		m.TableCounters,
 		m.Vips,
 		m.VirtualServers,

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -242,16 +243,21 @@ func (d *Datapath) Close() error {
 	return err
 }
 
+// mapsByName lists the state maps by their C names, from the generated
+// bindings, so a map added in C is pinned and adopted without more code.
 func (d *Datapath) mapsByName() map[string]*ebpf.Map {
-	m := &d.objs.limpetMaps
-	return map[string]*ebpf.Map{
-		"flows": m.Flows, "member_addrs": m.MemberAddrs, "member_counters": m.MemberCounters,
-		"members": m.Members, "meta": m.Meta, "nat_members": m.NatMembers,
-		"persist_hash_tables": m.PersistHashTables, "persist_lru_tables": m.PersistLruTables,
-		"pools": m.Pools, "reason_counters": m.ReasonCounters, "runtime_settings": m.RuntimeSettings,
-		"table_counters": m.TableCounters, "vips": m.Vips, "virtual_servers": m.VirtualServers,
-		"vs_counters": m.VsCounters,
+	out := map[string]*ebpf.Map{}
+	v := reflect.ValueOf(&d.objs.limpetMaps).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		name := v.Type().Field(i).Tag.Get("ebpf")
+		if name == "" || strings.HasPrefix(name, ".") {
+			continue
+		}
+		if m, ok := v.Field(i).Interface().(*ebpf.Map); ok && m != nil {
+			out[name] = m
+		}
 	}
+	return out
 }
 
 // XDPMode chooses how the program attaches to an interface.

@@ -93,20 +93,21 @@ func decodeFlow(k *rawFlowKey, v *rawFlowInfo) Flow {
 	fam := k[37]
 	flags := le.Uint32(v[20:])
 	f := Flow{
-		Src:      netip.AddrPortFrom(addrFrom(k[0:16], fam), port(k[32:])),
-		Dst:      netip.AddrPortFrom(addrFrom(k[16:32], fam), port(k[34:])),
-		Proto:    k[36],
-		Target:   netip.AddrPortFrom(addrFrom(v[0:16], fam), port(v[16:])),
-		VSID:     le.Uint32(v[24:]),
-		MemberID: le.Uint32(v[28:]),
-		TableID:  le.Uint32(v[32:]),
-		Counted:  flags&flowCounted != 0,
-		Reverse:  flags&flowReverse != 0,
-		UDP:      flags&flowUDP != 0,
-		FinSeen:  flags&(flowFinClient|flowFinServer) != 0,
-		LastSeen: time.Duration(le.Uint64(v[56:])),
-		Created:  time.Duration(le.Uint64(v[64:])),
-		key:      *k,
+		Src:           netip.AddrPortFrom(addrFrom(k[0:16], fam), port(k[32:])),
+		Dst:           netip.AddrPortFrom(addrFrom(k[16:32], fam), port(k[34:])),
+		Proto:         k[36],
+		Target:        netip.AddrPortFrom(addrFrom(v[0:16], fam), port(v[16:])),
+		VSID:          le.Uint32(v[24:]),
+		MemberID:      le.Uint32(v[28:]),
+		TableID:       le.Uint32(v[32:]),
+		Counted:       flags&flowCounted != 0,
+		MemberCounted: flags&flowMemberCounted != 0,
+		Reverse:       flags&flowReverse != 0,
+		UDP:           flags&flowUDP != 0,
+		FinSeen:       flags&(flowFinClient|flowFinServer) != 0,
+		LastSeen:      time.Duration(le.Uint64(v[56:])),
+		Created:       time.Duration(le.Uint64(v[64:])),
+		key:           *k,
 	}
 	fin := flags & (flowFinClient | flowFinServer)
 	f.Closed = flags&flowRST != 0 || fin == flowFinClient|flowFinServer || (flags&flowDSR != 0 && flags&flowFinClient != 0)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 // Apply makes the datapath's configuration maps match s. Writes are ordered
@@ -26,15 +27,10 @@ func (d *Datapath) Apply(s State) error {
 	natAddrs := map[limpetAddrKey]bool{}
 	wantMemberAddrs := map[limpetMemberAddrKey]uint32{}
 	for _, mem := range s.Members {
-		b, fam := addrBytes(mem.Addr.Addr())
-		info := limpetMemberInfo{Port: htons(mem.Addr.Port()), Family: fam, PoolId: mem.PoolID}
-		info.Addr.B = b
-		if mem.Up {
-			info.Flags = memberUp
-		}
-		if err := m.Members.Put(mem.ID, &info); err != nil {
+		if err := d.SetMember(mem); err != nil {
 			return fmt.Errorf("write member %d: %w", mem.ID, err)
 		}
+		b, fam := addrBytes(mem.Addr.Addr())
 		k := limpetMemberAddrKey{PoolId: mem.PoolID, Family: fam, Port: htons(mem.Addr.Port())}
 		k.Addr.B = b
 		wantMemberAddrs[k] = mem.ID
@@ -61,17 +57,8 @@ func (d *Datapath) Apply(s State) error {
 
 	wantPools := map[uint32]bool{}
 	for _, p := range s.Pools {
-		var info limpetPoolInfo
-		info.N_eligible = uint32(len(p.Eligible))
-		copy(info.Eligible[:], p.Eligible)
-		// Keep the round-robin position across updates so a reload does
-		// not send the next clients to the first member again.
-		var old limpetPoolInfo
-		if err := m.Pools.Lookup(p.ID, &old); err == nil {
-			info.RrNext = old.RrNext
-		}
-		if err := m.Pools.Put(p.ID, &info); err != nil {
-			return fmt.Errorf("write pool %d: %w", p.ID, err)
+		if err := d.writePool(p); err != nil {
+			return err
 		}
 		wantPools[p.ID] = true
 	}
@@ -133,7 +120,7 @@ func (d *Datapath) SetMember(mem Member) error {
 		return fmt.Errorf("member id %d exceeds %d", mem.ID, MaxMembers-1)
 	}
 	b, fam := addrBytes(mem.Addr.Addr())
-	info := limpetMemberInfo{Port: htons(mem.Addr.Port()), Family: fam, PoolId: mem.PoolID}
+	info := limpetMemberInfo{Port: htons(mem.Addr.Port()), Family: fam, PoolId: mem.PoolID, MaxConns: mem.MaxConns}
 	info.Addr.B = b
 	if mem.Up {
 		info.Flags = memberUp
@@ -141,19 +128,68 @@ func (d *Datapath) SetMember(mem Member) error {
 	return d.objs.Members.Put(mem.ID, &info)
 }
 
-// SetPool replaces a pool's eligible members in one atomic update.
+// SetPool replaces a pool: its table first (one atomic swap of the inner
+// map), then its description (one atomic hash update). A packet between the
+// two sees an old and a new half, both of which name only members that the
+// datapath checks are usable, so it is still balanced correctly.
 func (d *Datapath) SetPool(p Pool) error {
 	if len(p.Eligible) > MaxMembersPerPool {
 		return fmt.Errorf("pool %d has %d eligible members, more than %d", p.ID, len(p.Eligible), MaxMembersPerPool)
 	}
-	var info, old limpetPoolInfo
-	if err := d.objs.Pools.Lookup(p.ID, &old); err != nil {
-		return fmt.Errorf("pool %d: %w", p.ID, err)
+	return d.writePool(p)
+}
+
+func (d *Datapath) writePool(p Pool) error {
+	if len(p.Table) > MaxPoolTable {
+		return fmt.Errorf("pool %d: table of %d entries exceeds %d", p.ID, len(p.Table), MaxPoolTable)
 	}
-	info.RrNext = old.RrNext
+	if len(p.Table) > 0 {
+		if err := d.installPoolTable(p.ID, p.Table); err != nil {
+			return err
+		}
+	}
+	var info, old limpetPoolInfo
 	info.N_eligible = uint32(len(p.Eligible))
+	info.Algorithm = p.Algorithm
+	info.TableSize = uint32(len(p.Table))
 	copy(info.Eligible[:], p.Eligible)
-	return d.objs.Pools.Put(p.ID, &info)
+	copy(info.Weight[:], p.Weights)
+	// Keep the round-robin position across updates so a reload does not
+	// send the next clients to the first member again.
+	if err := d.objs.Pools.Lookup(p.ID, &old); err == nil {
+		info.RrNext = old.RrNext
+	}
+	if err := d.objs.Pools.Put(p.ID, &info); err != nil {
+		return fmt.Errorf("write pool %d: %w", p.ID, err)
+	}
+	if len(p.Table) == 0 {
+		if err := d.objs.PoolTables.Delete(p.ID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("remove pool %d table: %w", p.ID, err)
+		}
+	}
+	return nil
+}
+
+func (d *Datapath) installPoolTable(poolID uint32, table []uint32) error {
+	inner, err := ebpf.NewMap(&ebpf.MapSpec{
+		Name: fmt.Sprintf("pool_%d", poolID), Type: ebpf.Array,
+		KeySize: 4, ValueSize: 4, MaxEntries: uint32(len(table)), Flags: unix.BPF_F_INNER_MAP,
+	})
+	if err != nil {
+		return fmt.Errorf("create pool %d table: %w", poolID, err)
+	}
+	defer inner.Close()
+	keys := make([]uint32, len(table))
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	if _, err := inner.BatchUpdate(keys, table, nil); err != nil {
+		return fmt.Errorf("fill pool %d table: %w", poolID, err)
+	}
+	if err := d.objs.PoolTables.Put(poolID, inner); err != nil {
+		return fmt.Errorf("install pool %d table: %w", poolID, err)
+	}
+	return nil
 }
 
 func validateState(s State) error {

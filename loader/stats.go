@@ -33,6 +33,7 @@ var ReasonNames = []string{
 	"ipv6_extension_unsupported", "no_member", "server_down", "table_full",
 	"ttl_expired", "fib_no_neighbour", "fib_pass", "fib_drop", "dsr_no_neighbour",
 	"vlan_pass", "ipv4_options", "ipv6_extension_walked", "no_table", "stray_tcp",
+	"member_full",
 }
 
 // ReasonDrops says whether the reason with that index drops the packet.
@@ -41,6 +42,7 @@ var ReasonDrops = []bool{
 	true, true, true, true,
 	false, false, false, true, true,
 	false, false, false, true, false,
+	true,
 }
 
 func sumPerCPU[V any](m *ebpf.Map, key uint32, add func(*V, *V)) (V, error) {
@@ -111,6 +113,26 @@ func (d *Datapath) ReasonCounters() ([]uint64, error) {
 		for _, v := range per {
 			out[i] += v
 		}
+	}
+	return out, nil
+}
+
+// MemberConns is a member's count of active connections.
+type MemberConns struct {
+	ID        uint32
+	Conns     uint32
+	connState uint64
+}
+
+// MemberConns reads every member's active connection count.
+func (d *Datapath) MemberConns() ([]MemberConns, error) {
+	keys, vals, err := batchRead[uint32, uint64](d.objs.MemberConns)
+	if err != nil {
+		return nil, fmt.Errorf("read member connections: %w", err)
+	}
+	out := make([]MemberConns, 0, len(keys))
+	for i := range keys {
+		out = append(out, MemberConns{ID: keys[i], Conns: uint32(vals[i] & csConnsMask), connState: vals[i]})
 	}
 	return out, nil
 }

@@ -45,6 +45,8 @@ const (
 	gcOpPersistExpire   = 2
 	gcOpReconcile       = 3
 	gcOpTouch           = 4
+	gcOpMemberReconcile = 5
+	flowMemberCounted   = 1 << 8
 	gcResultDone        = 1
 	gcResultSkipped     = 2
 	gcResultNotFound    = 3
@@ -82,10 +84,27 @@ type VirtualServer struct {
 	Timeout         time.Duration
 }
 
-// Pool is the set of members that can take new clients, in order.
+// Pool algorithms, as the datapath numbers them.
+const (
+	AlgoRoundRobin              uint32 = 0
+	AlgoWeightedRoundRobin      uint32 = 1
+	AlgoLeastConnection         uint32 = 2
+	AlgoWeightedLeastConnection uint32 = 3
+	AlgoIPHash                  uint32 = 4
+)
+
+// MaxPoolTable bounds a pool's lookup table.
+const MaxPoolTable = 1 << 20
+
+// Pool is the set of members that can take new clients, and how to choose.
 type Pool struct {
-	ID       uint32
-	Eligible []uint32 // member ids
+	ID        uint32
+	Algorithm uint32
+	Eligible  []uint32 // member ids, in config order
+	Weights   []uint16 // of Eligible, same order (weighted least connection)
+	// Table is the weighted round-robin schedule or the Maglev table, as
+	// member ids; nil for the other algorithms.
+	Table []uint32
 }
 
 // Member is one server of one pool.
@@ -99,6 +118,8 @@ type Member struct {
 	// NAT is set when a NAT virtual server uses the member, so its replies
 	// are rewritten back to the VIP.
 	NAT bool
+	// MaxConns caps the member's active connections; 0: no limit.
+	MaxConns uint32
 }
 
 // Table is a persistence table.

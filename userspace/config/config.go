@@ -35,6 +35,11 @@ type Settings struct {
 	IdleTimeouts IdleTimeouts `yaml:"idle_timeouts" json:"idle_timeouts"`
 	// GCInterval is how often the daemon sweeps flows and persistence entries, in seconds.
 	GCInterval float64 `yaml:"gc_interval" json:"gc_interval"`
+	// MetricsListen is the IP address and port of the Prometheus endpoint
+	// (http://ADDR/metrics), e.g. 127.0.0.1:9469; empty turns it off.
+	MetricsListen string `yaml:"metrics_listen" json:"metrics_listen,omitempty"`
+	// AdminSocket is the admin API's unix socket; empty means /run/limpet/admin.sock.
+	AdminSocket string `yaml:"admin_socket" json:"admin_socket,omitempty"`
 }
 
 // IdleTimeouts mirror IPVS's defaults: a flow idle for longer than its state's
@@ -54,6 +59,8 @@ const (
 	DefaultUDP             = 300
 	DefaultGCInterval      = 1.0
 	DefaultPersistTimeout  = 300
+	DefaultMaglevTableSize = 65537
+	MaxMaglevTableSize     = 1048573
 	DefaultPersistEntries  = 65536
 	MaxPersistEntries      = 1 << 24
 	MaxMembersPerPool      = 64
@@ -137,6 +144,9 @@ type Pool struct {
 	Name      string   `yaml:"name" json:"name"`
 	Algorithm string   `yaml:"algorithm" json:"algorithm"`
 	Members   []Member `yaml:"members" json:"members"`
+	// MaglevTableSize is the size of the ip_hash lookup table: a prime,
+	// default 65537. Every node with the same config builds the same table.
+	MaglevTableSize int `yaml:"maglev_table_size" json:"maglev_table_size,omitempty"`
 }
 
 // Member states.
@@ -154,6 +164,10 @@ type Member struct {
 	Port   int    `yaml:"port" json:"port"`
 	Weight int    `yaml:"weight" json:"weight"`
 	State  string `yaml:"state" json:"state"`
+	// MaxConnections caps the member's concurrent connections; a full
+	// member counts as down for new clients (NSX: "reached a connection
+	// limit"). 0 means no limit.
+	MaxConnections int `yaml:"max_connections" json:"max_connections,omitempty"`
 }
 
 // Virtual server types and forwarding modes.
@@ -270,6 +284,9 @@ func (c *Config) applyDefaults() {
 		p := &c.Pools[i]
 		if p.Algorithm == "" {
 			p.Algorithm = defaultAlgorithm
+		}
+		if p.Algorithm == AlgoIPHash && p.MaglevTableSize == 0 {
+			p.MaglevTableSize = DefaultMaglevTableSize
 		}
 		for j := range p.Members {
 			m := &p.Members[j]

@@ -114,6 +114,12 @@ func (c *Config) validateSettings(v *validator) {
 			v.add(fmt.Sprintf("settings.interfaces[%d]", i), "%q is not a valid interface name", ifname)
 		}
 	}
+	if ap, err := netip.ParseAddrPort(s.MetricsListen); s.MetricsListen != "" && (err != nil || ap.Port() == 0) {
+		v.add("settings.metrics_listen", "%q must be an IP address and a port, e.g. 127.0.0.1:9469 or [::]:9469", s.MetricsListen)
+	}
+	if p := s.AdminSocket; p != "" && (!strings.HasPrefix(p, "/") || len(p) > 107) {
+		v.add("settings.admin_socket", "%q must be an absolute path of at most 107 bytes", p)
+	}
 }
 
 func (p *Profile) validate(v *validator, field string, seen map[string]bool) {
@@ -170,6 +176,16 @@ func (p *Pool) validate(v *validator, field string, seen map[string]bool) {
 	if len(p.Members) == 0 {
 		v.add(field+".members", "a pool needs at least one member")
 	}
+	if p.MaglevTableSize != 0 {
+		switch {
+		case p.Algorithm != AlgoIPHash:
+			v.add(field+".maglev_table_size", "applies only to algorithm ip_hash")
+		case p.MaglevTableSize < 7 || p.MaglevTableSize > MaxMaglevTableSize || !isPrime(p.MaglevTableSize):
+			v.add(field+".maglev_table_size", "%d must be a prime between 7 and %d", p.MaglevTableSize, MaxMaglevTableSize)
+		case p.MaglevTableSize < 100*len(p.Members):
+			v.add(field+".maglev_table_size", "%d is too small for %d members: use a prime of at least 100 times the member count", p.MaglevTableSize, len(p.Members))
+		}
+	}
 	if len(p.Members) > MaxMembersPerPool {
 		v.add(field+".members", "%d members exceed the limit of %d per pool", len(p.Members), MaxMembersPerPool)
 	}
@@ -189,6 +205,9 @@ func (p *Pool) validate(v *validator, field string, seen map[string]bool) {
 		}
 		if m.Port < 0 || m.Port > 65535 {
 			v.add(mf+".port", "%d is out of range 0-65535 (0 means the virtual server's port)", m.Port)
+		}
+		if m.MaxConnections < 0 || m.MaxConnections > 1<<30 {
+			v.add(mf+".max_connections", "%d must be between 0 (no limit) and %d", m.MaxConnections, 1<<30)
 		}
 		if m.Weight < 1 || m.Weight > 256 {
 			v.add(mf+".weight", "%d must be between 1 and 256", m.Weight)
@@ -278,6 +297,18 @@ func (c *Config) validateVirtualServer(v *validator, i int, seen map[string]bool
 		v.add(field+".protocol", "an http virtual server runs over tcp")
 	}
 	c.validateHTTPVirtualServer(v, vs, field)
+}
+
+func isPrime(n int) bool {
+	if n < 2 {
+		return false
+	}
+	for d := 2; d*d <= n; d++ {
+		if n%d == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func family(a netip.Addr) string {

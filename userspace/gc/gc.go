@@ -20,6 +20,7 @@ type Datapath interface {
 	Tables() ([]loader.Table, error)
 	TableEntries(id uint32) ([]loader.PersistEntry, error)
 	TableCounters(id uint32) (loader.TableCounters, error)
+	MemberConns() ([]loader.MemberConns, error)
 	RunGC([]loader.GCRequest) error
 }
 
@@ -56,7 +57,10 @@ type Report struct {
 	Entries        int
 	EntriesExpired int
 	Corrected      int
-	Tables         map[uint32]TableTotals
+	// MembersCorrected counts members whose active connection count was
+	// corrected (flows lost to LRU eviction never closed).
+	MembersCorrected int
+	Tables           map[uint32]TableTotals
 }
 
 // New returns a sweeper.
@@ -108,6 +112,10 @@ func (s *Sweeper) Sweep() (Report, error) {
 		entries[t.ID] = es
 		rep.Entries += len(es)
 	}
+	members, err := s.dp.MemberConns()
+	if err != nil {
+		return rep, err
+	}
 	flows, err := s.dp.Flows()
 	if err != nil {
 		return rep, err
@@ -119,6 +127,7 @@ func (s *Sweeper) Sweep() (Report, error) {
 	rep.Flows = len(flows)
 
 	live := map[entryRef]uint32{}
+	memberLive := map[uint32]uint32{}
 	var reqs []loader.GCRequest
 	for _, f := range flows {
 		limit := s.idleLimit(f)
@@ -137,6 +146,9 @@ func (s *Sweeper) Sweep() (Report, error) {
 		if f.Counted && f.TableID != loader.TableNone {
 			live[entryRef{f.TableID, f.Client}]++
 		}
+		if f.MemberCounted {
+			memberLive[f.MemberID]++
+		}
 	}
 	if err := s.dp.RunGC(reqs); err != nil {
 		return rep, err
@@ -149,17 +161,23 @@ func (s *Sweeper) Sweep() (Report, error) {
 
 	reqs = reqs[:0]
 	var kinds []pending
+	for _, m := range members {
+		if want := memberLive[m.ID]; m.Conns != want {
+			reqs = append(reqs, loader.ReconcileMember(m, want))
+			kinds = append(kinds, pending{table: loader.TableNone, member: true})
+		}
+	}
 	for id, es := range entries {
 		timeout, known := s.entryTimeout(id)
 		for _, e := range es {
 			want := live[entryRef{id, e.Client}]
 			if e.Conns != want && !e.Dying {
 				reqs = append(reqs, loader.Reconcile(e, want))
-				kinds = append(kinds, pending{id, true})
+				kinds = append(kinds, pending{table: id, correct: true})
 			}
 			if known && want == 0 && now-e.LastSeen > timeout {
 				reqs = append(reqs, loader.ExpireEntry(e, timeout))
-				kinds = append(kinds, pending{id, false})
+				kinds = append(kinds, pending{table: id})
 			}
 		}
 	}
@@ -170,6 +188,10 @@ func (s *Sweeper) Sweep() (Report, error) {
 	}
 	for i, r := range reqs {
 		if r.Result != loader.GCDone {
+			continue
+		}
+		if kinds[i].member {
+			rep.MembersCorrected++
 			continue
 		}
 		t := s.total(kinds[i].table)
@@ -207,12 +229,13 @@ func (s *Sweeper) Sweep() (Report, error) {
 type pending struct {
 	table   uint32
 	correct bool
+	member  bool // a member's count, not a table entry
 }
 
 func countDone(reqs []loader.GCRequest, kinds []pending, table uint32) int {
 	n := 0
 	for i, r := range reqs {
-		if r.Result == loader.GCDone && !kinds[i].correct && kinds[i].table == table {
+		if r.Result == loader.GCDone && !kinds[i].correct && !kinds[i].member && kinds[i].table == table {
 			n++
 		}
 	}

@@ -5,13 +5,11 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"os"
-	"runtime"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/limpet-lb/limpet/loader"
+	"github.com/limpet-lb/limpet/test/dptest"
 	"github.com/limpet-lb/limpet/test/packets"
 	"github.com/limpet-lb/limpet/test/privileged"
 	"github.com/limpet-lb/limpet/userspace/gc"
@@ -28,14 +26,13 @@ var (
 
 const entryTimeout = 10 * time.Second
 
-// world is a datapath driven through BPF_PROG_RUN, with a clock the test
-// moves and the real sweeper.
+// world is a dptest.World with the real sweeper.
 type world struct {
-	t      *testing.T
-	dp     *loader.Datapath
-	sw     *gc.Sweeper
-	offset time.Duration
-	state  loader.State
+	*dptest.World
+	t     *testing.T
+	dp    *loader.Datapath
+	sw    *gc.Sweeper
+	state loader.State
 }
 
 type vsOpts struct {
@@ -79,22 +76,9 @@ func oneVS(o vsOpts) loader.State {
 
 func newWorld(t *testing.T, s loader.State, flowTable uint32) *world {
 	t.Helper()
-	privileged.Require(t)
-	pin := fmt.Sprintf("/sys/fs/bpf/limpet-gctest-%d-%d", os.Getpid(), rand.Uint32())
-	dp, err := loader.Load(loader.Options{PinPath: pin, FlowTableSize: flowTable})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := dp.Detach(); err != nil {
-			t.Error(err)
-		}
-	})
-	if err := dp.Apply(s); err != nil {
-		t.Fatal(err)
-	}
-	w := &world{t: t, dp: dp, state: s}
-	w.sw = gc.New(dp, timeouts, func(id uint32) (time.Duration, bool) {
+	dw := dptest.New(t, s, flowTable)
+	w := &world{World: dw, t: t, dp: dw.DP, state: s}
+	w.sw = gc.New(dw.DP, timeouts, func(id uint32) (time.Duration, bool) {
 		for _, v := range w.state.VirtualServers {
 			if v.TableID == id {
 				return v.Timeout, true
@@ -106,60 +90,8 @@ func newWorld(t *testing.T, s loader.State, flowTable uint32) *world {
 }
 
 func (w *world) apply(s loader.State) {
-	w.t.Helper()
 	w.state = s
-	if err := w.dp.Apply(s); err != nil {
-		w.t.Fatal(err)
-	}
-}
-
-func (w *world) send(s packets.Spec) (loader.XDPAction, packets.Decoded) {
-	w.t.Helper()
-	act, out, err := w.dp.RunPacket(s.Bytes(), 0)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	return act, packets.Decode(out)
-}
-
-// connect opens a TCP connection and returns the member its flow points
-// at; the zero AddrPort means the datapath created no flow (rejected or
-// dropped). The flow table, not the output packet, is read: outside a netns
-// the FIB cannot route DSR packets, but the decision is made before that.
-func (w *world) connect(client netip.Addr, sport uint16, vs netip.AddrPort) netip.AddrPort {
-	w.t.Helper()
-	src := netip.AddrPortFrom(client, sport)
-	w.send(packets.TCP(src, vs, "S"))
-	flows, err := w.dp.Flows()
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	for _, f := range flows {
-		if f.Src == src && f.Dst == vs && !f.Reverse {
-			return f.Target
-		}
-	}
-	return netip.AddrPort{}
-}
-
-// closeBoth ends a NAT connection with a FIN from each side.
-func (w *world) closeBoth(client netip.Addr, sport uint16, vs, member netip.AddrPort) {
-	w.t.Helper()
-	w.send(packets.TCP(netip.AddrPortFrom(client, sport), vs, "FA"))
-	w.send(packets.TCP(member, netip.AddrPortFrom(client, sport), "FA"))
-}
-
-func (w *world) reset(client netip.Addr, sport uint16, vs netip.AddrPort) {
-	w.t.Helper()
-	w.send(packets.TCP(netip.AddrPortFrom(client, sport), vs, "R"))
-}
-
-func (w *world) advance(d time.Duration) {
-	w.t.Helper()
-	w.offset += d
-	if err := w.dp.SetClockOffset(w.offset); err != nil {
-		w.t.Fatal(err)
-	}
+	w.Apply(s)
 }
 
 func (w *world) sweep() gc.Report {
@@ -169,24 +101,6 @@ func (w *world) sweep() gc.Report {
 		w.t.Fatal(err)
 	}
 	return r
-}
-
-func (w *world) entries(table uint32) map[netip.Addr]loader.PersistEntry {
-	w.t.Helper()
-	es, err := w.dp.TableEntries(table)
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	out := map[netip.Addr]loader.PersistEntry{}
-	for _, e := range es {
-		out[e.Client] = e
-	}
-	return out
-}
-
-func (w *world) entry(table uint32, client netip.Addr) (loader.PersistEntry, bool) {
-	e, ok := w.entries(table)[client]
-	return e, ok
 }
 
 func client(i int) netip.Addr {
@@ -199,17 +113,17 @@ func TestManyConnectionsOneServerAndClientsSpread(t *testing.T) {
 	w := newWorld(t, oneVS(vsOpts{purge: true}), 4096)
 	perMember := map[netip.AddrPort]int{}
 	for c := 0; c < 30; c++ {
-		first := w.connect(client(c), 10000, webVIP)
+		first := w.Connect(client(c), 10000, webVIP)
 		if !first.IsValid() {
 			t.Fatalf("client %d not forwarded", c)
 		}
 		perMember[first]++
 		for k := 1; k < 8; k++ {
-			if got := w.connect(client(c), uint16(10000+k), webVIP); got != first {
+			if got := w.Connect(client(c), uint16(10000+k), webVIP); got != first {
 				t.Fatalf("client %d connection %d went to %s, its first went to %s", c, k, got, first)
 			}
 		}
-		if e, _ := w.entry(web, client(c)); e.Conns != 8 {
+		if e, _ := w.Entry(web, client(c)); e.Conns != 8 {
 			t.Fatalf("client %d entry holds %d connections, want 8", c, e.Conns)
 		}
 	}
@@ -226,20 +140,20 @@ func TestManyConnectionsOneServerAndClientsSpread(t *testing.T) {
 func TestTimeoutIdleOpenConnectionHoldsEntry(t *testing.T) {
 	w := newWorld(t, oneVS(vsOpts{purge: true}), 4096)
 	c := client(1)
-	m := w.connect(c, 20000, webVIP)
-	e0, _ := w.entry(web, c)
+	m := w.Connect(c, 20000, webVIP)
+	e0, _ := w.Entry(web, c)
 
 	// Idle far past the persistence timeout, but well inside TCP's 900 s.
-	w.advance(10 * entryTimeout)
+	w.Advance(10 * entryTimeout)
 	w.sweep()
-	e, ok := w.entry(web, c)
+	e, ok := w.Entry(web, c)
 	if !ok || e.Conns != 1 {
 		t.Fatalf("idle open connection lost its entry: %+v ok=%v", e, ok)
 	}
-	if got := w.connect(c, 20001, webVIP); got != m {
+	if got := w.Connect(c, 20001, webVIP); got != m {
 		t.Fatalf("new connection went to %s, want persisted %s", got, m)
 	}
-	if e, _ := w.entry(web, c); e.Created != e0.Created {
+	if e, _ := w.Entry(web, c); e.Created != e0.Created {
 		t.Fatal("entry was recreated while held")
 	}
 }
@@ -249,47 +163,47 @@ func TestTimeoutCountdownStartsAtLastClose(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			w := newWorld(t, oneVS(vsOpts{purge: true, dsr: how == "dsr client fin"}), 4096)
 			c := client(2)
-			m := w.connect(c, 21000, webVIP)
-			e0, _ := w.entry(web, c)
-			w.advance(time.Minute) // the connection lives a while
+			m := w.Connect(c, 21000, webVIP)
+			e0, _ := w.Entry(web, c)
+			w.Advance(time.Minute) // the connection lives a while
 
 			switch how {
 			case "fin both sides":
-				w.send(packets.TCP(netip.AddrPortFrom(c, 21000), webVIP, "FA"))
-				if e, _ := w.entry(web, c); e.Conns != 1 {
+				w.Send(packets.TCP(netip.AddrPortFrom(c, 21000), webVIP, "FA"))
+				if e, _ := w.Entry(web, c); e.Conns != 1 {
 					t.Fatalf("a FIN from one side closed the connection: %+v", e)
 				}
-				w.send(packets.TCP(m, netip.AddrPortFrom(c, 21000), "FA"))
+				w.Send(packets.TCP(m, netip.AddrPortFrom(c, 21000), "FA"))
 			case "rst":
-				w.reset(c, 21000, webVIP)
+				w.Reset(c, 21000, webVIP)
 			case "dsr client fin":
-				w.send(packets.TCP(netip.AddrPortFrom(c, 21000), webVIP, "FA"))
+				w.Send(packets.TCP(netip.AddrPortFrom(c, 21000), webVIP, "FA"))
 			}
-			e, _ := w.entry(web, c)
+			e, _ := w.Entry(web, c)
 			if e.Conns != 0 {
 				t.Fatalf("closed connection still counted: %+v", e)
 			}
 
-			w.advance(entryTimeout - time.Second)
+			w.Advance(entryTimeout - time.Second)
 			w.sweep()
-			if _, ok := w.entry(web, c); !ok {
+			if _, ok := w.Entry(web, c); !ok {
 				t.Fatal("entry expired before its timeout counted from the close")
 			}
-			if got := w.connect(c, 21001, webVIP); got != m {
+			if got := w.Connect(c, 21001, webVIP); got != m {
 				t.Fatalf("within the timeout the client went to %s, want %s", got, m)
 			}
-			w.reset(c, 21001, webVIP)
+			w.Reset(c, 21001, webVIP)
 
-			w.advance(entryTimeout + time.Second)
+			w.Advance(entryTimeout + time.Second)
 			w.sweep()
-			if _, ok := w.entry(web, c); ok {
+			if _, ok := w.Entry(web, c); ok {
 				t.Fatal("entry survived its timeout")
 			}
 			// Afresh: a new entry with a new creation time.
-			if got := w.connect(c, 21002, webVIP); !got.IsValid() {
+			if got := w.Connect(c, 21002, webVIP); !got.IsValid() {
 				t.Fatal("client not balanced after expiry")
 			}
-			e1, ok := w.entry(web, c)
+			e1, ok := w.Entry(web, c)
 			if !ok || e1.Created <= e0.Created || e1.Conns != 1 {
 				t.Fatalf("entry not recreated afresh: before %+v after %+v", e0, e1)
 			}
@@ -300,13 +214,13 @@ func TestTimeoutCountdownStartsAtLastClose(t *testing.T) {
 func TestTimeoutExpiredEntryRebalancedBeforeSweep(t *testing.T) {
 	w := newWorld(t, oneVS(vsOpts{purge: true}), 4096)
 	c := client(3)
-	w.connect(c, 22000, webVIP)
-	w.reset(c, 22000, webVIP)
-	e0, _ := w.entry(web, c)
-	w.advance(entryTimeout + time.Second)
+	w.Connect(c, 22000, webVIP)
+	w.Reset(c, 22000, webVIP)
+	e0, _ := w.Entry(web, c)
+	w.Advance(entryTimeout + time.Second)
 	// No sweep: the datapath itself must see that the entry has expired.
-	w.connect(c, 22001, webVIP)
-	e1, _ := w.entry(web, c)
+	w.Connect(c, 22001, webVIP)
+	e1, _ := w.Entry(web, c)
 	if e1.Created == e0.Created {
 		t.Fatal("an expired entry was reused because no sweep had run")
 	}
@@ -320,24 +234,24 @@ func TestUDPFlowEndsWhenIdle(t *testing.T) {
 	w := newWorld(t, oneVS(vsOpts{purge: true}), 4096)
 	dns := loader.TableID(1, true)
 	c := client(4)
-	w.send(packets.UDP(netip.AddrPortFrom(c, 5000), dnsVIP))
-	if e, _ := w.entry(dns, c); e.Conns != 1 {
+	w.Send(packets.UDP(netip.AddrPortFrom(c, 5000), dnsVIP))
+	if e, _ := w.Entry(dns, c); e.Conns != 1 {
 		t.Fatalf("udp flow not counted: %+v", e)
 	}
-	w.advance(timeouts.UDP - time.Second)
+	w.Advance(timeouts.UDP - time.Second)
 	w.sweep()
-	if e, _ := w.entry(dns, c); e.Conns != 1 {
+	if e, _ := w.Entry(dns, c); e.Conns != 1 {
 		t.Fatal("udp flow ended before its idle timeout")
 	}
-	w.advance(2 * time.Second)
+	w.Advance(2 * time.Second)
 	w.sweep()
-	e, ok := w.entry(dns, c)
+	e, ok := w.Entry(dns, c)
 	if !ok || e.Conns != 0 {
 		t.Fatalf("after the UDP idle timeout the flow should end and the entry start its countdown: %+v ok=%v", e, ok)
 	}
-	w.advance(entryTimeout + time.Second)
+	w.Advance(entryTimeout + time.Second)
 	w.sweep()
-	if _, ok := w.entry(dns, c); ok {
+	if _, ok := w.Entry(dns, c); ok {
 		t.Fatal("entry outlived its countdown")
 	}
 }
@@ -363,15 +277,15 @@ func TestLiveConnectionCountsDoNotDrift(t *testing.T) {
 			cn := open[k]
 			open = append(open[:k], open[k+1:]...)
 			if rng.IntN(2) == 0 {
-				w.closeBoth(cn.c, cn.sport, webVIP, cn.member)
+				w.CloseBoth(cn.c, cn.sport, webVIP, cn.member)
 			} else {
-				w.reset(cn.c, cn.sport, webVIP)
+				w.Reset(cn.c, cn.sport, webVIP)
 			}
 			continue
 		}
 		c := client(rng.IntN(5))
 		next++
-		m := w.connect(c, next, webVIP)
+		m := w.Connect(c, next, webVIP)
 		if !m.IsValid() {
 			t.Fatalf("connection %d not forwarded", i)
 		}
@@ -381,8 +295,8 @@ func TestLiveConnectionCountsDoNotDrift(t *testing.T) {
 		t.Fatalf("test needs more open connections (%d) than flow slots (%d) to force evictions", len(open), flowTable)
 	}
 	rep := w.sweep()
-	if rep.Corrected == 0 {
-		t.Fatal("no count needed correcting: the LRU evicted nothing?")
+	if rep.Corrected == 0 || rep.MembersCorrected == 0 {
+		t.Fatalf("entries corrected %d, members corrected %d: the LRU evicted nothing?", rep.Corrected, rep.MembersCorrected)
 	}
 	checkCounts := func(stage string) {
 		t.Helper()
@@ -396,23 +310,38 @@ func TestLiveConnectionCountsDoNotDrift(t *testing.T) {
 				want[f.Client]++
 			}
 		}
-		for c, e := range w.entries(web) {
+		for c, e := range w.Entries(web) {
 			if e.Conns != want[c] {
 				t.Errorf("%s: client %s entry counts %d connections, the flow table holds %d", stage, c, e.Conns, want[c])
+			}
+		}
+		perMember := map[uint32]uint32{}
+		for _, f := range flows {
+			if f.MemberCounted && !f.Reverse {
+				perMember[f.MemberID]++
+			}
+		}
+		mc, err := w.DP.MemberConns()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range mc {
+			if m.Conns != perMember[m.ID] {
+				t.Errorf("%s: member %d counts %d active connections, the flow table holds %d", stage, m.ID, m.Conns, perMember[m.ID])
 			}
 		}
 	}
 	checkCounts("after sweep")
 	// A second sweep with nothing changed corrects nothing.
-	if r := w.sweep(); r.Corrected != 0 {
-		t.Fatalf("second sweep corrected %d counts", r.Corrected)
+	if r := w.sweep(); r.Corrected != 0 || r.MembersCorrected != 0 {
+		t.Fatalf("second sweep corrected %d entry and %d member counts", r.Corrected, r.MembersCorrected)
 	}
 	for _, cn := range open {
-		w.reset(cn.c, cn.sport, webVIP)
+		w.Reset(cn.c, cn.sport, webVIP)
 	}
 	w.sweep()
 	checkCounts("after closing everything")
-	for c, e := range w.entries(web) {
+	for c, e := range w.Entries(web) {
 		if e.Conns != 0 {
 			t.Errorf("client %s still counts %d connections with none open", c, e.Conns)
 		}
@@ -442,8 +371,8 @@ func TestSharePersistence(t *testing.T) {
 		t.Run(fmt.Sprintf("shared=%v", shared), func(t *testing.T) {
 			w := newWorld(t, build(shared), 4096)
 			c := client(5)
-			a := w.connect(c, 23000, webVIP)
-			b := w.connect(c, 23001, altVIP)
+			a := w.Connect(c, 23000, webVIP)
+			b := w.Connect(c, 23001, altVIP)
 			if b.Port() != 9090 {
 				t.Fatalf("virtual server B sent the client to %s, not a port-9090 member", b)
 			}
@@ -453,52 +382,33 @@ func TestSharePersistence(t *testing.T) {
 			if !shared && b.Addr() == a.Addr() {
 				t.Fatalf("private tables: B followed A's persistence to %s", a.Addr())
 			}
-			if e, _ := w.entry(web, c); shared && e.Conns != 2 {
+			if e, _ := w.Entry(web, c); shared && e.Conns != 2 {
 				t.Fatalf("shared entry should hold both connections: %+v", e)
 			}
 		})
 	}
 }
 
-// onOneCPU runs fn on a thread bound to one CPU. The kernel's LRU keeps
-// per-CPU lists, so eviction order is exact only for inserts made on one CPU;
-// across CPUs it is approximate, as the README says.
-func onOneCPU(t *testing.T, fn func()) {
-	t.Helper()
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	var old, one unix.CPUSet
-	if err := unix.SchedGetaffinity(0, &old); err != nil {
-		t.Fatal(err)
-	}
-	one.Set(0)
-	if err := unix.SchedSetaffinity(0, &one); err != nil {
-		t.Fatal(err)
-	}
-	defer unix.SchedSetaffinity(0, &old)
-	fn()
-}
-
 func TestPurgeWhenFullOnEvictsLeastRecentlyUsed(t *testing.T) {
 	const size, extra = 64, 16
 	w := newWorld(t, oneVS(vsOpts{purge: true, maxEntries: size}), 4096)
-	onOneCPU(t, func() {
+	dptest.OnOneCPU(t, func() {
 		for i := 0; i < size; i++ {
-			if !w.connect(client(i), 24000, webVIP).IsValid() {
+			if !w.Connect(client(i), 24000, webVIP).IsValid() {
 				t.Fatalf("client %d not served", i)
 			}
 		}
 		// Client 0, the oldest, comes back: it is now recently used.
-		if !w.connect(client(0), 24001, webVIP).IsValid() {
+		if !w.Connect(client(0), 24001, webVIP).IsValid() {
 			t.Fatal("client 0 not served")
 		}
 		for i := size; i < size+extra; i++ {
-			if !w.connect(client(i), 24000, webVIP).IsValid() {
+			if !w.Connect(client(i), 24000, webVIP).IsValid() {
 				t.Fatalf("client %d rejected although the table purges", i)
 			}
 		}
 	})
-	es := w.entries(web)
+	es := w.Entries(web)
 	if len(es) > size {
 		t.Fatalf("%d entries in a table of %d", len(es), size)
 	}
@@ -526,7 +436,7 @@ func TestPurgeWhenFullOffRejectsNewClients(t *testing.T) {
 	table := loader.TableID(0, false)
 	served := map[int]netip.AddrPort{}
 	for i := 0; i < size; i++ {
-		served[i] = w.connect(client(i), 25000, webVIP)
+		served[i] = w.Connect(client(i), 25000, webVIP)
 		if !served[i].IsValid() {
 			t.Fatalf("client %d rejected before the table was full", i)
 		}
@@ -534,7 +444,7 @@ func TestPurgeWhenFullOffRejectsNewClients(t *testing.T) {
 	// Client N+1: answered with a RST from the balancer.
 	syn := packets.TCP(netip.AddrPortFrom(client(size), 25000), webVIP, "S")
 	syn.Seq = 1000
-	act, d := w.send(syn)
+	act, d := w.Send(syn)
 	if act != loader.XDPTX || d.TCP == nil || !d.TCP.RST || !d.TCP.ACK || d.TCP.Ack != 1001 {
 		t.Fatalf("new client got %v %+v, want XDP_TX of RST|ACK acking 1001", act, d.TCP)
 	}
@@ -543,15 +453,15 @@ func TestPurgeWhenFullOffRejectsNewClients(t *testing.T) {
 	}
 	// UDP from a new client to a full table: dropped.
 	dnsTable := loader.TableID(1, false)
-	for i := 0; len(w.entries(dnsTable)) < size; i++ {
-		w.send(packets.UDP(netip.AddrPortFrom(client(100+i), 5000), dnsVIP))
+	for i := 0; len(w.Entries(dnsTable)) < size; i++ {
+		w.Send(packets.UDP(netip.AddrPortFrom(client(100+i), 5000), dnsVIP))
 	}
-	if act, _ := w.send(packets.UDP(netip.AddrPortFrom(client(200), 5000), dnsVIP)); act != loader.XDPDrop {
+	if act, _ := w.Send(packets.UDP(netip.AddrPortFrom(client(200), 5000), dnsVIP)); act != loader.XDPDrop {
 		t.Fatalf("udp from a new client to a full table: %v, want XDP_DROP", act)
 	}
 	// Existing clients keep working, on new connections too.
 	for i := 0; i < size; i++ {
-		if got := w.connect(client(i), 25001, webVIP); got != served[i] {
+		if got := w.Connect(client(i), 25001, webVIP); got != served[i] {
 			t.Fatalf("existing client %d went to %s, want %s", i, got, served[i])
 		}
 	}
@@ -567,20 +477,20 @@ func TestPurgeWhenFullOffRejectsNewClients(t *testing.T) {
 
 func TestPrefixGroupsClients(t *testing.T) {
 	w := newWorld(t, oneVS(vsOpts{purge: true, prefix4: 24}), 4096)
-	a := w.connect(netip.MustParseAddr("198.51.100.7"), 26000, webVIP)
+	a := w.Connect(netip.MustParseAddr("198.51.100.7"), 26000, webVIP)
 	for _, other := range []string{"198.51.100.200", "198.51.100.1", "198.51.100.7"} {
-		if got := w.connect(netip.MustParseAddr(other), 26001, webVIP); got != a {
+		if got := w.Connect(netip.MustParseAddr(other), 26001, webVIP); got != a {
 			t.Fatalf("%s went to %s, its /24 is persisted to %s", other, got, a)
 		}
 	}
-	es := w.entries(web)
+	es := w.Entries(web)
 	if len(es) != 1 {
 		t.Fatalf("%d entries for one /24", len(es))
 	}
 	if e, ok := es[netip.MustParseAddr("198.51.100.0")]; !ok || e.Conns != 4 {
 		t.Fatalf("entry for 198.51.100.0/24: %+v", es)
 	}
-	if got := w.connect(netip.MustParseAddr("198.51.101.7"), 26000, webVIP); got == a {
+	if got := w.Connect(netip.MustParseAddr("198.51.101.7"), 26000, webVIP); got == a {
 		t.Fatal("a client of another /24 shared the entry")
 	}
 }
@@ -591,7 +501,7 @@ func TestServerDownPolicy(t *testing.T) {
 			s := oneVS(vsOpts{purge: true, never: never})
 			w := newWorld(t, s, 4096)
 			c := client(6)
-			m := w.connect(c, 27000, webVIP)
+			m := w.Connect(c, 27000, webVIP)
 			// Take that member down: not eligible, not up.
 			var down uint32
 			for i := range s.Members {
@@ -610,12 +520,12 @@ func TestServerDownPolicy(t *testing.T) {
 			w.apply(s)
 
 			// The open flow keeps its member either way.
-			act, d := w.send(packets.TCP(netip.AddrPortFrom(c, 27000), webVIP, "PA"))
+			act, d := w.Send(packets.TCP(netip.AddrPortFrom(c, 27000), webVIP, "PA"))
 			if act == loader.XDPDrop || d.Dst != m {
 				t.Fatalf("open flow moved or dropped: %v to %s", act, d.Dst)
 			}
-			got := w.connect(c, 27001, webVIP)
-			e, _ := w.entry(web, c)
+			got := w.Connect(c, 27001, webVIP)
+			e, _ := w.Entry(web, c)
 			vc, _ := w.dp.VSCounters(0)
 			if never {
 				if got.IsValid() {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/pooltable"
 )
 
 // Meta is stored next to the pinned maps: the names behind every id, so that
@@ -45,9 +46,10 @@ type VirtualServerMeta struct {
 
 // PoolMeta names a pool id.
 type PoolMeta struct {
-	ID        uint32 `json:"id"`
-	Name      string `json:"name"`
-	Algorithm string `json:"algorithm"`
+	ID              uint32 `json:"id"`
+	Name            string `json:"name"`
+	Algorithm       string `json:"algorithm"`
+	MaglevTableSize int    `json:"maglev_table_size,omitempty"`
 }
 
 // MemberMeta names a member id.
@@ -59,6 +61,9 @@ type MemberMeta struct {
 	Address string `json:"address"`
 	Port    int    `json:"port"`
 	State   string `json:"state"` // as configured
+	Weight  int    `json:"weight"`
+	// MaxConnections caps active connections; 0: no limit.
+	MaxConnections int `json:"max_connections,omitempty"`
 	// AdminDown is set by 'limpet member disable' and wins over State.
 	AdminDown bool `json:"admin_down,omitempty"`
 }
@@ -80,22 +85,27 @@ func (m *Meta) SetAdminDown(id uint32, down bool) (loader.Member, loader.Pool, e
 	}
 	mm.AdminDown = down
 	m.AdminDown = m.AdminDown[:0]
-	var pool loader.Pool
-	for _, p := range m.Pools {
-		if p.Name == mm.Pool {
-			pool.ID = p.ID
-		}
-	}
+	var members []MemberMeta
 	for i := range m.Members {
 		o := &m.Members[i]
 		if o.AdminDown {
 			m.AdminDown = append(m.AdminDown, o.Key)
 		}
-		if o.Pool == mm.Pool && o.Effective() == config.MemberEnabled {
-			pool.Eligible = append(pool.Eligible, o.ID)
+		if o.Pool == mm.Pool {
+			members = append(members, *o)
 		}
 	}
 	sort.Strings(m.AdminDown)
+	var pm PoolMeta
+	for _, p := range m.Pools {
+		if p.Name == mm.Pool {
+			pm = p
+		}
+	}
+	pool, err := buildPool(pm, members)
+	if err != nil {
+		return loader.Member{}, loader.Pool{}, err
+	}
 	var nat bool
 	for _, v := range m.VirtualServers {
 		if v.Pool == mm.Pool && v.Forwarding == config.ForwardNAT {
@@ -103,9 +113,58 @@ func (m *Meta) SetAdminDown(id uint32, down bool) (loader.Member, loader.Pool, e
 		}
 	}
 	addr := netip.MustParseAddr(mm.Address)
-	var poolID uint32 = pool.ID
-	return loader.Member{ID: id, PoolID: poolID, Addr: netip.AddrPortFrom(addr, uint16(mm.Port)),
-		Up: mm.Effective() != config.MemberDisabled, NAT: nat}, pool, nil
+	return loader.Member{ID: id, PoolID: pool.ID, Addr: netip.AddrPortFrom(addr, uint16(mm.Port)),
+		Up: mm.Effective() != config.MemberDisabled, NAT: nat, MaxConns: uint32(mm.MaxConnections)}, pool, nil
+}
+
+var algorithms = map[string]uint32{
+	config.AlgoRoundRobin:              loader.AlgoRoundRobin,
+	config.AlgoWeightedRoundRobin:      loader.AlgoWeightedRoundRobin,
+	config.AlgoLeastConnection:         loader.AlgoLeastConnection,
+	config.AlgoWeightedLeastConnection: loader.AlgoWeightedLeastConnection,
+	config.AlgoIPHash:                  loader.AlgoIPHash,
+}
+
+// buildPool describes a pool to the datapath: the members that may take new
+// clients (enabled, in config order), their weights, and the schedule or
+// Maglev table its algorithm balances with.
+func buildPool(pm PoolMeta, members []MemberMeta) (loader.Pool, error) {
+	pool := loader.Pool{ID: pm.ID, Algorithm: algorithms[pm.Algorithm]}
+	var keys []string
+	var weights []int
+	for _, m := range members {
+		if m.Effective() != config.MemberEnabled {
+			continue
+		}
+		w := max(m.Weight, 1)
+		pool.Eligible = append(pool.Eligible, m.ID)
+		pool.Weights = append(pool.Weights, uint16(w))
+		keys = append(keys, m.Key)
+		weights = append(weights, w)
+	}
+	switch pm.Algorithm {
+	case config.AlgoWeightedRoundRobin:
+		for _, i := range pooltable.Schedule(weights) {
+			pool.Table = append(pool.Table, pool.Eligible[i])
+		}
+	case config.AlgoIPHash:
+		if len(keys) == 0 {
+			break
+		}
+		size := pm.MaglevTableSize
+		if size == 0 {
+			size = config.DefaultMaglevTableSize
+		}
+		idx, err := pooltable.Maglev(keys, weights, size)
+		if err != nil {
+			return pool, fmt.Errorf("pool %s: %w", pm.Name, err)
+		}
+		pool.Table = make([]uint32, len(idx))
+		for i, k := range idx {
+			pool.Table[i] = pool.Eligible[k]
+		}
+	}
+	return pool, nil
 }
 
 // TableMeta describes a persistence table.
@@ -256,8 +315,9 @@ func Build(cfg *config.Config, prev *Meta) (loader.State, *Meta, error) {
 			return st, nil, err
 		}
 		poolID[p.Name] = pid
-		meta.Pools = append(meta.Pools, PoolMeta{ID: pid, Name: p.Name, Algorithm: p.Algorithm})
-		pool := loader.Pool{ID: pid}
+		pm := PoolMeta{ID: pid, Name: p.Name, Algorithm: p.Algorithm, MaglevTableSize: p.MaglevTableSize}
+		meta.Pools = append(meta.Pools, pm)
+		first := len(meta.Members)
 		for _, m := range p.Members {
 			addr := netip.MustParseAddr(m.Address).Unmap()
 			key := MemberKey(p.Name, addr, m.Port)
@@ -272,12 +332,14 @@ func Build(cfg *config.Config, prev *Meta) (loader.State, *Meta, error) {
 			}
 			st.Members = append(st.Members, loader.Member{
 				ID: mid, PoolID: pid, Addr: netip.AddrPortFrom(addr, uint16(m.Port)),
-				Up: state != config.MemberDisabled, NAT: poolNAT[p.Name],
+				Up: state != config.MemberDisabled, NAT: poolNAT[p.Name], MaxConns: uint32(m.MaxConnections),
 			})
-			if state == config.MemberEnabled {
-				pool.Eligible = append(pool.Eligible, mid)
-			}
-			meta.Members = append(meta.Members, MemberMeta{ID: mid, Key: key, Pool: p.Name, Name: m.Name, Address: addr.String(), Port: m.Port, State: m.State, AdminDown: adminDown[key]})
+			meta.Members = append(meta.Members, MemberMeta{ID: mid, Key: key, Pool: p.Name, Name: m.Name, Address: addr.String(),
+				Port: m.Port, State: m.State, AdminDown: adminDown[key], Weight: m.Weight, MaxConnections: m.MaxConnections})
+		}
+		pool, err := buildPool(pm, meta.Members[first:])
+		if err != nil {
+			return st, nil, err
 		}
 		st.Pools = append(st.Pools, pool)
 	}

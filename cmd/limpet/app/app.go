@@ -126,6 +126,7 @@ func newApp(env *Env) *cli.App {
 			l7Command(env), cookieCommand(env),
 			demoCommand(env),
 			labCommand(env),
+			statusCommand(env), reloadCommand(env),
 		},
 		Before: func(c *cli.Context) error {
 			if c.Args().Present() && c.App.Command(c.Args().First()) == nil {

@@ -1,0 +1,162 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/limpet-lb/limpet/userspace/admin"
+)
+
+// adminSocketFlag selects the daemon's admin socket.
+var adminSocketFlag = &cli.StringFlag{
+	Name:    "socket",
+	Usage:   "the daemon's admin socket (settings.admin_socket)",
+	Value:   admin.DefaultSocket,
+	EnvVars: []string{"LIMPET_ADMIN_SOCKET"},
+}
+
+// adminTimeout bounds one admin API call.
+const adminTimeout = 2 * time.Minute
+
+// dialAdmin connects to the daemon named by --socket. No daemon is a
+// runtime failure (exit 1).
+func dialAdmin(c *cli.Context) (*admin.Client, error) {
+	return admin.Dial(c.String("socket"))
+}
+
+func adminContext(env *Env) (context.Context, context.CancelFunc) {
+	ctx := env.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	return context.WithTimeout(ctx, adminTimeout)
+}
+
+func statusCommand(env *Env) *cli.Command {
+	return &cli.Command{
+		Name:   "status",
+		Usage:  "show the running daemon: config, interfaces, virtual servers, members and their health, tables (needs the daemon)",
+		Flags:  []cli.Flag{outputFlag, adminSocketFlag},
+		Action: func(c *cli.Context) error { return status(env, c) },
+	}
+}
+
+func status(env *Env, c *cli.Context) error {
+	if err := noArgs(c); err != nil {
+		return err
+	}
+	format, err := outputFormat(c)
+	if err != nil {
+		return err
+	}
+	cl, err := dialAdmin(c)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := adminContext(env)
+	defer cancel()
+	st, err := cl.Status(ctx)
+	if err != nil {
+		return err
+	}
+	if format == "json" {
+		enc := json.NewEncoder(env.Stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(st)
+	}
+	return printStatus(env, st)
+}
+
+func printStatus(env *Env, st admin.Status) error {
+	w := env.Stdout
+	fmt.Fprintf(w, "limpet %s, pid %d, up %s\n", st.Version, st.PID, time.Duration(st.UptimeSeconds*float64(time.Second)).Round(time.Second))
+	fmt.Fprintf(w, "config %s, applied %s\n", st.ConfigPath, st.AppliedAt.UTC().Format(time.RFC3339))
+	if st.LastReloadError != "" {
+		fmt.Fprintf(w, "last reload refused (the config above keeps running): %s\n", st.LastReloadError)
+	}
+	var ifs []string
+	for _, i := range st.Interfaces {
+		ifs = append(ifs, fmt.Sprintf("%s (%s)", i.Name, i.XDPMode))
+	}
+	if len(ifs) == 0 {
+		ifs = []string{"none"}
+	}
+	fmt.Fprintf(w, "interfaces: %s\n", strings.Join(ifs, ", "))
+	if st.MetricsListen != "" {
+		fmt.Fprintf(w, "metrics: http://%s/metrics\n", st.MetricsListen)
+	}
+
+	inService := map[string][2]int{}
+	for _, p := range st.Pools {
+		n := 0
+		for i := range p.Members {
+			if p.Members[i].InService() {
+				n++
+			}
+		}
+		inService[p.Name] = [2]int{n, len(p.Members)}
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "\nVIRTUAL SERVER\tTYPE\tADDRESS\tPROTOCOL\tFORWARDING\tPOOL\tPROFILE\tIN SERVICE")
+	for _, v := range st.VirtualServers {
+		n := inService[v.Pool]
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d/%d\n", v.Name, v.Type, safeEndpoint(v.Address, v.Port), v.Protocol,
+			dash(v.Forwarding), v.Pool, dash(v.Profile), n[0], n[1])
+	}
+	fmt.Fprintln(tw, "\nPOOL\tALGORITHM\tMEMBER\tADDRESS\tWEIGHT\tSTATE\tHEALTH\tCONNECTIONS")
+	for _, p := range st.Pools {
+		for _, m := range p.Members {
+			state := m.State
+			if m.AdminDown {
+				state = "disabled (limpet member disable)"
+			}
+			health := m.Health
+			if m.HealthDetail != "" && m.Health == admin.HealthDown {
+				health += ": " + m.HealthDetail
+			}
+			conns := strconv.FormatUint(m.ActiveConnections, 10)
+			if m.MaxConnections > 0 {
+				conns += "/" + strconv.Itoa(m.MaxConnections)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", p.Name, p.Algorithm, m.Name, safeEndpoint(m.Address, m.Port),
+				m.Weight, state, dash(health), conns)
+		}
+	}
+	if len(st.Tables) > 0 {
+		fmt.Fprintln(tw, "\nTABLE\tPROFILE\tVIRTUAL SERVER\tENTRIES\tMAX\tFILL\tWHEN FULL\tTIMEOUT")
+		for _, t := range st.Tables {
+			vs := t.VirtualServer
+			if t.Shared {
+				vs = "(shared)"
+			}
+			fill := "-"
+			if t.MaxEntries > 0 {
+				fill = fmt.Sprintf("%.1f%%", 100*float64(t.Entries)/float64(t.MaxEntries))
+			}
+			full := "purge"
+			if !t.PurgeWhenFull {
+				full = "reject"
+			}
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\t%s\t%s\n", t.ID, t.Profile, dash(vs), t.Entries, t.MaxEntries, fill, full,
+				time.Duration(t.Timeout)*time.Second)
+		}
+	}
+	return tw.Flush()
+}
+
+// safeEndpoint is endpoint for an address that may not parse.
+func safeEndpoint(addr string, port int) string {
+	if _, err := netip.ParseAddr(addr); err != nil {
+		return addr
+	}
+	return endpoint(addr, port)
+}

@@ -1,0 +1,219 @@
+// Package admin is limpet's admin API: JSON over HTTP on a unix socket that
+// only root may use. The daemon serves it (Serve, with a Handler); the CLI
+// talks to it (Dial) for what needs the running daemon: status, reload and
+// member enable/disable. Reading the pinned maps (dumps, stats) needs no
+// daemon and does not go through here.
+//
+// Endpoints:
+//
+//	GET  /v1/status                                  Status
+//	POST /v1/reload                                  Summary; 400 with the error if the config is refused
+//	POST /v1/members/{pool}/{member}/enable|disable  MemberChange; 404 for an unknown pool or member
+//
+// Errors are JSON too: {"error": "text", "kind": "config|invalid|not_found|forbidden|internal"}.
+package admin
+
+import (
+	"errors"
+	"time"
+
+	"github.com/limpet-lb/limpet/userspace/config"
+)
+
+// DefaultSocket is where the daemon listens unless settings.admin_socket
+// says otherwise.
+const DefaultSocket = "/run/limpet/admin.sock"
+
+// SocketPath returns the socket of a config's settings.admin_socket: the
+// setting, or DefaultSocket when it is empty.
+func SocketPath(setting string) string {
+	if setting == "" {
+		return DefaultSocket
+	}
+	return setting
+}
+
+// Handler is what the daemon implements. Status may run concurrently with
+// anything; the server runs Reload and SetMember one at a time (but the
+// daemon must still order them against its own SIGHUP reloads).
+type Handler interface {
+	// Status describes the running daemon.
+	Status() Status
+	// Reload reads the config file again and applies it. A config that
+	// does not parse or validate must leave the running one in place and
+	// return an error that is, or wraps, a *ConfigError or a
+	// *config.FieldError; any other error is reported as a failure of the
+	// daemon (HTTP 500).
+	Reload() (Summary, error)
+	// SetMember enables or disables a member ('limpet member enable' and
+	// 'disable'); member is a name, an address or an address:port, as the
+	// CLI takes it. Return an error wrapping ErrNotFound for an unknown pool
+	// or member, and one wrapping ErrInvalid for an ambiguous member.
+	SetMember(pool, member string, enabled bool) error
+}
+
+// Status is GET /v1/status.
+type Status struct {
+	Version   string    `json:"version"`
+	PID       int       `json:"pid"`
+	StartedAt time.Time `json:"started_at"`
+	// UptimeSeconds is filled in by the server from StartedAt.
+	UptimeSeconds float64 `json:"uptime_seconds"`
+	ConfigPath    string  `json:"config_path"`
+	// AppliedAt is when the running config was applied (start or reload).
+	AppliedAt time.Time `json:"applied_at"`
+	// LastReloadError is the error of the last reload if it was refused
+	// (the config at AppliedAt keeps running); empty after a good one.
+	LastReloadError string          `json:"last_reload_error,omitempty"`
+	PinPath         string          `json:"pin_path,omitempty"`
+	MetricsListen   string          `json:"metrics_listen,omitempty"`
+	Interfaces      []Interface     `json:"interfaces"`
+	VirtualServers  []VirtualServer `json:"virtual_servers"`
+	Pools           []Pool          `json:"pools"`
+	Tables          []Table         `json:"tables"`
+}
+
+// Interface is one interface the XDP program is attached to.
+type Interface struct {
+	Name string `json:"name"`
+	// XDPMode is how it is attached: native or generic.
+	XDPMode string `json:"xdp_mode"`
+}
+
+// VirtualServer is one configured virtual server.
+type VirtualServer struct {
+	Name       string `json:"name"`
+	Type       string `json:"type"` // l4 or http
+	Address    string `json:"address"`
+	Port       int    `json:"port"`
+	Protocol   string `json:"protocol"`
+	Forwarding string `json:"forwarding,omitempty"` // nat or dsr (l4)
+	Pool       string `json:"pool"`
+	Profile    string `json:"profile,omitempty"`
+}
+
+// Pool is one pool and the state of its members.
+type Pool struct {
+	Name      string   `json:"name"`
+	Algorithm string   `json:"algorithm"`
+	Members   []Member `json:"members"`
+}
+
+// Member health verdicts.
+const (
+	HealthUp   = "up"
+	HealthDown = "down"
+	// HealthUnchecked: the pool has no monitor, or it has no verdict yet.
+	HealthUnchecked = "unchecked"
+)
+
+// Member is one member's configuration, state and health.
+type Member struct {
+	Name           string `json:"name"`
+	Address        string `json:"address"`
+	Port           int    `json:"port"` // 0: the virtual server's port
+	Weight         int    `json:"weight"`
+	MaxConnections int    `json:"max_connections,omitempty"`
+	// State is the configured state: enabled, disabled or graceful_disabled.
+	State string `json:"state"`
+	// AdminDown is set by 'limpet member disable' and wins over State.
+	AdminDown bool `json:"admin_down,omitempty"`
+	// Monitor names the pool's health monitor; empty when it has none.
+	Monitor string `json:"monitor,omitempty"`
+	// Health is HealthUp, HealthDown or HealthUnchecked.
+	Health string `json:"health"`
+	// HealthDetail says why the last check failed, or what it saw.
+	HealthDetail string `json:"health_detail,omitempty"`
+	// HealthSince is when Health last changed.
+	HealthSince       time.Time `json:"health_since,omitzero"`
+	ActiveConnections uint64    `json:"active_connections"`
+}
+
+// InService says whether the member takes new clients: enabled, not
+// disabled by an operator, and not found down by its monitor. (A member at
+// its connection limit also takes none, which Status does not show.)
+func (m *Member) InService() bool {
+	return !m.AdminDown && m.State == config.MemberEnabled && m.Health != HealthDown
+}
+
+// Table is one persistence table.
+type Table struct {
+	// ID is the table index shown by 'limpet persistence dump'.
+	ID      uint32 `json:"table"`
+	Profile string `json:"profile"`
+	Shared  bool   `json:"shared"`
+	// VirtualServer owns a private table; empty for a shared one.
+	VirtualServer string `json:"virtual_server,omitempty"`
+	// Entries is the occupancy at the daemon's last sweep.
+	Entries       int  `json:"entries"`
+	MaxEntries    int  `json:"max_entries"`
+	PurgeWhenFull bool `json:"purge_when_full"`
+	// Timeout is the profile's entry timeout, in seconds.
+	Timeout int `json:"timeout"`
+}
+
+// Summary is what POST /v1/reload returns: the config now running.
+type Summary struct {
+	ConfigPath         string    `json:"config_path"`
+	AppliedAt          time.Time `json:"applied_at"`
+	L4VirtualServers   int       `json:"l4_virtual_servers"`
+	HTTPVirtualServers int       `json:"http_virtual_servers"`
+	Pools              int       `json:"pools"`
+	Members            int       `json:"members"`
+	Profiles           int       `json:"persistence_profiles"`
+	Warnings           []string  `json:"warnings,omitempty"`
+}
+
+// Summarize counts what a config holds, for Handler.Reload.
+func Summarize(cfg *config.Config, path string, appliedAt time.Time) Summary {
+	s := Summary{ConfigPath: path, AppliedAt: appliedAt, Pools: len(cfg.Pools), Profiles: len(cfg.Profiles), Warnings: cfg.Warnings()}
+	for _, vs := range cfg.VirtualServers {
+		switch vs.Type {
+		case config.VSTypeHTTP:
+			s.HTTPVirtualServers++
+		default:
+			s.L4VirtualServers++
+		}
+	}
+	for _, p := range cfg.Pools {
+		s.Members += len(p.Members)
+	}
+	return s
+}
+
+// MemberChange is what POST /v1/members/... returns.
+type MemberChange struct {
+	Pool    string `json:"pool"`
+	Member  string `json:"member"`
+	Enabled bool   `json:"enabled"`
+}
+
+// ConfigError is a config the daemon refused; the old config keeps running.
+// The server answers it with HTTP 400, and the client returns it.
+type ConfigError struct{ Err error }
+
+func (e *ConfigError) Error() string { return e.Err.Error() }
+func (e *ConfigError) Unwrap() error { return e.Err }
+
+// Errors a Handler wraps to choose the HTTP status; the client's errors
+// match them with errors.Is.
+var (
+	ErrNotFound  = errors.New("not found")           // 404
+	ErrInvalid   = errors.New("invalid request")     // 400
+	ErrForbidden = errors.New("admin API root only") // 403
+)
+
+// Error kinds in error responses.
+const (
+	kindConfig    = "config"
+	kindInvalid   = "invalid"
+	kindNotFound  = "not_found"
+	kindForbidden = "forbidden"
+	kindInternal  = "internal"
+)
+
+// errorBody is every error response.
+type errorBody struct {
+	Error string `json:"error"`
+	Kind  string `json:"kind"`
+}

@@ -1,6 +1,7 @@
 // Package daemon is 'limpet run': it loads or adopts the datapath, applies
-// the config, attaches to interfaces, sweeps the tables, and reloads on
-// request. It stops leaving the datapath pinned and forwarding.
+// the config, attaches to interfaces, sweeps the tables, serves the http
+// virtual servers, metrics and the admin API, and reloads on request. It
+// stops leaving the datapath pinned and forwarding.
 package daemon
 
 import (
@@ -10,11 +11,15 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/limpet-lb/limpet/loader"
+	"github.com/limpet-lb/limpet/userspace/admin"
 	"github.com/limpet-lb/limpet/userspace/config"
 	"github.com/limpet-lb/limpet/userspace/gc"
+	"github.com/limpet-lb/limpet/userspace/metrics"
 	"github.com/limpet-lb/limpet/userspace/plan"
 	"github.com/limpet-lb/limpet/userspace/sharedtable"
 )
@@ -31,6 +36,8 @@ type Options struct {
 	Reload <-chan struct{}
 	// Ready, if set, is called once the datapath is attached.
 	Ready func()
+	// Version is reported by the admin API and metrics.
+	Version string
 }
 
 // ConfigError marks a problem with the config file, as opposed to the system.
@@ -39,13 +46,43 @@ type ConfigError struct{ Err error }
 func (e *ConfigError) Error() string { return e.Err.Error() }
 func (e *ConfigError) Unwrap() error { return e.Err }
 
+// AdminSocketFor is the admin socket of a daemon: the configured one, or one
+// derived from the pin path, so that daemons of different pin paths (labs
+// running side by side) do not collide. The default pin path keeps the
+// default socket.
+func AdminSocketFor(setting, pinPath string) string {
+	if setting != "" {
+		return setting
+	}
+	if pinPath == "" || pinPath == loader.DefaultPinPath {
+		return admin.DefaultSocket
+	}
+	name := strings.ReplaceAll(strings.Trim(pinPath, "/"), "/", "_")
+	return "/run/limpet/" + name + ".sock"
+}
+
 type daemon struct {
 	opts    Options
 	log     *slog.Logger
 	dp      *loader.Datapath
 	sweeper *gc.Sweeper
-	meta    *plan.Meta
-	cfg     *config.Config
+	pinPath string
+	start   time.Time
+	jobs    chan func()
+	proxy   *proxy
+	tables  *sharedtable.Provider
+
+	// mu guards what scrapes and status requests read while the main
+	// loop works.
+	mu         sync.Mutex
+	cfg        *config.Config
+	meta       *plan.Meta
+	lastReport gc.Report
+	sweeps     metrics.SweepStats
+	info       metrics.Info
+	reloadErr  string
+	ifaces     map[string]string // name: XDP mode
+	healthDown map[string]bool   // member keys the monitors find down
 }
 
 // Run runs until ctx is done.
@@ -85,20 +122,38 @@ func Run(ctx context.Context, opts Options) error {
 	if len(ifaces) == 0 {
 		return &ConfigError{errors.New("no interface to attach to: give --iface or settings.interfaces")}
 	}
+	// Bind the endpoints before touching the datapath: a taken port or
+	// socket is a config problem, and should not leave a half-started daemon.
+	var metricsLn, adminLn interface{ Close() error }
+	mln, err := listenMetrics(cfg)
+	if err != nil {
+		return &ConfigError{err}
+	}
+	if mln != nil {
+		metricsLn = mln
+		defer metricsLn.Close()
+	}
+	aln, err := admin.Listen(AdminSocketFor(cfg.Settings.AdminSocket, pinPath))
+	if err != nil {
+		return fmt.Errorf("admin socket: %w", err)
+	}
+	adminLn = aln
+	defer adminLn.Close()
 
 	dp, err := loader.Load(loader.Options{PinPath: pinPath, FlowTableSize: uint32(cfg.Settings.FlowTableSize)})
 	if err != nil {
 		return err
 	}
-	d := &daemon{opts: opts, log: log, dp: dp}
+	d := &daemon{opts: opts, log: log, dp: dp, pinPath: pinPath, start: time.Now(), jobs: make(chan func()),
+		ifaces: map[string]string{}, healthDown: map[string]bool{}}
+	d.info = metrics.Info{Version: opts.Version, StartTime: d.start}
 	if dp.Adopted() {
 		log.Info("adopted pinned datapath", "pin_path", pinPath)
 	} else {
 		log.Info("loaded datapath", "pin_path", pinPath, "flow_table_size", cfg.Settings.FlowTableSize)
 	}
-	detach := opts.DetachOnExit
 	defer func() {
-		if detach {
+		if opts.DetachOnExit {
 			if err := dp.Detach(); err != nil {
 				log.Error("detach", "error", err)
 			} else {
@@ -110,59 +165,77 @@ func Run(ctx context.Context, opts Options) error {
 		log.Info("exiting; the datapath stays pinned and forwarding", "pin_path", pinPath)
 	}()
 
-	if d.meta, err = d.readMeta(); err != nil {
+	meta, err := d.readMeta()
+	if err != nil {
 		return err
 	}
+	d.meta = meta
 	if err := d.apply(cfg); err != nil {
 		return err
 	}
 	if err := d.attach(ifaces, mode); err != nil {
 		return err
 	}
-	proxy := newProxy(ctx, log)
-	defer proxy.stop()
-	// The proxy shares the pinned tables of source_ip profiles that l4
-	// virtual servers use too.
-	tables := sharedtable.New(dp, d.meta)
-	if err := proxy.start(cfg, tables); err != nil {
+	d.proxy = newProxy(ctx, log)
+	defer d.proxy.stop()
+	d.tables = sharedtable.New(dp, d.meta)
+	if err := d.proxy.start(cfg, d.tables); err != nil {
 		return &ConfigError{err}
 	}
+	if mln != nil {
+		go metrics.Serve(ctx, mln, d, log)
+		log.Info("metrics", "listen", cfg.Settings.MetricsListen)
+	}
+	go (&admin.Server{Handler: d, Log: log}).Serve(ctx, aln)
+	log.Info("admin API", "socket", aln.Addr().String())
 	if opts.Ready != nil {
 		opts.Ready()
 	}
 
-	interval := time.Duration(cfg.Settings.GCInterval * float64(time.Second))
-	ticker := time.NewTicker(interval)
+	ticker := time.NewTicker(time.Duration(cfg.Settings.GCInterval * float64(time.Second)))
 	defer ticker.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-opts.Reload:
-			cfg, err := d.reload()
-			if err != nil {
+			if _, err := d.reload(); err != nil {
 				log.Error("reload refused; the running config stays", "error", err)
-				continue
 			}
-			tables = sharedtable.New(dp, d.meta)
-			if err := proxy.start(cfg, tables); err != nil {
-				log.Error("reload: http virtual servers", "error", err)
-			}
-		case err := <-proxy.failed:
-			return fmt.Errorf("http virtual servers: %w", err)
+		case job := <-d.jobs:
+			job()
 		case <-ticker.C:
-			tables.Sweep(time.Now())
-			rep, err := d.sweeper.Sweep()
-			if err != nil {
-				log.Error("sweep", "error", err)
-				continue
-			}
-			if rep.FlowsExpired+rep.EntriesExpired+rep.Corrected > 0 {
-				log.Debug("sweep", "flows", rep.Flows, "flows_expired", rep.FlowsExpired,
-					"entries", rep.Entries, "entries_expired", rep.EntriesExpired,
-					"counts_corrected", rep.Corrected, "took", rep.Duration)
-			}
+			d.sweep()
+		case err := <-d.proxy.failed:
+			return fmt.Errorf("http virtual servers: %w", err)
 		}
+	}
+}
+
+// exec runs fn in the main loop, ordered with reloads and sweeps.
+func (d *daemon) exec(fn func() error) error {
+	done := make(chan error, 1)
+	d.jobs <- func() { done <- fn() }
+	return <-done
+}
+
+func (d *daemon) sweep() {
+	d.tables.Sweep(time.Now())
+	rep, err := d.sweeper.Sweep()
+	d.mu.Lock()
+	d.sweeps.Record(rep, err)
+	if err == nil {
+		d.lastReport = rep
+	}
+	d.mu.Unlock()
+	if err != nil {
+		d.log.Error("sweep", "error", err)
+		return
+	}
+	if rep.FlowsExpired+rep.EntriesExpired+rep.Corrected+rep.MembersCorrected > 0 {
+		d.log.Debug("sweep", "flows", rep.Flows, "flows_expired", rep.FlowsExpired,
+			"entries", rep.Entries, "entries_expired", rep.EntriesExpired,
+			"counts_corrected", rep.Corrected, "member_counts_corrected", rep.MembersCorrected, "took", rep.Duration)
 	}
 }
 
@@ -181,21 +254,26 @@ func (d *daemon) apply(cfg *config.Config) error {
 		d.log.Warn("settings.flow_table_size differs from the pinned flow table; keeping the pinned size until 'limpet detach'",
 			"configured", cfg.Settings.FlowTableSize, "pinned", d.dp.FlowTableSize())
 	}
-	state, meta, err := plan.Build(cfg, d.meta)
+	d.mu.Lock()
+	prev, down := d.meta, d.healthDown
+	d.mu.Unlock()
+	state, meta, err := plan.Build(cfg, prev)
 	if err != nil {
+		return &ConfigError{err}
+	}
+	if state.Members, state.Pools, err = meta.MembersAndPools(down); err != nil {
 		return &ConfigError{err}
 	}
 	if err := d.dp.Apply(state); err != nil {
 		return fmt.Errorf("apply config to the datapath: %w", err)
 	}
-	doc, err := meta.Marshal()
-	if err != nil {
+	if err := d.writeMeta(meta); err != nil {
 		return err
 	}
-	if err := d.dp.WriteMeta(doc); err != nil {
-		return err
-	}
+	d.mu.Lock()
 	d.meta, d.cfg = meta, cfg
+	d.info.AppliedAt = meta.AppliedAt
+	d.mu.Unlock()
 	t := cfg.Settings.IdleTimeouts
 	timeouts := gc.Timeouts{
 		TCPEstablished: time.Duration(t.TCPEstablished) * time.Second,
@@ -219,16 +297,53 @@ func (d *daemon) apply(cfg *config.Config) error {
 	return nil
 }
 
+func (d *daemon) writeMeta(meta *plan.Meta) error {
+	doc, err := meta.Marshal()
+	if err != nil {
+		return err
+	}
+	return d.dp.WriteMeta(doc)
+}
+
+// reload re-reads the config file and applies it; a bad file changes
+// nothing. It runs in the main loop.
 func (d *daemon) reload() (*config.Config, error) {
+	cfg, err := d.reloadConfig()
+	d.mu.Lock()
+	if err != nil {
+		d.info.ReloadFailures++
+		d.info.LastReloadFailed = true
+		d.reloadErr = err.Error()
+	} else {
+		d.info.Reloads++
+		d.info.LastReloadFailed = false
+		d.reloadErr = ""
+	}
+	d.mu.Unlock()
+	return cfg, err
+}
+
+func (d *daemon) reloadConfig() (*config.Config, error) {
 	cfg, err := config.Load(d.opts.ConfigPath)
 	if err != nil {
+		return nil, &ConfigError{err}
+	}
+	// 'limpet member disable' without the daemon may have changed admin
+	// state since we last applied.
+	if m, err := d.readMeta(); err == nil && m != nil {
+		d.mu.Lock()
+		d.meta = m
+		d.mu.Unlock()
+	}
+	if err := d.apply(cfg); err != nil {
 		return nil, err
 	}
-	// Another process may have changed admin state since we last applied.
-	if m, err := d.readMeta(); err == nil && m != nil {
-		d.meta = m
+	d.tables = sharedtable.New(d.dp, d.meta)
+	if err := d.proxy.start(cfg, d.tables); err != nil {
+		return nil, &ConfigError{err}
 	}
-	return cfg, d.apply(cfg)
+	d.log.Info("reloaded", "config", d.opts.ConfigPath)
+	return cfg, nil
 }
 
 func (d *daemon) attach(ifaces []string, mode loader.XDPMode) error {
@@ -245,6 +360,9 @@ func (d *daemon) attach(ifaces []string, mode loader.XDPMode) error {
 		if err != nil {
 			return err
 		}
+		d.mu.Lock()
+		d.ifaces[ifname] = used
+		d.mu.Unlock()
 		d.log.Info("attached", "iface", ifname, "mode", used)
 	}
 	for _, ifname := range d.dp.Interfaces() {
@@ -253,6 +371,29 @@ func (d *daemon) attach(ifaces []string, mode loader.XDPMode) error {
 				return err
 			}
 			d.log.Info("detached from interface no longer configured", "iface", ifname)
+		}
+	}
+	return nil
+}
+
+// setMemberState writes one pool after an admin or health change.
+func (d *daemon) writePool(pool loader.Pool, members []loader.Member, goingDown bool) error {
+	// Going down, leave the eligible list before the member reads as down;
+	// coming up, the reverse.
+	steps := []func() error{func() error { return d.dp.SetPool(pool) }, func() error {
+		for _, m := range members {
+			if err := d.dp.SetMember(m); err != nil {
+				return err
+			}
+		}
+		return nil
+	}}
+	if !goingDown {
+		steps[0], steps[1] = steps[1], steps[0]
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return err
 		}
 	}
 	return nil

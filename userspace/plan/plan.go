@@ -5,6 +5,7 @@ package plan
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"sort"
@@ -66,6 +67,9 @@ type MemberMeta struct {
 	MaxConnections int `json:"max_connections,omitempty"`
 	// AdminDown is set by 'limpet member disable' and wins over State.
 	AdminDown bool `json:"admin_down,omitempty"`
+	// NAT: a NAT virtual server uses the member's pool, so its replies are
+	// rewritten back to the VIP.
+	NAT bool `json:"nat,omitempty"`
 }
 
 // Effective is the state the datapath enforces.
@@ -76,45 +80,58 @@ func (m *MemberMeta) Effective() string {
 	return m.State
 }
 
+// Errors of FindMember.
+var (
+	ErrNoMember        = errors.New("no such member")
+	ErrAmbiguousMember = errors.New("ambiguous member")
+)
+
+// FindMember finds a pool's member by name, address or address:port.
+func (m *Meta) FindMember(pool, which string) (*MemberMeta, error) {
+	var hits []*MemberMeta
+	ap, apErr := netip.ParseAddrPort(which)
+	a, aErr := netip.ParseAddr(which)
+	poolKnown := false
+	for i := range m.Members {
+		mm := &m.Members[i]
+		if mm.Pool != pool {
+			continue
+		}
+		poolKnown = true
+		switch {
+		case mm.Name == which,
+			apErr == nil && mm.Address == ap.Addr().Unmap().String() && mm.Port == int(ap.Port()),
+			aErr == nil && mm.Address == a.Unmap().String():
+			hits = append(hits, mm)
+		}
+	}
+	switch {
+	case !poolKnown:
+		return nil, fmt.Errorf("%w: no pool %q serves l4 virtual servers", ErrNoMember, pool)
+	case len(hits) == 0:
+		return nil, fmt.Errorf("%w: pool %q has no member %q", ErrNoMember, pool, which)
+	case len(hits) > 1:
+		return nil, fmt.Errorf("%w: %q matches %d members of pool %q; give address:port", ErrAmbiguousMember, which, len(hits), pool)
+	}
+	return hits[0], nil
+}
+
 // SetAdminDown records an operator's enable or disable of a member and
-// returns the datapath view of the member and of its pool.
-func (m *Meta) SetAdminDown(id uint32, down bool) (loader.Member, loader.Pool, error) {
+// returns the datapath view of its pool, with health verdicts applied.
+func (m *Meta) SetAdminDown(id uint32, adminDown bool, healthDown map[string]bool) (loader.Pool, []loader.Member, error) {
 	mm := m.Member(id)
 	if mm == nil {
-		return loader.Member{}, loader.Pool{}, fmt.Errorf("no member with id %d", id)
+		return loader.Pool{}, nil, fmt.Errorf("%w: no member with id %d", ErrNoMember, id)
 	}
-	mm.AdminDown = down
+	mm.AdminDown = adminDown
 	m.AdminDown = m.AdminDown[:0]
-	var members []MemberMeta
-	for i := range m.Members {
-		o := &m.Members[i]
+	for _, o := range m.Members {
 		if o.AdminDown {
 			m.AdminDown = append(m.AdminDown, o.Key)
 		}
-		if o.Pool == mm.Pool {
-			members = append(members, *o)
-		}
 	}
 	sort.Strings(m.AdminDown)
-	var pm PoolMeta
-	for _, p := range m.Pools {
-		if p.Name == mm.Pool {
-			pm = p
-		}
-	}
-	pool, err := buildPool(pm, members)
-	if err != nil {
-		return loader.Member{}, loader.Pool{}, err
-	}
-	var nat bool
-	for _, v := range m.VirtualServers {
-		if v.Pool == mm.Pool && v.Forwarding == config.ForwardNAT {
-			nat = true
-		}
-	}
-	addr := netip.MustParseAddr(mm.Address)
-	return loader.Member{ID: id, PoolID: pool.ID, Addr: netip.AddrPortFrom(addr, uint16(mm.Port)),
-		Up: mm.Effective() != config.MemberDisabled, NAT: nat, MaxConns: uint32(mm.MaxConnections)}, pool, nil
+	return m.PoolState(mm.Pool, healthDown)
 }
 
 var algorithms = map[string]uint32{
@@ -317,7 +334,6 @@ func Build(cfg *config.Config, prev *Meta) (loader.State, *Meta, error) {
 		poolID[p.Name] = pid
 		pm := PoolMeta{ID: pid, Name: p.Name, Algorithm: p.Algorithm, MaglevTableSize: p.MaglevTableSize}
 		meta.Pools = append(meta.Pools, pm)
-		first := len(meta.Members)
 		for _, m := range p.Members {
 			addr := netip.MustParseAddr(m.Address).Unmap()
 			key := MemberKey(p.Name, addr, m.Port)
@@ -325,23 +341,12 @@ func Build(cfg *config.Config, prev *Meta) (loader.State, *Meta, error) {
 			if err != nil {
 				return st, nil, err
 			}
-			state := m.State
 			if adminDown[key] {
-				state = config.MemberDisabled
 				meta.AdminDown = append(meta.AdminDown, key)
 			}
-			st.Members = append(st.Members, loader.Member{
-				ID: mid, PoolID: pid, Addr: netip.AddrPortFrom(addr, uint16(m.Port)),
-				Up: state != config.MemberDisabled, NAT: poolNAT[p.Name], MaxConns: uint32(m.MaxConnections),
-			})
 			meta.Members = append(meta.Members, MemberMeta{ID: mid, Key: key, Pool: p.Name, Name: m.Name, Address: addr.String(),
-				Port: m.Port, State: m.State, AdminDown: adminDown[key], Weight: m.Weight, MaxConnections: m.MaxConnections})
+				Port: m.Port, State: m.State, AdminDown: adminDown[key], Weight: m.Weight, MaxConnections: m.MaxConnections, NAT: poolNAT[p.Name]})
 		}
-		pool, err := buildPool(pm, meta.Members[first:])
-		if err != nil {
-			return st, nil, err
-		}
-		st.Pools = append(st.Pools, pool)
 	}
 
 	tableByKey := map[string]uint32{}
@@ -391,7 +396,58 @@ func Build(cfg *config.Config, prev *Meta) (loader.State, *Meta, error) {
 		meta.VirtualServers = append(meta.VirtualServers, vm)
 	}
 	sort.Strings(meta.AdminDown)
+	var err error
+	if st.Members, st.Pools, err = meta.MembersAndPools(nil); err != nil {
+		return st, nil, err
+	}
 	return st, meta, nil
+}
+
+// MembersAndPools describes every member and pool to the datapath, with
+// the operator's admin-down and the health monitors' verdicts (down, by
+// member key) applied: a member down either way takes no traffic.
+func (m *Meta) MembersAndPools(down map[string]bool) ([]loader.Member, []loader.Pool, error) {
+	var members []loader.Member
+	var pools []loader.Pool
+	for _, pm := range m.Pools {
+		pool, ms, err := m.poolState(pm, down)
+		if err != nil {
+			return nil, nil, err
+		}
+		members = append(members, ms...)
+		pools = append(pools, pool)
+	}
+	return members, pools, nil
+}
+
+// PoolState describes one pool and its members, as MembersAndPools does.
+func (m *Meta) PoolState(name string, down map[string]bool) (loader.Pool, []loader.Member, error) {
+	for _, pm := range m.Pools {
+		if pm.Name == name {
+			return m.poolState(pm, down)
+		}
+	}
+	return loader.Pool{}, nil, fmt.Errorf("%w: no pool %q serves l4 virtual servers", ErrNoMember, name)
+}
+
+func (m *Meta) poolState(pm PoolMeta, down map[string]bool) (loader.Pool, []loader.Member, error) {
+	var in []MemberMeta
+	var out []loader.Member
+	for _, mm := range m.Members {
+		if mm.Pool != pm.Name {
+			continue
+		}
+		if down[mm.Key] && mm.Effective() != config.MemberDisabled {
+			mm.State, mm.AdminDown = config.MemberDisabled, false
+		}
+		in = append(in, mm)
+		out = append(out, loader.Member{
+			ID: mm.ID, PoolID: pm.ID, Addr: netip.AddrPortFrom(netip.MustParseAddr(mm.Address), uint16(mm.Port)),
+			Up: mm.Effective() != config.MemberDisabled, NAT: mm.NAT, MaxConns: uint32(mm.MaxConnections),
+		})
+	}
+	pool, err := buildPool(pm, in)
+	return pool, out, err
 }
 
 // Marshal encodes meta for the datapath's meta map.

@@ -1,12 +1,13 @@
 package app
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/limpet-lb/limpet/userspace/plan"
+	"github.com/limpet-lb/limpet/userspace/admin"
 )
 
 func memberCommand(env *Env) *cli.Command {
@@ -28,51 +29,56 @@ func memberCommand(env *Env) *cli.Command {
 	}
 }
 
-func findMember(meta *plan.Meta, pool, which string) (*plan.MemberMeta, error) {
-	var hits []*plan.MemberMeta
-	ap, apErr := netip.ParseAddrPort(which)
-	a, aErr := netip.ParseAddr(which)
-	for i := range meta.Members {
-		m := &meta.Members[i]
-		if m.Pool != pool {
-			continue
-		}
-		switch {
-		case m.Name == which,
-			apErr == nil && m.Address == ap.Addr().Unmap().String() && m.Port == int(ap.Port()),
-			aErr == nil && m.Address == a.Unmap().String():
-			hits = append(hits, m)
-		}
-	}
-	switch len(hits) {
-	case 0:
-		return nil, usagef("pool %q has no member %q", pool, which)
-	case 1:
-		return hits[0], nil
-	}
-	return nil, usagef("%q matches %d members of pool %q; give address:port", which, len(hits), pool)
-}
-
 func setMemberDown(env *Env, c *cli.Context, down bool) error {
 	if c.NArg() != 2 {
 		return usagef("member %s takes POOL and MEMBER, got %d arguments", c.Command.Name, c.NArg())
 	}
+	pool, which := c.Args().Get(0), c.Args().Get(1)
+	state := "enabled"
+	if down {
+		state = "disabled"
+	}
+	// A running daemon owns the member state (and its health view): ask it.
+	// Only with no daemon are the pinned maps edited directly.
+	if cl, err := dialAdmin(c); err == nil {
+		ctx, cancel := adminContext(env)
+		defer cancel()
+		err := cl.SetMember(ctx, pool, which, !down)
+		switch {
+		case errors.Is(err, admin.ErrNotFound), errors.Is(err, admin.ErrInvalid):
+			return &usageError{err}
+		case err != nil:
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "member %s of pool %s %s (through the running daemon)\n", which, pool, state)
+		return nil
+	} else if !errors.As(err, new(*admin.NoDaemonError)) {
+		return err
+	}
+
 	v, err := openView(c)
 	if err != nil {
 		return err
 	}
 	defer v.dp.Close()
-	m, err := findMember(v.meta, c.Args().Get(0), c.Args().Get(1))
+	m, err := v.meta.FindMember(pool, which)
+	if err != nil {
+		return &usageError{err}
+	}
+	p, members, err := v.meta.SetAdminDown(m.ID, down, nil)
 	if err != nil {
 		return err
 	}
-	member, pool, err := v.meta.SetAdminDown(m.ID, down)
-	if err != nil {
-		return err
-	}
-	// Order matters: going down, leave the eligible list before the member
-	// reads as down; coming up, the reverse.
-	steps := []func() error{func() error { return v.dp.SetPool(pool) }, func() error { return v.dp.SetMember(member) }}
+	// Going down, leave the eligible list before the member reads as down;
+	// coming up, the reverse.
+	steps := []func() error{func() error { return v.dp.SetPool(p) }, func() error {
+		for _, mem := range members {
+			if err := v.dp.SetMember(mem); err != nil {
+				return err
+			}
+		}
+		return nil
+	}}
 	if !down {
 		steps[0], steps[1] = steps[1], steps[0]
 	}
@@ -87,10 +93,6 @@ func setMemberDown(env *Env, c *cli.Context, down bool) error {
 	}
 	if err := v.dp.WriteMeta(doc); err != nil {
 		return err
-	}
-	state := "enabled"
-	if down {
-		state = "disabled"
 	}
 	fmt.Fprintf(env.Stdout, "member %s (%s) of pool %s %s\n", m.Name, endpoint(m.Address, m.Port), m.Pool, state)
 	return nil

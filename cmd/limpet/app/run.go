@@ -53,6 +53,7 @@ func runCommand(env *Env) *cli.Command {
 				DetachOnExit: c.Bool("detach-on-exit"),
 				Logger:       log,
 				Reload:       env.Reload,
+				Version:      Version,
 			})
 		},
 	}

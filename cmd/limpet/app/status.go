@@ -13,13 +13,13 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/limpet-lb/limpet/userspace/admin"
+	"github.com/limpet-lb/limpet/userspace/daemon"
 )
 
 // adminSocketFlag selects the daemon's admin socket.
 var adminSocketFlag = &cli.StringFlag{
 	Name:    "socket",
-	Usage:   "the daemon's admin socket (settings.admin_socket)",
-	Value:   admin.DefaultSocket,
+	Usage:   "the daemon's admin socket (settings.admin_socket; default: the one of --pin-path's daemon, " + admin.DefaultSocket + " for the default pin path)",
 	EnvVars: []string{"LIMPET_ADMIN_SOCKET"},
 }
 
@@ -29,7 +29,7 @@ const adminTimeout = 2 * time.Minute
 // dialAdmin connects to the daemon named by --socket. No daemon is a
 // runtime failure (exit 1).
 func dialAdmin(c *cli.Context) (*admin.Client, error) {
-	return admin.Dial(c.String("socket"))
+	return admin.Dial(daemon.AdminSocketFor(c.String("socket"), c.String("pin-path")))
 }
 
 func adminContext(env *Env) (context.Context, context.CancelFunc) {

@@ -1,0 +1,216 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+
+	"github.com/limpet-lb/limpet/loader"
+	"github.com/limpet-lb/limpet/userspace/admin"
+	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/gc"
+	"github.com/limpet-lb/limpet/userspace/metrics"
+	"github.com/limpet-lb/limpet/userspace/plan"
+)
+
+func listenMetrics(cfg *config.Config) (net.Listener, error) {
+	if cfg.Settings.MetricsListen == "" {
+		return nil, nil
+	}
+	ln, err := metrics.Listen(cfg.Settings.MetricsListen)
+	if err != nil {
+		return nil, fmt.Errorf("settings.metrics_listen: %w", err)
+	}
+	return ln, nil
+}
+
+// ---- metrics.Source ----
+
+func (d *daemon) Info() metrics.Info {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.info
+}
+
+func (d *daemon) snapshot() (*plan.Meta, *config.Config, gc.Report, map[string]bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	down := make(map[string]bool, len(d.healthDown))
+	for k, v := range d.healthDown {
+		down[k] = v
+	}
+	return d.meta, d.cfg, d.lastReport, down
+}
+
+func (d *daemon) VirtualServers() ([]metrics.VirtualServer, error) {
+	meta, _, _, _ := d.snapshot()
+	var out []metrics.VirtualServer
+	for _, vs := range meta.VirtualServers {
+		c, err := d.dp.VSCounters(vs.ID)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, metrics.VirtualServer{Name: vs.Name, Protocol: vs.Protocol, Counters: c})
+	}
+	return out, nil
+}
+
+func (d *daemon) memberConns() (map[uint32]uint32, error) {
+	mc, err := d.dp.MemberConns()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[uint32]uint32, len(mc))
+	for _, m := range mc {
+		out[m.ID] = m.Conns
+	}
+	return out, nil
+}
+
+func (d *daemon) Members() ([]metrics.Member, error) {
+	meta, _, _, down := d.snapshot()
+	conns, err := d.memberConns()
+	if err != nil {
+		return nil, err
+	}
+	var out []metrics.Member
+	for _, m := range meta.Members {
+		c, err := d.dp.MemberCounters(m.ID)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, metrics.Member{Pool: m.Pool, Name: m.Name, Counters: c, State: m.Effective(),
+			Up: !down[m.Key], ActiveConnections: uint64(conns[m.ID]), Weight: m.Weight, MaxConnections: m.MaxConnections})
+	}
+	return out, nil
+}
+
+func (d *daemon) Tables() ([]metrics.Table, error) {
+	meta, _, rep, _ := d.snapshot()
+	var out []metrics.Table
+	for _, tm := range meta.Tables {
+		c, err := d.dp.TableCounters(tm.ID)
+		if err != nil {
+			return nil, err
+		}
+		t := metrics.TableFrom(c, rep.Tables[tm.ID])
+		t.ID, t.Profile, t.VirtualServer, t.MaxEntries = loader.TableIndex(tm.ID), tm.Profile, tm.VirtualServer, tm.MaxEntries
+		out = append(out, t)
+	}
+	return out, nil
+}
+
+func (d *daemon) Reasons() ([]metrics.Reason, error) {
+	r, err := d.dp.ReasonCounters()
+	if err != nil {
+		return nil, err
+	}
+	return metrics.ReasonsFrom(r), nil
+}
+
+func (d *daemon) Sweeps() metrics.SweepStats {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.sweeps
+}
+
+// ---- admin.Handler ----
+
+func (d *daemon) Status() admin.Status {
+	meta, cfg, rep, down := d.snapshot()
+	d.mu.Lock()
+	st := admin.Status{Version: d.opts.Version, PID: os.Getpid(), StartedAt: d.start, ConfigPath: d.opts.ConfigPath,
+		AppliedAt: meta.AppliedAt, LastReloadError: d.reloadErr, PinPath: d.pinPath, MetricsListen: cfg.Settings.MetricsListen}
+	for name, mode := range d.ifaces {
+		st.Interfaces = append(st.Interfaces, admin.Interface{Name: name, XDPMode: mode})
+	}
+	d.mu.Unlock()
+	conns, _ := d.memberConns()
+	for _, vs := range cfg.VirtualServers {
+		st.VirtualServers = append(st.VirtualServers, admin.VirtualServer{Name: vs.Name, Type: vs.Type, Address: vs.Address,
+			Port: vs.Port, Protocol: vs.Protocol, Forwarding: vs.Forwarding, Pool: vs.Pool, Profile: vs.Persistence})
+	}
+	for _, p := range meta.Pools {
+		pool := admin.Pool{Name: p.Name, Algorithm: p.Algorithm}
+		var monitor string
+		if cp := cfg.Pool(p.Name); cp != nil {
+			monitor = poolMonitor(cp)
+		}
+		for _, m := range meta.Members {
+			if m.Pool != p.Name {
+				continue
+			}
+			health := admin.HealthUnchecked
+			if monitor != "" {
+				health = admin.HealthUp
+				if down[m.Key] {
+					health = admin.HealthDown
+				}
+			}
+			am := admin.Member{Name: m.Name, Address: m.Address, Port: m.Port, Weight: m.Weight, MaxConnections: m.MaxConnections,
+				State: m.State, AdminDown: m.AdminDown, Monitor: monitor, Health: health, ActiveConnections: uint64(conns[m.ID])}
+			d.decorateHealth(&am, m.Key)
+			pool.Members = append(pool.Members, am)
+		}
+		st.Pools = append(st.Pools, pool)
+	}
+	for _, tm := range meta.Tables {
+		st.Tables = append(st.Tables, admin.Table{ID: loader.TableIndex(tm.ID), Profile: tm.Profile, Shared: tm.Shared,
+			VirtualServer: tm.VirtualServer, Entries: rep.Tables[tm.ID].Entries, MaxEntries: tm.MaxEntries,
+			PurgeWhenFull: tm.PurgeWhenFull, Timeout: tm.Timeout})
+	}
+	return st
+}
+
+func (d *daemon) Reload() (admin.Summary, error) {
+	var cfg *config.Config
+	err := d.exec(func() (err error) {
+		cfg, err = d.reload()
+		return err
+	})
+	if err != nil {
+		var ce *ConfigError
+		if errors.As(err, &ce) {
+			return admin.Summary{}, &admin.ConfigError{Err: ce.Err}
+		}
+		return admin.Summary{}, err
+	}
+	d.mu.Lock()
+	at := d.meta.AppliedAt
+	d.mu.Unlock()
+	return admin.Summarize(cfg, d.opts.ConfigPath, at), nil
+}
+
+func (d *daemon) SetMember(pool, member string, enabled bool) error {
+	return d.exec(func() error {
+		d.mu.Lock()
+		meta, down := d.meta, d.healthDown
+		d.mu.Unlock()
+		mm, err := meta.FindMember(pool, member)
+		if errors.Is(err, plan.ErrNoMember) {
+			return fmt.Errorf("%w: %v", admin.ErrNotFound, err)
+		}
+		if errors.Is(err, plan.ErrAmbiguousMember) {
+			return fmt.Errorf("%w: %v", admin.ErrInvalid, err)
+		}
+		if err != nil {
+			return err
+		}
+		p, members, err := meta.SetAdminDown(mm.ID, !enabled, down)
+		if err != nil {
+			return err
+		}
+		if err := d.writePool(p, members, !enabled); err != nil {
+			return err
+		}
+		d.log.Info("member admin state", "pool", pool, "member", mm.Name, "enabled", enabled)
+		return d.writeMeta(meta)
+	})
+}
+
+// poolMonitor names a pool's health monitor; the health wiring fills it in.
+func poolMonitor(p *config.Pool) string { return "" }
+
+// decorateHealth adds the monitor's detail to a member's status.
+func (d *daemon) decorateHealth(m *admin.Member, key string) {}

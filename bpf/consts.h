@@ -103,8 +103,18 @@ enum reason {
 	REASON_NO_TABLE,        /* drop: VS names a persistence table that is not loaded */
 	REASON_STRAY_TCP,       /* pass: FIN/RST for no flow and no entry */
 	REASON_MEMBER_FULL,     /* drop: persisted member at its connection limit, policy never */
+	REASON_EVENT_LOST,      /* counted only: the persistence event ring buffer was full */
 	REASON_MAX,
 };
+
+/* table_config flags */
+#define TABLE_F_MIRROR (1u << 0) /* publish persistence events for HA mirroring */
+
+/* persist_event.type */
+#define EVENT_CREATED 1
+#define EVENT_MOVED 2
+#define EVENT_EXPIRED 3
+#define EVENT_RING_BYTES (1 << 22)
 
 /* GC operations, executed by limpet_gc through BPF_PROG_RUN. */
 #define GC_OP_FLOW_EXPIRE 1

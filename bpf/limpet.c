@@ -24,6 +24,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 const struct gc_batch *btf_anchor_gc_batch __attribute__((unused));
 const enum reason *btf_anchor_reason __attribute__((unused));
 const struct persist_entry *btf_anchor_persist_entry __attribute__((unused));
+const struct persist_event *btf_anchor_persist_event __attribute__((unused));
 
 /* Set at load time. A router decrements TTL; a test harness may not want to. */
 const volatile __u8 cfg_decrement_ttl = 1;
@@ -95,6 +96,31 @@ static __always_inline void mask_addr(union addr *a, __u8 family, __u8 prefix)
 			continue;
 		a->v6[i] &= bpf_htonl(bits > 0 ? ~0u << (32 - bits) : 0);
 	}
+}
+
+/* Publishes a change of a mirrored table's entry. A full ring buffer loses
+ * the event, counted, and never holds up the packet. */
+static __always_inline void persist_event(__u8 type, const struct persist_key *key, const union addr *server,
+					  __be16 server_port, __u64 now)
+{
+	__u32 idx = key->table_id & TABLE_INDEX_MASK;
+	__u32 *flags = bpf_map_lookup_elem(&table_config, &idx);
+
+	if (!flags || !(*flags & TABLE_F_MIRROR))
+		return;
+	struct persist_event *ev = bpf_ringbuf_reserve(&persist_events, sizeof(*ev), 0);
+	if (!ev) {
+		count_reason(REASON_EVENT_LOST);
+		return;
+	}
+	ev->type = type;
+	ev->family = key->family;
+	ev->server_port = server_port;
+	ev->table_id = key->table_id;
+	ev->client = key->client;
+	ev->server = *server;
+	ev->time_ns = now;
+	bpf_ringbuf_submit(ev, 0);
 }
 
 /* Drops one live connection of an entry. A bounded CAS loop instead of a
@@ -459,6 +485,7 @@ miss:
 		ts->inserts++;
 	if (st && moved)
 		st->persist_moved++;
+	persist_event(moved ? EVENT_MOVED : EVENT_CREATED, &d->pkey, &ne->server, ne->server_port, now);
 	d->entry = bpf_map_lookup_elem(table, &d->pkey);
 	return 0;
 }
@@ -1018,7 +1045,10 @@ static __always_inline __u32 gc_persist_expire(struct gc_item *it, __u64 now)
 		if (ts)
 			ts->expired++;
 	}
+	union addr server = e->server;
+	__be16 server_port = e->server_port;
 	bpf_map_delete_elem(table, &key);
+	persist_event(EVENT_EXPIRED, &key, &server, server_port, now);
 	return GC_RES_DONE;
 }
 

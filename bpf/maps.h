@@ -117,6 +117,20 @@ struct {
 	__type(value, struct settings);
 } runtime_settings SEC(".maps");
 
+/* Per persistence table flags (TABLE_F_*), by table index. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_PERSIST_TABLES);
+	__type(key, __u32);
+	__type(value, __u32);
+} table_config SEC(".maps");
+
+/* Persistence events of mirrored tables, read by the daemon. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, EVENT_RING_BYTES);
+} persist_events SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, MAX_VIRTUAL_SERVERS);

@@ -108,6 +108,17 @@ struct persist_entry {
 	__u64 last_seen_ns; /* last connection opened or closed: the countdown base */
 };
 
+/* A change of a mirrored persistence entry, for the HA peer. */
+struct persist_event {
+	__u8 type; /* EVENT_* */
+	__u8 family;
+	__be16 server_port;
+	__u32 table_id;
+	union addr client;
+	union addr server;
+	__u64 time_ns; /* datapath clock */
+};
+
 struct settings {
 	__u64 clock_offset_ns; /* added to the boot clock; lets tests move time */
 };

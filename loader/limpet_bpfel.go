@@ -123,6 +123,23 @@ type limpetPersistEntry struct {
 	LastSeenNs uint64
 }
 
+type limpetPersistEvent struct {
+	_          structs.HostLayout
+	Type       uint8
+	Family     uint8
+	ServerPort uint16
+	TableId    uint32
+	Client     struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+	Server struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+	TimeNs uint64
+}
+
 type limpetPersistKey struct {
 	_       structs.HostLayout
 	TableId uint32
@@ -167,7 +184,8 @@ const (
 	limpetReasonREASON_NO_TABLE       limpetReason = 17
 	limpetReasonREASON_STRAY_TCP      limpetReason = 18
 	limpetReasonREASON_MEMBER_FULL    limpetReason = 19
-	limpetReasonREASON_MAX            limpetReason = 20
+	limpetReasonREASON_EVENT_LOST     limpetReason = 20
+	limpetReasonREASON_MAX            limpetReason = 21
 )
 
 type limpetSettings struct {
@@ -233,6 +251,7 @@ const (
 	limpetMapMembers               = "members"
 	limpetMapMeta                  = "meta"
 	limpetMapNatMembers            = "nat_members"
+	limpetMapPersistEvents         = "persist_events"
 	limpetMapPersistHashTables     = "persist_hash_tables"
 	limpetMapPersistLruTables      = "persist_lru_tables"
 	limpetMapPoolTables            = "pool_tables"
@@ -240,6 +259,7 @@ const (
 	limpetMapReasonCounters        = "reason_counters"
 	limpetMapRuntimeSettings       = "runtime_settings"
 	limpetMapScratch               = "scratch"
+	limpetMapTableConfig           = "table_config"
 	limpetMapTableCounters         = "table_counters"
 	limpetMapVips                  = "vips"
 	limpetMapVirtualServers        = "virtual_servers"
@@ -249,6 +269,7 @@ const (
 	limpetProgLimpetXdp            = "limpet_xdp"
 	limpetVarBtfAnchorGcBatch      = "btf_anchor_gc_batch"
 	limpetVarBtfAnchorPersistEntry = "btf_anchor_persist_entry"
+	limpetVarBtfAnchorPersistEvent = "btf_anchor_persist_event"
 	limpetVarBtfAnchorReason       = "btf_anchor_reason"
 	limpetVarCfgDecrementTtl       = "cfg_decrement_ttl"
 )
@@ -311,6 +332,7 @@ type limpetMapSpecs struct {
 	Members           *ebpf.MapSpec `ebpf:"members"`
 	Meta              *ebpf.MapSpec `ebpf:"meta"`
 	NatMembers        *ebpf.MapSpec `ebpf:"nat_members"`
+	PersistEvents     *ebpf.MapSpec `ebpf:"persist_events"`
 	PersistHashTables *ebpf.MapSpec `ebpf:"persist_hash_tables"`
 	PersistLruTables  *ebpf.MapSpec `ebpf:"persist_lru_tables"`
 	PoolTables        *ebpf.MapSpec `ebpf:"pool_tables"`
@@ -318,6 +340,7 @@ type limpetMapSpecs struct {
 	ReasonCounters    *ebpf.MapSpec `ebpf:"reason_counters"`
 	RuntimeSettings   *ebpf.MapSpec `ebpf:"runtime_settings"`
 	Scratch           *ebpf.MapSpec `ebpf:"scratch"`
+	TableConfig       *ebpf.MapSpec `ebpf:"table_config"`
 	TableCounters     *ebpf.MapSpec `ebpf:"table_counters"`
 	Vips              *ebpf.MapSpec `ebpf:"vips"`
 	VirtualServers    *ebpf.MapSpec `ebpf:"virtual_servers"`
@@ -330,6 +353,7 @@ type limpetMapSpecs struct {
 type limpetVariableSpecs struct {
 	BtfAnchorGcBatch      *ebpf.VariableSpec `ebpf:"btf_anchor_gc_batch"`
 	BtfAnchorPersistEntry *ebpf.VariableSpec `ebpf:"btf_anchor_persist_entry"`
+	BtfAnchorPersistEvent *ebpf.VariableSpec `ebpf:"btf_anchor_persist_event"`
 	BtfAnchorReason       *ebpf.VariableSpec `ebpf:"btf_anchor_reason"`
 	CfgDecrementTtl       *ebpf.VariableSpec `ebpf:"cfg_decrement_ttl"`
 }
@@ -361,6 +385,7 @@ type limpetMaps struct {
 	Members           *ebpf.Map `ebpf:"members"`
 	Meta              *ebpf.Map `ebpf:"meta"`
 	NatMembers        *ebpf.Map `ebpf:"nat_members"`
+	PersistEvents     *ebpf.Map `ebpf:"persist_events"`
 	PersistHashTables *ebpf.Map `ebpf:"persist_hash_tables"`
 	PersistLruTables  *ebpf.Map `ebpf:"persist_lru_tables"`
 	PoolTables        *ebpf.Map `ebpf:"pool_tables"`
@@ -368,6 +393,7 @@ type limpetMaps struct {
 	ReasonCounters    *ebpf.Map `ebpf:"reason_counters"`
 	RuntimeSettings   *ebpf.Map `ebpf:"runtime_settings"`
 	Scratch           *ebpf.Map `ebpf:"scratch"`
+	TableConfig       *ebpf.Map `ebpf:"table_config"`
 	TableCounters     *ebpf.Map `ebpf:"table_counters"`
 	Vips              *ebpf.Map `ebpf:"vips"`
 	VirtualServers    *ebpf.Map `ebpf:"virtual_servers"`
@@ -383,6 +409,7 @@ func (m *limpetMaps) Close() error {
 		m.Members,
 		m.Meta,
 		m.NatMembers,
+		m.PersistEvents,
 		m.PersistHashTables,
 		m.PersistLruTables,
 		m.PoolTables,
@@ -390,6 +417,7 @@ func (m *limpetMaps) Close() error {
 		m.ReasonCounters,
 		m.RuntimeSettings,
 		m.Scratch,
+		m.TableConfig,
 		m.TableCounters,
 		m.Vips,
 		m.VirtualServers,
@@ -403,6 +431,7 @@ func (m *limpetMaps) Close() error {
 type limpetVariables struct {
 	BtfAnchorGcBatch      *ebpf.Variable `ebpf:"btf_anchor_gc_batch"`
 	BtfAnchorPersistEntry *ebpf.Variable `ebpf:"btf_anchor_persist_entry"`
+	BtfAnchorPersistEvent *ebpf.Variable `ebpf:"btf_anchor_persist_event"`
 	BtfAnchorReason       *ebpf.Variable `ebpf:"btf_anchor_reason"`
 	CfgDecrementTtl       *ebpf.Variable `ebpf:"cfg_decrement_ttl"`
 }

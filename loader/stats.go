@@ -33,7 +33,7 @@ var ReasonNames = []string{
 	"ipv6_extension_unsupported", "no_member", "server_down", "table_full",
 	"ttl_expired", "fib_no_neighbour", "fib_pass", "fib_drop", "dsr_no_neighbour",
 	"vlan_pass", "ipv4_options", "ipv6_extension_walked", "no_table", "stray_tcp",
-	"member_full",
+	"member_full", "event_lost",
 }
 
 // ReasonDrops says whether the reason with that index drops the packet.
@@ -42,7 +42,7 @@ var ReasonDrops = []bool{
 	true, true, true, true,
 	false, false, false, true, true,
 	false, false, false, true, false,
-	true,
+	true, false,
 }
 
 func sumPerCPU[V any](m *ebpf.Map, key uint32, add func(*V, *V)) (V, error) {

@@ -47,6 +47,13 @@ func (d *Datapath) ensureTable(t Table) error {
 	if TableIndex(t.ID) != t.ID&^tablePlainHash {
 		return fmt.Errorf("table id %#x is out of range", t.ID)
 	}
+	var flags uint32
+	if t.Mirror {
+		flags |= tableMirror
+	}
+	if err := d.objs.TableConfig.Put(TableIndex(t.ID), flags); err != nil {
+		return fmt.Errorf("table %d flags: %w", TableIndex(t.ID), err)
+	}
 	// The same index of the other kind must not linger: a profile that
 	// switched purge_when_full gets a table of the new kind.
 	other := t.ID ^ tablePlainHash

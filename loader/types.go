@@ -47,6 +47,7 @@ const (
 	gcOpTouch           = 4
 	gcOpMemberReconcile = 5
 	flowMemberCounted   = 1 << 8
+	tableMirror         = 1 << 0
 	gcResultDone        = 1
 	gcResultSkipped     = 2
 	gcResultNotFound    = 3
@@ -126,6 +127,8 @@ type Member struct {
 type Table struct {
 	ID         uint32
 	MaxEntries uint32
+	// Mirror publishes the table's changes as events (Events) for HA mirroring.
+	Mirror bool
 }
 
 // State is everything the control plane wants in the datapath.

@@ -375,7 +375,7 @@ func Build(cfg *config.Config, prev *Meta) (loader.State, *Meta, error) {
 				}
 				tid = loader.TableID(idx, *p.PurgeWhenFull)
 				tableByKey[key] = tid
-				st.Tables = append(st.Tables, loader.Table{ID: tid, MaxEntries: uint32(*p.MaxEntries)})
+				st.Tables = append(st.Tables, loader.Table{ID: tid, MaxEntries: uint32(*p.MaxEntries), Mirror: p.HAMirroring})
 				tm := TableMeta{ID: tid, Key: key, Profile: p.Name, Shared: p.SharePersistence,
 					Timeout: *p.Timeout, MaxEntries: *p.MaxEntries, PurgeWhenFull: *p.PurgeWhenFull,
 					IPv4Prefix: *p.IPv4Prefix, IPv6Prefix: *p.IPv6Prefix, ServerDown: p.ServerDown,

@@ -1,0 +1,86 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+)
+
+// EventType says what happened to a mirrored persistence entry.
+type EventType uint8
+
+// Event types.
+const (
+	EventCreated EventType = 1
+	EventMoved   EventType = 2
+	EventExpired EventType = 3
+)
+
+func (t EventType) String() string {
+	switch t {
+	case EventCreated:
+		return "created"
+	case EventMoved:
+		return "moved"
+	case EventExpired:
+		return "expired"
+	}
+	return fmt.Sprintf("event-%d", uint8(t))
+}
+
+// Event is a change of an entry of a table with Mirror set.
+type Event struct {
+	Type    EventType
+	TableID uint32
+	Client  netip.Addr
+	Server  netip.AddrPort
+	Time    time.Duration // datapath clock
+}
+
+// EventReader reads persistence events from the datapath's ring buffer.
+type EventReader struct{ r *ringbuf.Reader }
+
+// Events opens the event ring buffer. Only one reader should run.
+func (d *Datapath) Events() (*EventReader, error) {
+	r, err := ringbuf.NewReader(d.objs.PersistEvents)
+	if err != nil {
+		return nil, fmt.Errorf("open persistence event ring buffer: %w", err)
+	}
+	return &EventReader{r: r}, nil
+}
+
+// ErrClosed is returned by Read after Close.
+var ErrClosed = os.ErrClosed
+
+// Read blocks until the next event, or until Close.
+func (e *EventReader) Read() (Event, error) {
+	rec, err := e.r.Read()
+	if err != nil {
+		if errors.Is(err, ringbuf.ErrClosed) {
+			return Event{}, ErrClosed
+		}
+		return Event{}, err
+	}
+	b := rec.RawSample
+	if len(b) < 48 {
+		return Event{}, fmt.Errorf("persistence event of %d bytes, want 48", len(b))
+	}
+	fam := b[1]
+	return Event{
+		Type:    EventType(b[0]),
+		TableID: le.Uint32(b[4:]),
+		Client:  addrFrom(b[8:24], fam),
+		Server:  netip.AddrPortFrom(addrFrom(b[24:40], fam), port(b[2:])),
+		Time:    time.Duration(le.Uint64(b[40:])),
+	}, nil
+}
+
+// SetDeadline makes Read give up at t (zero: never).
+func (e *EventReader) SetDeadline(t time.Time) { e.r.SetDeadline(t) }
+
+// Close stops the reader; a blocked Read returns ErrClosed.
+func (e *EventReader) Close() error { return e.r.Close() }

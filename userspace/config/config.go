@@ -19,6 +19,7 @@ type Config struct {
 	Profiles       []Profile       `yaml:"persistence_profiles" json:"persistence_profiles,omitempty"`
 	Pools          []Pool          `yaml:"pools" json:"pools"`
 	VirtualServers []VirtualServer `yaml:"virtual_servers" json:"virtual_servers"`
+	HealthMonitors []HealthMonitor `yaml:"health_monitors" json:"health_monitors,omitempty"`
 }
 
 // Settings are node-wide datapath settings.
@@ -147,6 +148,8 @@ type Pool struct {
 	// MaglevTableSize is the size of the ip_hash lookup table: a prime,
 	// default 65537. Every node with the same config builds the same table.
 	MaglevTableSize int `yaml:"maglev_table_size" json:"maglev_table_size,omitempty"`
+	// HealthMonitor names the monitor of the pool's members; empty means none.
+	HealthMonitor string `yaml:"health_monitor" json:"health_monitor,omitempty"`
 }
 
 // Member states.
@@ -313,6 +316,7 @@ func (c *Config) applyDefaults() {
 		}
 		v.applyHTTPDefaults()
 	}
+	c.applyHealthDefaults()
 }
 
 // Profile returns the profile with the given name, or nil.

@@ -62,6 +62,7 @@ func (c *Config) Validate() error {
 	for i := range c.Pools {
 		c.Pools[i].validate(v, fmt.Sprintf("pools[%d]", i), seen)
 	}
+	c.validateHealth(v)
 	if len(c.VirtualServers) == 0 {
 		v.add("virtual_servers", "at least one virtual server is required")
 	}

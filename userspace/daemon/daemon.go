@@ -19,6 +19,8 @@ import (
 	"github.com/limpet-lb/limpet/userspace/admin"
 	"github.com/limpet-lb/limpet/userspace/config"
 	"github.com/limpet-lb/limpet/userspace/gc"
+	"github.com/limpet-lb/limpet/userspace/health"
+	"github.com/limpet-lb/limpet/userspace/health/l7health"
 	"github.com/limpet-lb/limpet/userspace/metrics"
 	"github.com/limpet-lb/limpet/userspace/plan"
 	"github.com/limpet-lb/limpet/userspace/sharedtable"
@@ -69,8 +71,11 @@ type daemon struct {
 	pinPath string
 	start   time.Time
 	jobs    chan func()
+	done    chan struct{} // closed when the main loop has exited
 	proxy   *proxy
 	tables  *sharedtable.Provider
+	checker *health.Checker
+	l7src   *l7health.Source
 
 	// mu guards what scrapes and status requests read while the main
 	// loop works.
@@ -145,7 +150,8 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	d := &daemon{opts: opts, log: log, dp: dp, pinPath: pinPath, start: time.Now(), jobs: make(chan func()),
-		ifaces: map[string]string{}, healthDown: map[string]bool{}}
+		done: make(chan struct{}), ifaces: map[string]string{}, healthDown: map[string]bool{}}
+	defer close(d.done)
 	d.info = metrics.Info{Version: opts.Version, StartTime: d.start}
 	if dp.Adopted() {
 		log.Info("adopted pinned datapath", "pin_path", pinPath)
@@ -176,7 +182,16 @@ func Run(ctx context.Context, opts Options) error {
 	if err := d.attach(ifaces, mode); err != nil {
 		return err
 	}
+	// Health verdicts reach the datapath (through the main loop) and the
+	// L7 proxy; the proxy's connection failures feed the passive monitor.
+	d.l7src = l7health.NewSource()
+	d.checker = health.NewChecker(health.Tee(health.SinkFunc(d.setMemberHealth), d.l7src), health.Options{Logger: log})
+	defer d.checker.Close()
+	if err := d.updateHealth(cfg); err != nil {
+		return &ConfigError{err}
+	}
 	d.proxy = newProxy(ctx, log)
+	d.proxy.health, d.proxy.failures = d.l7src, l7health.FailureReporter(d.checker.Passive())
 	defer d.proxy.stop()
 	d.tables = sharedtable.New(dp, d.meta)
 	if err := d.proxy.start(cfg, d.tables); err != nil {
@@ -212,11 +227,65 @@ func Run(ctx context.Context, opts Options) error {
 	}
 }
 
+// errStopping is returned for work that arrives after the main loop ended.
+var errStopping = errors.New("the daemon is stopping")
+
 // exec runs fn in the main loop, ordered with reloads and sweeps.
 func (d *daemon) exec(fn func() error) error {
-	done := make(chan error, 1)
-	d.jobs <- func() { done <- fn() }
-	return <-done
+	result := make(chan error, 1)
+	select {
+	case d.jobs <- func() { result <- fn() }:
+		return <-result
+	case <-d.done:
+		return errStopping
+	}
+}
+
+// updateHealth gives the checker the members of cfg's monitored pools.
+func (d *daemon) updateHealth(cfg *config.Config) error {
+	targets, warnings, err := health.Targets(cfg)
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		d.log.Warn("health", "warning", w)
+	}
+	return d.checker.Update(targets)
+}
+
+// setMemberHealth is the checker's sink: a member found down leaves its
+// pool (and its persisted clients follow the profile's server_down
+// policy); found up again, it returns.
+func (d *daemon) setMemberHealth(id health.MemberID, up bool, reason string) {
+	err := d.exec(func() error {
+		d.mu.Lock()
+		meta := d.meta
+		mm, err := meta.FindMember(id.Pool, id.Member)
+		if err != nil {
+			d.mu.Unlock()
+			return nil // an http-only pool, or one that left the config
+		}
+		if up {
+			delete(d.healthDown, mm.Key)
+		} else {
+			d.healthDown[mm.Key] = true
+		}
+		down := make(map[string]bool, len(d.healthDown))
+		for k, v := range d.healthDown {
+			down[k] = v
+		}
+		d.mu.Unlock()
+		pool, members, err := meta.PoolState(id.Pool, down)
+		if err != nil {
+			return err
+		}
+		return d.writePool(pool, members, !up)
+	})
+	if err != nil && !errors.Is(err, errStopping) {
+		d.log.Error("member health", "pool", id.Pool, "member", id.Member, "error", err)
+		return
+	}
+	d.log.Info("member health", "pool", id.Pool, "member", id.Member, "up", up, "reason", reason)
 }
 
 func (d *daemon) sweep() {
@@ -337,6 +406,9 @@ func (d *daemon) reloadConfig() (*config.Config, error) {
 	}
 	if err := d.apply(cfg); err != nil {
 		return nil, err
+	}
+	if err := d.updateHealth(cfg); err != nil {
+		d.log.Error("reload: health monitors", "error", err)
 	}
 	d.tables = sharedtable.New(d.dp, d.meta)
 	if err := d.proxy.start(cfg, d.tables); err != nil {

@@ -10,6 +10,7 @@ import (
 	"github.com/limpet-lb/limpet/userspace/admin"
 	"github.com/limpet-lb/limpet/userspace/config"
 	"github.com/limpet-lb/limpet/userspace/gc"
+	"github.com/limpet-lb/limpet/userspace/health"
 	"github.com/limpet-lb/limpet/userspace/metrics"
 	"github.com/limpet-lb/limpet/userspace/plan"
 )
@@ -150,7 +151,7 @@ func (d *daemon) Status() admin.Status {
 			}
 			am := admin.Member{Name: m.Name, Address: m.Address, Port: m.Port, Weight: m.Weight, MaxConnections: m.MaxConnections,
 				State: m.State, AdminDown: m.AdminDown, Monitor: monitor, Health: health, ActiveConnections: uint64(conns[m.ID])}
-			d.decorateHealth(&am, m.Key)
+			d.decorateHealth(&am, p.Name, m.Name)
 			pool.Members = append(pool.Members, am)
 		}
 		st.Pools = append(st.Pools, pool)
@@ -209,8 +210,23 @@ func (d *daemon) SetMember(pool, member string, enabled bool) error {
 	})
 }
 
-// poolMonitor names a pool's health monitor; the health wiring fills it in.
-func poolMonitor(p *config.Pool) string { return "" }
+// poolMonitor names a pool's health monitor.
+func poolMonitor(p *config.Pool) string { return p.HealthMonitor }
 
-// decorateHealth adds the monitor's detail to a member's status.
-func (d *daemon) decorateHealth(m *admin.Member, key string) {}
+// decorateHealth adds the monitor's detail to a member's status. The verdict
+// itself (m.Health) stays the one the datapath enforces, which the checker's
+// report reaches a moment later.
+func (d *daemon) decorateHealth(m *admin.Member, pool, name string) {
+	if d.checker == nil || m.Monitor == "" {
+		return
+	}
+	st, ok := d.checker.Member(health.MemberID{Pool: pool, Member: name})
+	if !ok {
+		return
+	}
+	m.HealthSince = st.Since
+	m.HealthDetail = st.Reason
+	if st.LastError != "" {
+		m.HealthDetail = st.LastError
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"github.com/limpet-lb/limpet/l7"
 	"github.com/limpet-lb/limpet/l7/persist"
 	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/health"
+	"github.com/limpet-lb/limpet/userspace/health/l7health"
 )
 
 func countVirtualServers(cfg *config.Config) (l4, http int) {
@@ -25,11 +27,14 @@ func countVirtualServers(cfg *config.Config) (l4, http int) {
 // config. A reload replaces it: the old server drains gracefully while the
 // new one starts.
 type proxy struct {
-	parent context.Context
-	log    *slog.Logger
-	cancel context.CancelFunc
-	done   chan struct{}
-	failed chan error
+	// health and failures connect the proxy to the health monitors.
+	health   l7.HealthSource
+	failures l7.FailureReporter
+	parent   context.Context
+	log      *slog.Logger
+	cancel   context.CancelFunc
+	done     chan struct{}
+	failed   chan error
 }
 
 func newProxy(ctx context.Context, log *slog.Logger) *proxy {
@@ -43,7 +48,7 @@ func (p *proxy) start(cfg *config.Config, tables persist.Provider) error {
 		p.stop()
 		return nil
 	}
-	srv, err := l7.New(cfg, l7.Options{Logger: p.log, Tables: tables})
+	srv, err := l7.New(cfg, l7.Options{Logger: p.log, Tables: tables, Health: p.health, Failures: p.failures})
 	if err != nil {
 		return err
 	}
@@ -76,6 +81,20 @@ func (p *proxy) stop() {
 // runL7Only serves a config that has only http virtual servers.
 func runL7Only(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logger) error {
 	p := newProxy(ctx, log)
+	src := l7health.NewSource()
+	checker := health.NewChecker(src, health.Options{Logger: log})
+	defer checker.Close()
+	targets, warnings, err := health.Targets(cfg)
+	if err != nil {
+		return &ConfigError{err}
+	}
+	for _, w := range warnings {
+		log.Warn("health", "warning", w)
+	}
+	if err := checker.Update(targets); err != nil {
+		return &ConfigError{err}
+	}
+	p.health, p.failures = src, l7health.FailureReporter(checker.Passive())
 	defer p.stop()
 	if err := p.start(cfg, nil); err != nil {
 		return &ConfigError{err}
@@ -98,6 +117,10 @@ func runL7Only(ctx context.Context, opts Options, cfg *config.Config, log *slog.
 			}
 			if err := p.start(cfg, nil); err != nil {
 				log.Error("reload refused; the running config stays", "error", err)
+				continue
+			}
+			if targets, _, err := health.Targets(cfg); err == nil {
+				_ = checker.Update(targets)
 			}
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -231,8 +232,9 @@ func TestMaxConnectionsCountsAsDown(t *testing.T) {
 				if next.IsValid() || memberName(entry.Server) != "m0" {
 					t.Fatalf("never: went to %s, entry %s", memberName(next), entry.Server)
 				}
-				if r, _ := e.DP.ReasonCounters(); r[len(loader.ReasonNames)-1] != 1 {
-					t.Fatalf("member_full counter %d", r[len(loader.ReasonNames)-1])
+				full := slices.Index(loader.ReasonNames, "member_full")
+				if r, _ := e.DP.ReasonCounters(); full < 0 || r[full] != 1 {
+					t.Fatalf("member_full counter: %v", r)
 				}
 				return
 			}

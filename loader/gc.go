@@ -25,6 +25,14 @@ type GCRequest struct {
 	Result        GCResult
 }
 
+// Client is the client of a persistence request, for its caller's bookkeeping.
+func (r GCRequest) Client() netip.Addr {
+	var k rawPersistKey
+	copy(k[:], r.key[:24])
+	_, c := k.decode()
+	return c
+}
+
 // ExpireFlow ends a flow idle for at least idle: its entry loses one live
 // connection (exactly once, whoever else races to end it) and its NAT reply
 // entry goes with it.

@@ -161,6 +161,35 @@ func (d *Datapath) TableEntries(id uint32) ([]PersistEntry, error) {
 	return out, nil
 }
 
+// ScanTable calls fn for every entry of a table, reading it with batch
+// lookups into reused buffers: a sweep of a million entries allocates for
+// the entries it keeps, not for the table.
+func (d *Datapath) ScanTable(id uint32, fn func(*PersistEntry)) error {
+	inner, err := d.table(id)
+	if err != nil {
+		return fmt.Errorf("table %d: %w", TableIndex(id), err)
+	}
+	defer inner.Close()
+	const chunk = 8192
+	keys := make([]rawPersistKey, chunk)
+	vals := make([]rawPersistEntry, chunk)
+	var cursor ebpf.MapBatchCursor
+	var e PersistEntry
+	for {
+		n, err := inner.BatchLookup(&cursor, keys, vals, nil)
+		for i := 0; i < n; i++ {
+			e = decodeEntry(&keys[i], &vals[i])
+			fn(&e)
+		}
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read table %d: %w", TableIndex(id), err)
+		}
+	}
+}
+
 // DeleteEntry removes one client's entry. Open flows keep their member.
 func (d *Datapath) DeleteEntry(tableID uint32, client netip.Addr) error {
 	inner, err := d.table(tableID)

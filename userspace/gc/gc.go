@@ -18,7 +18,8 @@ type Datapath interface {
 	Now() (time.Duration, error)
 	Flows() ([]loader.Flow, error)
 	Tables() ([]loader.Table, error)
-	TableEntries(id uint32) ([]loader.PersistEntry, error)
+	ScanTable(id uint32, fn func(*loader.PersistEntry)) error
+	LookupEntry(tableID uint32, client netip.Addr) (loader.PersistEntry, bool, error)
 	TableCounters(id uint32) (loader.TableCounters, error)
 	MemberConns() ([]loader.MemberConns, error)
 	RunGC([]loader.GCRequest) error
@@ -103,14 +104,33 @@ func (s *Sweeper) Sweep() (Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	entries := map[uint32][]loader.PersistEntry{}
+	// Entries first (see above). Only two kinds are kept: those that hold
+	// connections (their count is checked against the flows) and idle ones
+	// past their timeout (to expire); the rest are only counted.
+	held := map[entryRef]loader.PersistEntry{}
+	var expire []loader.GCRequest
+	var expireTable []uint32
+	count := map[uint32]int{}
+	now, err := s.dp.Now()
+	if err != nil {
+		return rep, err
+	}
 	for _, t := range tables {
-		es, err := s.dp.TableEntries(t.ID)
+		timeout, known := s.entryTimeout(t.ID)
+		err := s.dp.ScanTable(t.ID, func(e *loader.PersistEntry) {
+			count[t.ID]++
+			switch {
+			case e.Conns > 0 || e.Dying:
+				held[entryRef{t.ID, e.Client}] = *e
+			case known && now-e.LastSeen > timeout:
+				expire = append(expire, loader.ExpireEntry(*e, timeout))
+				expireTable = append(expireTable, t.ID)
+			}
+		})
 		if err != nil {
 			return rep, err
 		}
-		entries[t.ID] = es
-		rep.Entries += len(es)
+		rep.Entries += count[t.ID]
 	}
 	members, err := s.dp.MemberConns()
 	if err != nil {
@@ -120,8 +140,7 @@ func (s *Sweeper) Sweep() (Report, error) {
 	if err != nil {
 		return rep, err
 	}
-	now, err := s.dp.Now()
-	if err != nil {
+	if now, err = s.dp.Now(); err != nil {
 		return rep, err
 	}
 	rep.Flows = len(flows)
@@ -159,6 +178,8 @@ func (s *Sweeper) Sweep() (Report, error) {
 		}
 	}
 
+	// Corrections first: an entry whose count drops to zero here starts
+	// its countdown from its last activity and may expire in a later sweep.
 	reqs = reqs[:0]
 	var kinds []pending
 	for _, m := range members {
@@ -167,22 +188,34 @@ func (s *Sweeper) Sweep() (Report, error) {
 			kinds = append(kinds, pending{table: loader.TableNone, member: true})
 		}
 	}
-	for id, es := range entries {
-		timeout, known := s.entryTimeout(id)
-		for _, e := range es {
-			want := live[entryRef{id, e.Client}]
-			if e.Conns != want && !e.Dying {
-				reqs = append(reqs, loader.Reconcile(e, want))
-				kinds = append(kinds, pending{table: id, correct: true})
-			}
-			if known && want == 0 && now-e.LastSeen > timeout {
-				reqs = append(reqs, loader.ExpireEntry(e, timeout))
-				kinds = append(kinds, pending{table: id})
-			}
+	for ref, e := range held {
+		if want := live[ref]; e.Conns != want && !e.Dying {
+			reqs = append(reqs, loader.Reconcile(e, want))
+			kinds = append(kinds, pending{table: ref.table, correct: true})
 		}
 	}
-	// Corrections run first: an entry whose count drops to zero here
-	// starts its countdown from its last activity and may expire now.
+	// An entry that counts no connection while flows hold it lost a race;
+	// it was not kept above, so read it now.
+	for ref, want := range live {
+		if _, ok := held[ref]; ok {
+			continue
+		}
+		e, ok, err := s.dp.LookupEntry(ref.table, ref.client)
+		if err != nil || !ok || e.Dying || e.Conns == want {
+			continue
+		}
+		reqs = append(reqs, loader.Reconcile(e, want))
+		kinds = append(kinds, pending{table: ref.table, correct: true})
+	}
+	// Expiry candidates whose flows are still live are not expired: the
+	// kernel re-checks the count, but a count that lost a race reads zero.
+	for i, r := range expire {
+		if live[entryRef{expireTable[i], r.Client()}] > 0 {
+			continue
+		}
+		reqs = append(reqs, r)
+		kinds = append(kinds, pending{table: expireTable[i]})
+	}
 	if err := s.dp.RunGC(reqs); err != nil {
 		return rep, err
 	}
@@ -211,7 +244,7 @@ func (s *Sweeper) Sweep() (Report, error) {
 		}
 		tot := s.total(t.ID)
 		tot.Inserts, tot.Expiries, tot.Rejects = c.Inserts, c.Expired, c.Rejects
-		tot.Entries = len(entries[t.ID]) - countDone(reqs, kinds, t.ID)
+		tot.Entries = count[t.ID] - countDone(reqs, kinds, t.ID)
 		// An LRU table loses entries only by expiry, deletion or eviction;
 		// what inserts do not account for was evicted.
 		if loader.TablePurges(t.ID) {

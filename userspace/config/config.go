@@ -20,6 +20,7 @@ type Config struct {
 	Pools          []Pool          `yaml:"pools" json:"pools"`
 	VirtualServers []VirtualServer `yaml:"virtual_servers" json:"virtual_servers"`
 	HealthMonitors []HealthMonitor `yaml:"health_monitors" json:"health_monitors,omitempty"`
+	HAMirroring    *HAMirroring    `yaml:"ha_mirroring" json:"ha_mirroring,omitempty"`
 }
 
 // Settings are node-wide datapath settings.
@@ -317,6 +318,7 @@ func (c *Config) applyDefaults() {
 		v.applyHTTPDefaults()
 	}
 	c.applyHealthDefaults()
+	c.applyMirrorDefaults()
 }
 
 // Profile returns the profile with the given name, or nil.

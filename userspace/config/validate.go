@@ -63,6 +63,7 @@ func (c *Config) Validate() error {
 		c.Pools[i].validate(v, fmt.Sprintf("pools[%d]", i), seen)
 	}
 	c.validateHealth(v)
+	c.validateMirror(v)
 	if len(c.VirtualServers) == 0 {
 		v.add("virtual_servers", "at least one virtual server is required")
 	}

@@ -1,0 +1,60 @@
+package mirror
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/limpet-lb/limpet/userspace/config"
+)
+
+func TestFromConfig(t *testing.T) {
+	key := filepath.Join(t.TempDir(), "mirror.key")
+	if err := os.WriteFile(key, append(testPSK, '\n'), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Parse([]byte(`
+persistence_profiles:
+  - {name: sticky, ha_mirroring: true}
+  - {name: local}
+pools:
+  - name: web
+    members: [{name: a, address: 10.0.0.1, port: 8080}]
+virtual_servers:
+  - {name: web, address: 192.0.2.1, port: 80, protocol: tcp, pool: web, persistence: sticky}
+  - {name: other, address: 192.0.2.1, port: 81, protocol: tcp, pool: web, persistence: local}
+ha_mirroring:
+  listen: 127.0.0.1:7946
+  peers: [127.0.0.2:7946]
+  mode: active_active
+  auth: {psk_file: ` + key + `}
+  reconnect_backoff: {initial: 0.25}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := FromConfig(cfg.HAMirroring)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Listen != "127.0.0.1:7946" || c.Mode != ActiveActive || string(c.PSK) != string(testPSK) || c.TLS != nil ||
+		c.ReconnectMin != 250*time.Millisecond || c.ReconnectMax != 30*time.Second || c.HeartbeatTimeout != 5*time.Second || c.QueueSize != 65536 {
+		t.Errorf("FromConfig: %+v", c)
+	}
+	if _, err := New(c, newMemLocal(), nil); err != nil {
+		t.Errorf("New: %v", err)
+	}
+	scope := ScopeFromConfig(cfg)
+	for table, want := range map[string]bool{
+		"profile:sticky":        true,
+		"profile:sticky/vs:web": true,
+		"profile:local/vs:web":  false,
+		"profile:unknown":       false,
+		"sticky":                false,
+	} {
+		if scope(table) != want {
+			t.Errorf("scope(%q) = %v", table, !want)
+		}
+	}
+}

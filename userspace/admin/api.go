@@ -71,6 +71,21 @@ type Status struct {
 	VirtualServers  []VirtualServer `json:"virtual_servers"`
 	Pools           []Pool          `json:"pools"`
 	Tables          []Table         `json:"tables"`
+	// Mirroring lists the HA peers, when ha_mirroring is configured.
+	Mirroring []MirrorPeer `json:"mirroring,omitempty"`
+}
+
+// MirrorPeer is one HA mirroring peer.
+type MirrorPeer struct {
+	Address    string    `json:"address"`
+	State      string    `json:"state"`
+	Since      time.Time `json:"since"`
+	Sent       uint64    `json:"sent"`
+	Received   uint64    `json:"received"`
+	Dropped    uint64    `json:"dropped"`
+	QueueLen   int       `json:"queue_len"`
+	LagSeconds float64   `json:"lag_seconds"`
+	LastError  string    `json:"last_error,omitempty"`
 }
 
 // Interface is one interface the XDP program is attached to.

@@ -22,6 +22,7 @@ import (
 	"github.com/limpet-lb/limpet/userspace/health"
 	"github.com/limpet-lb/limpet/userspace/health/l7health"
 	"github.com/limpet-lb/limpet/userspace/metrics"
+	"github.com/limpet-lb/limpet/userspace/mirror"
 	"github.com/limpet-lb/limpet/userspace/plan"
 	"github.com/limpet-lb/limpet/userspace/sharedtable"
 )
@@ -76,6 +77,10 @@ type daemon struct {
 	tables  *sharedtable.Provider
 	checker *health.Checker
 	l7src   *l7health.Source
+	mirror  *mirror.Node
+	// refreshed is when each mirrored table's held entries were last
+	// republished (main loop only).
+	refreshed map[uint32]time.Time
 
 	// mu guards what scrapes and status requests read while the main
 	// loop works.
@@ -150,7 +155,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	d := &daemon{opts: opts, log: log, dp: dp, pinPath: pinPath, start: time.Now(), jobs: make(chan func()),
-		done: make(chan struct{}), ifaces: map[string]string{}, healthDown: map[string]bool{}}
+		done: make(chan struct{}), ifaces: map[string]string{}, healthDown: map[string]bool{}, refreshed: map[uint32]time.Time{}}
 	defer close(d.done)
 	d.info = metrics.Info{Version: opts.Version, StartTime: d.start}
 	if dp.Adopted() {
@@ -196,6 +201,9 @@ func Run(ctx context.Context, opts Options) error {
 	d.tables = sharedtable.New(dp, d.meta)
 	if err := d.proxy.start(cfg, d.tables); err != nil {
 		return &ConfigError{err}
+	}
+	if err := d.startMirror(ctx, cfg); err != nil {
+		return err
 	}
 	if mln != nil {
 		go metrics.Serve(ctx, mln, d, log)
@@ -290,6 +298,7 @@ func (d *daemon) setMemberHealth(id health.MemberID, up bool, reason string) {
 
 func (d *daemon) sweep() {
 	d.tables.Sweep(time.Now())
+	d.refreshHeld()
 	rep, err := d.sweeper.Sweep()
 	d.mu.Lock()
 	d.sweeps.Record(rep, err)
@@ -413,6 +422,10 @@ func (d *daemon) reloadConfig() (*config.Config, error) {
 	d.tables = sharedtable.New(d.dp, d.meta)
 	if err := d.proxy.start(cfg, d.tables); err != nil {
 		return nil, &ConfigError{err}
+	}
+	if d.mirror != nil {
+		// Peers and keys are fixed at start; the scope follows the profiles.
+		d.mirror.SetScope(mirror.ScopeFromConfig(cfg))
 	}
 	d.log.Info("reloaded", "config", d.opts.ConfigPath)
 	return cfg, nil

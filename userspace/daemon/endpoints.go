@@ -156,6 +156,12 @@ func (d *daemon) Status() admin.Status {
 		}
 		st.Pools = append(st.Pools, pool)
 	}
+	if d.mirror != nil {
+		for _, p := range d.mirror.Status() {
+			st.Mirroring = append(st.Mirroring, admin.MirrorPeer{Address: p.Addr, State: string(p.State), Since: p.Since,
+				Sent: p.Sent, Received: p.Received, Dropped: p.Dropped, QueueLen: p.QueueLen, LagSeconds: p.Lag.Seconds(), LastError: p.LastError})
+		}
+	}
 	for _, tm := range meta.Tables {
 		st.Tables = append(st.Tables, admin.Table{ID: loader.TableIndex(tm.ID), Profile: tm.Profile, Shared: tm.Shared,
 			VirtualServer: tm.VirtualServer, Entries: rep.Tables[tm.ID].Entries, MaxEntries: tm.MaxEntries,

@@ -150,6 +150,13 @@ func printStatus(env *Env, st admin.Status) error {
 				time.Duration(t.Timeout)*time.Second)
 		}
 	}
+	if len(st.Mirroring) > 0 {
+		fmt.Fprintln(tw, "\nHA PEER\tSTATE\tSINCE\tSENT\tRECEIVED\tDROPPED\tQUEUED\tLAG\tLAST ERROR")
+		for _, p := range st.Mirroring {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%.1fs\t%s\n", p.Address, p.State, p.Since.Format(time.RFC3339),
+				p.Sent, p.Received, p.Dropped, p.QueueLen, p.LagSeconds, dash(p.LastError))
+		}
+	}
 	return tw.Flush()
 }
 

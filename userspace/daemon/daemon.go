@@ -195,15 +195,16 @@ func Run(ctx context.Context, opts Options) error {
 	if err := d.updateHealth(cfg); err != nil {
 		return &ConfigError{err}
 	}
+	d.tables = sharedtable.New(dp, d.meta)
+	// Mirroring first: the proxy's mirrored tables need its publisher.
+	if err := d.startMirror(ctx, cfg); err != nil {
+		return err
+	}
 	d.proxy = newProxy(ctx, log)
 	d.proxy.health, d.proxy.failures = d.l7src, l7health.FailureReporter(d.checker.Passive())
 	defer d.proxy.stop()
-	d.tables = sharedtable.New(dp, d.meta)
 	if err := d.proxy.start(cfg, d.tables); err != nil {
 		return &ConfigError{err}
-	}
-	if err := d.startMirror(ctx, cfg); err != nil {
-		return err
 	}
 	if mln != nil {
 		go metrics.Serve(ctx, mln, d, log)
@@ -419,7 +420,8 @@ func (d *daemon) reloadConfig() (*config.Config, error) {
 	if err := d.updateHealth(cfg); err != nil {
 		d.log.Error("reload: health monitors", "error", err)
 	}
-	d.tables = sharedtable.New(d.dp, d.meta)
+	// The same provider: the L7 tables keep their entries across reloads.
+	d.tables.SetMeta(d.meta)
 	if err := d.proxy.start(cfg, d.tables); err != nil {
 		return nil, &ConfigError{err}
 	}

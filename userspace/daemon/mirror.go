@@ -42,6 +42,7 @@ func (d *daemon) startMirror(ctx context.Context, cfg *config.Config) error {
 		return err
 	}
 	d.mirror = node
+	d.tables.SetPublisher(node.Publish)
 	go func() {
 		if err := node.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
 			d.log.Error("mirroring stopped", "error", err)
@@ -127,6 +128,8 @@ func (l mirrorLocal) Snapshot(ctx context.Context) ([]mirror.Entry, error) {
 			return nil, err
 		}
 	}
+	// The L7 proxy's mirrored tables (app cookie, generic) too.
+	out = append(out, l.d.tables.MirrorSnapshot()...)
 	return out, ctx.Err()
 }
 
@@ -142,6 +145,9 @@ func (l mirrorLocal) Apply(e mirror.Entry) error {
 		}
 	}
 	if tm == nil {
+		if handled, err := d.tables.MirrorApply(e); handled {
+			return err
+		}
 		return fmt.Errorf("no table %q here", e.Table)
 	}
 	client := e.Client.Unmap()

@@ -19,6 +19,7 @@ import (
 	"github.com/limpet-lb/limpet/l7/persist"
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/mirror"
 	"github.com/limpet-lb/limpet/userspace/plan"
 )
 
@@ -34,30 +35,49 @@ type Datapath interface {
 }
 
 // Provider hands out the pinned table for shared source_ip profiles that an
-// l4 virtual server also uses, and in-memory tables for everything else.
+// l4 virtual server also uses, and in-memory tables for everything else. It
+// lives as long as the daemon, so a reload keeps the L7 tables' entries.
 type Provider struct {
-	dp     Datapath
-	meta   *plan.Meta
-	memory *persist.MemoryProvider
-	mu     sync.Mutex
-	stores map[uint32]*Store
+	dp       Datapath
+	memory   *persist.MemoryProvider
+	mu       sync.Mutex
+	meta     *plan.Meta
+	stores   map[uint32]*Store
+	publish  func(mirror.Entry)
+	mirrored map[string]*mirroredStore // by table key
 }
 
 // New returns a provider over the datapath's tables as meta describes them.
 func New(dp Datapath, meta *plan.Meta) *Provider {
-	return &Provider{dp: dp, meta: meta, memory: persist.NewMemoryProvider(), stores: map[uint32]*Store{}}
+	return &Provider{dp: dp, meta: meta, memory: persist.NewMemoryProvider(), stores: map[uint32]*Store{},
+		mirrored: map[string]*mirroredStore{}}
+}
+
+// SetMeta follows a reload.
+func (p *Provider) SetMeta(meta *plan.Meta) {
+	p.mu.Lock()
+	p.meta = meta
+	p.mu.Unlock()
+}
+
+// SetPublisher makes the in-memory tables of profiles with ha_mirroring
+// publish their changes; set it before the proxy asks for tables.
+func (p *Provider) SetPublisher(publish func(mirror.Entry)) {
+	p.mu.Lock()
+	p.publish = publish
+	p.mu.Unlock()
 }
 
 // Table implements persist.Provider.
 func (p *Provider) Table(spec persist.Spec) (persist.Store, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	if spec.Type == config.ProfileSourceIP && spec.Shared && p.meta != nil {
 		key := plan.TableKey(spec.Profile, true, "")
 		for _, t := range p.meta.Tables {
 			if t.Key != key {
 				continue
 			}
-			p.mu.Lock()
-			defer p.mu.Unlock()
 			s, ok := p.stores[t.ID]
 			if !ok {
 				s = &Store{dp: p.dp, table: t.ID, timeout: time.Duration(t.Timeout) * time.Second, holds: map[netip.Addr]int{}}
@@ -66,7 +86,17 @@ func (p *Provider) Table(spec persist.Spec) (persist.Store, error) {
 			return s, nil
 		}
 	}
-	return p.memory.Table(spec)
+	st, err := p.memory.Table(spec)
+	if err != nil || !spec.Mirrored || p.publish == nil {
+		return st, err
+	}
+	key := plan.TableKey(spec.Profile, spec.Shared, spec.VirtualServer)
+	if m, ok := p.mirrored[key]; ok {
+		return m, nil
+	}
+	m := &mirroredStore{Store: st, table: key, publish: p.publish, memory: p.memory.Tables()[spec.Name]}
+	p.mirrored[key] = m
+	return m, nil
 }
 
 // Sweep expires the in-memory tables and keeps the pinned entries that the

@@ -40,8 +40,11 @@ lint: ## gofmt, go vet and staticcheck
 demo: build ## balance real traffic in an embedded lab, show persistence, clean up (as root)
 	$(BIN) demo
 
-bench: build ## benchmarks against the peers (as root)
-	@echo "make bench: not there yet (issue: benchmarks)"; exit 1
+bench: build ## benchmarks against the peers; prints and writes BENCHMARKS.md (as root, about 10 min)
+	GO=$(GO) scripts/bench/run.sh -command "make bench" -out BENCHMARKS.md
+
+bench-smoke: build ## the benchmark harness once with tiny counts, exits non-zero if it broke (as root, under 1 min)
+	GO=$(GO) scripts/bench/run.sh -smoke -command "make bench-smoke" -out bin/BENCHMARKS-smoke.md -q
 
 clean: ## remove build output
 	rm -rf bin

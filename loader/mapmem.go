@@ -1,0 +1,38 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/cilium/ebpf"
+)
+
+// Memory the kernel accounts to the datapath's maps (fdinfo "memlock"; since
+// Linux 6.4 the map's own estimate of what it allocated). The benchmarks use
+// it for the memory per persistence entry. Hash and LRU tables preallocate
+// every element, so the figure does not depend on how full they are.
+
+// TableMemory is the memory of one persistence table.
+func (d *Datapath) TableMemory(tableID uint32) (uint64, error) {
+	inner, err := d.table(tableID)
+	if err != nil {
+		return 0, fmt.Errorf("table %d: %w", TableIndex(tableID), err)
+	}
+	defer inner.Close()
+	return mapMemory(inner)
+}
+
+// FlowTableMemory is the memory of the flow table.
+func (d *Datapath) FlowTableMemory() (uint64, error) { return mapMemory(d.objs.Flows) }
+
+func mapMemory(m *ebpf.Map) (uint64, error) {
+	info, err := m.Info()
+	if err != nil {
+		return 0, err
+	}
+	v, ok := info.Memlock()
+	if !ok {
+		return 0, errors.New("the kernel reports no memlock for the map")
+	}
+	return v, nil
+}

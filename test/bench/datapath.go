@@ -1,0 +1,521 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/limpet-lb/limpet/loader"
+	"github.com/limpet-lb/limpet/test/packets"
+)
+
+// Part 1: the datapath's cost per packet, through BPF_PROG_RUN.
+//
+// BPF_PROG_RUN runs a program repeat times on one buffer, and the datapath
+// rewrites that buffer (NAT changes the destination, a reply's source), so a
+// plain repeated run measures the first packet once and a non-VIP packet
+// after it. Every case here therefore goes through floor_drive
+// (bpf/floor.c): it writes the template packet back, varies the client
+// address and port as the case needs, and tail-calls the program under test.
+// The floor (floor_tx: limpet's own parser, then XDP_TX) goes through the
+// same driver with the same packets, so "limpet − floor" is what the
+// datapath adds to parsing, and the driver's own cost cancels out.
+
+// DatapathCase names one measured path.
+type DatapathCase string
+
+// The cases of part 1.
+const (
+	CaseNonVIP     DatapathCase = "non-VIP pass"
+	CaseFlowHit    DatapathCase = "flow-table hit"
+	CasePersistHit DatapathCase = "persistence hit, new flow"
+	CaseNewClient  DatapathCase = "new client (selection + insert)"
+	CaseReverse    DatapathCase = "reverse NAT (member reply)"
+)
+
+// DatapathCases in report order.
+var DatapathCases = []DatapathCase{CaseNonVIP, CaseFlowHit, CasePersistHit, CaseNewClient, CaseReverse}
+
+// DatapathKey identifies one row of part 1.
+type DatapathKey struct {
+	Case   DatapathCase
+	Family string // "IPv4" or "IPv6"
+	Large  bool   // a table of LargeEntries clients and flows spread over them
+}
+
+// DatapathRow is one row: per run, limpet's and the floor's ns per packet.
+type DatapathRow struct {
+	Key           DatapathKey
+	Limpet, Floor Series
+	Entries       int // persistence entries when the case ran
+	Sweep         string
+}
+
+// DatapathOptions size part 1.
+type DatapathOptions struct {
+	Repeat       int // BPF_PROG_RUN repeats per measurement (>= 1e6 for the report)
+	LargeEntries int // the "1M-entry table"
+	SmallClients int // clients of the small table (persistence hit on a new flow)
+	Runs         int
+	Log          func(format string, args ...any)
+}
+
+// DatapathResult is part 1.
+type DatapathResult struct {
+	Rows []*DatapathRow
+	// FloorPlain is floor_tx without the driver, IPv4 then IPv6, and
+	// NonVIPPlain limpet's non-VIP pass without the driver
+	// (Datapath.BenchmarkPacket): what the driver adds.
+	FloorPlain, NonVIPPlain map[string]Series
+	Repeat                  int
+	FlowTableSize           uint32
+	PersistTableSize        uint32
+}
+
+// Fixed world of the micro benchmarks: a client-facing and a member-facing
+// veth in a private namespace with static neighbours, so bpf_fib_lookup
+// answers deterministically, and routes for the client ranges.
+var (
+	dpVIP4     = netip.MustParseAddr("203.0.113.10")
+	dpVIP6     = netip.MustParseAddr("2001:db8:f::10")
+	dpOther4   = netip.MustParseAddr("203.0.113.99")
+	dpOther6   = netip.MustParseAddr("2001:db8:f::99")
+	dpClientA4 = netip.MustParseAddr("100.64.0.1") // persisted clients
+	dpClientB4 = netip.MustParseAddr("100.96.0.1") // new clients
+	dpClientA6 = netip.MustParseAddr("2001:db8:c1:a::1")
+	dpClientB6 = netip.MustParseAddr("2001:db8:c1:b::1")
+	dpMembers4 = []netip.Addr{netip.MustParseAddr("10.1.0.11"), netip.MustParseAddr("10.1.0.12"), netip.MustParseAddr("10.1.0.13"), netip.MustParseAddr("10.1.0.14")}
+	dpMembers6 = []netip.Addr{netip.MustParseAddr("fd00:1::11"), netip.MustParseAddr("fd00:1::12"), netip.MustParseAddr("fd00:1::13"), netip.MustParseAddr("fd00:1::14")}
+	dpGwMAC    = net.HardwareAddr{0x02, 0, 0, 0, 0xc0, 0xfe}
+)
+
+const (
+	dpVSPort     = 80
+	dpMemberPort = 8080
+	// Client ports of the three populations: the persistence-hit run's
+	// flows, which the flow-hit and reverse cases reuse; new clients.
+	dpPortPersistSmall = 10000
+	dpPortPersistLarge = 20000
+	dpPortNew          = 30000
+)
+
+func dpMemberMAC(i int) net.HardwareAddr {
+	return net.HardwareAddr{0x02, 0, 0, 0, 0x01, byte(0x11 + i)}
+}
+
+// dpWorld is the namespace of the micro benchmarks.
+type dpWorld struct {
+	ns     *nsThread
+	cliIdx int
+	memIdx int
+	cliMAC net.HardwareAddr
+	memMAC net.HardwareAddr
+}
+
+func newDPWorld() (*dpWorld, error) {
+	ns, err := newNSThread()
+	if err != nil {
+		return nil, err
+	}
+	w := &dpWorld{ns: ns}
+	if err := ns.do(w.setup); err != nil {
+		ns.close()
+		return nil, fmt.Errorf("micro benchmark namespace: %w", err)
+	}
+	return w, nil
+}
+
+func (w *dpWorld) close() { w.ns.close() }
+
+func (w *dpWorld) setup() error {
+	for _, k := range []string{"/proc/sys/net/ipv4/conf/all/forwarding", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+		if err := os.WriteFile(k, []byte("1"), 0o644); err != nil {
+			return err
+		}
+	}
+	lo, err := netlink.LinkByName("lo")
+	if err != nil {
+		return err
+	}
+	if err := netlink.LinkSetUp(lo); err != nil {
+		return err
+	}
+	cli, err := dpVeth("bcli", "192.0.2.1/24", "2001:db8:c::1/64")
+	if err != nil {
+		return err
+	}
+	mem, err := dpVeth("bmem", "10.1.0.1/24", "fd00:1::1/64")
+	if err != nil {
+		return err
+	}
+	w.cliIdx, w.cliMAC = cli.Attrs().Index, cli.Attrs().HardwareAddr
+	w.memIdx, w.memMAC = mem.Attrs().Index, mem.Attrs().HardwareAddr
+	errs := []error{
+		dpNeigh(cli, netip.MustParseAddr("192.0.2.254"), dpGwMAC),
+		dpNeigh(cli, netip.MustParseAddr("2001:db8:c::fe"), dpGwMAC),
+		dpRoute("100.64.0.0/10", "192.0.2.254", cli),
+		dpRoute("2001:db8:c1::/48", "2001:db8:c::fe", cli),
+	}
+	for i := range dpMembers4 {
+		errs = append(errs, dpNeigh(mem, dpMembers4[i], dpMemberMAC(i)), dpNeigh(mem, dpMembers6[i], dpMemberMAC(i)))
+	}
+	return errors.Join(errs...)
+}
+
+func dpVeth(name, a4, a6 string) (netlink.Link, error) {
+	la := netlink.NewLinkAttrs()
+	la.Name = name
+	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: name + "p"}); err != nil {
+		return nil, fmt.Errorf("add veth %s: %w", name, err)
+	}
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range []string{a4, a6} {
+		addr, err := netlink.ParseAddr(a)
+		if err != nil {
+			return nil, err
+		}
+		addr.Flags = 0x80 // IFA_F_NODAD: usable at once
+		if err := netlink.AddrAdd(l, addr); err != nil {
+			return nil, err
+		}
+	}
+	for _, n := range []string{name, name + "p"} {
+		ln, err := netlink.LinkByName(n)
+		if err != nil {
+			return nil, err
+		}
+		if err := netlink.LinkSetUp(ln); err != nil {
+			return nil, err
+		}
+	}
+	return netlink.LinkByName(name)
+}
+
+func dpNeigh(l netlink.Link, ip netip.Addr, mac net.HardwareAddr) error {
+	fam := netlink.FAMILY_V4
+	if ip.Is6() {
+		fam = netlink.FAMILY_V6
+	}
+	return netlink.NeighAdd(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: fam, State: netlink.NUD_PERMANENT, IP: ip.AsSlice(), HardwareAddr: mac})
+}
+
+func dpRoute(dst, gw string, l netlink.Link) error {
+	_, n, err := net.ParseCIDR(dst)
+	if err != nil {
+		return err
+	}
+	return netlink.RouteAdd(&netlink.Route{Dst: n, Gw: net.ParseIP(gw), LinkIndex: l.Attrs().Index})
+}
+
+// Table sizes, with n the larger of LargeEntries and Repeat: at most n
+// persisted clients plus n new ones, and two flow entries (forward and
+// reverse) for each of 2n new connections; with room to spare, so that no
+// LRU eviction happens during a measurement.
+func dpSizes(o DatapathOptions) (flows, persist uint32) {
+	n := uint32(max(o.LargeEntries, o.Repeat))
+	return n*9/2 + 4096, n*5/2 + 4096
+}
+
+func dpState(persistSize uint32) loader.State {
+	s := loader.State{
+		Pools: []loader.Pool{{ID: 0, Eligible: []uint32{0, 1, 2, 3}}, {ID: 1, Eligible: []uint32{4, 5, 6, 7}}},
+	}
+	for i := range dpMembers4 {
+		s.Members = append(s.Members, loader.Member{ID: uint32(i), PoolID: 0, Addr: netip.AddrPortFrom(dpMembers4[i], dpMemberPort), Up: true, NAT: true})
+	}
+	for i := range dpMembers6 {
+		s.Members = append(s.Members, loader.Member{ID: uint32(4 + i), PoolID: 1, Addr: netip.AddrPortFrom(dpMembers6[i], dpMemberPort), Up: true, NAT: true})
+	}
+	for id, vip := range []netip.Addr{dpVIP4, dpVIP6} {
+		tid := loader.TableID(uint32(id), true)
+		s.Tables = append(s.Tables, loader.Table{ID: tid, MaxEntries: persistSize})
+		s.VirtualServers = append(s.VirtualServers, loader.VirtualServer{
+			ID: uint32(id), VIP: netip.AddrPortFrom(vip, dpVSPort), Proto: loader.ProtoTCP, PoolID: uint32(id),
+			TableID: tid, IPv4Prefix: 32, IPv6Prefix: 128, Timeout: 300 * time.Second,
+		})
+	}
+	return s
+}
+
+// dpFamily holds what differs between IPv4 and IPv6.
+type dpFamily struct {
+	name             string
+	vsID             uint32
+	vip, other       netip.Addr
+	clientA, clientB netip.Addr
+	members          []netip.Addr
+}
+
+var dpFamilies = []dpFamily{
+	{"IPv4", 0, dpVIP4, dpOther4, dpClientA4, dpClientB4, dpMembers4},
+	{"IPv6", 1, dpVIP6, dpOther6, dpClientA6, dpClientB6, dpMembers6},
+}
+
+// addN adds n to the last 32-bit word of a, as floor_drive does.
+func addN(a netip.Addr, n uint32) netip.Addr {
+	b := a.As16()
+	v := uint32(b[12])<<24 | uint32(b[13])<<16 | uint32(b[14])<<8 | uint32(b[15])
+	v += n
+	b[12], b[13], b[14], b[15] = byte(v>>24), byte(v>>16), byte(v>>8), byte(v)
+	out := netip.AddrFrom16(b)
+	if a.Is4() {
+		return out.Unmap()
+	}
+	return out
+}
+
+// frame builds a packet whose length is a multiple of 8 (the driver copies
+// 8 bytes at a time), padding the payload.
+func frame(s packets.Spec) []byte {
+	// gopacket pads Ethernet frames to 60 bytes, so grow the payload a
+	// byte at a time rather than computing the padding.
+	s.Payload = append([]byte(nil), s.Payload...)
+	b := s.Bytes()
+	for len(b)%8 != 0 {
+		s.Payload = append(s.Payload, 0)
+		b = s.Bytes()
+	}
+	return b
+}
+
+func tcpFrame(src, dst netip.AddrPort, flags string, smac, dmac net.HardwareAddr) []byte {
+	s := packets.TCP(src, dst, flags)
+	s.Seq, s.Ack = 1000, 2000
+	s.SrcMAC, s.DstMAC = smac, dmac
+	return frame(s)
+}
+
+// RunDatapath runs part 1: for each run, family and table size a fresh
+// datapath (fresh tables), the five cases, each next to the floor.
+func RunDatapath(ctx context.Context, o DatapathOptions) (*DatapathResult, error) {
+	logf := o.Log
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	w, err := newDPWorld()
+	if err != nil {
+		return nil, err
+	}
+	defer w.close()
+	fl, err := loader.LoadFloor()
+	if err != nil {
+		return nil, err
+	}
+	defer fl.Close()
+
+	flowSize, persistSize := dpSizes(o)
+	res := &DatapathResult{
+		FloorPlain: map[string]Series{}, NonVIPPlain: map[string]Series{},
+		Repeat: o.Repeat, FlowTableSize: flowSize, PersistTableSize: persistSize,
+	}
+	rows := map[DatapathKey]*DatapathRow{}
+	for _, large := range []bool{false, true} {
+		for _, fam := range dpFamilies {
+			for _, c := range DatapathCases {
+				k := DatapathKey{Case: c, Family: fam.name, Large: large}
+				rows[k] = &DatapathRow{Key: k}
+				res.Rows = append(res.Rows, rows[k])
+			}
+		}
+	}
+	for run := 0; run < o.Runs; run++ {
+		for _, fam := range dpFamilies {
+			// Without the driver, for reference.
+			syn := tcpFrame(netip.AddrPortFrom(fam.clientA, dpPortPersistSmall), netip.AddrPortFrom(fam.vip, dpVSPort), "S", dpGwMAC, w.cliMAC)
+			err := w.ns.do(func() error {
+				_, per, err := fl.BenchmarkFloor(syn, w.cliIdx, o.Repeat)
+				if err != nil {
+					return err
+				}
+				s := res.FloorPlain[fam.name]
+				s.Add(float64(per.Nanoseconds()))
+				res.FloorPlain[fam.name] = s
+				return nil
+			})
+			if err != nil {
+				return nil, err
+			}
+			for _, large := range []bool{false, true} {
+				if err := ctx.Err(); err != nil {
+					return nil, err
+				}
+				start := time.Now()
+				if err := dpRun(w, fl, o, fam, large, flowSize, persistSize, rows, res); err != nil {
+					return nil, fmt.Errorf("run %d, %s, large=%v: %w", run+1, fam.name, large, err)
+				}
+				logf("datapath: run %d/%d %s %s table done in %.1fs", run+1, o.Runs, fam.name, map[bool]string{false: "small", true: "1M"}[large], time.Since(start).Seconds())
+			}
+		}
+	}
+	return res, nil
+}
+
+// dpRun measures the five cases on one fresh datapath.
+func dpRun(w *dpWorld, fl *loader.Floor, o DatapathOptions, fam dpFamily, large bool, flowSize, persistSize uint32, rows map[DatapathKey]*DatapathRow, res *DatapathResult) error {
+	pin := fmt.Sprintf("/sys/fs/bpf/limpet-bench-dp-%d", os.Getpid())
+	_ = loader.Detach(pin) // a crashed earlier run of this pid, if any
+	d, err := loader.Load(loader.Options{PinPath: pin, FlowTableSize: flowSize})
+	if err != nil {
+		return fmt.Errorf("load datapath: %w", err)
+	}
+	defer d.Detach()
+	if err := d.Apply(dpState(persistSize)); err != nil {
+		return err
+	}
+	table := loader.TableID(fam.vsID, true)
+	vipPort := netip.AddrPortFrom(fam.vip, dpVSPort)
+	member0 := netip.AddrPortFrom(fam.members[0], dpMemberPort)
+
+	// The persisted clients, all on member 0 (so that one reply template,
+	// from member 0, matches every reverse flow).
+	persisted := o.SmallClients
+	persistPort := uint16(dpPortPersistSmall)
+	if large {
+		persisted = o.LargeEntries
+		persistPort = dpPortPersistLarge
+	}
+	now, err := d.Now()
+	if err != nil {
+		return err
+	}
+	entries := make([]loader.PersistEntry, persisted)
+	for i := range entries {
+		entries[i] = loader.PersistEntry{TableID: table, Client: addN(fam.clientA, uint32(i)), Server: member0,
+			VSID: fam.vsID, MemberID: memberID(fam, 0), Created: now, LastSeen: now}
+	}
+	if err := d.PutEntries(table, entries); err != nil {
+		return fmt.Errorf("fill persistence table: %w", err)
+	}
+
+	// measure runs one case through the driver, limpet then the floor
+	// (the floor leaves no state), and checks limpet's verdict.
+	measure := func(c DatapathCase, desc string, pkt []byte, ingress int, sw loader.Sweep, want loader.XDPAction, check func(before, after loader.VSCounters, n uint64) error) error {
+		row := rows[DatapathKey{Case: c, Family: fam.name, Large: large}]
+		return w.ns.do(func() error {
+			before, err := d.VSCounters(fam.vsID)
+			if err != nil {
+				return err
+			}
+			r, err := fl.Drive(d, pkt, sw, ingress, o.Repeat)
+			if err != nil {
+				return fmt.Errorf("%s: %w", c, err)
+			}
+			if r.Verdict != want {
+				return fmt.Errorf("%w: %s %s: verdict %v, want %v", errSanity, fam.name, c, r.Verdict, want)
+			}
+			after, err := d.VSCounters(fam.vsID)
+			if err != nil {
+				return err
+			}
+			if check != nil {
+				if err := check(before, after, r.Packets); err != nil {
+					return fmt.Errorf("%w: %s %s: %v", errSanity, fam.name, c, err)
+				}
+			}
+			f, err := fl.Drive(nil, pkt, sw, ingress, o.Repeat)
+			if err != nil {
+				return fmt.Errorf("%s floor: %w", c, err)
+			}
+			row.Limpet.Add(float64(r.PerPacket.Nanoseconds()))
+			row.Floor.Add(float64(f.PerPacket.Nanoseconds()))
+			row.Entries = persisted
+			row.Sweep = desc
+			return nil
+		})
+	}
+	cliA := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(fam.clientA, port) }
+
+	// 1. Non-VIP pass: host traffic, nothing changes.
+	nonVIP := tcpFrame(cliA(persistPort), netip.AddrPortFrom(fam.other, dpVSPort), "S", dpGwMAC, w.cliMAC)
+	if err := measure(CaseNonVIP, "the same packet", nonVIP, w.cliIdx, loader.Sweep{}, loader.XDPPass, func(b, a loader.VSCounters, _ uint64) error {
+		if a.Packets != b.Packets {
+			return fmt.Errorf("non-VIP packets reached the virtual server (%d)", a.Packets-b.Packets)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if !large {
+		err := w.ns.do(func() error {
+			_, per, err := d.BenchmarkPacket(nonVIP, o.Repeat)
+			if err != nil {
+				return err
+			}
+			s := res.NonVIPPlain[fam.name]
+			s.Add(float64(per.Nanoseconds()))
+			res.NonVIPPlain[fam.name] = s
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+
+	// 2. Persistence hit on a new flow: every packet a SYN of a new
+	// connection from a persisted client. Small: SmallClients clients, the
+	// port advancing once per round; large: each of the clients once.
+	sw := loader.Sweep{Clients: uint32(persisted), Ports: uint32((o.Repeat + persisted - 1) / persisted)}
+	desc := fmt.Sprintf("each a new connection: %d clients × %d ports", sw.Clients, sw.Ports)
+	if sw.Ports == 1 {
+		desc = fmt.Sprintf("each a new connection: %d clients, one each", sw.Clients)
+	}
+	if err := measure(CasePersistHit, desc, tcpFrame(cliA(persistPort), vipPort, "S", dpGwMAC, w.cliMAC), w.cliIdx, sw, loader.XDPRedirect,
+		func(b, a loader.VSCounters, n uint64) error {
+			if a.PersistHits-b.PersistHits != n || a.NewFlows-b.NewFlows != n {
+				return fmt.Errorf("%d packets: %d persistence hits and %d new flows", n, a.PersistHits-b.PersistHits, a.NewFlows-b.NewFlows)
+			}
+			return nil
+		}); err != nil {
+		return err
+	}
+
+	// 3. Flow-table hit: data of the connections just opened. Small: one
+	// flow; large: one flow of each client in turn.
+	sw, desc = loader.Sweep{}, "one flow"
+	if large {
+		sw, desc = loader.Sweep{Clients: uint32(persisted)}, fmt.Sprintf("%d flows in turn", persisted)
+	}
+	if err := measure(CaseFlowHit, desc, tcpFrame(cliA(persistPort), vipPort, "A", dpGwMAC, w.cliMAC), w.cliIdx, sw, loader.XDPRedirect,
+		func(b, a loader.VSCounters, n uint64) error {
+			if a.NewFlows != b.NewFlows || a.Packets-b.Packets != n {
+				return fmt.Errorf("%d packets: %d counted, %d new flows", n, a.Packets-b.Packets, a.NewFlows-b.NewFlows)
+			}
+			return nil
+		}); err != nil {
+		return err
+	}
+
+	// 4. Reverse NAT: member 0 answers those connections.
+	reply := tcpFrame(member0, cliA(persistPort), "A", dpMemberMAC(0), w.memMAC)
+	sw.Reply = true
+	if err := measure(CaseReverse, desc, reply, w.memIdx, sw, loader.XDPRedirect, func(b, a loader.VSCounters, n uint64) error {
+		if a.ReplyPackets-b.ReplyPackets != n {
+			return fmt.Errorf("%d replies, %d rewritten", n, a.ReplyPackets-b.ReplyPackets)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+
+	// 5. New client: a client never seen, every packet; the pool chooses
+	// and the entry and both flow entries are inserted.
+	sw = loader.Sweep{Clients: uint32(o.Repeat) * 2} // never wraps, even if a signal restarts the run
+	syn := tcpFrame(netip.AddrPortFrom(fam.clientB, dpPortNew), vipPort, "S", dpGwMAC, w.cliMAC)
+	return measure(CaseNewClient, "each from a new client", syn, w.cliIdx, sw, loader.XDPRedirect, func(b, a loader.VSCounters, n uint64) error {
+		if a.PersistMisses-b.PersistMisses != n || a.NewFlows-b.NewFlows != n {
+			return fmt.Errorf("%d packets: %d misses and %d new flows", n, a.PersistMisses-b.PersistMisses, a.NewFlows-b.NewFlows)
+		}
+		return nil
+	})
+}
+
+func memberID(fam dpFamily, i int) uint32 { return fam.vsID*uint32(len(dpMembers4)) + uint32(i) }

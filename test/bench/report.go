@@ -1,0 +1,253 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+)
+
+// WriteReport writes the markdown report.
+func WriteReport(w io.Writer, r *Results) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	o := r.Opts
+	p("# limpet benchmarks\n\n")
+	if r.Smoke {
+		p("> **Smoke run** (`make bench-smoke`): one run of each part with tiny counts, to keep the harness working. The figures below mean nothing; `make bench` makes the real report.\n\n")
+	}
+	runs := fmt.Sprintf("median of %d runs, with the minimum and maximum in brackets", o.Runs)
+	if o.Runs == 1 {
+		runs = "result of one run"
+	}
+	p("Made by `%s` on %s, in %s. Every figure is the **%s**. Every comparison is a **ratio taken within each run** (run *i* of A divided by run *i* of B), then summarised the same way, so a slow moment of the machine hits both sides of a ratio.\n\n",
+		r.Command, r.Started.UTC().Format("2006-01-02 15:04 UTC"), r.Finished.Sub(r.Started).Round(time.Second), runs)
+
+	p("## Machine\n\n")
+	m := r.Machine
+	p("| | |\n|---|---|\n")
+	p("| CPU | %s, %d vCPUs |\n| memory | %s |\n| kernel | %s |\n| OS | %s |\n| Go | %s |\n", m.CPU, m.CPUs, m.Memory, m.Kernel, m.OS, m.Go)
+	if r.L7 != nil {
+		for _, k := range []string{"haproxy", "caddy", "nft", "wrk"} {
+			p("| %s | %s |\n", k, r.L7.Versions[k])
+		}
+	}
+	p("| load average (1, 5, 15 min) | %s before, %s after |\n\n", r.LoadBefore, r.LoadAfter)
+	p("The machine is **shared and noisy**: two vCPUs of a virtual machine on which other engineers run their test suites (builds, network-namespace labs, BPF tests) while the benchmark runs; the load average above shows how busy it was. Absolute figures are therefore low and their ranges wide; the ratios, taken within a run, are the figures to read. Differences of less than about 20%% between two medians are within the noise.\n\n")
+
+	writeErrors(w, r)
+	writeDatapath(w, r)
+	writeForward(w, r)
+	writeConn(w, r)
+	writeL7(w, r)
+	writeScale(w, r)
+
+	p("## Reproducing\n\n")
+	p("```sh\nsudo make bench        # about 10 minutes; installs haproxy, caddy, nftables and wrk when missing\nsudo make bench-smoke  # under a minute: every part once with tiny counts\n```\n\n")
+	p("The harness is `test/bench` (Go); `cmd/limpet-bench` runs it, writes this file and prints it. The configurations of limpet, nftables, HAProxy and Caddy are templates in `scripts/bench/`. Single parts run as Go benchmarks too: `sudo go test -run '^$' -bench Datapath ./test/bench` (also `Forward`, `ConnRate`, `L7`, `Scale`). The BPF programs the harness needs besides the datapath (floor, driver, generator, redirect, counter) are in `bpf/floor.c`, loaded through `loader/floor.go`.\n")
+}
+
+func writeErrors(w io.Writer, r *Results) {
+	if len(r.Errors) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "## Failures\n\n")
+	var ps []int
+	for p := range r.Errors {
+		ps = append(ps, p)
+	}
+	sort.Ints(ps)
+	for _, p := range ps {
+		name := "harness"
+		if p > 0 {
+			name = fmt.Sprintf("part %d", p)
+		}
+		fmt.Fprintf(w, "- %s: `%s`\n", name, strings.ReplaceAll(r.Errors[p].Error(), "\n", " "))
+	}
+	fmt.Fprintln(w)
+}
+
+func writeDatapath(w io.Writer, r *Results) {
+	d := r.Datapath
+	if d == nil {
+		return
+	}
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	p("## 1. Datapath cost per packet (BPF_PROG_RUN)\n\n")
+	p("Each figure is the kernel's own mean time per run of one BPF_PROG_RUN with %d repeats (whole nanoseconds, as the kernel reports them). The packet arrives on the balancer's client-facing veth (replies on the member-facing one) of a private namespace with static neighbours, so `bpf_fib_lookup` resolves; forwarded packets end in XDP_REDIRECT, after NAT, TTL decrement and checksum updates, exactly as on a NIC.\n\n", d.Repeat)
+	p("BPF_PROG_RUN reuses one buffer for every repeat, and the datapath rewrites it (NAT changes the destination), so repeating a packet naively would measure one forwarded packet and then non-VIP passes. Every row therefore goes through `floor_drive` (`bpf/floor.c`), which writes the template packet back, varies the client address and port as the row needs, and tail-calls the program under test. The **floor** is `floor_tx` — limpet's own Ethernet/VLAN/IP/L4 parser, then XDP_TX — run through the same driver on the same packets, so *limpet − floor* is what the datapath adds to parsing (the driver's cost cancels out).\n\n")
+	p("- *small table*: the persisted clients are %d; *1M table*: %d persisted clients (a persistence table holding %s entries), and the flow-hit and reverse rows cycle through one flow of each client, so their lookups miss the CPU caches as they would with a million active clients. Tables are created empty for every run and family (flow table %s entries, persistence table %s slots, so no LRU eviction happens during a run).\n",
+		d.Rows[0].Entries, largeEntries(d), fmtNum(float64(largeEntries(d)), 0), fmtNum(float64(d.FlowTableSize), 0), fmtNum(float64(d.PersistTableSize), 0))
+	p("- *non-VIP pass*: a SYN to an address limpet does not serve; XDP_PASS. *flow-table hit*: an ACK of an open connection. *persistence hit, new flow*: a SYN of a new connection from a persisted client (persistence lookup, member check, two flow inserts). *new client*: a SYN from a client never seen (pool choice, entry insert, two flow inserts). *reverse NAT*: the member's ACK back to the client, rewritten to come from the VIP.\n")
+	p("- Every run checks limpet's verdict and counters (hits, misses, new flows, rewritten replies) against the number of packets.\n\n")
+	p("| path | family | table | limpet ns/packet | floor ns/packet | limpet ÷ floor | limpet − floor (ns) | packets |\n")
+	p("|---|---|---|---:|---:|---:|---:|---|\n")
+	for _, large := range []bool{false, true} {
+		for _, fam := range []string{"IPv4", "IPv6"} {
+			for _, c := range DatapathCases {
+				for _, row := range d.Rows {
+					if row.Key != (DatapathKey{c, fam, large}) || len(row.Limpet) == 0 {
+						continue
+					}
+					table := "small"
+					if large {
+						table = "1M"
+					}
+					p("| %s | %s | %s | %s | %s | %s | %s | %s |\n", c, fam, table, row.Limpet.Format(0), row.Floor.Format(0),
+						Ratios(row.Limpet, row.Floor).FormatRatio(), Diffs(row.Limpet, row.Floor).Format(0), row.Sweep)
+				}
+			}
+		}
+	}
+	p("\nWithout the driver (plain repeated BPF_PROG_RUN, possible because these packets are not rewritten): floor_tx %s ns (IPv4), %s ns (IPv6); limpet's non-VIP pass %s ns (IPv4), %s ns (IPv6). The difference to the driven rows is the driver's template copy and tail call.\n\n",
+		d.FloorPlain["IPv4"].Format(0), d.FloorPlain["IPv6"].Format(0), d.NonVIPPlain["IPv4"].Format(0), d.NonVIPPlain["IPv6"].Format(0))
+}
+
+func largeEntries(d *DatapathResult) int {
+	for _, row := range d.Rows {
+		if row.Key.Large {
+			return row.Entries
+		}
+	}
+	return 0
+}
+
+func writeForward(w io.Writer, r *Results) {
+	f := r.Forward
+	if f == nil {
+		return
+	}
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	p("## 2. End-to-end forwarding rate (namespace lab)\n\n")
+	p("Client, balancer and three members are network namespaces joined by veth pairs (`test/lab`). The client generates with BPF_PROG_RUN and `BPF_F_TEST_XDP_LIVE_FRAMES` (`floor_gen`): %s frames per measurement, each XDP_TX'd out of the client's veth from the next of **%s source addresses** (198.19.0.1 upwards, one flow per source and protocol), 64-byte UDP datagrams or TCP SYNs. The members count what arrives with a minimal XDP program (`floor_count`, then XDP_DROP). *Mpps* is packets counted at the members divided by the generator's wall time.\n\n",
+		fmtNum(float64(f.Frames), 0), fmtNum(float64(f.Sources), 0))
+	p("- **floor**: `floor_redirect` on the balancer's veth, native XDP: rewrite the MACs, `bpf_redirect` to the members in turn.\n")
+	p("- **limpet**: the real `limpet run` (native XDP on every balancer veth), source-IP persistence on; NAT and DSR virtual servers. Started afresh for each run, with `gc_interval: 60` so that no sweep runs during a measurement; the last row is the default `gc_interval: 1`.\n")
+	p("- **nftables**: no XDP on the balancer; the kernel stack with conntrack, DNAT, `numgen random` over the members and one dynamic set per member keyed by client address with a 300 s timeout, chained as kube-proxy's nftables mode does for `sessionAffinity: ClientIP` (`scripts/bench/nftables.nft.tmpl`). Conntrack is flushed before each run.\n")
+	p("- Before each measurement every source sends one packet per protocol, so the figures are for established flows and existing persistence (or conntrack) entries. New connections are parts 1 and 3.\n")
+	p("- The veth pairs live in one kernel: the generator, the balancer's NAPI and the members' NAPI run one after another, mostly on the generator's CPU. A figure is the rate of the whole chain on one core, generator included; that is why the floor is measured on the same chain, and the ratios are the result.\n\n")
+	p("| path | UDP Mpps | TCP SYN Mpps | UDP ÷ floor | TCP ÷ floor |\n|---|---:|---:|---:|---:|\n")
+	floorU, floorT := f.Row(PathFloor, "UDP"), f.Row(PathFloor, "TCP SYN")
+	for _, path := range ForwardPaths {
+		u, t := f.Row(path, "UDP"), f.Row(path, "TCP SYN")
+		if u == nil || len(u.Delivered) == 0 {
+			continue
+		}
+		p("| %s | %s | %s | %s | %s |\n", path, u.Delivered.Format(3), t.Delivered.Format(3),
+			Ratios(u.Delivered, floorU.Delivered).FormatRatio(), Ratios(t.Delivered, floorT.Delivered).FormatRatio())
+	}
+	nftU, nftT := f.Row(PathNft, "UDP"), f.Row(PathNft, "TCP SYN")
+	p("\n| comparison | UDP | TCP SYN |\n|---|---:|---:|\n")
+	for _, path := range []string{PathLimpetNAT, PathLimpetDSR, PathLimpetGC1} {
+		u, t := f.Row(path, "UDP"), f.Row(path, "TCP SYN")
+		if u == nil || len(u.Delivered) == 0 || len(nftU.Delivered) == 0 {
+			continue
+		}
+		p("| %s ÷ nftables | %s | %s |\n", path, Ratios(u.Delivered, nftU.Delivered).FormatRatio(), Ratios(t.Delivered, nftT.Delivered).FormatRatio())
+	}
+	gc1, nat := f.Row(PathLimpetGC1, "UDP"), f.Row(PathLimpetNAT, "UDP")
+	if gc1 != nil && len(gc1.Delivered) > 0 {
+		p("| limpet NAT, 1 s sweep ÷ no sweep (UDP) | %s | |\n", Ratios(gc1.Delivered, nat.Delivered).FormatRatio())
+	}
+	p("\nEvery generated frame reached a member in these runs unless the two columns below differ (generated Mpps, UDP / TCP SYN): ")
+	var parts []string
+	for _, path := range ForwardPaths {
+		u, t := f.Row(path, "UDP"), f.Row(path, "TCP SYN")
+		if u == nil || len(u.Generated) == 0 {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s %s / %s", path, u.Generated.Format(3), t.Generated.Format(3)))
+	}
+	p("%s.\n\n", strings.Join(parts, "; "))
+}
+
+func writeConn(w io.Writer, r *Results) {
+	c := r.Conn
+	if c == nil {
+		return
+	}
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	p("## 3. Connection rate and latency (real TCP)\n\n")
+	p("%d workers in the client namespace, each on its own OS thread, open a TCP connection from one of %d client addresses, send `GET / HTTP/1.0`, read the member's whole answer and close, for %s per measurement (at most %s connections). The latency is that whole exchange. The members are the lab's Go HTTP servers. **direct** goes to the member addresses, routed by the balancer's kernel with neither limpet nor nftables loaded; **limpet** and **nftables** go to the VIP (the same configurations as part 2; each run starts limpet afresh and flushes conntrack).\n\n",
+		c.Opts.Workers, c.Opts.Sources, c.Opts.Duration, fmtNum(float64(c.Opts.MaxConns), 0))
+	p("| target | connections/s | p50 ms | p99 ms | rate ÷ direct | failed |\n|---|---:|---:|---:|---:|---:|\n")
+	direct := c.Row(ConnDirect)
+	for _, t := range ConnTargets {
+		row := c.Row(t)
+		if row == nil || len(row.Rate) == 0 {
+			continue
+		}
+		failed := 0
+		for _, e := range row.Errors {
+			failed += e
+		}
+		p("| %s | %s | %s | %s | %s | %d |\n", t, row.Rate.Format(0), row.P50.Format(2), row.P99.Format(2), Ratios(row.Rate, direct.Rate).FormatRatio(), failed)
+	}
+	if l, n := c.Row(ConnLimpet), c.Row(ConnNft); l != nil && n != nil && len(l.Rate) > 0 && len(n.Rate) > 0 {
+		p("\nlimpet ÷ nftables: connections/s %s, p50 %s, p99 %s.\n", Ratios(l.Rate, n.Rate).FormatRatio(), Ratios(l.P50, n.P50).FormatRatio(), Ratios(l.P99, n.P99).FormatRatio())
+	}
+	p("\nThe client, the members and the balancer share the same two vCPUs, so the rate is bound by the Go client and servers more than by either balancer; the differences between the rows are what the balancer adds per connection.\n\n")
+}
+
+func writeL7(w io.Writer, r *Results) {
+	l := r.L7
+	if l == nil {
+		return
+	}
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	p("## 4. L7: cookie persistence against HAProxy and Caddy\n\n")
+	p("On the loopback of a lab namespace: three members (small Go HTTP servers, GOMAXPROCS=1, pinned with wrk to CPU %s), one proxy at a time **pinned to CPU %s with %d worker** (`limpet l7` and Caddy: GOMAXPROCS=%d; HAProxy: `nbthread %d`), `wrk -t1 -c%d -d%s --latency` (pinned to CPU %s). The three proxies run for the whole part (idle while another one is measured); each was warmed up for a second, and they are measured one after the other, in an order that rotates every run.\n\n",
+		l.Opts.LoadCPUs, l.Opts.ProxyCPUs, l.Opts.Workers, l.Opts.Workers, l.Opts.Workers, l.Opts.Connections, l.Opts.Duration, l.Opts.LoadCPUs)
+	p("- **limpet l7**: `type: http_cookie` (AES-256-GCM sealed cookie), round robin, `access_log: off`. **HAProxy**: `cookie SRV insert indirect nocache`, round robin, no log. **Caddy**: `reverse_proxy` with `lb_policy cookie` (HMAC-signed cookie), no access log. Configurations in `scripts/bench/`.\n")
+	p("- *new session*: requests carry no cookie; the proxy balances and sets one. *existing session*: every request carries a valid cookie, checked beforehand to keep the client on one member without a new Set-Cookie.\n")
+	p("- **direct** is wrk against one member pinned to the proxies' CPU: the ceiling of a request on this CPU.\n")
+	p("- RSS is the proxy's peak resident set (VmHWM) at the end of the measurement. Any socket error or non-2xx answer fails the run.\n\n")
+	p("| target | sessions | requests/s | p50 ms | p99 ms | peak RSS MiB | requests/s ÷ direct | requests/s ÷ limpet |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
+	direct := l.Row(L7Direct, false)
+	for _, t := range L7Targets {
+		for _, existing := range []bool{false, true} {
+			row := l.Row(t, existing)
+			if row == nil || len(row.RPS) == 0 {
+				continue
+			}
+			sess := "new"
+			if existing {
+				sess = "existing"
+			}
+			if t == L7Direct {
+				sess = "—"
+			}
+			vsLimpet := "—"
+			if lim := l.Row(L7Limpet, existing); t != L7Direct && t != L7Limpet && lim != nil {
+				vsLimpet = Ratios(row.RPS, lim.RPS).FormatRatio()
+			}
+			vsDirect := "—"
+			if t != L7Direct {
+				vsDirect = Ratios(row.RPS, direct.RPS).FormatRatio()
+			}
+			p("| %s | %s | %s | %s | %s | %s | %s | %s |\n", t, sess, row.RPS.Format(0), row.P50.Format(2), row.P99.Format(2), row.RSS.Format(1), vsDirect, vsLimpet)
+		}
+	}
+	p("\n")
+}
+
+func writeScale(w io.Writer, r *Results) {
+	s := r.Scale
+	if s == nil {
+		return
+	}
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	p("## 5. Scale: %s persistence entries\n\n", fmtNum(float64(s.Entries), 0))
+	p("A datapath loaded from a config with two tables of %s clients, one LRU (`purge_when_full: true`) and one plain hash (`false`), filled from userspace; nothing attached. Memory is the kernel's accounting of each map (`memlock` in fdinfo, which since Linux 6.4 is the map's own estimate of what it allocated); both kinds preallocate every slot, so it does not depend on how full the table is. A key and a value are %d bytes.\n\n",
+		fmtNum(float64(s.Entries), 0), s.KeyValueBytes)
+	p("| figure | value |\n|---|---:|\n")
+	p("| memory per entry, LRU table (%s slots: %.1f MiB) | %.0f bytes |\n", fmtNum(float64(s.LRUSlots), 0), float64(s.LRUBytes)/(1<<20), float64(s.LRUBytes)/float64(max(s.LRUSlots, 1)))
+	p("| memory per entry, plain hash table (%s slots: %.1f MiB) | %.0f bytes |\n", fmtNum(float64(s.HashSlots), 0), float64(s.HashBytes)/(1<<20), float64(s.HashBytes)/float64(max(s.HashSlots, 1)))
+	p("| memory per flow, flow table (%s slots; a connection under NAT takes two) | %.0f bytes |\n", fmtNum(float64(s.Entries), 0), float64(s.FlowBytes)/float64(max(s.Entries, 1)))
+	p("| GC sweep, both tables (%s entries), nothing expired | %s ms |\n", fmtNum(float64(2*s.Entries), 0), s.SweepLive.Format(0))
+	p("| GC sweep, both tables, half of the entries expired (deleted by the sweep) | %s ms |\n", s.SweepHalf.Format(0))
+	p("| read one table (%s entries) with batch lookups (`loader.TableEntries`) | %s ms |\n", fmtNum(float64(s.Entries), 0), s.ReadTable.Format(0))
+	p("| `limpet persistence dump --vs web-hash` (%s entries, table output, to a file) | %s ms |\n", fmtNum(float64(s.Entries), 0), s.DumpTable.Format(0))
+	p("| `limpet persistence dump --vs web-hash -o json` (same) | %s ms |\n", s.DumpJS.Format(0))
+	p("\nThe sweep is the daemon's (`userspace/gc`): it reads every table and the flow table, and deletes expired entries through the in-kernel GC program, 48 per BPF_PROG_RUN. The dumps run the real binary against the pinned maps, as an operator would.\n\n")
+}

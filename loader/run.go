@@ -58,6 +58,10 @@ func (d *Datapath) RunPacket(pkt []byte, ifindex int) (XDPAction, []byte, error)
 
 // BenchmarkPacket runs the datapath repeat times on pkt in the kernel and
 // returns the verdict and the mean time per run, as BPF_PROG_RUN measures it.
+// BPF_PROG_RUN reuses one buffer for every repeat: it measures a packet the
+// datapath does not rewrite (a pass) faithfully, but a forwarded packet only
+// once, then its rewritten self; test/bench drives those through a program
+// that restores the packet each time.
 // The packet arrives on loopback, so FIB lookups resolve in the caller's netns.
 func (d *Datapath) BenchmarkPacket(pkt []byte, repeat int) (XDPAction, time.Duration, error) {
 	ret, per, err := d.objs.LimpetXdp.Benchmark(pkt, repeat, nil)

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -79,10 +80,13 @@ func (f tagFilter) match(t *plan.TableMeta) bool {
 	return false
 }
 
-// pinnedView is the pinned datapath with its names.
+// pinnedView is the pinned datapath with its names, indexed: a dump labels
+// a million entries.
 type pinnedView struct {
-	dp   *loader.Datapath
-	meta *plan.Meta
+	dp      *loader.Datapath
+	meta    *plan.Meta
+	vsName  map[uint32]string
+	members map[uint32]*plan.MemberMeta
 }
 
 func openView(c *cli.Context) (*pinnedView, error) {
@@ -103,7 +107,14 @@ func openView(c *cli.Context) (*pinnedView, error) {
 	if meta == nil {
 		meta = &plan.Meta{}
 	}
-	return &pinnedView{dp: dp, meta: meta}, nil
+	v := &pinnedView{dp: dp, meta: meta, vsName: map[uint32]string{}, members: map[uint32]*plan.MemberMeta{}}
+	for _, vs := range meta.VirtualServers {
+		v.vsName[vs.ID] = vs.Name
+	}
+	for i := range meta.Members {
+		v.members[meta.Members[i].ID] = &meta.Members[i]
+	}
+	return v, nil
 }
 
 // selectTables applies --vs and --profile, and fails on names that do not exist.
@@ -174,14 +185,12 @@ func clientLabel(e loader.PersistEntry, t *plan.TableMeta) string {
 func (v *pinnedView) entryView(e loader.PersistEntry, t *plan.TableMeta, now time.Duration) EntryView {
 	ev := EntryView{Profile: t.Profile, Table: loader.TableIndex(t.ID), Client: clientLabel(e, t),
 		Connections: e.Conns, AgeSeconds: (now - e.Created).Seconds()}
-	if vm := v.meta.VirtualServer(e.VSID); vm != nil {
-		ev.VirtualServer = vm.Name
-	}
+	ev.VirtualServer = v.vsName[e.VSID]
 	ev.Server = e.Server.Addr().String()
 	if e.Server.Port() != 0 {
 		ev.Server = e.Server.String()
 	}
-	if mm := v.meta.Member(e.MemberID); mm != nil && mm.Address == e.Server.Addr().String() {
+	if mm := v.members[e.MemberID]; mm != nil && mm.Address == e.Server.Addr().String() {
 		ev.Member = mm.Name
 	}
 	for _, tg := range t.Tags {
@@ -263,15 +272,17 @@ func persistenceDump(env *Env, c *cli.Context) error {
 		}
 		return rows[i].Client < rows[j].Client
 	})
+	out := bufio.NewWriterSize(env.Stdout, 1<<16)
+	defer out.Flush()
 	if format == "json" {
-		enc := json.NewEncoder(env.Stdout)
+		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
 		return enc.Encode(struct {
 			Count   int         `json:"count"`
 			Entries []EntryView `json:"entries"`
 		}{len(rows), rows})
 	}
-	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "VIRTUAL SERVER\tPROFILE\tTABLE\tCLIENT\tSERVER\tMEMBER\tCONNS\tAGE\tEXPIRES")
 	for _, r := range rows {
 		exp := "held by " + plural(int(r.Connections), "connection")
@@ -287,8 +298,8 @@ func persistenceDump(env *Env, c *cli.Context) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "%s\n", plural(len(rows), "entry"))
-	return nil
+	fmt.Fprintf(out, "%s\n", plural(len(rows), "entry"))
+	return out.Flush()
 }
 
 func prefixBits(t *plan.TableMeta, a netip.Addr) int {

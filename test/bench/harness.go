@@ -25,7 +25,8 @@ type Options struct {
 	Conn     ConnOptions
 	L7       L7Options
 	Scale    ScaleOptions
-	Parts    map[int]bool // which parts to run (1-5); nil: all
+	Mirror   MirrorOptions
+	Parts    map[int]bool // which parts to run (1-6); nil: all
 }
 
 // ReportOptions are the sizes of `make bench`.
@@ -37,6 +38,7 @@ func ReportOptions(runs int) Options {
 		Conn:     ConnOptions{Workers: 16, Duration: 2 * time.Second, MaxConns: 100000, Sources: 4096, Runs: runs},
 		L7:       L7Options{Duration: 3 * time.Second, Connections: 32, ProxyCPUs: "1", LoadCPUs: "0", Workers: 1, Runs: runs},
 		Scale:    ScaleOptions{Entries: 1 << 20, Runs: runs},
+		Mirror:   MirrorOptions{Entries: 1 << 20, Runs: runs},
 	}
 }
 
@@ -50,6 +52,7 @@ func SmokeOptions() Options {
 		Conn:     ConnOptions{Workers: 4, Duration: 500 * time.Millisecond, MaxConns: 2000, Sources: 256, Runs: 1},
 		L7:       L7Options{Duration: time.Second, Connections: 8, ProxyCPUs: "1", LoadCPUs: "0", Workers: 1, Runs: 1},
 		Scale:    ScaleOptions{Entries: 1 << 14, Runs: 1},
+		Mirror:   MirrorOptions{Entries: 1 << 12, Runs: 1},
 	}
 }
 
@@ -65,6 +68,7 @@ type Results struct {
 	Conn              *ConnResult
 	L7                *L7Result
 	Scale             *ScaleResult
+	Mirror            *MirrorResult
 	Errors            map[int]error // per part
 	LoadBefore        string
 	LoadAfter         string
@@ -134,6 +138,10 @@ func Run(ctx context.Context, env Env, o Options) (*Results, error) {
 		res.L7, err = RunL7(ctx, env, o.L7)
 		return err
 	})
+	part(6, "HA mirroring", func() (err error) {
+		res.Mirror, err = RunMirror(ctx, o.Mirror)
+		return err
+	})
 	if err := ctx.Err(); err != nil {
 		res.Errors[0] = err
 	}
@@ -143,7 +151,7 @@ func Run(ctx context.Context, env Env, o Options) (*Results, error) {
 	res.Finished = time.Now()
 	res.LoadAfter = loadavg()
 	var errs []error
-	for p := 0; p <= 5; p++ {
+	for p := 0; p <= 6; p++ {
 		if e := res.Errors[p]; e != nil {
 			errs = append(errs, fmt.Errorf("part %d: %w", p, e))
 		}

@@ -41,6 +41,7 @@ func WriteReport(w io.Writer, r *Results) {
 	writeConn(w, r)
 	writeL7(w, r)
 	writeScale(w, r)
+	writeMirror(w, r)
 
 	p("## Reproducing\n\n")
 	p("```sh\nsudo make bench        # about 10 minutes; installs haproxy, caddy, nftables and wrk when missing\nsudo make bench-smoke  # under a minute: every part once with tiny counts\n```\n\n")

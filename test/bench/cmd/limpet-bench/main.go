@@ -29,7 +29,7 @@ func main() {
 	out := flag.String("out", "BENCHMARKS.md", "markdown report to write ('' for none)")
 	limpetBin := flag.String("limpet", "bin/limpet", "the limpet binary")
 	templates := flag.String("templates", "scripts/bench", "directory of the configuration templates")
-	parts := flag.String("parts", "1,2,3,4,5", "parts to run: 1 datapath, 2 forwarding, 3 connection rate, 4 L7, 5 scale")
+	parts := flag.String("parts", "1,2,3,4,5,6", "parts to run: 1 datapath, 2 forwarding, 3 connection rate, 4 L7, 5 scale, 6 HA mirroring")
 	command := flag.String("command", "", "command line to name in the report (default: this one)")
 	quiet := flag.Bool("q", false, "do not print the report")
 	flag.Parse()
@@ -45,8 +45,8 @@ func main() {
 	o.Parts = map[int]bool{}
 	for _, s := range strings.Split(*parts, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 1 || n > 5 {
-			fmt.Fprintf(os.Stderr, "limpet-bench: -parts %q: want numbers 1 to 5\n", *parts)
+		if err != nil || n < 1 || n > 6 {
+			fmt.Fprintf(os.Stderr, "limpet-bench: -parts %q: want numbers 1 to 6\n", *parts)
 			os.Exit(2)
 		}
 		o.Parts[n] = true

@@ -1052,8 +1052,18 @@ static __always_inline __u32 gc_persist_expire(struct gc_item *it, __u64 now)
 	return GC_RES_DONE;
 }
 
-/* Sets a live-connection count that the GC recounted from the flow table, but
- * only if no connection opened or closed since it read the entry. */
+/* Sets a packed generation-and-count word (an entry's or a member's) to
+ * the count the GC recounted from the flow table, but only if no connection
+ * opened or closed since the GC read it: the generation would have moved. */
+static __always_inline __u32 cs_correct(__u64 *cs, __u64 expect, __u64 conns)
+{
+	__u64 want = (expect & ~(CS_CONNS_MASK | CS_DEAD)) + CS_GEN_ONE + (conns & CS_CONNS_MASK) + (expect & CS_DEAD);
+
+	if (__sync_val_compare_and_swap(cs, expect, want) != expect)
+		return GC_RES_SKIPPED;
+	return GC_RES_DONE;
+}
+
 static __always_inline __u32 gc_reconcile(struct gc_item *it)
 {
 	struct persist_key key = it->persist;
@@ -1063,26 +1073,17 @@ static __always_inline __u32 gc_reconcile(struct gc_item *it)
 	struct persist_entry *e = bpf_map_lookup_elem(table, &key);
 	if (!e)
 		return GC_RES_NOT_FOUND;
-	__u64 expect = it->arg;
-	__u64 want = (expect & ~(CS_CONNS_MASK | CS_DEAD)) + CS_GEN_ONE + (it->arg2 & CS_CONNS_MASK) +
-		     (expect & CS_DEAD);
-	if (__sync_val_compare_and_swap(&e->conn_state, expect, want) != expect)
-		return GC_RES_SKIPPED;
-	return GC_RES_DONE;
+	return cs_correct(&e->conn_state, it->arg, it->arg2);
 }
 
-/* The member version of gc_reconcile: the member id is the key's first word. */
+/* The member version: the member id is the key's first word. */
 static __always_inline __u32 gc_member_reconcile(struct gc_item *it)
 {
 	__u32 id = it->persist.table_id;
 	__u64 *cs = bpf_map_lookup_elem(&member_conns, &id);
 	if (!cs)
 		return GC_RES_BAD;
-	__u64 expect = it->arg;
-	__u64 want = (expect & ~(CS_CONNS_MASK | CS_DEAD)) + CS_GEN_ONE + (it->arg2 & CS_CONNS_MASK);
-	if (__sync_val_compare_and_swap(cs, expect, want) != expect)
-		return GC_RES_SKIPPED;
-	return GC_RES_DONE;
+	return cs_correct(cs, it->arg, it->arg2);
 }
 
 /* Moves an entry's countdown base to now without touching its atomic count,

@@ -27,8 +27,6 @@ const entryTimeout = 10 * time.Second
 // world is a dptest.World with the real sweeper.
 type world struct {
 	*dptest.World
-	t     *testing.T
-	dp    *loader.Datapath
 	sw    *gc.Sweeper
 	state loader.State
 }
@@ -75,7 +73,7 @@ func oneVS(o vsOpts) loader.State {
 func newWorld(t *testing.T, s loader.State, flowTable uint32) *world {
 	t.Helper()
 	dw := dptest.New(t, s, flowTable)
-	w := &world{World: dw, t: t, dp: dw.DP, state: s}
+	w := &world{World: dw, state: s}
 	w.sw = gc.New(dw.DP, timeouts, func(id uint32) (time.Duration, bool) {
 		for _, v := range w.state.VirtualServers {
 			if v.TableID == id {
@@ -93,10 +91,10 @@ func (w *world) apply(s loader.State) {
 }
 
 func (w *world) sweep() gc.Report {
-	w.t.Helper()
+	w.T.Helper()
 	r, err := w.sw.Sweep()
 	if err != nil {
-		w.t.Fatal(err)
+		w.T.Fatal(err)
 	}
 	return r
 }
@@ -222,7 +220,7 @@ func TestTimeoutExpiredEntryRebalancedBeforeSweep(t *testing.T) {
 	if e1.Created == e0.Created {
 		t.Fatal("an expired entry was reused because no sweep had run")
 	}
-	c1, _ := w.dp.TableCounters(web)
+	c1, _ := w.DP.TableCounters(web)
 	if c1.Expired != 1 {
 		t.Fatalf("expired counter %d", c1.Expired)
 	}
@@ -298,7 +296,7 @@ func TestLiveConnectionCountsDoNotDrift(t *testing.T) {
 	}
 	checkCounts := func(stage string) {
 		t.Helper()
-		flows, err := w.dp.Flows()
+		flows, err := w.DP.Flows()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -463,11 +461,11 @@ func TestPurgeWhenFullOffRejectsNewClients(t *testing.T) {
 			t.Fatalf("existing client %d went to %s, want %s", i, got, served[i])
 		}
 	}
-	c, err := w.dp.VSCounters(0)
+	c, err := w.DP.VSCounters(0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc, _ := w.dp.TableCounters(table)
+	tc, _ := w.DP.TableCounters(table)
 	if c.Rejects != 1 || tc.Rejects != 1 {
 		t.Fatalf("rejects: vs %d table %d, want 1", c.Rejects, tc.Rejects)
 	}
@@ -524,7 +522,7 @@ func TestServerDownPolicy(t *testing.T) {
 			}
 			got := w.Connect(c, 27001, webVIP)
 			e, _ := w.Entry(web, c)
-			vc, _ := w.dp.VSCounters(0)
+			vc, _ := w.DP.VSCounters(0)
 			if never {
 				if got.IsValid() {
 					t.Fatalf("never: new connection went to %s", got)

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/limpet-lb/limpet/test/lab"
+	"github.com/limpet-lb/limpet/userspace/lab"
 )
 
 // Part 3: connection rate and latency over real TCP.

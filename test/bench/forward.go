@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/limpet-lb/limpet/loader"
-	"github.com/limpet-lb/limpet/test/lab"
 	"github.com/limpet-lb/limpet/test/packets"
+	"github.com/limpet-lb/limpet/userspace/lab"
 )
 
 // Part 2: end-to-end forwarding in the lab.

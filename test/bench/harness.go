@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/limpet-lb/limpet/loader"
-	"github.com/limpet-lb/limpet/test/lab"
+	"github.com/limpet-lb/limpet/userspace/lab"
 )
 
 // Options are the harness's: how many runs and how big each part is.

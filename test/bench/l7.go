@@ -16,7 +16,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/limpet-lb/limpet/test/lab"
+	"github.com/limpet-lb/limpet/userspace/lab"
 )
 
 // Part 4: the L7 proxy against HAProxy and Caddy.

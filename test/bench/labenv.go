@@ -15,7 +15,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 
-	"github.com/limpet-lb/limpet/test/lab"
+	"github.com/limpet-lb/limpet/userspace/lab"
 )
 
 // Env is what every part needs from the harness.

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/limpet-lb/limpet/test/lab"
+	"github.com/limpet-lb/limpet/userspace/lab"
 )
 
 // TestPersistenceExpiresAfterLastConnection: with a 2 s timeout over real

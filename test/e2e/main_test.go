@@ -1,5 +1,5 @@
 // Package e2e_test runs the real limpet binary in network-namespace labs
-// (test/lab) and checks what clients, members and `limpet persistence dump`
+// (userspace/lab) and checks what clients, members and `limpet persistence dump`
 // see: source-IP persistence over real TCP and UDP in NAT and DSR modes, for
 // IPv4 and IPv6, and a daemon crash that must not lose traffic or state.
 //
@@ -24,8 +24,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/limpet-lb/limpet/test/lab"
+	"github.com/limpet-lb/limpet/test/labtest"
 	"github.com/limpet-lb/limpet/test/privileged"
+	"github.com/limpet-lb/limpet/userspace/lab"
 )
 
 // suite records what this run created, for the final leftover check.
@@ -130,7 +131,7 @@ func limpetBin(t *testing.T) string {
 func newLab(t *testing.T, spec lab.Spec) *lab.Lab {
 	t.Helper()
 	privileged.Require(t)
-	l := lab.NewForTest(t, spec)
+	l := labtest.New(t, spec)
 	suite.Lock()
 	suite.suffixes = append(suite.suffixes, l.Suffix())
 	suite.pinDirs = append(suite.pinDirs, l.PinDir())

@@ -16,7 +16,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/limpet-lb/limpet/test/lab"
+	"github.com/limpet-lb/limpet/userspace/lab"
 )
 
 // Ten reloads while clients keep opening connections: none fails, every

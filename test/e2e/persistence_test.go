@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/limpet-lb/limpet/test/lab"
 	"github.com/limpet-lb/limpet/test/privileged"
+	"github.com/limpet-lb/limpet/userspace/lab"
 )
 
 const (

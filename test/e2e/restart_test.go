@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/limpet-lb/limpet/test/lab"
+	"github.com/limpet-lb/limpet/userspace/lab"
 )
 
 // holdMS is how long the held requests stay open: long enough to span the

@@ -7,8 +7,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/limpet-lb/limpet/test/demo"
-	"github.com/limpet-lb/limpet/test/lab"
+	"github.com/limpet-lb/limpet/userspace/demo"
+	"github.com/limpet-lb/limpet/userspace/lab"
 )
 
 func demoCommand(env *Env) *cli.Command {

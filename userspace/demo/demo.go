@@ -21,7 +21,7 @@ import (
 	"text/template"
 	"time"
 
-	"github.com/limpet-lb/limpet/test/lab"
+	"github.com/limpet-lb/limpet/userspace/lab"
 )
 
 //go:embed default.yaml.tmpl

@@ -1,4 +1,4 @@
-package lab
+package lab_test
 
 import (
 	"bufio"
@@ -15,16 +15,18 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/limpet-lb/limpet/test/labtest"
+	"github.com/limpet-lb/limpet/test/privileged"
+	"github.com/limpet-lb/limpet/userspace/lab"
 )
 
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if os.Getenv(helperEnv) == "" {
-		createdRuns.Lock()
-		runs := append([]string(nil), createdRuns.list...)
-		createdRuns.Unlock()
+		runs := lab.CreatedRuns()
 		for _, sfx := range runs {
-			if left, err := LeftoversOf(sfx); err != nil || len(left) > 0 {
+			if left, err := lab.LeftoversOf(sfx); err != nil || len(left) > 0 {
 				fmt.Fprintf(os.Stderr, "lab run %s left behind: %v (%v)\n", sfx, left, err)
 				code = 1
 			}
@@ -40,8 +42,8 @@ func testCtx(t *testing.T) context.Context {
 }
 
 func TestSpecNormalize(t *testing.T) {
-	var s Spec
-	if err := s.normalize(); err != nil {
+	var s lab.Spec
+	if err := s.Normalize(); err != nil {
 		t.Fatal(err)
 	}
 	if got := strings.Join(s.Members, ","); got != "m1,m2" {
@@ -50,16 +52,16 @@ func TestSpecNormalize(t *testing.T) {
 	if s.Balancers != 1 || s.ClientAddrs4 != 50 || s.ClientAddrs6 != 50 || len(s.VIPs) != 2 {
 		t.Errorf("defaults: %+v", s)
 	}
-	for _, bad := range []Spec{
+	for _, bad := range []lab.Spec{
 		{Members: []string{"client"}},
 		{Members: []string{"lb1"}},
 		{Members: []string{"a", "a"}},
 		{Members: []string{"Web"}},
-		{MemberCount: MaxMembers + 1},
-		{Balancers: MaxBalancers + 1},
+		{MemberCount: lab.MaxMembers + 1},
+		{Balancers: lab.MaxBalancers + 1},
 		{ClientAddrs4: 70000},
 	} {
-		if err := bad.normalize(); err == nil {
+		if err := bad.Normalize(); err == nil {
 			t.Errorf("spec %+v: no error", bad)
 		}
 	}
@@ -67,41 +69,41 @@ func TestSpecNormalize(t *testing.T) {
 
 func TestAddressing(t *testing.T) {
 	for _, c := range []struct{ got, want netip.Addr }{
-		{ClientAddr4(1), netip.MustParseAddr("198.19.0.1")},
-		{ClientAddr4(300), netip.MustParseAddr("198.19.1.44")},
-		{ClientAddr6(300), netip.MustParseAddr("fd00:1e:1::1:44")},
-		{ClientAddr4(MaxClientAddrs4), netip.MustParseAddr("198.19.255.254")},
-		{v6(16, 2), netip.MustParseAddr("fd00:1e:0:16::2")},
+		{lab.ClientAddr4(1), netip.MustParseAddr("198.19.0.1")},
+		{lab.ClientAddr4(300), netip.MustParseAddr("198.19.1.44")},
+		{lab.ClientAddr6(300), netip.MustParseAddr("fd00:1e:1::1:44")},
+		{lab.ClientAddr4(lab.MaxClientAddrs4), netip.MustParseAddr("198.19.255.254")},
+		{lab.V6(16, 2), netip.MustParseAddr("fd00:1e:0:16::2")},
 	} {
 		if c.got != c.want {
 			t.Errorf("got %v want %v", c.got, c.want)
 		}
 	}
-	if !ClientPrefix4().Contains(ClientAddr4(MaxClientAddrs4)) || !ClientPrefix6().Contains(ClientAddr6(MaxClientAddrs6)) {
+	if !lab.ClientPrefix4().Contains(lab.ClientAddr4(lab.MaxClientAddrs4)) || !lab.ClientPrefix6().Contains(lab.ClientAddr6(lab.MaxClientAddrs6)) {
 		t.Error("client addresses outside the client prefixes")
 	}
-	if suffixOf("lmp-lb-3fa9c1") != "3fa9c1" || suffixOf("lmpb0m12-3fa9c1") != "3fa9c1" || suffixOf("lmp-x") != "" {
+	if lab.SuffixOf("lmp-lb-3fa9c1") != "3fa9c1" || lab.SuffixOf("lmpb0m12-3fa9c1") != "3fa9c1" || lab.SuffixOf("lmp-x") != "" {
 		t.Error("suffixOf")
 	}
 }
 
 func TestParseReply(t *testing.T) {
-	r, err := ParseReply("member=m1 peer=[fd00:1e:1::5]:4242 local=198.18.100.10:80\n")
+	r, err := lab.ParseReply("member=m1 peer=[fd00:1e:1::5]:4242 local=198.18.100.10:80\n")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r.Member != "m1" || r.Peer != netip.MustParseAddrPort("[fd00:1e:1::5]:4242") || r.Local.Port() != 80 {
 		t.Errorf("%+v", r)
 	}
-	if _, err := ParseReply("<html>"); err == nil {
+	if _, err := lab.ParseReply("<html>"); err == nil {
 		t.Error("no error for garbage")
 	}
 }
 
 // checkGet GETs http://dst/ from src and checks the member and the peer it saw.
-func checkGet(t *testing.T, l *Lab, src netip.Addr, dst netip.AddrPort, want string) {
+func checkGet(t *testing.T, l *lab.Lab, src netip.Addr, dst netip.AddrPort, want string) {
 	t.Helper()
-	r, err := l.Get(testCtx(t), src, URL(dst, "/"))
+	r, err := l.Get(testCtx(t), src, lab.URL(dst, "/"))
 	if err != nil {
 		t.Fatalf("GET %s from %s: %v", dst, src, err)
 	}
@@ -110,13 +112,13 @@ func checkGet(t *testing.T, l *Lab, src netip.Addr, dst netip.AddrPort, want str
 	}
 }
 
-func checkUDP(t *testing.T, l *Lab, src netip.Addr, dst netip.AddrPort, want string) {
+func checkUDP(t *testing.T, l *lab.Lab, src netip.Addr, dst netip.AddrPort, want string) {
 	t.Helper()
 	b, err := l.UDPQuery(testCtx(t), src, dst, []byte("hello"))
 	if err != nil {
 		t.Fatalf("UDP %s from %s: %v", dst, src, err)
 	}
-	r, err := ParseReply(string(b))
+	r, err := lab.ParseReply(string(b))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,13 +128,13 @@ func checkUDP(t *testing.T, l *Lab, src netip.Addr, dst netip.AddrPort, want str
 }
 
 func TestRouting(t *testing.T) {
-	l := NewForTest(t, Spec{MemberCount: 3, ClientAddrs4: 300, ClientAddrs6: 20})
+	l := labtest.New(t, lab.Spec{MemberCount: 3, ClientAddrs4: 300, ClientAddrs6: 20})
 	if n := len(l.ClientAddrs4()); n != 300 {
 		t.Fatalf("%d v4 client addresses", n)
 	}
 	srcs := []netip.Addr{
-		l.ClientAddrs4()[0], l.ClientAddrs4()[299], ClientAddr4(MaxClientAddrs4), l.ClientPrimary4(),
-		l.ClientAddrs6()[0], l.ClientAddrs6()[19], ClientAddr6(MaxClientAddrs6), l.ClientPrimary6(),
+		l.ClientAddrs4()[0], l.ClientAddrs4()[299], lab.ClientAddr4(lab.MaxClientAddrs4), l.ClientPrimary4(),
+		l.ClientAddrs6()[0], l.ClientAddrs6()[19], lab.ClientAddr6(lab.MaxClientAddrs6), l.ClientPrimary6(),
 	}
 	for _, m := range l.Members() {
 		for _, src := range srcs {
@@ -148,28 +150,28 @@ func TestRouting(t *testing.T) {
 	// /hold keeps the connection open for the time asked.
 	m1, _ := l.Member("m1")
 	start := time.Now()
-	r, err := l.Get(testCtx(t), srcs[0], URL(netip.AddrPortFrom(m1.Addr4, 80), "/hold?ms=200"))
+	r, err := l.Get(testCtx(t), srcs[0], lab.URL(netip.AddrPortFrom(m1.Addr4, 80), "/hold?ms=200"))
 	if err != nil || r.Member != "m1" {
 		t.Fatalf("hold: %+v %v", r, err)
 	}
 	if d := time.Since(start); d < 200*time.Millisecond {
 		t.Errorf("hold returned after %v", d)
 	}
-	r, err = l.Get(testCtx(t), srcs[0], URL(netip.AddrPortFrom(m1.Addr4, 80), "/status?code=503"))
+	r, err = l.Get(testCtx(t), srcs[0], lab.URL(netip.AddrPortFrom(m1.Addr4, 80), "/status?code=503"))
 	if err != nil || r.Status != 503 {
 		t.Errorf("status: %+v %v", r, err)
 	}
-	r, err = l.Get(testCtx(t), srcs[4], URL(netip.AddrPortFrom(m1.Addr6, 80), "/bytes?n=300000"))
+	r, err = l.Get(testCtx(t), srcs[4], lab.URL(netip.AddrPortFrom(m1.Addr6, 80), "/bytes?n=300000"))
 	if err != nil || len(r.Body) < 300000 {
 		t.Errorf("bytes: %d %v", len(r.Body), err)
 	}
 
 	// StopHTTP refuses new connections and cuts held ones; StartHTTP restores.
 	m2, _ := l.Member("m2")
-	m2url := URL(netip.AddrPortFrom(m2.Addr4, 80), "/")
+	m2url := lab.URL(netip.AddrPortFrom(m2.Addr4, 80), "/")
 	held := make(chan error, 1)
 	go func() {
-		_, err := l.Get(testCtx(t), srcs[0], URL(netip.AddrPortFrom(m2.Addr4, 80), "/hold?ms=10000"))
+		_, err := l.Get(testCtx(t), srcs[0], lab.URL(netip.AddrPortFrom(m2.Addr4, 80), "/hold?ms=10000"))
 		held <- err
 	}()
 	time.Sleep(100 * time.Millisecond)
@@ -217,13 +219,13 @@ func TestRouting(t *testing.T) {
 }
 
 func TestHostSetup(t *testing.T) {
-	l := NewForTest(t, Spec{MemberCount: 2, DSR: true, VIPsOnBalancer: true})
+	l := labtest.New(t, lab.Spec{MemberCount: 2, DSR: true, VIPsOnBalancer: true})
 	ifs := l.BalancerIfaces()
-	if len(ifs) != 3 || ifs[0].Peer != HostClient || ifs[1].Peer != "m1" || ifs[2].Peer != "m2" {
+	if len(ifs) != 3 || ifs[0].Peer != lab.HostClient || ifs[1].Peer != "m1" || ifs[2].Peer != "m2" {
 		t.Fatalf("balancer ifaces %+v", ifs)
 	}
 	for _, i := range ifs {
-		if !strings.HasSuffix(i.Name, "-"+l.Suffix()) || i.Index == 0 || len(i.MAC) != 6 || i.Host != HostBalancer {
+		if !strings.HasSuffix(i.Name, "-"+l.Suffix()) || i.Index == 0 || len(i.MAC) != 6 || i.Host != lab.HostBalancer {
 			t.Errorf("iface %+v", i)
 		}
 	}
@@ -231,14 +233,14 @@ func TestHostSetup(t *testing.T) {
 		t.Errorf("pin dir: %v", err)
 	}
 	// Sysctls and offloads, read from inside the namespaces.
-	err := l.Run(HostBalancer, func() error {
+	err := l.Run(lab.HostBalancer, func() error {
 		for _, k := range []string{"net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding"} {
-			if v, err := sysctlRead(k); err != nil || v != "1" {
+			if v, err := lab.SysctlRead(k); err != nil || v != "1" {
 				return fmt.Errorf("balancer %s=%q %v", k, v, err)
 			}
 		}
 		for _, i := range ifs {
-			if on, err := ethtoolGet(i.Name, ethtoolGGRO); err != nil || !on {
+			if on, err := lab.EthtoolGet(i.Name, lab.EthtoolGGRO); err != nil || !on {
 				return fmt.Errorf("GRO on %s: %v %v", i.Name, on, err)
 			}
 		}
@@ -249,13 +251,13 @@ func TestHostSetup(t *testing.T) {
 	}
 	for _, m := range l.Members() {
 		err := l.Run(m.Name, func() error {
-			if v, _ := sysctlRead("net/ipv4/conf/all/arp_ignore"); v != "1" {
+			if v, _ := lab.SysctlRead("net/ipv4/conf/all/arp_ignore"); v != "1" {
 				return fmt.Errorf("arp_ignore=%q", v)
 			}
-			if on, err := ethtoolGet(m.Iface.Name, ethtoolGGRO); err != nil || !on {
+			if on, err := lab.EthtoolGet(m.Iface.Name, lab.EthtoolGGRO); err != nil || !on {
 				return fmt.Errorf("GRO on %s: %v %v", m.Iface.Name, on, err)
 			}
-			if on, err := ethtoolGet(m.Iface.Name, ethtoolGTXCSUM); err != nil || on {
+			if on, err := lab.EthtoolGet(m.Iface.Name, lab.EthtoolGTXCSUM); err != nil || on {
 				return fmt.Errorf("tx csum on %s: %v %v", m.Iface.Name, on, err)
 			}
 			return nil
@@ -274,14 +276,14 @@ func TestHostSetup(t *testing.T) {
 			buf := make([]byte, 512)
 			n, err := c.Read(buf)
 			c.Close()
-			if r, perr := ParseReply(string(buf[:n])); err != nil || perr != nil || r.Member != m.Name || r.Local.Addr() != vip {
+			if r, perr := lab.ParseReply(string(buf[:n])); err != nil || perr != nil || r.Member != m.Name || r.Local.Addr() != vip {
 				t.Errorf("member %s VIP %s: %q %v %v", m.Name, vip, buf[:n], err, perr)
 			}
 		}
 	}
 	// VIPsOnBalancer: a server on the balancer's VIP is reachable from the client.
 	var lns []net.Listener
-	err = l.Run(HostBalancer, func() error {
+	err = l.Run(lab.HostBalancer, func() error {
 		for _, vip := range l.VIPs() {
 			ln, err := net.Listen("tcp", netip.AddrPortFrom(vip, 8080).String())
 			if err != nil {
@@ -295,7 +297,7 @@ func TestHostSetup(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set(HeaderMember, "lb")
+		w.Header().Set(lab.HeaderMember, "lb")
 		fmt.Fprintf(w, "member=lb peer=%s\n", r.RemoteAddr)
 	})}
 	for _, ln := range lns {
@@ -307,7 +309,7 @@ func TestHostSetup(t *testing.T) {
 		if src.Is6() {
 			vip = l.VIP6()
 		}
-		r, err := l.Get(testCtx(t), src, URL(netip.AddrPortFrom(vip, 8080), "/"))
+		r, err := l.Get(testCtx(t), src, lab.URL(netip.AddrPortFrom(vip, 8080), "/"))
 		if err != nil || r.Member != "lb" || r.Peer.Addr() != src {
 			t.Errorf("VIP %s on balancer from %s: %+v %v", vip, src, r, err)
 		}
@@ -315,8 +317,8 @@ func TestHostSetup(t *testing.T) {
 }
 
 func TestProcess(t *testing.T) {
-	l := NewForTest(t, Spec{MemberCount: 1})
-	p, err := l.StartProcess(HostBalancer, "/bin/sh", "-c", "cat /proc/net/dev; echo ready; exec sleep 60")
+	l := labtest.New(t, lab.Spec{MemberCount: 1})
+	p, err := l.StartProcess(lab.HostBalancer, "/bin/sh", "-c", "cat /proc/net/dev; echo ready; exec sleep 60")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,7 +335,7 @@ func TestProcess(t *testing.T) {
 	if strings.Contains(out, l.ClientIface().Name) {
 		t.Errorf("process sees the client's interface:\n%s", out)
 	}
-	left, _ := LeftoversOf(l.Suffix())
+	left, _ := lab.LeftoversOf(l.Suffix())
 	if !strings.Contains(strings.Join(left, "\n"), fmt.Sprintf("process %d", p.Pid)) {
 		t.Errorf("running process not in leftovers: %v", left)
 	}
@@ -349,12 +351,12 @@ func TestProcess(t *testing.T) {
 	}
 
 	// Processes still running at Close are stopped by it.
-	p2, err := l.StartProcess(HostClient, "/bin/sleep", "60")
+	p2, err := l.StartProcess(lab.HostClient, "/bin/sleep", "60")
 	if err != nil {
 		t.Fatal(err)
 	}
 	out2, err := l.RunCommand(testCtx(t), "m1", "/bin/cat", "/proc/net/dev")
-	if err != nil || !strings.Contains(string(out2), l.members[0].info.Iface.Name) {
+	if err != nil || !strings.Contains(string(out2), l.Members()[0].Iface.Name) {
 		t.Errorf("RunCommand: %v\n%s", err, out2)
 	}
 	if err := l.Close(); err != nil {
@@ -363,18 +365,18 @@ func TestProcess(t *testing.T) {
 	if p2.Running() {
 		t.Error("Close left a process running")
 	}
-	if left, _ := LeftoversOf(l.Suffix()); len(left) > 0 {
+	if left, _ := lab.LeftoversOf(l.Suffix()); len(left) > 0 {
 		t.Errorf("leftovers: %v", left)
 	}
 }
 
 func TestParallelLabs(t *testing.T) {
-	RequireRoot(t)
+	privileged.Require(t)
 	sfx := make(chan string, 2)
 	for _, name := range []string{"a", "b"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			l := NewForTest(t, Spec{MemberCount: 2})
+			l := labtest.New(t, lab.Spec{MemberCount: 2})
 			sfx <- l.Suffix()
 			for i := range 5 {
 				for _, m := range l.Members() {
@@ -397,7 +399,7 @@ func TestParallelLabs(t *testing.T) {
 }
 
 func TestHA(t *testing.T) {
-	l := NewForTest(t, Spec{MemberCount: 2, Balancers: 2})
+	l := labtest.New(t, lab.Spec{MemberCount: 2, Balancers: 2})
 	bs := l.Balancers()
 	if len(bs) != 2 || bs[1].Host != "lb1" || len(bs[0].Ifaces()) != 2 {
 		t.Fatalf("balancers %+v", bs)
@@ -425,12 +427,12 @@ func TestHA(t *testing.T) {
 }
 
 func TestCloseLeavesNothing(t *testing.T) {
-	RequireRoot(t)
-	l, err := New(testCtx(t), Spec{MemberCount: 2, DynamicNeighbours: true})
+	privileged.Require(t)
+	l, err := lab.New(testCtx(t), lab.Spec{MemberCount: 2, DynamicNeighbours: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	left, err := LeftoversOf(l.Suffix())
+	left, err := lab.LeftoversOf(l.Suffix())
 	if err != nil || len(left) == 0 {
 		t.Fatalf("open lab not listed in leftovers: %v %v", left, err)
 	}
@@ -443,10 +445,10 @@ func TestCloseLeavesNothing(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatalf("second Close: %v", err)
 	}
-	if left, err := LeftoversOf(l.Suffix()); err != nil || len(left) > 0 {
+	if left, err := lab.LeftoversOf(l.Suffix()); err != nil || len(left) > 0 {
 		t.Fatalf("after Close: %v %v", left, err)
 	}
-	if err := l.Run(HostClient, func() error { return nil }); err == nil {
+	if err := l.Run(lab.HostClient, func() error { return nil }); err == nil {
 		t.Error("Run after Close")
 	}
 }
@@ -460,13 +462,13 @@ func TestHelperAbandonLab(t *testing.T) {
 	if os.Getenv(helperEnv) != "abandon" {
 		t.Skip("helper process for TestCleanAbandonedLab")
 	}
-	noPdeathsig = true
-	l, err := New(context.Background(), Spec{MemberCount: 1})
+	lab.SimulateCrashedOwner()
+	l, err := lab.New(context.Background(), lab.Spec{MemberCount: 1})
 	if err != nil {
 		fmt.Println("ERROR", err)
 		os.Exit(2)
 	}
-	if _, err := l.StartProcess(HostBalancer, "/bin/sleep", "300"); err != nil {
+	if _, err := l.StartProcess(lab.HostBalancer, "/bin/sleep", "300"); err != nil {
 		fmt.Println("ERROR", err)
 		os.Exit(2)
 	}
@@ -480,13 +482,13 @@ func TestHelperSignalLab(t *testing.T) {
 	if os.Getenv(helperEnv) != "signal" {
 		t.Skip("helper process for TestHandleSignals")
 	}
-	l, err := New(context.Background(), Spec{MemberCount: 1})
+	l, err := lab.New(context.Background(), lab.Spec{MemberCount: 1})
 	if err != nil {
 		fmt.Println("ERROR", err)
 		os.Exit(2)
 	}
-	HandleSignals(context.Background(), l)
-	if _, err := l.StartProcess(HostBalancer, "/bin/sleep", "300"); err != nil {
+	lab.HandleSignals(context.Background(), l)
+	if _, err := l.StartProcess(lab.HostBalancer, "/bin/sleep", "300"); err != nil {
 		fmt.Println("ERROR", err)
 		os.Exit(2)
 	}
@@ -523,9 +525,9 @@ func startHelper(t *testing.T, mode string) (*exec.Cmd, string) {
 }
 
 func TestHandleSignals(t *testing.T) {
-	RequireRoot(t)
+	privileged.Require(t)
 	cmd, sfx := startHelper(t, "signal")
-	if left, _ := LeftoversOf(sfx); len(left) == 0 {
+	if left, _ := lab.LeftoversOf(sfx); len(left) == 0 {
 		t.Fatal("helper lab not found")
 	}
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
@@ -535,41 +537,41 @@ func TestHandleSignals(t *testing.T) {
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGINT {
 		t.Errorf("helper exit: %v", err)
 	}
-	if left, err := LeftoversOf(sfx); err != nil || len(left) > 0 {
-		_ = clean(true, sfx)
+	if left, err := lab.LeftoversOf(sfx); err != nil || len(left) > 0 {
+		_ = lab.ForceCleanRun(sfx)
 		t.Fatalf("after SIGINT: %v %v", left, err)
 	}
 }
 
 func TestCleanAbandonedLab(t *testing.T) {
-	RequireRoot(t)
-	// A live lab of this process must survive Clean.
-	live := NewForTest(t, Spec{MemberCount: 1})
+	privileged.Require(t)
+	// A live lab of this process must survive lab.Clean.
+	live := labtest.New(t, lab.Spec{MemberCount: 1})
 
 	cmd, sfx := startHelper(t, "abandon")
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("helper: %v", err)
 	}
-	left, err := LeftoversOf(sfx)
+	left, err := lab.LeftoversOf(sfx)
 	joined := strings.Join(left, "\n")
 	if err != nil || !strings.Contains(joined, "netns") || !strings.Contains(joined, "process") || !strings.Contains(joined, "dir") {
 		t.Fatalf("abandoned lab %s: leftovers %v %v", sfx, left, err)
 	}
-	// Clean's error may be about leftovers of other runs it cannot remove;
+	// lab.Clean's error may be about leftovers of other runs it cannot remove;
 	// only this run's are the test's business.
-	if err := Clean(); err != nil {
+	if err := lab.Clean(); err != nil {
 		if strings.Contains(err.Error(), sfx) {
 			t.Fatalf("Clean: %v", err)
 		}
 		t.Logf("Clean (about other runs): %v", err)
 	}
-	if left, err := LeftoversOf(sfx); err != nil || len(left) > 0 {
-		t.Fatalf("after Clean: %v %v", left, err)
+	if left, err := lab.LeftoversOf(sfx); err != nil || len(left) > 0 {
+		t.Fatalf("after lab.Clean: %v %v", left, err)
 	}
 	// The live lab is untouched.
 	m := live.Members()[0]
 	checkGet(t, live, live.ClientAddrs4()[0], netip.AddrPortFrom(m.Addr4, 80), m.Name)
-	if left, _ := LeftoversOf(live.Suffix()); len(left) == 0 {
+	if left, _ := lab.LeftoversOf(live.Suffix()); len(left) == 0 {
 		t.Error("Clean removed a live lab")
 	}
 }

@@ -52,7 +52,7 @@
 // Running limpet in the balancer (the pin directory is per lab, so parallel
 // labs do not share pinned maps; limpet must be told to use it):
 //
-//	l := lab.NewForTest(t, lab.Spec{MemberCount: 3})
+//	l := labtest.New(t, lab.Spec{MemberCount: 3})
 //	var ifs []string
 //	for _, i := range l.BalancerIfaces() {
 //		ifs = append(ifs, i.Name) // XDP attach points, client side first
@@ -64,7 +64,7 @@
 //	r, err := l.WaitGet(ctx, l.ClientAddrs4()[0], lab.URL(netip.AddrPortFrom(l.VIP4(), 80), "/"))
 //	// r.Member names the member, r.Peer is the client address it saw.
 //
-// p's output is in p.Output() (NewForTest logs it when the test fails); Close
+// p's output is in p.Output() (labtest.New logs it when the test fails); Close
 // stops p (SIGTERM, then SIGKILL) and removes the pin directory. Without a
 // balancer program, traffic to the VIPs gets ICMP unreachable from the
 // balancer (it has no route for them unless Spec.VIPsOnBalancer).
@@ -369,7 +369,7 @@ func newSuffix() (string, error) {
 }
 
 // New builds a lab. On error everything built so far is removed. The lab
-// must be closed with Close (see also NewForTest and HandleSignals).
+// must be closed with Close (see also test/labtest.New and HandleSignals).
 func New(ctx context.Context, spec Spec) (*Lab, error) {
 	if err := spec.normalize(); err != nil {
 		return nil, err

@@ -635,7 +635,13 @@ static __always_inline int fib_forward(struct xdp_md *ctx, struct packet *p, con
 #undef fib
 }
 
-/* Answers a rejected TCP connection with RST|ACK, in place. */
+/* Answers a rejected TCP connection with RST|ACK, in place, and sends it
+ * back out of the interface it came in on. Through bpf_redirect, not
+ * XDP_TX: veth queues an XDP_TX frame on its peer but wakes the peer only
+ * when the peer runs an XDP program, so with GRO alone (a normal lab) the
+ * RST waits there until other traffic comes by. A redirect is flushed with
+ * XDP_XMIT_FLUSH, which wakes the peer; on other drivers it is the same
+ * transmit on the same port. Rejections are rare; the cost does not matter. */
 static __always_inline int reply_rst(struct xdp_md *ctx, struct packet *p)
 {
 	if (p->proto != IPPROTO_TCP || p->ipv4_options || p->ipv6_ext || (p->tcp_flags & TCP_RST))
@@ -709,7 +715,7 @@ static __always_inline int reply_rst(struct xdp_md *ctx, struct packet *p)
 	th->check = 0;
 	sum += bpf_htons(IPPROTO_TCP) + bpf_htons(sizeof(*th));
 	th->check = csum_fold(csum_words((__u16 *)th, sizeof(*th) / 2, sum));
-	return XDP_TX;
+	return bpf_redirect(ctx->ingress_ifindex, 0);
 }
 
 static __always_inline void build_flow_key(struct flow_key *k, struct packet *p)

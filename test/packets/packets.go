@@ -3,6 +3,7 @@
 package packets
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 
@@ -116,4 +117,34 @@ func Decode(b []byte) Decoded {
 	}
 	d.Src, d.Dst = netip.AddrPortFrom(src.Unmap(), sp), netip.AddrPortFrom(dst.Unmap(), dp)
 	return d
+}
+
+// ChecksumError reports the first wrong checksum of a decoded packet: the
+// IPv4 header's, then the TCP one (over the pseudo-header), or nil.
+// A receiver drops a packet that fails it, so a test of a packet the
+// datapath builds checks it.
+func (d Decoded) ChecksumError() error {
+	nl := d.Packet.NetworkLayer()
+	if nl == nil {
+		return fmt.Errorf("no network layer")
+	}
+	if ip, ok := nl.(*layers.IPv4); ok {
+		var sum uint32
+		h := ip.Contents
+		for i := 0; i+1 < len(h); i += 2 {
+			sum += uint32(h[i])<<8 | uint32(h[i+1])
+		}
+		if f := gopacket.FoldChecksum(sum); f != 0 {
+			return fmt.Errorf("IPv4 header checksum %#04x is wrong", ip.Checksum)
+		}
+	}
+	if d.TCP != nil {
+		if err := d.TCP.SetNetworkLayerForChecksum(nl); err != nil {
+			return err
+		}
+		if f, err := d.TCP.ComputeChecksum(); err != nil || f != 0 {
+			return fmt.Errorf("TCP checksum %#04x is wrong (%v)", d.TCP.Checksum, err)
+		}
+	}
+	return nil
 }

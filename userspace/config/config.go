@@ -213,8 +213,17 @@ func Load(path string) (*Config, error) {
 }
 
 // Parse decodes YAML strictly (unknown fields are errors, so a typo never
-// silently falls back to a default), applies defaults and validates.
+// silently falls back to a default), applies defaults and validates. An
+// unknown key is reported in the file's terms, with its line, where it is
+// and the key it probably meant (UnknownFieldError).
 func Parse(data []byte) (*Config, error) {
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("parse: %w", err)
+	}
+	if err := unknownFields(&doc); err != nil {
+		return nil, err
+	}
 	var cfg Config
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)

@@ -148,7 +148,7 @@ func TestHealthValidation(t *testing.T) {
 		{"type: https, tls_verify: true, tls_ca_file: /nonexistent/ca.pem", f + ".tls_ca_file: cannot read"},
 		{"type: https, tls_verify: true, tls_ca_file: " + goodPEM + ", tls_server_name: shop.example", ""},
 		{"type: https, tls_server_name: \"bad name\"", f + `.tls_server_name: "bad name" is not a host name`},
-		{"type: http, nonsense: 1", "field nonsense not found"},
+		{"type: http, nonsense: 1", `health_monitors[0] (web-mon): unknown field "nonsense"`},
 	} {
 		_, err := Parse([]byte(healthConfig(tc.monitor)))
 		switch {

@@ -189,7 +189,7 @@ func TestMirrorValidation(t *testing.T) {
 		{"  listen: 10.0.0.1:7946\n  reconnect_backoff: {initial: 5, max: 2}\n" + psk, f + ".reconnect_backoff.max: 2 must be between initial (5) and 3600 seconds"},
 		{"  listen: 10.0.0.1:7946\n  heartbeat_interval: 0.01\n" + psk, f + ".heartbeat_interval: 0.01 must be between 0.05 and 60 seconds"},
 		{"  listen: 10.0.0.1:7946\n  heartbeat_interval: 2\n  heartbeat_timeout: 3\n" + psk, f + ".heartbeat_timeout: 3 must be at least twice heartbeat_interval (2)"},
-		{"  listen: 10.0.0.1:7946\n  psk: x\n" + psk, "field psk not found"},
+		{"  listen: 10.0.0.1:7946\n  psk: x\n" + psk, `ha_mirroring: unknown field "psk"`},
 	} {
 		_, err := Parse([]byte(mirrorConfig(tc.section)))
 		switch {

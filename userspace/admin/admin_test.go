@@ -406,6 +406,11 @@ func TestListenSocket(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Listen over a stale socket: %v", err)
 	}
+	// The listener names the socket where it is, not the private name it
+	// was bound under (the daemon logs and records this address).
+	if got := ln.Addr().String(); got != path {
+		t.Errorf("listener address %q, want %q", got, path)
+	}
 	ln.Close()
 	if err := os.WriteFile(path, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)

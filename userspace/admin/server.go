@@ -84,6 +84,9 @@ type socketListener struct {
 	once sync.Once
 }
 
+// Addr is the socket's final path, not the private name it was bound under.
+func (l *socketListener) Addr() net.Addr { return &net.UnixAddr{Name: l.path, Net: "unix"} }
+
 func (l *socketListener) Close() error {
 	err := l.UnixListener.Close()
 	l.once.Do(func() {

@@ -70,14 +70,16 @@ type daemon struct {
 	dp      *loader.Datapath
 	sweeper *gc.Sweeper
 	pinPath string
-	start   time.Time
-	jobs    chan func()
-	done    chan struct{} // closed when the main loop has exited
-	proxy   *proxy
-	tables  *sharedtable.Provider
-	checker *health.Checker
-	l7src   *l7health.Source
-	mirror  *mirror.Node
+	// adminSocket is recorded in the pinned metadata for the CLI.
+	adminSocket string
+	start       time.Time
+	jobs        chan func()
+	done        chan struct{} // closed when the main loop has exited
+	proxy       *proxy
+	tables      *sharedtable.Provider
+	checker     *health.Checker
+	l7src       *l7health.Source
+	mirror      *mirror.Node
 	// refreshed is when each mirrored table's held entries were last
 	// republished (main loop only).
 	refreshed map[uint32]time.Time
@@ -143,7 +145,8 @@ func Run(ctx context.Context, opts Options) error {
 		metricsLn = mln
 		defer metricsLn.Close()
 	}
-	aln, err := admin.Listen(AdminSocketFor(cfg.Settings.AdminSocket, pinPath))
+	adminSocket := AdminSocketFor(cfg.Settings.AdminSocket, pinPath)
+	aln, err := admin.Listen(adminSocket)
 	if err != nil {
 		return fmt.Errorf("admin socket: %w", err)
 	}
@@ -154,7 +157,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	d := &daemon{opts: opts, log: log, dp: dp, pinPath: pinPath, start: time.Now(), jobs: make(chan func()),
+	d := &daemon{opts: opts, log: log, dp: dp, pinPath: pinPath, adminSocket: aln.Addr().String(), start: time.Now(), jobs: make(chan func()),
 		done: make(chan struct{}), ifaces: map[string]string{}, healthDown: map[string]bool{}, refreshed: map[uint32]time.Time{}}
 	defer close(d.done)
 	d.info = metrics.Info{Version: opts.Version, StartTime: d.start}
@@ -377,6 +380,7 @@ func (d *daemon) apply(cfg *config.Config) error {
 }
 
 func (d *daemon) writeMeta(meta *plan.Meta) error {
+	meta.AdminSocket = d.adminSocket
 	doc, err := meta.Marshal()
 	if err != nil {
 		return err

@@ -30,6 +30,10 @@ type Meta struct {
 	// member key; they stay down across reloads until enabled again.
 	AdminDown    []string            `json:"admin_down,omitempty"`
 	IdleTimeouts config.IdleTimeouts `json:"idle_timeouts"`
+	// AdminSocket is where the daemon that wrote this serves its admin
+	// API, so that the CLI finds it from the pin path alone whatever
+	// settings.admin_socket says. Set by the daemon, not by Build.
+	AdminSocket string `json:"admin_socket,omitempty"`
 }
 
 // VirtualServerMeta names a virtual server id.

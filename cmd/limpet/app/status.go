@@ -19,17 +19,34 @@ import (
 // adminSocketFlag selects the daemon's admin socket.
 var adminSocketFlag = &cli.StringFlag{
 	Name:    "socket",
-	Usage:   "the daemon's admin socket (settings.admin_socket; default: the one of --pin-path's daemon, " + admin.DefaultSocket + " for the default pin path)",
+	Usage:   "the daemon's admin socket (default: the one the daemon of --pin-path recorded in its pinned state, whatever its settings.admin_socket)",
 	EnvVars: []string{"LIMPET_ADMIN_SOCKET"},
 }
 
 // adminTimeout bounds one admin API call.
 const adminTimeout = 2 * time.Minute
 
-// dialAdmin connects to the daemon named by --socket. No daemon is a
-// runtime failure (exit 1).
+// dialAdmin connects to the daemon named by --socket, or else to the one
+// of --pin-path: the daemon records its socket in the pinned metadata. No
+// daemon is a runtime failure (exit 1).
 func dialAdmin(c *cli.Context) (*admin.Client, error) {
-	return admin.Dial(daemon.AdminSocketFor(c.String("socket"), c.String("pin-path")))
+	return admin.Dial(adminSocketOf(c))
+}
+
+func adminSocketOf(c *cli.Context) string {
+	if s := c.String("socket"); s != "" {
+		return s
+	}
+	pinPath := c.String("pin-path")
+	if v, err := openView(c); err == nil {
+		v.dp.Close()
+		if v.meta.AdminSocket != "" {
+			return v.meta.AdminSocket
+		}
+	}
+	// Nothing pinned (or written by a daemon that did not record its
+	// socket): where a daemon of this pin path listens by default.
+	return daemon.AdminSocketFor("", pinPath)
 }
 
 func adminContext(env *Env) (context.Context, context.CancelFunc) {

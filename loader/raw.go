@@ -84,8 +84,8 @@ func encodeEntry(e PersistEntry) (k rawPersistKey, v rawPersistEntry) {
 	le.PutUint32(v[20:], e.VSID)
 	le.PutUint32(v[24:], e.MemberID)
 	le.PutUint64(v[32:], uint64(e.Gen)<<32|uint64(e.Conns))
-	le.PutUint64(v[40:], uint64(e.Created))
-	le.PutUint64(v[48:], uint64(e.LastSeen))
+	le.PutUint64(v[40:], uint64(ClockTime(e.Created)))
+	le.PutUint64(v[48:], uint64(ClockTime(e.LastSeen)))
 	return k, v
 }
 

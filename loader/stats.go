@@ -2,10 +2,8 @@ package loader
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/cilium/ebpf"
-	"golang.org/x/sys/unix"
 )
 
 type runOptions = ebpf.RunOptions
@@ -135,34 +133,4 @@ func (d *Datapath) MemberConns() ([]MemberConns, error) {
 		out = append(out, MemberConns{ID: keys[i], Conns: uint32(vals[i] & csConnsMask), connState: vals[i]})
 	}
 	return out, nil
-}
-
-// Now is the datapath's clock: CLOCK_BOOTTIME plus the clock offset.
-func (d *Datapath) Now() (time.Duration, error) {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
-		return 0, err
-	}
-	off, err := d.ClockOffset()
-	if err != nil {
-		return 0, err
-	}
-	return time.Duration(ts.Nano()) + off, nil
-}
-
-// ClockOffset is how far the datapath clock runs ahead of CLOCK_BOOTTIME.
-func (d *Datapath) ClockOffset() (time.Duration, error) {
-	var s limpetSettings
-	if err := d.objs.RuntimeSettings.Lookup(uint32(0), &s); err != nil {
-		return 0, err
-	}
-	return time.Duration(s.ClockOffsetNs), nil
-}
-
-// SetClockOffset moves the datapath clock; tests use it instead of sleeping.
-func (d *Datapath) SetClockOffset(off time.Duration) error {
-	if off < 0 {
-		return fmt.Errorf("clock offset %v must not be negative", off)
-	}
-	return d.objs.RuntimeSettings.Put(uint32(0), &limpetSettings{ClockOffsetNs: uint64(off)})
 }

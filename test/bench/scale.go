@@ -107,8 +107,11 @@ func RunScale(ctx context.Context, env Env, o ScaleOptions) (res *ScaleResult, e
 		return nil, err
 	}
 
-	now, err := dp.Now()
-	if err != nil {
+	// The datapath clock starts at a minute whatever the machine's uptime,
+	// less than the ages the run builds (two timeouts): the entries it
+	// expires get their age from the clock moving forward, never from a
+	// subtraction that a freshly booted machine's clock could not hold.
+	if err := dp.SetClock(scaleClockStart); err != nil {
 		return nil, err
 	}
 	timeout := time.Duration(hash.Timeout) * time.Second
@@ -116,25 +119,43 @@ func RunScale(ctx context.Context, env Env, o ScaleOptions) (res *ScaleResult, e
 	for _, vs := range state.VirtualServers {
 		vsOf[vs.TableID] = vs.ID
 	}
-	entries := func(t plan.TableMeta, halfExpired bool) []loader.PersistEntry {
+	entries := func(t plan.TableMeta, now, stale time.Duration) []loader.PersistEntry {
 		es := make([]loader.PersistEntry, o.Entries)
 		for i := range es {
 			m := state.Members[i%len(state.Members)]
 			last := now
-			if halfExpired && i%2 == 0 {
-				last = now - 2*timeout
+			if i%2 == 0 {
+				last = stale
 			}
 			es[i] = loader.PersistEntry{TableID: t.ID, Client: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}),
 				Server: m.Addr, MemberID: m.ID, VSID: vsOf[t.ID], Created: last, LastSeen: last}
 		}
 		return es
 	}
+	// fill writes every entry as last seen now; with half set, half of
+	// them were last seen two timeouts ago: they are written first, and
+	// the clock then moves on by two timeouts.
 	fill := func(half bool) error {
+		now, err := dp.Now()
+		if err != nil {
+			return err
+		}
+		stale := now
+		if half {
+			off, err := dp.ClockOffset()
+			if err != nil {
+				return err
+			}
+			if err := dp.SetClockOffset(off + 2*timeout); err != nil {
+				return err
+			}
+			now += 2 * timeout
+		}
 		for _, t := range []plan.TableMeta{lru, hash} {
 			if _, err := dp.FlushTable(t.ID); err != nil {
 				return err
 			}
-			if err := dp.PutEntries(t.ID, entries(t, half)); err != nil {
+			if err := dp.PutEntries(t.ID, entries(t, now, stale)); err != nil {
 				return err
 			}
 		}
@@ -197,6 +218,9 @@ func RunScale(ctx context.Context, env Env, o ScaleOptions) (res *ScaleResult, e
 	}
 	return res, nil
 }
+
+// scaleClockStart is what part 5's datapath clock reads when it starts.
+const scaleClockStart = time.Minute
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 

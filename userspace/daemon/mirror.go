@@ -82,18 +82,14 @@ func (d *daemon) publishEvents(events *loader.EventReader) {
 	}
 }
 
-// The datapath's clock is the boot clock; peers compare wall clocks.
+// The datapath's clock is the boot clock; peers compare wall clocks. The
+// conversions are the loader's (see loader/clock.go for a time before boot).
 func (d *daemon) wallTime(dp time.Duration) time.Time {
 	now, err := d.dp.Now()
 	if err != nil {
 		return time.Now()
 	}
-	return time.Now().Add(dp - now)
-}
-
-func (d *daemon) dpTime(wall time.Time) time.Duration {
-	now, _ := d.dp.Now()
-	return now - time.Since(wall)
+	return loader.ClockToWall(dp, now, time.Now())
 }
 
 func serverOf(a netip.AddrPort) netip.AddrPort {
@@ -155,6 +151,11 @@ func (l mirrorLocal) Apply(e mirror.Entry) error {
 	if err != nil {
 		return err
 	}
+	wallNow := time.Now()
+	clockNow, err := d.dp.Now()
+	if err != nil {
+		return err
+	}
 	if ok {
 		at := d.wallTime(cur.Created)
 		local := mirror.Entry{Table: e.Table, Client: client, Server: serverOf(cur.Server), Op: mirror.Upsert, Updated: at, Created: at}
@@ -175,14 +176,19 @@ func (l mirrorLocal) Apply(e mirror.Entry) error {
 		}
 	} else if e.Op == mirror.Delete {
 		return nil
+	} else if timeout := time.Duration(tm.Timeout) * time.Second; wallNow.Sub(e.Updated) > timeout {
+		// A new entry whose countdown ran out on the peer's clock: it
+		// would be swept at once, or, older than this node's uptime,
+		// live on from the boot instant (see loader.ClockTime).
+		return nil
 	}
+	// A peer's clock ahead of ours must not stretch the timeout: no time
+	// after now.
+	at := min(loader.WallToClock(e.Updated, wallNow, clockNow), clockNow)
 	ne := loader.PersistEntry{TableID: tm.ID, Client: client, Server: e.Server, VSID: loader.TableNone,
-		MemberID: d.memberIDByAddr(e.Server.Addr()), Created: d.dpTime(e.Updated), LastSeen: d.dpTime(e.Updated)}
+		MemberID: d.memberIDByAddr(e.Server.Addr()), Created: at, LastSeen: at}
 	if ok {
 		ne.Conns, ne.Gen = cur.Conns, cur.Gen+1
-	}
-	if now, err := d.dp.Now(); err == nil && ne.LastSeen > now {
-		ne.LastSeen = now // a peer's clock ahead of ours must not stretch the timeout
 	}
 	return d.dp.PutEntry(ne)
 }

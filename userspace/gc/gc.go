@@ -122,7 +122,7 @@ func (s *Sweeper) Sweep() (Report, error) {
 			switch {
 			case e.Conns > 0 || e.Dying:
 				held[entryRef{t.ID, e.Client}] = *e
-			case known && now-e.LastSeen > timeout:
+			case known && loader.Age(e.LastSeen, now) > timeout:
 				expire = append(expire, loader.ExpireEntry(*e, timeout))
 				expireTable = append(expireTable, t.ID)
 			}
@@ -158,7 +158,7 @@ func (s *Sweeper) Sweep() (Report, error) {
 				limit = s.timeouts.UDP
 			}
 		}
-		if now-f.LastSeen >= limit {
+		if loader.Age(f.LastSeen, now) >= limit {
 			reqs = append(reqs, loader.ExpireFlow(f, limit))
 			continue
 		}

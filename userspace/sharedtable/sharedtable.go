@@ -127,13 +127,13 @@ type Store struct {
 var _ persist.Store = (*Store)(nil)
 
 // The proxy's clock is wall time; the datapath's is the boot clock. Entry
-// times are converted through "how long ago".
+// times are converted through "how long ago" (loader/clock.go).
 func (s *Store) toWall(d time.Duration, now time.Time) time.Time {
 	dpNow, err := s.dp.Now()
 	if err != nil {
 		return now
 	}
-	return now.Add(d - dpNow)
+	return loader.ClockToWall(d, dpNow, now)
 }
 
 func (s *Store) live(e loader.PersistEntry) bool {
@@ -144,7 +144,7 @@ func (s *Store) live(e loader.PersistEntry) bool {
 		return true
 	}
 	dpNow, err := s.dp.Now()
-	return err == nil && dpNow-e.LastSeen <= s.timeout
+	return err == nil && loader.Age(e.LastSeen, dpNow) <= s.timeout
 }
 
 func (s *Store) held(a netip.Addr) bool {

@@ -184,7 +184,7 @@ func clientLabel(e loader.PersistEntry, t *plan.TableMeta) string {
 
 func (v *pinnedView) entryView(e loader.PersistEntry, t *plan.TableMeta, now time.Duration) EntryView {
 	ev := EntryView{Profile: t.Profile, Table: loader.TableIndex(t.ID), Client: clientLabel(e, t),
-		Connections: e.Conns, AgeSeconds: (now - e.Created).Seconds()}
+		Connections: e.Conns, AgeSeconds: loader.Age(e.Created, now).Seconds()}
 	ev.VirtualServer = v.vsName[e.VSID]
 	ev.Server = e.Server.Addr().String()
 	if e.Server.Port() != 0 {
@@ -204,7 +204,7 @@ func (v *pinnedView) entryView(e loader.PersistEntry, t *plan.TableMeta, now tim
 	case e.Conns > 0:
 		ev.State = "held"
 	default:
-		left := (time.Duration(t.Timeout)*time.Second - (now - e.LastSeen)).Seconds()
+		left := (time.Duration(t.Timeout)*time.Second - loader.Age(e.LastSeen, now)).Seconds()
 		if left <= 0 {
 			ev.State = "expired"
 			left = 0

@@ -15,6 +15,7 @@
 #define MAX_POOL_TABLE 1048576 /* WRR schedule or Maglev table entries */
 #define META_CHUNK_SIZE 4096
 #define META_CHUNKS 256
+#define MAX_REDIRECT_ERRORS 256 /* (target, errno) pairs counted */
 
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD

@@ -1155,3 +1155,25 @@ int limpet_pass(struct xdp_md *ctx)
 {
 	return XDP_PASS;
 }
+
+/* Attached to the xdp:xdp_redirect_err tracepoint: counts the redirects of
+ * limpet_xdp that the kernel refused. It runs only when a redirect fails,
+ * so forwarding pays nothing for it. */
+SEC("tracepoint/xdp/xdp_redirect_err")
+int limpet_redirect_err(struct redirect_err_ctx *ctx)
+{
+	__u32 zero = 0;
+	__u32 *id = bpf_map_lookup_elem(&redirect_watch, &zero);
+
+	if (!id || *id == 0 || (__u32)ctx->prog_id != *id)
+		return 0;
+	struct redirect_err_key k = { .ifindex = (__u32)ctx->to_ifindex, .err = ctx->err };
+	__u64 *n = bpf_map_lookup_elem(&redirect_errors, &k);
+	if (n) {
+		*n += 1;
+		return 0;
+	}
+	__u64 one = 1;
+	bpf_map_update_elem(&redirect_errors, &k, &one, BPF_NOEXIST);
+	return 0;
+}

@@ -185,4 +185,24 @@ struct {
 	__type(value, struct meta_chunk);
 } meta SEC(".maps");
 
+/* The id of limpet_xdp, written by the loader after each load: the
+ * redirect error tracepoint is host-wide, and counts only this program's. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} redirect_watch SEC(".maps");
+
+/* Redirects of limpet_xdp that the kernel refused, per CPU: a target that
+ * cannot take XDP frames (a veth whose peer has neither an XDP program nor
+ * GRO), is down, or too small for the frame. The packets were counted as
+ * forwarded; these say they were not. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, MAX_REDIRECT_ERRORS);
+	__type(key, struct redirect_err_key);
+	__type(value, __u64);
+} redirect_errors SEC(".maps");
+
 #endif

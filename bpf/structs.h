@@ -173,4 +173,23 @@ struct gc_batch {
 	struct gc_item items[GC_BATCH_MAX];
 };
 
+/* The record of the xdp:xdp_redirect_err tracepoint, after its 8-byte
+ * common header (events/xdp/xdp_redirect_err/format in tracefs). */
+struct redirect_err_ctx {
+	__u64 common;
+	__s32 prog_id; /* the XDP program that redirected */
+	__u32 act;
+	__s32 ifindex;    /* where the frame came in */
+	__s32 err;        /* -errno */
+	__s32 to_ifindex; /* where it was to go */
+	__u32 map_id;
+	__s32 map_index;
+};
+
+/* A failed redirect of limpet's program, by target and error. */
+struct redirect_err_key {
+	__u32 ifindex; /* the target, in the namespace of limpet's interfaces */
+	__s32 err;     /* -errno */
+};
+
 #endif

@@ -188,6 +188,12 @@ const (
 	limpetReasonREASON_MAX            limpetReason = 21
 )
 
+type limpetRedirectErrKey struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Err     int32
+}
+
 type limpetSettings struct {
 	_             structs.HostLayout
 	ClockOffsetNs uint64
@@ -257,6 +263,8 @@ const (
 	limpetMapPoolTables            = "pool_tables"
 	limpetMapPools                 = "pools"
 	limpetMapReasonCounters        = "reason_counters"
+	limpetMapRedirectErrors        = "redirect_errors"
+	limpetMapRedirectWatch         = "redirect_watch"
 	limpetMapRuntimeSettings       = "runtime_settings"
 	limpetMapScratch               = "scratch"
 	limpetMapTableConfig           = "table_config"
@@ -266,6 +274,7 @@ const (
 	limpetMapVsCounters            = "vs_counters"
 	limpetProgLimpetGc             = "limpet_gc"
 	limpetProgLimpetPass           = "limpet_pass"
+	limpetProgLimpetRedirectErr    = "limpet_redirect_err"
 	limpetProgLimpetXdp            = "limpet_xdp"
 	limpetVarBtfAnchorGcBatch      = "btf_anchor_gc_batch"
 	limpetVarBtfAnchorPersistEntry = "btf_anchor_persist_entry"
@@ -316,9 +325,10 @@ type limpetSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type limpetProgramSpecs struct {
-	LimpetGc   *ebpf.ProgramSpec `ebpf:"limpet_gc"`
-	LimpetPass *ebpf.ProgramSpec `ebpf:"limpet_pass"`
-	LimpetXdp  *ebpf.ProgramSpec `ebpf:"limpet_xdp"`
+	LimpetGc          *ebpf.ProgramSpec `ebpf:"limpet_gc"`
+	LimpetPass        *ebpf.ProgramSpec `ebpf:"limpet_pass"`
+	LimpetRedirectErr *ebpf.ProgramSpec `ebpf:"limpet_redirect_err"`
+	LimpetXdp         *ebpf.ProgramSpec `ebpf:"limpet_xdp"`
 }
 
 // limpetMapSpecs contains maps before they are loaded into the kernel.
@@ -338,6 +348,8 @@ type limpetMapSpecs struct {
 	PoolTables        *ebpf.MapSpec `ebpf:"pool_tables"`
 	Pools             *ebpf.MapSpec `ebpf:"pools"`
 	ReasonCounters    *ebpf.MapSpec `ebpf:"reason_counters"`
+	RedirectErrors    *ebpf.MapSpec `ebpf:"redirect_errors"`
+	RedirectWatch     *ebpf.MapSpec `ebpf:"redirect_watch"`
 	RuntimeSettings   *ebpf.MapSpec `ebpf:"runtime_settings"`
 	Scratch           *ebpf.MapSpec `ebpf:"scratch"`
 	TableConfig       *ebpf.MapSpec `ebpf:"table_config"`
@@ -391,6 +403,8 @@ type limpetMaps struct {
 	PoolTables        *ebpf.Map `ebpf:"pool_tables"`
 	Pools             *ebpf.Map `ebpf:"pools"`
 	ReasonCounters    *ebpf.Map `ebpf:"reason_counters"`
+	RedirectErrors    *ebpf.Map `ebpf:"redirect_errors"`
+	RedirectWatch     *ebpf.Map `ebpf:"redirect_watch"`
 	RuntimeSettings   *ebpf.Map `ebpf:"runtime_settings"`
 	Scratch           *ebpf.Map `ebpf:"scratch"`
 	TableConfig       *ebpf.Map `ebpf:"table_config"`
@@ -415,6 +429,8 @@ func (m *limpetMaps) Close() error {
 		m.PoolTables,
 		m.Pools,
 		m.ReasonCounters,
+		m.RedirectErrors,
+		m.RedirectWatch,
 		m.RuntimeSettings,
 		m.Scratch,
 		m.TableConfig,
@@ -440,15 +456,17 @@ type limpetVariables struct {
 //
 // It can be passed to loadLimpetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type limpetPrograms struct {
-	LimpetGc   *ebpf.Program `ebpf:"limpet_gc"`
-	LimpetPass *ebpf.Program `ebpf:"limpet_pass"`
-	LimpetXdp  *ebpf.Program `ebpf:"limpet_xdp"`
+	LimpetGc          *ebpf.Program `ebpf:"limpet_gc"`
+	LimpetPass        *ebpf.Program `ebpf:"limpet_pass"`
+	LimpetRedirectErr *ebpf.Program `ebpf:"limpet_redirect_err"`
+	LimpetXdp         *ebpf.Program `ebpf:"limpet_xdp"`
 }
 
 func (p *limpetPrograms) Close() error {
 	return _LimpetClose(
 		p.LimpetGc,
 		p.LimpetPass,
+		p.LimpetRedirectErr,
 		p.LimpetXdp,
 	)
 }

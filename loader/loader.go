@@ -43,8 +43,14 @@ type Datapath struct {
 	objs    limpetObjects
 	adopted bool
 	lock    *os.File
-	links   map[string]link.Link
+	links   map[string]link.Link // XDP links, by interface
+	// redirectLink attaches limpet_redirect_err (WatchRedirectErrors).
+	redirectLink link.Link
 }
+
+// addedMaps are the maps added since the first version: adopting a
+// datapath pinned before them creates them, and OpenPinned does without.
+var addedMaps = map[string]bool{"redirect_watch": true, "redirect_errors": true}
 
 const (
 	pinProgXDP  = "prog_xdp"
@@ -125,6 +131,10 @@ func (d *Datapath) create(spec *ebpf.CollectionSpec) error {
 		d.objs.Close()
 		return err
 	}
+	if err := d.watchProgram(); err != nil {
+		d.objs.Close()
+		return err
+	}
 	// An empty directory waiting at the pin path (made by an operator or a
 	// test harness) is ours to replace; bpffs will not rename over it.
 	if entries, err := os.ReadDir(d.pinPath); err == nil && len(entries) == 0 {
@@ -162,11 +172,17 @@ func (d *Datapath) adopt(spec *ebpf.CollectionSpec) error {
 			m.Close()
 		}
 	}
+	var added []string
 	for name, ms := range spec.Maps {
 		if strings.HasPrefix(name, ".") {
 			continue // .rodata/.bss belong to the program, not the state
 		}
 		m, err := ebpf.LoadPinnedMap(filepath.Join(d.pinPath, name), nil)
+		if errors.Is(err, os.ErrNotExist) && addedMaps[name] {
+			// A map this version added: the load creates it empty.
+			added = append(added, name)
+			continue
+		}
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("adopt pinned map %s: %w (run 'limpet detach' to start afresh)", name, err)
@@ -185,6 +201,17 @@ func (d *Datapath) adopt(spec *ebpf.CollectionSpec) error {
 	closeAll() // the collection holds its own references
 	if err != nil {
 		return fmt.Errorf("load datapath against pinned maps: %w", verifierError(err))
+	}
+	byName := d.mapsByName()
+	for _, name := range added {
+		if err := byName[name].Pin(filepath.Join(d.pinPath, name)); err != nil {
+			d.objs.Close()
+			return fmt.Errorf("pin map %s: %w", name, err)
+		}
+	}
+	if err := d.watchProgram(); err != nil {
+		d.objs.Close()
+		return err
 	}
 	for _, p := range []struct {
 		name string
@@ -235,6 +262,10 @@ func (d *Datapath) Close() error {
 		l.Close()
 	}
 	d.links = map[string]link.Link{}
+	if d.redirectLink != nil {
+		d.redirectLink.Close()
+		d.redirectLink = nil
+	}
 	err := d.objs.Close()
 	if d.lock != nil {
 		d.lock.Close()
@@ -357,6 +388,11 @@ func (d *Datapath) Detach() error {
 	var errs []error
 	for name := range d.links {
 		if err := d.DetachInterface(name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if d.redirectLink != nil {
+		if err := d.redirectLink.Unpin(); err != nil {
 			errs = append(errs, err)
 		}
 	}

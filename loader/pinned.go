@@ -32,6 +32,9 @@ func OpenPinned(pinPath string) (*Datapath, error) {
 			continue
 		}
 		m, err := ebpf.LoadPinnedMap(filepath.Join(pinPath, name), nil)
+		if errors.Is(err, os.ErrNotExist) && addedMaps[name] {
+			continue // pinned by an older version
+		}
 		if err != nil {
 			d.objs.limpetMaps.Close()
 			return nil, fmt.Errorf("open pinned map %s: %w", name, err)

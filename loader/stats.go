@@ -34,7 +34,19 @@ var ReasonNames = []string{
 	"member_full", "event_lost",
 }
 
+// ReasonPasses says whether the reason with that index hands the packet to
+// the kernel's stack (XDP_PASS); the reasons that neither drop nor pass only
+// count a packet that is forwarded all the same.
+var ReasonPasses = []bool{
+	false, false, false, false, false,
+	false, false, false, false,
+	true, true, true, false, false,
+	true, false, false, false, false,
+	false, false,
+}
+
 // ReasonDrops says whether the reason with that index drops the packet.
+// table_full drops a UDP datagram; a TCP SYN is answered with a RST.
 var ReasonDrops = []bool{
 	true, true, true, true, true,
 	true, true, true, true,

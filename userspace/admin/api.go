@@ -73,6 +73,36 @@ type Status struct {
 	Tables          []Table         `json:"tables"`
 	// Mirroring lists the HA peers, when ha_mirroring is configured.
 	Mirroring []MirrorPeer `json:"mirroring,omitempty"`
+	// Warnings are settings around the interfaces (of their veth peers)
+	// that break forwarding, checked at the request.
+	Warnings []Warning `json:"warnings,omitempty"`
+	// RedirectErrors are the redirects the kernel refused: packets the
+	// datapath counted as forwarded that never left.
+	RedirectErrors []RedirectErrors `json:"xdp_redirect_errors,omitempty"`
+}
+
+// Warning is a setting that breaks forwarding through an interface.
+type Warning struct {
+	Interface string `json:"interface"`
+	Peer      string `json:"peer,omitempty"`
+	// PeerNetns is where the peer is: a name under /run/netns or a
+	// /proc/PID/ns/net path; empty for the daemon's own namespace.
+	PeerNetns string `json:"peer_netns,omitempty"`
+	// Problem is a stable identifier, e.g. peer_cannot_receive_redirects.
+	Problem string `json:"problem"`
+	Message string `json:"message"`
+	// Fix is the command that corrects it.
+	Fix string `json:"fix,omitempty"`
+}
+
+// RedirectErrors counts the refused redirects into one interface, for one
+// error (limpet_xdp_redirect_errors_total).
+type RedirectErrors struct {
+	Interface string `json:"interface"`
+	Ifindex   int    `json:"ifindex"`
+	Error     string `json:"error"` // the errno's name, e.g. EOPNOTSUPP
+	Hint      string `json:"hint,omitempty"`
+	Count     uint64 `json:"xdp_redirect_errors_total"`
 }
 
 // MirrorPeer is one HA mirroring peer.

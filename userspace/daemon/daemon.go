@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -25,6 +26,7 @@ import (
 	"github.com/limpet-lb/limpet/userspace/mirror"
 	"github.com/limpet-lb/limpet/userspace/plan"
 	"github.com/limpet-lb/limpet/userspace/sharedtable"
+	"github.com/limpet-lb/limpet/userspace/veth"
 )
 
 // Options configure a daemon run.
@@ -464,7 +466,34 @@ func (d *daemon) attach(ifaces []string, mode loader.XDPMode) error {
 			d.log.Info("detached from interface no longer configured", "iface", ifname)
 		}
 	}
+	if err := d.dp.WatchRedirectErrors(); err != nil {
+		d.log.Warn("redirect failures will not be counted", "error", err)
+	}
+	for _, p := range d.interfaceWarnings() {
+		d.log.Warn("interface setting breaks native XDP", "iface", p.Interface, "peer", p.Peer, "peer_netns", p.PeerNetns,
+			"problem", p.Message, "fix", p.Fix)
+	}
 	return nil
+}
+
+// interfaceWarnings checks the veths limpet runs on in native mode for
+// settings of their peers that break forwarding (see package veth). Status
+// calls it afresh, so a fixed setting stops showing.
+func (d *daemon) interfaceWarnings() []veth.Problem {
+	d.mu.Lock()
+	ifaces := slices.Sorted(maps.Keys(d.ifaces))
+	d.mu.Unlock()
+	var out []veth.Problem
+	for _, ifname := range ifaces {
+		ps, err := veth.Check(ifname)
+		if err != nil {
+			out = append(out, veth.Problem{Interface: ifname, Kind: "check_failed",
+				Message: fmt.Sprintf("cannot check its settings: %v", err)})
+			continue
+		}
+		out = append(out, ps...)
+	}
+	return out
 }
 
 // setMemberState writes one pool after an admin or health change.

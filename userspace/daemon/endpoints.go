@@ -167,7 +167,35 @@ func (d *daemon) Status() admin.Status {
 			VirtualServer: tm.VirtualServer, Entries: rep.Tables[tm.ID].Entries, MaxEntries: tm.MaxEntries,
 			PurgeWhenFull: tm.PurgeWhenFull, Timeout: tm.Timeout})
 	}
+	for _, p := range d.interfaceWarnings() {
+		st.Warnings = append(st.Warnings, admin.Warning{Interface: p.Interface, Peer: p.Peer, PeerNetns: p.PeerNetns,
+			Problem: p.Kind, Message: p.Message, Fix: p.Fix})
+	}
+	if res, err := d.RedirectErrors(); err == nil {
+		for _, r := range res {
+			st.RedirectErrors = append(st.RedirectErrors, admin.RedirectErrors{Interface: r.Interface, Ifindex: r.Ifindex,
+				Error: r.Error, Hint: loader.RedirectErrorHint(r.Errno), Count: r.Count})
+		}
+	}
 	return st
+}
+
+// RedirectErrors implements metrics.Source: the refused redirects, named
+// by the daemon's own namespace, where the targets are.
+func (d *daemon) RedirectErrors() ([]metrics.RedirectErrors, error) {
+	res, err := d.dp.RedirectErrors()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]metrics.RedirectErrors, 0, len(res))
+	for _, r := range res {
+		name := fmt.Sprintf("ifindex %d", r.Ifindex)
+		if ifc, err := net.InterfaceByIndex(r.Ifindex); err == nil {
+			name = ifc.Name
+		}
+		out = append(out, metrics.RedirectErrors{Interface: name, Ifindex: r.Ifindex, Errno: r.Errno, Error: loader.ErrnoName(r.Errno), Count: r.Count})
+	}
+	return out, nil
 }
 
 func (d *daemon) Reload() (admin.Summary, error) {

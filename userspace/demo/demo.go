@@ -338,9 +338,9 @@ func (d *demo) showCounters() error {
 	}
 	var s struct {
 		Members []struct {
-			Name     string `json:"name"`
-			Packets  uint64 `json:"Packets"`
-			NewFlows uint64 `json:"NewFlows"`
+			Name     string `json:"member"`
+			Packets  uint64 `json:"packets_total"`
+			NewFlows uint64 `json:"new_connections_total"`
 		} `json:"members"`
 		VirtualServers []vsCounters `json:"virtual_servers"`
 	}
@@ -433,12 +433,14 @@ func (d *demo) expiry(ctx context.Context, web netip.AddrPort) error {
 	return nil
 }
 
+// vsCounters is part of a virtual server's 'limpet stats -o json' view,
+// whose keys are named after the Prometheus metrics.
 type vsCounters struct {
-	Name          string `json:"name"`
-	NewFlows      uint64 `json:"NewFlows"`
-	PersistHits   uint64 `json:"PersistHits"`
-	PersistMisses uint64 `json:"PersistMisses"`
-	PersistMoved  uint64 `json:"PersistMoved"`
+	Name          string `json:"virtual_server"`
+	NewFlows      uint64 `json:"new_connections_total"`
+	PersistHits   uint64 `json:"persistence_hits_total"`
+	PersistMisses uint64 `json:"persistence_misses_total"`
+	PersistMoved  uint64 `json:"persistence_moved_total"`
 }
 
 // nextRoundRobin predicts the member the pool gives its next new client:

@@ -22,14 +22,6 @@ func SuffixOf(name string) string { return suffixOf(name) }
 // SysctlRead exposes sysctlRead to lab_test.
 func SysctlRead(key string) (string, error) { return sysctlRead(key) }
 
-// Ethtool reads exposed to lab_test, to check the offloads the lab sets.
-const (
-	EthtoolGGRO    = ethtoolGGRO
-	EthtoolGTXCSUM = ethtoolGTXCSUM
-)
-
-func EthtoolGet(ifname string, cmd uint32) (bool, error) { return ethtoolGet(ifname, cmd) }
-
 // SimulateCrashedOwner makes the lab's processes outlive this process, as
 // when the lab's owner crashes (see noPdeathsig).
 func SimulateCrashedOwner() { noPdeathsig = true }

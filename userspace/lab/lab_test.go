@@ -19,6 +19,7 @@ import (
 	"github.com/limpet-lb/limpet/test/labtest"
 	"github.com/limpet-lb/limpet/test/privileged"
 	"github.com/limpet-lb/limpet/userspace/lab"
+	"github.com/limpet-lb/limpet/userspace/veth"
 )
 
 func TestMain(m *testing.M) {
@@ -240,7 +241,7 @@ func TestHostSetup(t *testing.T) {
 			}
 		}
 		for _, i := range ifs {
-			if on, err := lab.EthtoolGet(i.Name, lab.EthtoolGGRO); err != nil || !on {
+			if on, err := veth.Get(i.Name, veth.GRO); err != nil || !on {
 				return fmt.Errorf("GRO on %s: %v %v", i.Name, on, err)
 			}
 		}
@@ -254,10 +255,10 @@ func TestHostSetup(t *testing.T) {
 			if v, _ := lab.SysctlRead("net/ipv4/conf/all/arp_ignore"); v != "1" {
 				return fmt.Errorf("arp_ignore=%q", v)
 			}
-			if on, err := lab.EthtoolGet(m.Iface.Name, lab.EthtoolGGRO); err != nil || !on {
+			if on, err := veth.Get(m.Iface.Name, veth.GRO); err != nil || !on {
 				return fmt.Errorf("GRO on %s: %v %v", m.Iface.Name, on, err)
 			}
-			if on, err := lab.EthtoolGet(m.Iface.Name, lab.EthtoolGTXCSUM); err != nil || on {
+			if on, err := veth.Get(m.Iface.Name, veth.TXChecksum); err != nil || on {
 				return fmt.Errorf("tx csum on %s: %v %v", m.Iface.Name, on, err)
 			}
 			return nil

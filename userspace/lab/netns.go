@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"strings"
 	"sync"
-	"unsafe"
 
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -148,59 +147,4 @@ func sysctl(key, value string) error {
 func sysctlRead(key string) (string, error) {
 	b, err := os.ReadFile(filepath.Join("/proc/sys", strings.ReplaceAll(key, ".", "/")))
 	return strings.TrimSpace(string(b)), err
-}
-
-// ethtool legacy ioctls (struct ethtool_value) through SIOCETHTOOL.
-const (
-	ethtoolGGRO    = 0x2b // ETHTOOL_GGRO
-	ethtoolSGRO    = unix.ETHTOOL_SGRO
-	ethtoolGTXCSUM = 0x16 // ETHTOOL_GTXCSUM
-	ethtoolSTXCSUM = unix.ETHTOOL_STXCSUM
-)
-
-type ethtoolValue struct {
-	cmd  uint32
-	data uint32
-}
-
-// ifreqData is struct ifreq with the ifr_data member of the union (40 bytes on 64-bit).
-type ifreqData struct {
-	name [unix.IFNAMSIZ]byte
-	data unsafe.Pointer
-	_    [24 - unsafe.Sizeof(uintptr(0))]byte
-}
-
-func ethtoolValueIoctl(ifname string, cmd, val uint32) (uint32, error) {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return 0, err
-	}
-	defer unix.Close(fd)
-	ev := ethtoolValue{cmd: cmd, data: val}
-	var ifr ifreqData
-	copy(ifr.name[:unix.IFNAMSIZ-1], ifname)
-	ifr.data = unsafe.Pointer(&ev)
-	_, _, errno := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), unix.SIOCETHTOOL, uintptr(unsafe.Pointer(&ifr)))
-	runtime.KeepAlive(&ev)
-	if errno != 0 {
-		return 0, fmt.Errorf("lab: ethtool cmd %#x on %s: %w", cmd, ifname, errno)
-	}
-	return ev.data, nil
-}
-
-// ethtoolSet sets a boolean ethtool feature (ETHTOOL_SGRO, ETHTOOL_STXCSUM).
-// Run it inside the interface's namespace.
-func ethtoolSet(ifname string, cmd uint32, on bool) error {
-	v := uint32(0)
-	if on {
-		v = 1
-	}
-	_, err := ethtoolValueIoctl(ifname, cmd, v)
-	return err
-}
-
-// ethtoolGet reads a boolean ethtool feature (ETHTOOL_GGRO, ETHTOOL_GTXCSUM).
-func ethtoolGet(ifname string, cmd uint32) (bool, error) {
-	v, err := ethtoolValueIoctl(ifname, cmd, 0)
-	return v != 0, err
 }

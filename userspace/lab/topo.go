@@ -12,6 +12,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/limpet-lb/limpet/userspace/veth"
 )
 
 // addHost creates a named namespace for a host, a netlink handle in it, and
@@ -410,11 +412,13 @@ func (l *Lab) build(ctx context.Context) error {
 	// packets towards the balancer are sent, so they carry full checksums.
 	for _, e := range ends {
 		err := e.h.run(func() error {
-			if err := ethtoolSet(e.name, ethtoolSGRO, true); err != nil {
-				return err
+			if err := veth.Set(e.name, veth.GRO, true); err != nil {
+				return fmt.Errorf("lab: %s: %w", e.name, err)
 			}
 			if e.txCsumOff {
-				return ethtoolSet(e.name, ethtoolSTXCSUM, false)
+				if err := veth.Set(e.name, veth.TXChecksum, false); err != nil {
+					return fmt.Errorf("lab: %s: %w", e.name, err)
+				}
 			}
 			return nil
 		})

@@ -48,7 +48,7 @@ type Collector struct {
 
 	table []tableMetric
 
-	drops, exceptions *prometheus.Desc
+	drops, exceptions, redirectErrors *prometheus.Desc
 
 	sweeps, sweepErrors, sweepSeconds, sweepLastSeconds, sweepLastAt *prometheus.Desc
 	flowsExpired, entriesExpired, corrected, flows, entries          *prometheus.Desc
@@ -107,7 +107,8 @@ func NewCollector(src Source) *Collector {
 	tbl("rejects_total", "New clients refused because the table was full (purge_when_full off).", false, func(t *Table) float64 { return float64(t.Rejects) })
 	tbl("corrections_total", "Live-connection counts of entries that the sweeper corrected (flows lost to flow-table eviction).", false, func(t *Table) float64 { return float64(t.Corrections) })
 
-	c.drops = desc("datapath_dropped_packets_total", "Packets the datapath dropped, by reason.", "reason")
+	c.drops = desc("datapath_dropped_packets_total", "Packets the datapath dropped, by reason (table_full: a TCP SYN is answered with a RST, a UDP datagram dropped).", "reason")
+	c.redirectErrors = desc("xdp_redirect_errors_total", "Packets the datapath forwarded that the kernel refused to redirect into the interface, by error: EOPNOTSUPP for a device that cannot take XDP frames (a veth whose peer has neither GRO nor an XDP program), ENETDOWN for one that is down, EMSGSIZE for a frame above its MTU.", "interface", "error")
 	c.exceptions = desc("datapath_exception_packets_total", "Packets the datapath passed to the kernel or only counted instead of forwarding, by reason.", "reason")
 
 	c.sweeps = desc("gc_sweeps_total", "Sweeps of the flow and persistence tables.")
@@ -125,7 +126,7 @@ func NewCollector(src Source) *Collector {
 
 func (c *Collector) descs() []*prometheus.Desc {
 	out := []*prometheus.Desc{c.buildInfo, c.startTime, c.appliedAt, c.reloadOK, c.reloads, c.vsDropped,
-		c.memberUp, c.memberState, c.memberActive, c.memberWeight, c.memberMax, c.drops, c.exceptions,
+		c.memberUp, c.memberState, c.memberActive, c.memberWeight, c.memberMax, c.drops, c.exceptions, c.redirectErrors,
 		c.sweeps, c.sweepErrors, c.sweepSeconds, c.sweepLastSeconds, c.sweepLastAt,
 		c.flowsExpired, c.entriesExpired, c.corrected, c.flows, c.entries}
 	for _, m := range c.vs {
@@ -228,6 +229,14 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 			d = c.drops
 		}
 		ch <- counter(d, float64(r.Packets), r.Name)
+	}
+
+	redirects, err := c.src.RedirectErrors()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(c.redirectErrors, fmt.Errorf("read redirect errors: %w", err))
+	}
+	for _, r := range redirects {
+		ch <- counter(c.redirectErrors, float64(r.Count), r.Interface, r.Error)
 	}
 
 	s := c.src.Sweeps()

@@ -18,6 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/sys/unix"
 
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/userspace/config"
@@ -31,6 +32,7 @@ type fakeSource struct {
 	mem   []Member
 	tabs  []Table
 	rsn   []Reason
+	redir []RedirectErrors
 	sweep SweepStats
 	errs  map[string]error
 }
@@ -49,6 +51,9 @@ func (f *fakeSource) Members() ([]Member, error)               { return section(
 func (f *fakeSource) Tables() ([]Table, error)                 { return section(f, "tables", f.tabs) }
 func (f *fakeSource) Reasons() ([]Reason, error)               { return section(f, "reasons", f.rsn) }
 func (f *fakeSource) Sweeps() SweepStats                       { return f.sweep }
+func (f *fakeSource) RedirectErrors() ([]RedirectErrors, error) {
+	return section(f, "redirects", f.redir)
+}
 
 var (
 	started = time.Unix(1700000000, 0)
@@ -84,6 +89,7 @@ func newFake() *fakeSource {
 		},
 		tabs:  []Table{web, dns},
 		rsn:   ReasonsFrom(reasons),
+		redir: []RedirectErrors{{Interface: "veth-m1", Ifindex: 4, Errno: unix.EOPNOTSUPP, Error: "EOPNOTSUPP", Count: 12}},
 		sweep: sw,
 	}
 }
@@ -260,6 +266,12 @@ limpet_flow_table_entries 42
 limpet_persistence_entries 21
 `
 
+const wantRedirects = `
+# HELP limpet_xdp_redirect_errors_total Packets the datapath forwarded that the kernel refused to redirect into the interface, by error: EOPNOTSUPP for a device that cannot take XDP frames (a veth whose peer has neither GRO nor an XDP program), ENETDOWN for one that is down, EMSGSIZE for a frame above its MTU.
+# TYPE limpet_xdp_redirect_errors_total counter
+limpet_xdp_redirect_errors_total{error="EOPNOTSUPP",interface="veth-m1"} 12
+`
+
 const wantInfo = `
 # HELP limpet_start_time_seconds When the daemon started, in seconds since the Unix epoch.
 # TYPE limpet_start_time_seconds gauge
@@ -289,7 +301,7 @@ func metricNames(text string) []string {
 func TestCollectorValues(t *testing.T) {
 	src := newFake()
 	c := NewCollector(src)
-	for name, want := range map[string]string{"virtual servers": wantVS, "members": wantMembers, "tables": wantTables, "sweep": wantSweep, "info": wantInfo} {
+	for name, want := range map[string]string{"virtual servers": wantVS, "members": wantMembers, "tables": wantTables, "sweep": wantSweep, "info": wantInfo, "redirects": wantRedirects} {
 		if err := testutil.CollectAndCompare(c, strings.NewReader(want), metricNames(want)...); err != nil {
 			t.Errorf("%s: %v", name, err)
 		}

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/userspace/gc"
 )
@@ -36,6 +38,18 @@ type Source interface {
 	Reasons() ([]Reason, error)
 	// Sweeps returns the running totals of the persistence GC.
 	Sweeps() SweepStats
+	// RedirectErrors returns the redirects the kernel refused.
+	RedirectErrors() ([]RedirectErrors, error)
+}
+
+// RedirectErrors counts the datapath's redirects into one interface that
+// the kernel refused with one error (see loader.RedirectError).
+type RedirectErrors struct {
+	Interface string
+	Ifindex   int
+	Errno     unix.Errno
+	Error     string // the errno's name
+	Count     uint64
 }
 
 // Info describes the daemon.

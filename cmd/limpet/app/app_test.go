@@ -297,25 +297,28 @@ func TestStatsJSON(t *testing.T) {
 	}
 	var web VSStatsView
 	for _, v := range s.VirtualServers {
-		if v.Name == "web" {
+		if v.VirtualServer == "web" {
 			web = v
 		}
 	}
-	if web.Packets != 6 || web.NewFlows != 6 || web.PersistMisses != 6 {
-		t.Fatalf("web counters %+v", web.VSCounters)
+	if web.Packets != 6 || web.NewConnections != 6 || web.PersistMisses != 6 || web.Address != "203.0.113.10" || web.Port != 80 || web.Protocol != "tcp" {
+		t.Fatalf("web counters %+v", web)
 	}
 	var perMember uint64
 	for _, m := range s.Members {
-		if m.NewFlows != 2 {
-			t.Errorf("member %s took %d new flows; round robin over 3 should give 2 each", m.Name, m.NewFlows)
+		if m.NewConnections != 2 || m.ActiveConnections != 2 {
+			t.Errorf("member %s took %d new connections (%d open); round robin over 3 should give 2 each", m.Member, m.NewConnections, m.ActiveConnections)
 		}
-		perMember += m.NewFlows
+		perMember += m.NewConnections
 	}
 	if perMember != 6 {
-		t.Fatalf("members took %d flows", perMember)
+		t.Fatalf("members took %d connections", perMember)
 	}
-	if _, ok := s.Drops["fragment"]; !ok {
-		t.Fatalf("drop counters missing: %v", s.Drops)
+	if _, ok := s.DroppedPackets["fragment"]; !ok {
+		t.Fatalf("drop counters missing: %v", s.DroppedPackets)
+	}
+	if _, ok := s.ExceptionPackets["ttl_expired"]; !ok {
+		t.Fatalf("exception counters missing: %v", s.ExceptionPackets)
 	}
 }
 

@@ -111,6 +111,18 @@ func printStatus(env *Env, st admin.Status) error {
 	if st.MetricsListen != "" {
 		fmt.Fprintf(w, "metrics: http://%s/metrics\n", st.MetricsListen)
 	}
+	for _, wa := range st.Warnings {
+		fmt.Fprintf(w, "warning: %s: %s\n", wa.Interface, wa.Message)
+		if wa.Fix != "" {
+			fmt.Fprintf(w, "  fix: %s\n", wa.Fix)
+		}
+	}
+	for _, r := range st.RedirectErrors {
+		fmt.Fprintf(w, "redirect failures: %s into %s (%s)\n", plural(int(r.Count), "packet"), r.Interface, r.Error)
+		if r.Hint != "" {
+			fmt.Fprintf(w, "  %s\n", r.Hint)
+		}
+	}
 
 	inService := map[string][2]int{}
 	for _, p := range st.Pools {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -104,6 +105,12 @@ func TestRejectedClientGetsConnectionRefused(t *testing.T) {
 						t.Errorf("admitted client %s after the rejections: %v", fam.srcs[0], err)
 					}
 				})
+			}
+			// limpet stats says what happened to them.
+			ctx := testCtx(t, 10*time.Second)
+			out := string(limpetCLI(t, ctx, l, "stats"))
+			if !regexp.MustCompile(`(?m)^table_full\s+\d+\s+TCP: RST sent, UDP: dropped$`).MatchString(out) {
+				t.Errorf("limpet stats does not say that table_full packets got a RST:\n%s", out)
 			}
 		})
 	}

@@ -2,7 +2,6 @@ package e2e_test
 
 import (
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -21,11 +20,7 @@ func TestCLIFindsDaemonWithAdminSocketSetting(t *testing.T) {
 	web := vsConf{Name: "web", VIP: l.VIP4(), Port: 80, Protocol: "tcp", Forwarding: "nat", Persistence: "sticky"}
 	cfg := writeConfig(t, l, 1, []profileConf{{"sticky", 300}}, []vsConf{web})
 	sock := filepath.Join(l.RunDir(), "x", "admin.sock")
-	body, _ := os.ReadFile(cfg)
-	body = []byte(strings.Replace(string(body), "settings:\n", "settings:\n  admin_socket: "+sock+"\n", 1))
-	if err := os.WriteFile(cfg, body, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	addSettings(t, cfg, "admin_socket: "+sock)
 	p := startLimpet(t, l, cfg)
 	waitLog(t, p, "the admin API", func(out string) bool { return strings.Contains(out, `msg="admin API"`) })
 	if want := `msg="admin API" socket=` + sock + "\n"; !strings.Contains(p.Output(), want) {

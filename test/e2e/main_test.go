@@ -207,6 +207,23 @@ func writeConfig(t *testing.T, l *lab.Lab, gcInterval float64, profiles []profil
 	return path
 }
 
+// addSettings adds lines ("key: value") to the settings of the config at path.
+func addSettings(t *testing.T, path string, lines ...string) {
+	t.Helper()
+	body, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var add strings.Builder
+	for _, l := range lines {
+		add.WriteString("  " + l + "\n")
+	}
+	body = []byte(strings.Replace(string(body), "settings:\n", "settings:\n"+add.String(), 1))
+	if err := os.WriteFile(path, body, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // --- the daemon --------------------------------------------------------------
 
 // startLimpet starts `limpet run -c cfg` in the balancer and waits until it

@@ -197,11 +197,7 @@ func TestMetricsMatchTraffic(t *testing.T) {
 	ctx := testCtx(t, 60*time.Second)
 	web := vsConf{Name: "web", VIP: l.VIP4(), Port: 80, Protocol: "tcp", Forwarding: "nat", Persistence: "sticky"}
 	cfg := writeConfig(t, l, 0.2, []profileConf{{"sticky", 300}}, []vsConf{web})
-	body, _ := os.ReadFile(cfg)
-	body = []byte(strings.Replace(string(body), "settings:\n", "settings:\n  metrics_listen: 127.0.0.1:9469\n", 1))
-	if err := os.WriteFile(cfg, body, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	addSettings(t, cfg, "metrics_listen: 127.0.0.1:9469")
 	startLimpet(t, l, cfg)
 	dst := netip.AddrPortFrom(l.VIP4(), 80)
 	clients := l.ClientAddrs4()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/netip"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -64,11 +63,7 @@ func TestVethPitfallsAreReportedWithTheirFix(t *testing.T) {
 			}
 			web := vsConf{Name: "web", VIP: l.VIP4(), Port: 80, Protocol: "tcp", Forwarding: "nat", Persistence: "sticky"}
 			cfg := writeConfig(t, l, 1, []profileConf{{"sticky", 300}}, []vsConf{web})
-			body, _ := os.ReadFile(cfg)
-			body = []byte(strings.Replace(string(body), "settings:\n", "settings:\n  xdp_mode: native\n  metrics_listen: 127.0.0.1:9469\n", 1))
-			if err := os.WriteFile(cfg, body, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			addSettings(t, cfg, "xdp_mode: native", "metrics_listen: 127.0.0.1:9469")
 			p := startLimpet(t, l, cfg)
 			fix := "ip netns exec " + l.NetNS(host) + " ethtool -K " + peer + " " + c.fix
 

@@ -1,17 +1,14 @@
 package daemon
 
 import (
-	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/netip"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/limpet-lb/limpet/loader"
-	"github.com/limpet-lb/limpet/test/privileged"
+	"github.com/limpet-lb/limpet/test/dptest"
 	"github.com/limpet-lb/limpet/userspace/gc"
 	"github.com/limpet-lb/limpet/userspace/mirror"
 	"github.com/limpet-lb/limpet/userspace/plan"
@@ -23,24 +20,11 @@ import (
 // minutes old. Each must live exactly as long as its own timeout says, as
 // on a standby that has been up for a day.
 func TestMirrorApplyOnAFreshlyBootedStandby(t *testing.T) {
-	privileged.Require(t)
-	pin := fmt.Sprintf("/sys/fs/bpf/limpet-daemon-test-%d-%d", os.Getpid(), rand.Uint32())
-	dp, err := loader.Load(loader.Options{PinPath: pin, FlowTableSize: 1024})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := dp.Detach(); err != nil {
-			t.Error(err)
-		}
-	})
 	const timeout = 10 * time.Minute
 	table := loader.TableID(0, true)
+	dp := dptest.New(t, loader.State{Tables: []loader.Table{{ID: table, MaxEntries: 64, Mirror: true}}}, 1024).DP
 	meta := &plan.Meta{Tables: []plan.TableMeta{{ID: table, Key: "profile:sticky", Profile: "sticky", Shared: true,
 		Timeout: int(timeout / time.Second), MaxEntries: 64, PurgeWhenFull: true, IPv4Prefix: 32, IPv6Prefix: 128, HAMirroring: true}}}
-	if err := dp.Apply(loader.State{Tables: []loader.Table{{ID: table, MaxEntries: 64, Mirror: true}}}); err != nil {
-		t.Fatal(err)
-	}
 	if err := dp.SetClock(time.Minute); err != nil {
 		t.Fatal(err)
 	}

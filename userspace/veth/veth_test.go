@@ -11,6 +11,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/limpet-lb/limpet/loader"
+	"github.com/limpet-lb/limpet/test/dptest"
 	"github.com/limpet-lb/limpet/test/labtest"
 	"github.com/limpet-lb/limpet/userspace/lab"
 	"github.com/limpet-lb/limpet/userspace/veth"
@@ -33,16 +34,7 @@ func checkIn(t *testing.T, l *lab.Lab, host, ifname string) []veth.Problem {
 // limpet run does: the problems only exist for native XDP.
 func attachXDP(t *testing.T, l *lab.Lab, host, ifname string) {
 	t.Helper()
-	pin := l.PinDir() + "/veth-test"
-	dp, err := loader.Load(loader.Options{PinPath: pin, FlowTableSize: 1024})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := dp.Detach(); err != nil {
-			t.Error(err)
-		}
-	})
+	dp := dptest.New(t, loader.State{}, 1024).DP
 	if err := l.Run(host, func() error {
 		_, err := dp.Attach(ifname, loader.XDPNative)
 		return err

@@ -183,18 +183,13 @@ func send(t *testing.T, dp *loader.Datapath, src, dst netip.Addr, sport, dport u
 	}
 }
 
-type dumpOut struct {
-	Count   int         `json:"count"`
-	Entries []EntryView `json:"entries"`
-}
-
-func dump(t *testing.T, pin string, args ...string) dumpOut {
+func dump(t *testing.T, pin string, args ...string) DumpView {
 	t.Helper()
 	code, out, errOut := limpet(t, append([]string{"--pin-path", pin, "persistence", "dump", "-o", "json"}, args...)...)
 	if code != 0 {
 		t.Fatalf("dump exit %d: %s", code, errOut)
 	}
-	var d dumpOut
+	var d DumpView
 	if err := json.Unmarshal([]byte(out), &d); err != nil {
 		t.Fatalf("dump output is not JSON: %v\n%s", err, out)
 	}

@@ -156,6 +156,12 @@ func (v *pinnedView) selectTables(vs, profile string, tags []tagFilter) ([]plan.
 	return out, nil
 }
 
+// DumpView is 'persistence dump -o json'.
+type DumpView struct {
+	Count   int         `json:"count"`
+	Entries []EntryView `json:"entries"`
+}
+
 // EntryView is one row of 'persistence dump -o json'.
 type EntryView struct {
 	VirtualServer   string   `json:"virtual_server"`
@@ -277,10 +283,7 @@ func persistenceDump(env *Env, c *cli.Context) error {
 	if format == "json" {
 		enc := json.NewEncoder(out)
 		enc.SetIndent("", "  ")
-		return enc.Encode(struct {
-			Count   int         `json:"count"`
-			Entries []EntryView `json:"entries"`
-		}{len(rows), rows})
+		return enc.Encode(DumpView{Count: len(rows), Entries: rows})
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "VIRTUAL SERVER\tPROFILE\tTABLE\tCLIENT\tSERVER\tMEMBER\tCONNS\tAGE\tEXPIRES")

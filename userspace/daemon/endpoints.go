@@ -3,8 +3,10 @@ package daemon
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
+	"slices"
 
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/userspace/admin"
@@ -123,8 +125,8 @@ func (d *daemon) Status() admin.Status {
 	d.mu.Lock()
 	st := admin.Status{Version: d.opts.Version, PID: os.Getpid(), StartedAt: d.start, ConfigPath: d.opts.ConfigPath,
 		AppliedAt: meta.AppliedAt, LastReloadError: d.reloadErr, PinPath: d.pinPath, MetricsListen: cfg.Settings.MetricsListen}
-	for name, mode := range d.ifaces {
-		st.Interfaces = append(st.Interfaces, admin.Interface{Name: name, XDPMode: mode})
+	for _, name := range slices.Sorted(maps.Keys(d.ifaces)) {
+		st.Interfaces = append(st.Interfaces, admin.Interface{Name: name, XDPMode: d.ifaces[name]})
 	}
 	d.mu.Unlock()
 	conns, _ := d.memberConns()

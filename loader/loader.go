@@ -53,11 +53,13 @@ type Datapath struct {
 var addedMaps = map[string]bool{"redirect_watch": true, "redirect_errors": true}
 
 const (
-	pinProgXDP  = "prog_xdp"
-	pinProgGC   = "prog_gc"
-	linkPrefix  = "link_"
-	lockDir     = "/run/limpet"
-	bpffsSysDir = "/sys/fs/bpf"
+	pinProgXDP = "prog_xdp"
+	pinProgGC  = "prog_gc"
+	linkPrefix = "link_"
+	// tablePinPrefix starts the pins of the persistence tables' inner maps.
+	tablePinPrefix = "table_"
+	lockDir        = "/run/limpet"
+	bpffsSysDir    = "/sys/fs/bpf"
 )
 
 // Load loads the datapath, or adopts the one pinned at opts.PinPath, and

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -18,12 +20,74 @@ func (d *Datapath) outer(id uint32) *ebpf.Map {
 }
 
 // table returns the inner map of a persistence table, or ErrKeyNotExist.
+//
+// Every inner map is also pinned (tablePin), and opened through that pin:
+// a map-in-map lookup from userspace yields only the inner map's id, and
+// turning an id into a map (BPF_MAP_GET_FD_BY_ID) needs CAP_SYS_ADMIN,
+// which the systemd unit does not grant. The pin is trusted only when it
+// holds the very map the outer map points to; a datapath pinned by an
+// older limpet, or a crash between installing a table and pinning it, falls
+// back to the id (and repins it) where the privilege allows.
 func (d *Datapath) table(id uint32) (*ebpf.Map, error) {
-	var inner *ebpf.Map
-	if err := d.outer(id).Lookup(TableIndex(id), &inner); err != nil {
+	var innerID uint32
+	if err := d.outer(id).Lookup(TableIndex(id), &innerID); err != nil {
 		return nil, err
 	}
-	return inner, nil
+	for _, path := range []string{d.tablePin(id), d.tablePin(id) + pinNewSuffix} {
+		m, err := ebpf.LoadPinnedMap(path, nil)
+		if err != nil {
+			continue
+		}
+		if info, err := m.Info(); err == nil {
+			if mid, ok := info.ID(); ok && uint32(mid) == innerID {
+				return m, nil
+			}
+		}
+		m.Close()
+	}
+	m, err := ebpf.NewMapFromID(ebpf.MapID(innerID))
+	if err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return nil, fmt.Errorf("table %d has no current pin, and opening it by id needs CAP_SYS_ADMIN (run once as full root to repin it): %w", TableIndex(id), err)
+		}
+		return nil, err
+	}
+	_ = d.pinTable(id, m) // best effort: the next open needs no privilege
+	return m, nil
+}
+
+// pinNewSuffix names a table's pin while it replaces the previous one.
+const pinNewSuffix = "_new"
+
+// tablePin is where a persistence table's inner map is pinned.
+func (d *Datapath) tablePin(id uint32) string {
+	kind := "lru"
+	if !TablePurges(id) {
+		kind = "hash"
+	}
+	return filepath.Join(d.pinPath, fmt.Sprintf("%s%s_%d", tablePinPrefix, kind, TableIndex(id)))
+}
+
+// pinTable pins m as table id's inner map, replacing the previous pin in one
+// rename.
+func (d *Datapath) pinTable(id uint32, m *ebpf.Map) error {
+	path := d.tablePin(id)
+	tmp := path + pinNewSuffix
+	_ = os.Remove(tmp)
+	if err := m.Pin(tmp); err != nil {
+		return fmt.Errorf("pin table %d: %w", TableIndex(id), err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("pin table %d: %w", TableIndex(id), err)
+	}
+	return nil
+}
+
+// unpinTable removes a table's pins.
+func (d *Datapath) unpinTable(id uint32) {
+	_ = os.Remove(d.tablePin(id))
+	_ = os.Remove(d.tablePin(id) + pinNewSuffix)
 }
 
 func newTable(id, maxEntries uint32) (*ebpf.Map, error) {
@@ -62,6 +126,7 @@ func (d *Datapath) ensureTable(t Table) error {
 		if err := d.outer(other).Delete(TableIndex(other)); err != nil {
 			return fmt.Errorf("remove table %d of the other kind: %w", TableIndex(t.ID), err)
 		}
+		d.unpinTable(other)
 	}
 	cur, err := d.table(t.ID)
 	if err == nil {
@@ -85,8 +150,19 @@ func (d *Datapath) ensureTable(t Table) error {
 			_ = next.Put(&k, &v)
 		}
 	}
+	// Pinned before it is installed, so that a crash in between leaves a
+	// pin (the _new one) that table() can find.
+	tmp := d.tablePin(t.ID) + pinNewSuffix
+	_ = os.Remove(tmp)
+	if err := next.Pin(tmp); err != nil {
+		return fmt.Errorf("pin persistence table %d: %w", TableIndex(t.ID), err)
+	}
 	if err := d.outer(t.ID).Put(TableIndex(t.ID), next); err != nil {
+		_ = os.Remove(tmp)
 		return fmt.Errorf("install persistence table %d: %w", TableIndex(t.ID), err)
+	}
+	if err := os.Rename(tmp, d.tablePin(t.ID)); err != nil {
+		return fmt.Errorf("pin persistence table %d: %w", TableIndex(t.ID), err)
 	}
 	return nil
 }
@@ -106,6 +182,7 @@ func (d *Datapath) removeStaleTables(want map[uint32]bool) error {
 			if err := d.outer(id).Delete(idx); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 				errs = append(errs, err)
 			}
+			d.unpinTable(id)
 		}
 	}
 	return errors.Join(errs...)

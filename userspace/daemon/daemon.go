@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"os"
 	"slices"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	"github.com/limpet-lb/limpet/userspace/health/l7health"
 	"github.com/limpet-lb/limpet/userspace/metrics"
 	"github.com/limpet-lb/limpet/userspace/mirror"
+	"github.com/limpet-lb/limpet/userspace/notify"
 	"github.com/limpet-lb/limpet/userspace/plan"
 	"github.com/limpet-lb/limpet/userspace/sharedtable"
 	"github.com/limpet-lb/limpet/userspace/veth"
@@ -41,6 +43,9 @@ type Options struct {
 	Reload <-chan struct{}
 	// Ready, if set, is called once the datapath is attached.
 	Ready func()
+	// Notify tells the service manager (systemd) about start-up, reloads,
+	// shutdown and liveness; nil means no manager.
+	Notify notify.Notifier
 	// Version is reported by the admin API and metrics.
 	Version string
 }
@@ -85,6 +90,8 @@ type daemon struct {
 	// refreshed is when each mirrored table's held entries were last
 	// republished (main loop only).
 	refreshed map[uint32]time.Time
+	// mode is the XDP mode that interfaces added by a reload get.
+	mode loader.XDPMode
 
 	// mu guards what scrapes and status requests read while the main
 	// loop works.
@@ -105,6 +112,9 @@ func Run(ctx context.Context, opts Options) error {
 	if log == nil {
 		log = slog.Default()
 	}
+	if opts.Notify == nil {
+		opts.Notify = notify.Nop{}
+	}
 	cfg, err := config.Load(opts.ConfigPath)
 	if err != nil {
 		return &ConfigError{err}
@@ -124,7 +134,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return &ConfigError{err}
 	}
-	ifaces := slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(cfg.Settings.Interfaces), opts.Interfaces...))))
+	ifaces := interfacesOf(cfg, opts)
 	l4, http := countVirtualServers(cfg)
 	if l4 == 0 {
 		// Only http virtual servers: no BPF, no interface, as 'limpet l7'.
@@ -134,7 +144,9 @@ func Run(ctx context.Context, opts Options) error {
 		return runL7Only(ctx, opts, cfg, log)
 	}
 	if len(ifaces) == 0 {
-		return &ConfigError{errors.New("no interface to attach to: give --iface or settings.interfaces")}
+		// The packaged example config: valid, inert until the operator
+		// names an interface and reloads.
+		log.Warn("no interface to attach to: the datapath is loaded but forwards nothing; set settings.interfaces (or --iface) and reload")
 	}
 	// Bind the endpoints before touching the datapath: a taken port or
 	// socket is a config problem, and should not leave a half-started daemon.
@@ -159,7 +171,7 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return err
 	}
-	d := &daemon{opts: opts, log: log, dp: dp, pinPath: pinPath, adminSocket: aln.Addr().String(), start: time.Now(), jobs: make(chan func()),
+	d := &daemon{opts: opts, log: log, dp: dp, pinPath: pinPath, adminSocket: aln.Addr().String(), mode: mode, start: time.Now(), jobs: make(chan func()),
 		done: make(chan struct{}), ifaces: map[string]string{}, healthDown: map[string]bool{}, refreshed: map[uint32]time.Time{}}
 	defer close(d.done)
 	d.info = metrics.Info{Version: opts.Version, StartTime: d.start}
@@ -220,13 +232,32 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Ready != nil {
 		opts.Ready()
 	}
+	opts.Notify.Ready(d.statusLine())
+	log.Info("ready", "status", d.statusLine())
 
 	ticker := time.NewTicker(time.Duration(cfg.Settings.GCInterval * float64(time.Second)))
 	defer ticker.Stop()
+	// The watchdog is fed from this loop, so a daemon wedged in a sweep, a
+	// reload or a job stops feeding it and systemd restarts it (the pinned
+	// datapath forwards meanwhile, and the new daemon adopts it).
+	var watchdog <-chan time.Time
+	if iv := opts.Notify.WatchdogInterval(); iv > 0 {
+		wt := time.NewTicker(iv)
+		defer wt.Stop()
+		watchdog = wt.C
+		opts.Notify.Watchdog()
+	}
 	for {
 		select {
 		case <-ctx.Done():
+			if opts.DetachOnExit {
+				opts.Notify.Stopping("stopping; detaching the datapath")
+			} else {
+				opts.Notify.Stopping("stopping; the datapath stays pinned and forwarding")
+			}
 			return nil
+		case <-watchdog:
+			opts.Notify.Watchdog()
 		case <-opts.Reload:
 			if _, err := d.reload(); err != nil {
 				log.Error("reload refused; the running config stays", "error", err)
@@ -393,7 +424,9 @@ func (d *daemon) writeMeta(meta *plan.Meta) error {
 // reload re-reads the config file and applies it; a bad file changes
 // nothing. It runs in the main loop.
 func (d *daemon) reload() (*config.Config, error) {
+	d.opts.Notify.Reloading()
 	cfg, err := d.reloadConfig()
+	defer func() { d.opts.Notify.Ready(d.statusLine()) }()
 	d.mu.Lock()
 	if err != nil {
 		d.info.ReloadFailures++
@@ -420,7 +453,14 @@ func (d *daemon) reloadConfig() (*config.Config, error) {
 		d.meta = m
 		d.mu.Unlock()
 	}
+	ifaces := interfacesOf(cfg, d.opts)
+	if err := checkInterfaces(ifaces); err != nil {
+		return nil, &ConfigError{err}
+	}
 	if err := d.apply(cfg); err != nil {
+		return nil, err
+	}
+	if err := d.attach(ifaces, d.mode); err != nil {
 		return nil, err
 	}
 	if err := d.updateHealth(cfg); err != nil {
@@ -446,6 +486,12 @@ func (d *daemon) attach(ifaces []string, mode loader.XDPMode) error {
 		d.log.Warn("could not enable IPv6 forwarding", "error", err)
 	}
 	for _, ifname := range ifaces {
+		d.mu.Lock()
+		_, done := d.ifaces[ifname]
+		d.mu.Unlock()
+		if done {
+			continue
+		}
 		if err := writeSysctl(fmt.Sprintf("/proc/sys/net/ipv4/conf/%s/forwarding", ifname), "1"); err != nil {
 			d.log.Warn("could not enable IPv4 forwarding", "iface", ifname, "error", err)
 		}
@@ -463,6 +509,9 @@ func (d *daemon) attach(ifaces []string, mode loader.XDPMode) error {
 			if err := d.dp.DetachInterface(ifname); err != nil {
 				return err
 			}
+			d.mu.Lock()
+			delete(d.ifaces, ifname)
+			d.mu.Unlock()
 			d.log.Info("detached from interface no longer configured", "iface", ifname)
 		}
 	}
@@ -521,4 +570,57 @@ func (d *daemon) writePool(pool loader.Pool, members []loader.Member, goingDown 
 
 func writeSysctl(path, value string) error {
 	return os.WriteFile(path, []byte(value), 0o644)
+}
+
+// interfacesOf is the interfaces a daemon attaches to: the config's and the
+// command line's.
+func interfacesOf(cfg *config.Config, opts Options) []string {
+	return slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(cfg.Settings.Interfaces), opts.Interfaces...))))
+}
+
+// checkInterfaces makes a reload that names a missing interface fail before
+// it changes anything.
+func checkInterfaces(ifaces []string) error {
+	for i, name := range ifaces {
+		if _, err := net.InterfaceByName(name); err != nil {
+			return fmt.Errorf("settings.interfaces[%d]: no interface %q on this host: %w", i, name, err)
+		}
+	}
+	return nil
+}
+
+// statusLine sums up what the daemon does, for systemd's STATUS=.
+func (d *daemon) statusLine() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var l4, http int
+	if d.cfg != nil {
+		l4, http = countVirtualServers(d.cfg)
+	}
+	var b strings.Builder
+	if len(d.ifaces) == 0 {
+		fmt.Fprintf(&b, "attached to no interface, forwarding nothing (set settings.interfaces and reload); %s configured", count(l4, "l4 virtual server"))
+	} else {
+		names := make([]string, 0, len(d.ifaces))
+		for name, mode := range d.ifaces {
+			names = append(names, name+" ("+mode+")")
+		}
+		slices.Sort(names)
+		fmt.Fprintf(&b, "forwarding %s on %s", count(l4, "l4 virtual server"), strings.Join(names, ", "))
+	}
+	if http > 0 {
+		fmt.Fprintf(&b, "; %s", count(http, "http virtual server"))
+	}
+	if d.reloadErr != "" {
+		b.WriteString("; last reload refused: " + d.reloadErr)
+	}
+	return b.String()
+}
+
+// count is "1 thing" or "n things".
+func count(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
 }

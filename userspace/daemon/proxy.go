@@ -3,7 +3,9 @@ package daemon
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/limpet-lb/limpet/l7"
 	"github.com/limpet-lb/limpet/l7/persist"
@@ -103,25 +105,48 @@ func runL7Only(ctx context.Context, opts Options, cfg *config.Config, log *slog.
 	if opts.Ready != nil {
 		opts.Ready()
 	}
+	_, n := countVirtualServers(cfg)
+	status := func(n int, refused error) string {
+		s := fmt.Sprintf("serving %s (no XDP datapath)", count(n, "http virtual server"))
+		if refused != nil {
+			s += "; last reload refused: " + refused.Error()
+		}
+		return s
+	}
+	opts.Notify.Ready(status(n, nil))
+	var watchdog <-chan time.Time
+	if iv := opts.Notify.WatchdogInterval(); iv > 0 {
+		wt := time.NewTicker(iv)
+		defer wt.Stop()
+		watchdog = wt.C
+		opts.Notify.Watchdog()
+	}
 	for {
 		select {
 		case <-ctx.Done():
+			opts.Notify.Stopping("stopping")
 			return nil
 		case err := <-p.failed:
 			return err
+		case <-watchdog:
+			opts.Notify.Watchdog()
 		case <-opts.Reload:
-			cfg, err := config.Load(opts.ConfigPath)
+			opts.Notify.Reloading()
+			next, err := config.Load(opts.ConfigPath)
+			if err == nil {
+				err = p.start(next, nil)
+			}
 			if err != nil {
 				log.Error("reload refused; the running config stays", "error", err)
+				opts.Notify.Ready(status(n, err))
 				continue
 			}
-			if err := p.start(cfg, nil); err != nil {
-				log.Error("reload refused; the running config stays", "error", err)
-				continue
-			}
+			cfg = next
+			_, n = countVirtualServers(cfg)
 			if targets, _, err := health.Targets(cfg); err == nil {
 				_ = checker.Update(targets)
 			}
+			opts.Notify.Ready(status(n, nil))
 		}
 	}
 }

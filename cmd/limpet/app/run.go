@@ -8,6 +8,7 @@ import (
 
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/userspace/daemon"
+	"github.com/limpet-lb/limpet/userspace/notify"
 )
 
 func runCommand(env *Env) *cli.Command {
@@ -16,7 +17,9 @@ func runCommand(env *Env) *cli.Command {
 		Usage: "attach the datapath and keep it in step with the config",
 		Description: "Loads (or adopts) the pinned datapath, applies FILE, attaches XDP to the\n" +
 			"interfaces and sweeps the tables. SIGHUP reloads FILE. On exit the datapath\n" +
-			"stays pinned and forwarding unless --detach-on-exit is given.",
+			"stays pinned and forwarding unless --detach-on-exit is given. Under systemd\n" +
+			"(Type=notify) it reports READY=1 once it forwards, RELOADING=1 around reloads,\n" +
+			"STOPPING=1, and feeds the watchdog (WatchdogSec=) from its main loop.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config `FILE` (required)"},
 			&cli.StringSliceFlag{Name: "iface", Aliases: []string{"i"}, Usage: "interface to attach to (repeatable)"},
@@ -53,6 +56,7 @@ func runCommand(env *Env) *cli.Command {
 				DetachOnExit: c.Bool("detach-on-exit"),
 				Logger:       log,
 				Reload:       env.Reload,
+				Notify:       notify.FromEnv(log),
 				Version:      Version,
 			})
 		},

@@ -7,9 +7,10 @@ BIN         := bin/limpet
 VERSION     := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -X github.com/limpet-lb/limpet/cmd/limpet/app.Version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
-# Debian packages the tests use (curl and chromium drive the L7 proxy;
-# the veth tests run the ethtool commands limpet prints).
-TEST_PKGS   := curl chromium iproute2 ethtool
+# Debian packages the tests use: curl and chromium drive the L7 proxy and the
+# status page; the veth tests run the ethtool commands limpet prints; zsh and
+# bash-completion run the completion scripts.
+TEST_PKGS   := curl chromium iproute2 ethtool zsh bash-completion
 BPF_PKGS    := clang-19 llvm-19 libbpf-dev
 
 .PHONY: help generate build test lint demo bench bench-smoke deps-bpf deps-test clean

@@ -105,7 +105,7 @@ func newApp(env *Env) *cli.App {
 		Writer:               env.Stdout,
 		ErrWriter:            env.Stderr,
 		HideVersion:          true,
-		EnableBashCompletion: false,
+		EnableBashCompletion: true, // 'limpet completion bash|zsh' prints the scripts
 		Flags:                []cli.Flag{pinPathFlag},
 		// urfave/cli would call os.Exit itself; Main decides the code.
 		ExitErrHandler: func(*cli.Context, error) {},
@@ -127,6 +127,7 @@ func newApp(env *Env) *cli.App {
 			demoCommand(env),
 			labCommand(env),
 			statusCommand(env), reloadCommand(env),
+			completionCommand(env), manCommand(env),
 		},
 		Before: func(c *cli.Context) error {
 			if c.Args().Present() && c.App.Command(c.Args().First()) == nil {

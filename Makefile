@@ -9,11 +9,12 @@ LDFLAGS     := -X github.com/limpet-lb/limpet/cmd/limpet/app.Version=$(VERSION)
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Debian packages the tests use: curl and chromium drive the L7 proxy and the
 # status page; the veth tests run the ethtool commands limpet prints; zsh and
-# bash-completion run the completion scripts.
-TEST_PKGS   := curl chromium iproute2 ethtool zsh bash-completion
+# bash-completion run the completion scripts; systemd-container boots the
+# packaged unit under systemd-nspawn; man-db checks the man page.
+TEST_PKGS   := curl chromium iproute2 ethtool zsh bash-completion systemd-container man-db
 BPF_PKGS    := clang-19 llvm-19 libbpf-dev
 
-.PHONY: help generate build test lint demo bench bench-smoke deps-bpf deps-test clean
+.PHONY: help generate build test lint demo bench bench-smoke deb deps-bpf deps-test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -31,8 +32,11 @@ generate: deps-bpf ## rebuild the BPF object and its Go bindings with clang-19
 build: ## build bin/limpet (no clang needed: the BPF object is committed)
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/limpet
 
-test: deps-test build ## run every test (as root; LIMPET_REQUIRE_ROOT=1 makes skipped privileged tests fail)
-	LIMPET_BIN=$(CURDIR)/$(BIN) $(GO) test -count=1 -timeout 20m ./...
+deb: build ## build bin/limpet.deb with nfpm: binary, systemd unit, example config, man page, completions, dashboard
+	GO=$(GO) scripts/deb/build.sh
+
+test: deps-test build deb ## run every test (as root; LIMPET_REQUIRE_ROOT=1 makes skipped privileged tests fail)
+	LIMPET_BIN=$(CURDIR)/$(BIN) LIMPET_DEB=$(CURDIR)/bin/limpet.deb $(GO) test -count=1 -timeout 20m ./...
 
 lint: ## gofmt, go vet and staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

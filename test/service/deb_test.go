@@ -96,6 +96,7 @@ func TestDebInstallRemove(t *testing.T) {
 	for path, want := range map[string]fs.FileMode{
 		"/usr/bin/limpet":                                 0o755,
 		"/usr/lib/systemd/system/limpet.service":          0o644,
+		"/usr/lib/systemd/system/limpet-bpffs.service":    0o644,
 		"/etc/limpet":                                     0o750,
 		"/etc/limpet/limpet.yaml":                         0o640,
 		"/usr/share/man/man8/limpet.8.gz":                 0o644,
@@ -124,7 +125,7 @@ func TestDebInstallRemove(t *testing.T) {
 		t.Errorf("man limpet does not render the page:\n%.400s", out)
 	}
 	// The installed unit, with its binary now in place.
-	if out, err := runErr(analyze, "verify", "/usr/lib/systemd/system/limpet.service"); err != nil || strings.TrimSpace(out) != "" {
+	if out, err := runErr(analyze, "verify", "/usr/lib/systemd/system/limpet.service", "/usr/lib/systemd/system/limpet-bpffs.service"); err != nil || strings.TrimSpace(out) != "" {
 		t.Errorf("systemd-analyze verify limpet.service: %v\n%s", err, out)
 	}
 	sec := run(t, analyze, "security", "--offline=yes", "/usr/lib/systemd/system/limpet.service")

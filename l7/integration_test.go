@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,11 +11,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/limpet-lb/limpet/l7/cookie"
+	"github.com/limpet-lb/limpet/test/chromium"
 )
 
 // needTool returns the path of an external tool. Without it the test is
@@ -173,165 +172,6 @@ func TestCurlFailover(t *testing.T) {
 	}
 }
 
-// cdp speaks the Chrome DevTools Protocol over --remote-debugging-pipe:
-// JSON messages separated by NUL bytes, commands on fd 3, replies on fd 4.
-type cdp struct {
-	cmd     *exec.Cmd
-	w       io.WriteCloser
-	mu      sync.Mutex
-	nextID  int
-	pending map[int]chan cdpMsg
-	events  chan cdpMsg
-	done    chan struct{}
-	stderr  *syncBuffer
-}
-
-type cdpMsg struct {
-	ID        int             `json:"id,omitempty"`
-	Method    string          `json:"method,omitempty"`
-	Params    json.RawMessage `json:"params,omitempty"`
-	Result    json.RawMessage `json:"result,omitempty"`
-	SessionID string          `json:"sessionId,omitempty"`
-	Error     *struct {
-		Message string `json:"message"`
-	} `json:"error,omitempty"`
-}
-
-func startChromium(t *testing.T, bin string) *cdp {
-	t.Helper()
-	toChrome, fromUs, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	fromChrome, toUs, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &cdp{w: fromUs, pending: map[int]chan cdpMsg{}, events: make(chan cdpMsg, 1024), done: make(chan struct{}), stderr: &syncBuffer{}}
-	c.cmd = exec.Command(bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",
-		"--disable-default-apps", "--no-proxy-server", "--mute-audio",
-		"--user-data-dir="+t.TempDir(), "--remote-debugging-pipe", "about:blank")
-	c.cmd.ExtraFiles = []*os.File{toChrome, toUs}
-	c.cmd.Stderr = c.stderr
-	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	toChrome.Close()
-	toUs.Close()
-	go c.read(bufio.NewReader(fromChrome))
-	t.Cleanup(func() {
-		c.call("", "Browser.close", nil)
-		exited := make(chan struct{})
-		go func() { c.cmd.Wait(); close(exited) }()
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			c.cmd.Process.Kill()
-			<-exited
-		}
-		fromUs.Close()
-		fromChrome.Close()
-	})
-	return c
-}
-
-func (c *cdp) read(r *bufio.Reader) {
-	defer close(c.done)
-	for {
-		b, err := r.ReadBytes(0)
-		if err != nil {
-			return
-		}
-		var m cdpMsg
-		if json.Unmarshal(b[:len(b)-1], &m) != nil {
-			continue
-		}
-		if m.ID != 0 {
-			c.mu.Lock()
-			ch := c.pending[m.ID]
-			delete(c.pending, m.ID)
-			c.mu.Unlock()
-			if ch != nil {
-				ch <- m
-			}
-			continue
-		}
-		select {
-		case c.events <- m:
-		default:
-		}
-	}
-}
-
-func (c *cdp) call(session, method string, params any) (json.RawMessage, error) {
-	c.mu.Lock()
-	c.nextID++
-	id := c.nextID
-	ch := make(chan cdpMsg, 1)
-	c.pending[id] = ch
-	c.mu.Unlock()
-	msg := map[string]any{"id": id, "method": method}
-	if params != nil {
-		msg["params"] = params
-	}
-	if session != "" {
-		msg["sessionId"] = session
-	}
-	b, _ := json.Marshal(msg)
-	if _, err := c.w.Write(append(b, 0)); err != nil {
-		return nil, err
-	}
-	select {
-	case m := <-ch:
-		if m.Error != nil {
-			return nil, fmt.Errorf("%s: %s", method, m.Error.Message)
-		}
-		return m.Result, nil
-	case <-c.done:
-		return nil, errors.New(method + ": chromium exited: " + c.stderrTail())
-	case <-time.After(20 * time.Second):
-		return nil, errors.New(method + ": no reply")
-	}
-}
-
-func (c *cdp) stderrTail() string {
-	c.stderr.mu.Lock()
-	defer c.stderr.mu.Unlock()
-	s := c.stderr.b.String()
-	if len(s) > 2000 {
-		s = s[len(s)-2000:]
-	}
-	return s
-}
-
-// waitEvent waits for an event of session.
-func (c *cdp) waitEvent(session, method string) error {
-	deadline := time.After(20 * time.Second)
-	for {
-		select {
-		case m := <-c.events:
-			if m.Method == method && m.SessionID == session {
-				return nil
-			}
-		case <-c.done:
-			return errors.New("chromium exited")
-		case <-deadline:
-			return errors.New("no " + method)
-		}
-	}
-}
-
-func (c *cdp) drain() {
-	for {
-		select {
-		case <-c.events:
-		default:
-			return
-		}
-	}
-}
-
 // browserPage is what the test page reports about itself.
 type browserPage struct {
 	Member  string `json:"member"`
@@ -339,7 +179,7 @@ type browserPage struct {
 }
 
 func TestChromiumSticksAndHidesHttpOnlyCookie(t *testing.T) {
-	bin := needTool(t, "chromium", "chromium-browser")
+	bin := chromium.Find(t)
 	page := func(name string) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
 			if r.URL.Path == "/favicon.ico" {
@@ -361,57 +201,21 @@ func TestChromiumSticksAndHidesHttpOnlyCookie(t *testing.T) {
 	name := cookie.DeriveName(testKey, "vs:web")
 	url := h.urls["web"] + "/index.html"
 
-	c := startChromium(t, bin)
-	res, err := c.call("", "Target.createTarget", map[string]any{"url": "about:blank"})
-	if err != nil {
-		t.Fatalf("%v\n%s", err, c.stderrTail())
-	}
-	var target struct {
-		TargetID string `json:"targetId"`
-	}
-	json.Unmarshal(res, &target)
-	res, err = c.call("", "Target.attachToTarget", map[string]any{"targetId": target.TargetID, "flatten": true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var att struct {
-		SessionID string `json:"sessionId"`
-	}
-	json.Unmarshal(res, &att)
-	s := att.SessionID
-	if _, err := c.call(s, "Page.enable", nil); err != nil {
-		t.Fatal(err)
-	}
+	c := chromium.Start(t, bin, chromium.Options{})
+	pg := c.NewPage(t)
 	read := func() browserPage {
 		t.Helper()
-		res, err := c.call(s, "Runtime.evaluate", map[string]any{
-			"expression":    `JSON.stringify({member: document.getElementById("member").textContent, cookies: document.getElementById("cookies").textContent})`,
-			"returnByValue": true,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var ev struct {
-			Result struct {
-				Value string `json:"value"`
-			} `json:"result"`
-		}
-		json.Unmarshal(res, &ev)
+		var v string
+		pg.Eval(`JSON.stringify({member: document.getElementById("member").textContent, cookies: document.getElementById("cookies").textContent})`, &v)
 		var p browserPage
-		if err := json.Unmarshal([]byte(ev.Result.Value), &p); err != nil {
-			t.Fatalf("page state %q: %v", ev.Result.Value, err)
+		if err := json.Unmarshal([]byte(v), &p); err != nil {
+			t.Fatalf("page state %q: %v", v, err)
 		}
 		return p
 	}
 	load := func(method string, params any) browserPage {
 		t.Helper()
-		c.drain()
-		if _, err := c.call(s, method, params); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.waitEvent(s, "Page.loadEventFired"); err != nil {
-			t.Fatalf("%s: %v", method, err)
-		}
+		pg.Do(method, params)
 		return read()
 	}
 	first := load("Page.navigate", map[string]any{"url": url})
@@ -431,7 +235,7 @@ func TestChromiumSticksAndHidesHttpOnlyCookie(t *testing.T) {
 		}
 	}
 	// The browser does hold it, as HttpOnly.
-	res, err = c.call("", "Storage.getCookies", nil)
+	res, err := c.Call("", "Storage.getCookies", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -40,6 +40,9 @@ type Settings struct {
 	// MetricsListen is the IP address and port of the Prometheus endpoint
 	// (http://ADDR/metrics), e.g. 127.0.0.1:9469; empty turns it off.
 	MetricsListen string `yaml:"metrics_listen" json:"metrics_listen,omitempty"`
+	// MetricsAuth, when set, asks for credentials on every path of the
+	// metrics listener (/metrics and the status page).
+	MetricsAuth *MetricsAuth `yaml:"metrics_auth" json:"metrics_auth,omitempty"`
 	// AdminSocket is the admin API's unix socket; empty means /run/limpet/admin.sock.
 	AdminSocket string `yaml:"admin_socket" json:"admin_socket,omitempty"`
 }

@@ -50,6 +50,7 @@ func oneOf(s string, allowed ...string) bool {
 func (c *Config) Validate() error {
 	v := &validator{}
 	c.validateSettings(v)
+	c.validateMetricsAuth(v)
 
 	seen := map[string]bool{}
 	for i := range c.Profiles {
@@ -322,7 +323,7 @@ func family(a netip.Addr) string {
 
 // Warnings lists settings that are valid but probably not what the user meant.
 func (c *Config) Warnings() []string {
-	var w []string
+	w := c.metricsWarnings()
 	for _, p := range c.Profiles {
 		w = append(w, p.l7Warnings()...)
 	}

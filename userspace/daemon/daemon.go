@@ -28,6 +28,7 @@ import (
 	"github.com/limpet-lb/limpet/userspace/notify"
 	"github.com/limpet-lb/limpet/userspace/plan"
 	"github.com/limpet-lb/limpet/userspace/sharedtable"
+	"github.com/limpet-lb/limpet/userspace/statuspage"
 	"github.com/limpet-lb/limpet/userspace/veth"
 )
 
@@ -92,6 +93,8 @@ type daemon struct {
 	refreshed map[uint32]time.Time
 	// mode is the XDP mode that interfaces added by a reload get.
 	mode loader.XDPMode
+	// guard asks for settings.metrics_auth on the metrics listener.
+	guard *metrics.Guard
 
 	// mu guards what scrapes and status requests read while the main
 	// loop works.
@@ -224,8 +227,12 @@ func Run(ctx context.Context, opts Options) error {
 		return &ConfigError{err}
 	}
 	if mln != nil {
-		go metrics.Serve(ctx, mln, d, log)
-		log.Info("metrics", "listen", cfg.Settings.MetricsListen)
+		d.guard = metrics.NewGuard(log)
+		if err := d.setMetricsAuth(cfg); err != nil {
+			return &ConfigError{err}
+		}
+		go metrics.Serve(ctx, mln, d, log, metrics.Options{Page: statuspage.New(d, log), Guard: d.guard})
+		log.Info("metrics and status page", "listen", cfg.Settings.MetricsListen, "auth", authKind(cfg))
 	}
 	go (&admin.Server{Handler: d, Log: log}).Serve(ctx, aln)
 	log.Info("admin API", "socket", aln.Addr().String())
@@ -465,6 +472,9 @@ func (d *daemon) reloadConfig() (*config.Config, error) {
 	}
 	if err := d.updateHealth(cfg); err != nil {
 		d.log.Error("reload: health monitors", "error", err)
+	}
+	if err := d.setMetricsAuth(cfg); err != nil {
+		return nil, &ConfigError{err}
 	}
 	// The same provider: the L7 tables keep their entries across reloads.
 	d.tables.SetMeta(d.meta)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/netip"
 	"os"
 	"slices"
 
@@ -15,6 +16,7 @@ import (
 	"github.com/limpet-lb/limpet/userspace/health"
 	"github.com/limpet-lb/limpet/userspace/metrics"
 	"github.com/limpet-lb/limpet/userspace/plan"
+	"github.com/limpet-lb/limpet/userspace/statuspage"
 )
 
 func listenMetrics(cfg *config.Config) (net.Listener, error) {
@@ -265,4 +267,84 @@ func (d *daemon) decorateHealth(m *admin.Member, pool, name string) {
 	if st.LastError != "" {
 		m.HealthDetail = st.LastError
 	}
+}
+
+// ---- the metrics listener's credentials ----
+
+// setMetricsAuth reads settings.metrics_auth's secret into the guard. A
+// listener that was not opened (no metrics_listen at start) has no guard;
+// the listener itself changes only with a restart.
+func (d *daemon) setMetricsAuth(cfg *config.Config) error {
+	if d.guard == nil {
+		return nil
+	}
+	a := cfg.Settings.MetricsAuth
+	if a == nil {
+		d.guard.Set(nil)
+		return nil
+	}
+	switch a.Type {
+	case config.MetricsAuthBasic:
+		pw, err := config.LoadMetricsSecret(a.PasswordFile, 1)
+		if err != nil {
+			return fmt.Errorf("settings.metrics_auth.password_file: %w", err)
+		}
+		d.guard.Set(&metrics.Credentials{Username: a.Username, Secret: pw})
+	case config.MetricsAuthBearer:
+		tok, err := config.LoadMetricsSecret(a.TokenFile, config.MinMetricsTokenBytes)
+		if err != nil {
+			return fmt.Errorf("settings.metrics_auth.token_file: %w", err)
+		}
+		d.guard.Set(&metrics.Credentials{Bearer: true, Secret: tok})
+	}
+	return nil
+}
+
+func authKind(cfg *config.Config) string {
+	if cfg.Settings.MetricsAuth == nil {
+		return "none"
+	}
+	return cfg.Settings.MetricsAuth.Type
+}
+
+// ---- statuspage.Source ----
+
+// LookupClient finds a client's entry in every persistence table, masked
+// by each table's prefix.
+func (d *daemon) LookupClient(client netip.Addr) ([]statuspage.Match, error) {
+	meta, _, _, _ := d.snapshot()
+	now, err := d.dp.Now()
+	if err != nil {
+		return nil, err
+	}
+	var out []statuspage.Match
+	for i := range meta.Tables {
+		t := &meta.Tables[i]
+		key := t.ClientKey(client)
+		m := statuspage.Match{Table: loader.TableIndex(t.ID), Profile: t.Profile, VirtualServer: t.VirtualServer, Key: key.String()}
+		bits := t.IPv6Prefix
+		if key.Is4() {
+			bits = t.IPv4Prefix
+		}
+		if bits > 0 && bits < key.BitLen() {
+			m.Key = netip.PrefixFrom(key, bits).String()
+		}
+		e, ok, err := d.dp.LookupEntry(t.ID, key)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			m.Found, m.Conns = true, e.Conns
+			m.Server = e.Server.Addr().String()
+			if e.Server.Port() != 0 {
+				m.Server = e.Server.String()
+			}
+			if mm := meta.Member(e.MemberID); mm != nil && mm.Address == e.Server.Addr().String() {
+				m.Member = mm.Name
+			}
+			m.State, m.Expires = t.EntryState(e, now)
+		}
+		out = append(out, m)
+	}
+	return out, nil
 }

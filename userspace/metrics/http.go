@@ -63,19 +63,36 @@ func Listen(addr string) (net.Listener, error) {
 	return ln, nil
 }
 
+// Options add to what Serve serves.
+type Options struct {
+	// Page is served at / and below (the status page); nil serves a link
+	// to /metrics at /.
+	Page http.Handler
+	// Guard asks every path for credentials; nil leaves them open.
+	Guard *Guard
+}
+
 // Serve serves src's metrics at /metrics on ln until ctx is done, then
 // closes ln. It returns nil after ctx is done.
-func Serve(ctx context.Context, ln net.Listener, src Source, log *slog.Logger) error {
+func Serve(ctx context.Context, ln net.Listener, src Source, log *slog.Logger, opts Options) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	mux := http.NewServeMux()
 	mux.Handle("GET "+Path, Handler(src, log))
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		fmt.Fprintf(w, "<html><head><title>limpet</title></head><body><h1>limpet</h1><p><a href=%q>Metrics</a></p></body></html>\n", Path)
-	})
+	if opts.Page != nil {
+		mux.Handle("/", opts.Page)
+	} else {
+		mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/html; charset=utf-8")
+			fmt.Fprintf(w, "<html><head><title>limpet</title></head><body><h1>limpet</h1><p><a href=%q>Metrics</a></p></body></html>\n", Path)
+		})
+	}
+	var h http.Handler = mux
+	if opts.Guard != nil {
+		h = opts.Guard.Wrap(mux)
+	}
 	srv := &http.Server{
-		Handler:           mux,
+		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(orDefault(log).Handler(), slog.LevelWarn),

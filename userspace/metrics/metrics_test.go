@@ -453,7 +453,7 @@ func scrape(t *testing.T, src Source, log *slog.Logger) (string, int) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, ln, src, log) }()
+	go func() { done <- Serve(ctx, ln, src, log, Options{}) }()
 	defer func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -509,7 +509,7 @@ func TestServeStops(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Serve(ctx, ln, newFake(), nil) }()
+	go func() { done <- Serve(ctx, ln, newFake(), nil, Options{}) }()
 	cancel()
 	select {
 	case err := <-done:

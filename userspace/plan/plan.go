@@ -520,3 +520,42 @@ func (m *Meta) TablesOf(vs string) []uint32 {
 	}
 	return []uint32{v.TableID}
 }
+
+// ClientKey is the key a client's entry has in t: its address masked by
+// the profile's prefix.
+func (t *TableMeta) ClientKey(client netip.Addr) netip.Addr {
+	client = client.Unmap()
+	bits := t.IPv6Prefix
+	if client.Is4() {
+		bits = t.IPv4Prefix
+	}
+	if bits <= 0 || bits > client.BitLen() {
+		return client
+	}
+	return netip.PrefixFrom(client, bits).Masked().Addr()
+}
+
+// Entry states, as 'persistence dump' and the status page show them.
+const (
+	EntryHeld      = "held"          // connections hold it
+	EntryCountdown = "counting down" // no connection; the timeout runs
+	EntryExpired   = "expired"       // timed out, awaiting the sweep
+)
+
+// EntryState says where an entry of t is in its life at datapath time now,
+// and how long it has left (nil while connections hold it).
+func (t *TableMeta) EntryState(e loader.PersistEntry, now time.Duration) (string, *time.Duration) {
+	switch {
+	case e.Dying:
+		var zero time.Duration
+		return EntryExpired, &zero
+	case e.Conns > 0:
+		return EntryHeld, nil
+	}
+	left := time.Duration(t.Timeout)*time.Second - loader.Age(e.LastSeen, now)
+	if left <= 0 {
+		left = 0
+		return EntryExpired, &left
+	}
+	return EntryCountdown, &left
+}

@@ -202,22 +202,11 @@ func (v *pinnedView) entryView(e loader.PersistEntry, t *plan.TableMeta, now tim
 	for _, tg := range t.Tags {
 		ev.Tags = append(ev.Tags, tg.Scope+"="+tg.Tag)
 	}
-	switch {
-	case e.Dying:
-		ev.State = "expired"
-		zero := 0.0
-		ev.ExpiresInSecond = &zero
-	case e.Conns > 0:
-		ev.State = "held"
-	default:
-		left := (time.Duration(t.Timeout)*time.Second - loader.Age(e.LastSeen, now)).Seconds()
-		if left <= 0 {
-			ev.State = "expired"
-			left = 0
-		} else {
-			ev.State = "counting down"
-		}
-		ev.ExpiresInSecond = &left
+	state, left := t.EntryState(e, now)
+	ev.State = state
+	if left != nil {
+		sec := left.Seconds()
+		ev.ExpiresInSecond = &sec
 	}
 	return ev
 }
@@ -350,7 +339,7 @@ func persistenceDelete(env *Env, c *cli.Context) error {
 	}
 	deleted := 0
 	for _, t := range tables {
-		key := netip.PrefixFrom(client, prefixBits(&t, client)).Masked().Addr()
+		key := t.ClientKey(client)
 		if err := v.dp.DeleteEntry(t.ID, key); err == nil {
 			deleted++
 			fmt.Fprintf(env.Stdout, "deleted %s from table %d (profile %s)\n", key, loader.TableIndex(t.ID), t.Profile)

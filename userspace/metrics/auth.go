@@ -26,8 +26,8 @@ type Guard struct {
 	creds atomic.Pointer[digests]
 	log   *slog.Logger
 
-	mu        sync.Mutex
-	lastWarn  time.Time
+	mu         sync.Mutex
+	lastWarn   time.Time
 	suppressed int
 }
 

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +14,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/limpet-lb/limpet/loader"
+	"github.com/limpet-lb/limpet/test/privileged"
+	"github.com/limpet-lb/limpet/userspace/notify"
 )
 
 func member(t *testing.T, name string) netip.AddrPort {
@@ -113,18 +116,53 @@ func TestRunServesHTTPVirtualServersAndReloads(t *testing.T) {
 	}
 }
 
-func TestRunRejectsConfigWithNothingToAttach(t *testing.T) {
+// recordingNotifier keeps what the daemon tells systemd.
+type recordingNotifier struct {
+	notify.Nop
+	ready chan string
+}
+
+func (r *recordingNotifier) Ready(status string) { r.ready <- status }
+
+// With no interface configured (the packaged example config), the daemon
+// starts inert: the datapath is loaded and nothing is attached, and its
+// status says how to make it forward.
+func TestRunWithoutInterfacesIsInert(t *testing.T) {
+	privileged.Require(t)
+	pin := fmt.Sprintf("/sys/fs/bpf/limpet-daemontest-%d", os.Getpid())
+	t.Cleanup(func() {
+		_ = loader.Detach(pin)
+		_ = os.Remove("/run/limpet/" + strings.ReplaceAll(strings.Trim(pin, "/"), "/", "_") + ".lock")
+	})
 	path := filepath.Join(t.TempDir(), "limpet.yaml")
 	cfg := `
-pools: [{name: web, members: [{name: a, address: 10.0.0.1, port: 80}]}]
-virtual_servers: [{name: web, address: 203.0.113.1, port: 80, protocol: tcp, pool: web}]
+pools: [{name: web, members: [{name: a, address: 192.0.2.11, port: 80}]}]
+virtual_servers: [{name: web, address: 192.0.2.10, port: 80, protocol: tcp, pool: web}]
 `
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err := Run(context.Background(), Options{ConfigPath: path})
-	var ce *ConfigError
-	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "--iface") {
-		t.Fatalf("got %v, want a config error naming --iface", err)
+	n := &recordingNotifier{ready: make(chan string, 4)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{ConfigPath: path, PinPath: pin, Notify: n, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	}()
+	select {
+	case st := <-n.ready:
+		if !strings.Contains(st, "attached to no interface") || !strings.Contains(st, "set settings.interfaces") {
+			t.Errorf("READY status %q does not say the daemon forwards nothing", st)
+		}
+	case err := <-done:
+		t.Fatalf("run without interfaces: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no READY within 30s")
+	}
+	if _, err := os.Stat(filepath.Join(pin, "flows")); err != nil {
+		t.Errorf("the datapath is not loaded: %v", err)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("run returned %v after a clean shutdown", err)
 	}
 }

@@ -342,4 +342,3 @@ func TestStatusPageInChromium(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-

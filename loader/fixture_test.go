@@ -2,156 +2,59 @@ package loader
 
 import (
 	"bytes"
-	"errors"
 	"net"
 	"net/netip"
-	"os"
-	"runtime"
 	"testing"
 	"time"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
+
+	fixturepkg "github.com/limpet-lb/limpet/test/fixture"
 )
 
-// The fixture world: a client-facing link and a member-facing link in a
-// private netns, with static neighbours, so FIB lookups are deterministic.
+// The fixture world (test/fixture): a client-facing and a member-facing
+// link in a private netns, with static neighbours, so FIB lookups are
+// deterministic.
 var (
-	vip4     = netip.MustParseAddr("203.0.113.10")
-	vip6     = netip.MustParseAddr("2001:db8:f::10")
+	vip4     = fixturepkg.VIP4
+	vip6     = fixturepkg.VIP6
 	client4a = netip.MustParseAddr("198.51.100.7")
 	client4b = netip.MustParseAddr("198.51.100.8")
 	client6a = netip.MustParseAddr("2001:db8:c1::7")
 	client6b = netip.MustParseAddr("2001:db8:c1::8")
-	gwMAC    = net.HardwareAddr{0x02, 0, 0, 0, 0xc0, 0xfe}
-	member4  = []netip.Addr{netip.MustParseAddr("10.1.0.11"), netip.MustParseAddr("10.1.0.12"), netip.MustParseAddr("10.1.0.13")}
-	member6  = []netip.Addr{netip.MustParseAddr("fd00:1::11"), netip.MustParseAddr("fd00:1::12"), netip.MustParseAddr("fd00:1::13")}
-	unresolv = netip.MustParseAddr("10.1.0.99")
+	gwMAC    = fixturepkg.GatewayMAC
+	member4  = fixturepkg.Member4[:3]
+	member6  = fixturepkg.Member6[:3]
+	unresolv = fixturepkg.Unresolved4
 )
 
-func memberMAC(i int) net.HardwareAddr { return net.HardwareAddr{0x02, 0, 0, 0, 0x01, byte(0x11 + i)} }
+func memberMAC(i int) net.HardwareAddr { return fixturepkg.MemberMAC(i) }
 
 type fixture struct {
 	t        *testing.T
-	jobs     chan func()
+	world    *fixtureWorld
 	d        *Datapath
-	cli, mem netlink.Link // client-facing and member-facing links
+	cli, mem fixtureLink // client-facing and member-facing links
 	cliMAC   net.HardwareAddr
 	memMAC   net.HardwareAddr
 }
 
-// newFixture builds the fixture world in a fresh netns. One goroutine,
-// locked to an OS thread inside that netns, does every netlink call and
-// program run: subtests run on other goroutines, whose threads are not in it.
+type (
+	fixtureWorld = fixturepkg.World
+	fixtureLink  = fixturepkg.Link
+)
+
+// newFixture builds the fixture world and loads a datapath. Every program
+// run happens on the world's thread, inside its netns: subtests run on
+// other goroutines, whose threads are not in it.
 func newFixture(t *testing.T, opts Options) *fixture {
 	t.Helper()
 	requirePrivileges(t)
-	f := &fixture{t: t, jobs: make(chan func())}
-	ready := make(chan error)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the netns
-		ns, err := netns.New()
-		if err != nil {
-			ready <- err
-			return
-		}
-		defer ns.Close()
-		ready <- nil
-		for job := range f.jobs {
-			job()
-		}
-	}()
-	if err := <-ready; err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { close(f.jobs) })
-
-	if err := f.do(f.setup); err != nil {
-		t.Fatal(err)
-	}
+	w := fixturepkg.New(t)
+	f := &fixture{t: t, world: w, cli: w.Client, mem: w.Member, cliMAC: w.Client.MAC, memMAC: w.Member.MAC}
 	f.d = loadTemp(t, opts)
 	return f
-}
-
-// do runs fn on the fixture's netns thread.
-func (f *fixture) do(fn func() error) error {
-	var err error
-	done := make(chan struct{})
-	f.jobs <- func() { err = fn(); close(done) }
-	<-done
-	return err
-}
-
-func (f *fixture) setup() error {
-	// The FIB answers "not forwarded" unless the netns routes.
-	for _, k := range []string{"/proc/sys/net/ipv4/conf/all/forwarding", "/proc/sys/net/ipv6/conf/all/forwarding"} {
-		if err := os.WriteFile(k, []byte("1"), 0o644); err != nil {
-			return err
-		}
-	}
-	var err error
-	if f.cli, err = veth("fxcli", "192.0.2.1/24", "2001:db8:c::1/64"); err != nil {
-		return err
-	}
-	if f.mem, err = veth("fxmem", "10.1.0.1/24", "fd00:1::1/64"); err != nil {
-		return err
-	}
-	f.cliMAC = f.cli.Attrs().HardwareAddr
-	f.memMAC = f.mem.Attrs().HardwareAddr
-	errs := []error{
-		neigh(f.cli, netip.MustParseAddr("192.0.2.254"), gwMAC),
-		neigh(f.cli, netip.MustParseAddr("2001:db8:c::fe"), gwMAC),
-		route("198.51.100.0/24", "192.0.2.254", f.cli),
-		route("2001:db8:c1::/48", "2001:db8:c::fe", f.cli),
-	}
-	for i := range member4 {
-		errs = append(errs, neigh(f.mem, member4[i], memberMAC(i)), neigh(f.mem, member6[i], memberMAC(i)))
-	}
-	return errors.Join(errs...)
-}
-
-func veth(name, a4, a6 string) (netlink.Link, error) {
-	la := netlink.NewLinkAttrs()
-	la.Name = name
-	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: name + "p"}); err != nil {
-		return nil, err
-	}
-	l, err := netlink.LinkByName(name)
-	if err != nil {
-		return nil, err
-	}
-	for _, a := range []string{a4, a6} {
-		addr, _ := netlink.ParseAddr(a)
-		addr.Flags = 0x80 // IFA_F_NODAD: usable at once
-		if err := netlink.AddrAdd(l, addr); err != nil {
-			return nil, err
-		}
-	}
-	for _, n := range []string{name, name + "p"} {
-		ln, err := netlink.LinkByName(n)
-		if err != nil {
-			return nil, err
-		}
-		if err := netlink.LinkSetUp(ln); err != nil {
-			return nil, err
-		}
-	}
-	return netlink.LinkByName(name)
-}
-
-func neigh(l netlink.Link, ip netip.Addr, mac net.HardwareAddr) error {
-	fam := netlink.FAMILY_V4
-	if ip.Is6() {
-		fam = netlink.FAMILY_V6
-	}
-	return netlink.NeighAdd(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: fam, State: netlink.NUD_PERMANENT, IP: ip.AsSlice(), HardwareAddr: mac})
-}
-
-func route(dst, gw string, l netlink.Link) error {
-	_, n, _ := net.ParseCIDR(dst)
-	return netlink.RouteAdd(&netlink.Route{Dst: n, Gw: net.ParseIP(gw), LinkIndex: l.Attrs().Index})
 }
 
 // standardState: VS 0 = VIP4:80/tcp NAT, VS 1 = VIP4:53/udp NAT, VS 2 =
@@ -309,15 +212,12 @@ func udpPkt(src, dst netip.Addr, sport, dport uint16) pkt {
 	return pkt{src: src, dst: dst, sport: sport, dport: dport, udp: true, payload: []byte{0x12, 0x34, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0}}
 }
 
-func (f *fixture) run(in []byte, ingress netlink.Link) (XDPAction, []byte) {
+func (f *fixture) run(in []byte, ingress fixtureLink) (XDPAction, []byte) {
 	f.t.Helper()
-	idx := 0
-	if ingress != nil {
-		idx = ingress.Attrs().Index
-	}
+	idx := ingress.Index
 	var act XDPAction
 	var out []byte
-	err := f.do(func() (err error) {
+	err := f.world.Do(func() (err error) {
 		act, out, err = f.d.RunPacket(in, idx)
 		return err
 	})

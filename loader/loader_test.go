@@ -14,7 +14,7 @@ func xdpAttached(f *fixture, ifname string) (bool, uint32) {
 	f.t.Helper()
 	var attached bool
 	var id uint32
-	if err := f.do(func() error {
+	if err := f.world.Do(func() error {
 		l, err := netlink.LinkByName(ifname)
 		if err != nil {
 			return err
@@ -32,7 +32,7 @@ func xdpAttached(f *fixture, ifname string) (bool, uint32) {
 func (f *fixture) attach(d *Datapath, ifname string, mode XDPMode) string {
 	f.t.Helper()
 	var used string
-	if err := f.do(func() (err error) { used, err = d.Attach(ifname, mode); return err }); err != nil {
+	if err := f.world.Do(func() (err error) { used, err = d.Attach(ifname, mode); return err }); err != nil {
 		f.t.Fatal(err)
 	}
 	return used

@@ -1,7 +1,6 @@
 package loader
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -24,7 +23,11 @@ type Flow struct {
 	MemberCounted bool
 	Reverse       bool
 	Closed        bool // FIN from both sides, RST, or the client's FIN under DSR
-	FinSeen       bool
+	FinSeen       bool // a FIN from either side
+	FinClient     bool // the client sent a FIN
+	FinServer     bool // the member sent a FIN (NAT only: DSR replies bypass us)
+	RST           bool // either side sent an RST
+	DSR           bool // forwarded by rewriting MACs only
 	UDP           bool
 	Created       time.Duration
 	LastSeen      time.Duration
@@ -46,14 +49,7 @@ func (d *Datapath) Flows() ([]Flow, error) {
 
 // LookupFlow returns the flow of one 5-tuple, as the client sent it.
 func (d *Datapath) LookupFlow(src, dst netip.AddrPort, proto uint8) (Flow, bool, error) {
-	var k rawFlowKey
-	sb, fam := addrBytes(src.Addr())
-	db, _ := addrBytes(dst.Addr())
-	copy(k[0:16], sb[:])
-	copy(k[16:32], db[:])
-	binary.BigEndian.PutUint16(k[32:], src.Port())
-	binary.BigEndian.PutUint16(k[34:], dst.Port())
-	k[36], k[37] = proto, fam
+	k := encodeFlowKey(src, dst, proto)
 	var v rawFlowInfo
 	if err := d.objs.Flows.Lookup(&k, &v); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {

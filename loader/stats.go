@@ -1,6 +1,7 @@
 package loader
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/cilium/ebpf"
@@ -112,16 +113,30 @@ func (d *Datapath) TableCounters(id uint32) (TableCounters, error) {
 	return TableCounters{s.Inserts, s.Hits, s.Misses, s.Rejects, s.Expired}, err
 }
 
-// ReasonCounters returns every exception counter, indexed like ReasonNames.
+// ReasonCounters returns every exception counter, indexed like ReasonNames,
+// with one batch lookup.
 func (d *Datapath) ReasonCounters() ([]uint64, error) {
-	out := make([]uint64, len(ReasonNames))
+	keys := make([]uint32, len(ReasonNames))
+	for i := range keys {
+		keys[i] = uint32(i)
+	}
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return nil, err
+	}
+	per := make([]uint64, len(keys)*cpus)
+	var cursor ebpf.MapBatchCursor
+	n, err := d.objs.ReasonCounters.BatchLookup(&cursor, keys, per, nil)
+	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return nil, fmt.Errorf("read reason counters: %w", err)
+	}
+	if n != len(keys) {
+		return nil, fmt.Errorf("read reason counters: got %d of %d", n, len(keys))
+	}
+	out := make([]uint64, len(keys))
 	for i := range out {
-		var per []uint64
-		if err := d.objs.ReasonCounters.Lookup(uint32(i), &per); err != nil {
-			return nil, fmt.Errorf("read reason counter %d: %w", i, err)
-		}
-		for _, v := range per {
-			out[i] += v
+		for c := 0; c < cpus; c++ {
+			out[i] += per[i*cpus+c]
 		}
 	}
 	return out, nil

@@ -1,0 +1,108 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/cilium/ebpf"
+)
+
+// Accessors that read or set one piece of state at a time, with one system
+// call each where the kernel allows it. A checker that follows the datapath
+// packet by packet (test/dpfuzz) reads only what each packet could touch, so
+// these must stay cheap.
+
+// BootTime is CLOCK_BOOTTIME, the clock the datapath's clock adds its
+// offset to: a checker brackets a program run between two readings.
+func BootTime() (time.Duration, error) { return bootClock() }
+
+// MemberConn reads one member's active connection count.
+func (d *Datapath) MemberConn(id uint32) (MemberConns, error) {
+	var cs uint64
+	if err := d.objs.MemberConns.Lookup(id, &cs); err != nil {
+		return MemberConns{}, fmt.Errorf("member %d connections: %w", id, err)
+	}
+	return MemberConns{ID: id, Conns: uint32(cs & csConnsMask), connState: cs}, nil
+}
+
+// PoolCursor is a pool's turn counter: round robin and weighted round robin
+// take the next turn from it, and least connection starts its tie-breaking
+// scan there. It survives pool updates.
+func (d *Datapath) PoolCursor(id uint32) (uint32, error) {
+	var p limpetPoolInfo
+	if err := d.objs.Pools.Lookup(id, &p); err != nil {
+		return 0, fmt.Errorf("pool %d: %w", id, err)
+	}
+	return p.RrNext, nil
+}
+
+// ExpireConnection is ExpireFlow for the connection of one 5-tuple, as the
+// client sent it, without reading the flow first.
+func ExpireConnection(src, dst netip.AddrPort, proto uint8, idle time.Duration) GCRequest {
+	return GCRequest{op: gcOpFlowExpire, arg: uint64(idle), key: encodeFlowKey(src, dst, proto)}
+}
+
+func encodeFlowKey(src, dst netip.AddrPort, proto uint8) (k rawFlowKey) {
+	sb, fam := addrBytes(src.Addr())
+	db, _ := addrBytes(dst.Addr())
+	copy(k[0:16], sb[:])
+	copy(k[16:32], db[:])
+	k[32], k[33] = byte(src.Port()>>8), byte(src.Port())
+	k[34], k[35] = byte(dst.Port()>>8), byte(dst.Port())
+	k[36], k[37] = proto, fam
+	return k
+}
+
+// PersistTable is an open handle on one persistence table, for reading it
+// entry by entry without looking the table up again each time. It goes
+// stale when Apply replaces the table (a resize or a change of kind).
+type PersistTable struct {
+	id uint32
+	m  *ebpf.Map
+}
+
+// OpenTable opens a persistence table.
+func (d *Datapath) OpenTable(id uint32) (*PersistTable, error) {
+	m, err := d.table(id)
+	if err != nil {
+		return nil, fmt.Errorf("table %d: %w", TableIndex(id), err)
+	}
+	return &PersistTable{id: id, m: m}, nil
+}
+
+// Lookup reads one client's entry; client is the masked address, as keyed.
+func (t *PersistTable) Lookup(client netip.Addr) (PersistEntry, bool, error) {
+	k := encodePersistKey(t.id, client)
+	var v rawPersistEntry
+	if err := t.m.Lookup(&k, &v); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return PersistEntry{}, false, nil
+		}
+		return PersistEntry{}, false, err
+	}
+	return decodeEntry(&k, &v), true, nil
+}
+
+// Entries reads the whole table.
+func (t *PersistTable) Entries() ([]PersistEntry, error) {
+	keys, vals, err := batchRead[rawPersistKey, rawPersistEntry](t.m)
+	if err != nil {
+		return nil, fmt.Errorf("read table %d: %w", TableIndex(t.id), err)
+	}
+	out := make([]PersistEntry, len(keys))
+	for i := range keys {
+		out[i] = decodeEntry(&keys[i], &vals[i])
+	}
+	return out, nil
+}
+
+// MaxEntries is the table's capacity.
+func (t *PersistTable) MaxEntries() uint32 { return t.m.MaxEntries() }
+
+// Close releases the handle.
+func (t *PersistTable) Close() error { return t.m.Close() }
+
+// PossibleCPUs is how many CPUs the kernel keeps per-CPU state for.
+func PossibleCPUs() (int, error) { return ebpf.PossibleCPU() }

@@ -3,6 +3,7 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -143,7 +144,10 @@ func (d *Datapath) writePool(p Pool) error {
 	if len(p.Table) > MaxPoolTable {
 		return fmt.Errorf("pool %d: table of %d entries exceeds %d", p.ID, len(p.Table), MaxPoolTable)
 	}
-	if len(p.Table) > 0 {
+	// Swapping an inner map waits for an RCU grace period (milliseconds),
+	// so a table that did not change is left as it is: a reload that keeps
+	// a pool's members costs one lookup instead.
+	if len(p.Table) > 0 && !d.poolTableIs(p.ID, p.Table) {
 		if err := d.installPoolTable(p.ID, p.Table); err != nil {
 			return err
 		}
@@ -168,6 +172,26 @@ func (d *Datapath) writePool(p Pool) error {
 		}
 	}
 	return nil
+}
+
+// poolTableIs reports whether a pool's installed table holds exactly table.
+func (d *Datapath) poolTableIs(poolID uint32, table []uint32) bool {
+	var inner *ebpf.Map
+	if err := d.objs.PoolTables.Lookup(poolID, &inner); err != nil {
+		return false
+	}
+	defer inner.Close()
+	if inner.MaxEntries() != uint32(len(table)) {
+		return false
+	}
+	keys := make([]uint32, len(table))
+	vals := make([]uint32, len(table))
+	var cursor ebpf.MapBatchCursor
+	n, err := inner.BatchLookup(&cursor, keys, vals, nil)
+	if (err != nil && !errors.Is(err, ebpf.ErrKeyNotExist)) || n != len(table) {
+		return false
+	}
+	return slices.Equal(vals, table)
 }
 
 func (d *Datapath) installPoolTable(poolID uint32, table []uint32) error {

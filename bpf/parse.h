@@ -165,8 +165,14 @@ static __always_inline int parse_ipv6(struct cursor *c, void *data, struct packe
 		return REASON_TRUNC_IP + 1;
 	if ((ip6->priority_version >> 4) != 6)
 		return REASON_TRUNC_IP + 1;
-	if ((void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len) > c->end)
+	/* Extension headers must lie inside the IP packet, not just the frame:
+	 * a frame may carry padding after it. */
+	void *ip_end = (void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len);
+	if (ip_end > c->end)
 		return REASON_TRUNC_IP + 1;
+	/* Hide from clang that ip_end <= end, or it drops the frame-end checks
+	 * below as implied by the IP-end ones; the verifier needs them. */
+	barrier_var(ip_end);
 
 	p->family = FAMILY_V6;
 	p->ip_len = sizeof(*ip6) + bpf_ntohs(ip6->payload_len);
@@ -182,7 +188,7 @@ static __always_inline int parse_ipv6(struct cursor *c, void *data, struct packe
 		    next != IPPROTO_FRAGMENT)
 			break;
 		struct ipv6_opt_hdr *opt = c->pos;
-		if ((void *)(opt + 1) > c->end)
+		if ((void *)(opt + 1) > c->end || (void *)(opt + 1) > ip_end)
 			return REASON_TRUNC_IP + 1;
 		if (next == IPPROTO_FRAGMENT) {
 			p->is_fragment = 1;
@@ -192,7 +198,7 @@ static __always_inline int parse_ipv6(struct cursor *c, void *data, struct packe
 			next = opt->nexthdr;
 			c->pos += (opt->hdrlen + 1) * 8;
 		}
-		if (c->pos > c->end)
+		if (c->pos > c->end || c->pos > ip_end)
 			return REASON_TRUNC_IP + 1;
 		p->ipv6_ext = 1;
 	}
@@ -206,14 +212,18 @@ static __always_inline int parse_ipv6(struct cursor *c, void *data, struct packe
 }
 
 /* Fills ports and flags. A TCP segment with no flags, or with SYN together
- * with FIN or RST, is never legitimate. */
+ * with FIN or RST, is never legitimate. The header must lie inside the IP
+ * packet (the frame end is checked too, for the verifier). */
 static __always_inline int parse_l4(struct cursor *c, struct packet *p)
 {
+	__u32 ip_end = (__u32)p->l3_off + p->ip_len;
+
 	if (p->proto == IPPROTO_TCP) {
 		struct tcphdr *th = c->pos;
-		if ((void *)(th + 1) > c->end)
+		if ((void *)(th + 1) > c->end || (__u32)p->l4_off + sizeof(*th) > ip_end)
 			return REASON_TRUNC_L4 + 1;
-		if ((th->doff_res >> 4) < 5 || c->pos + (th->doff_res >> 4) * 4 > c->end)
+		__u32 doff = (th->doff_res >> 4) * 4;
+		if (doff < sizeof(*th) || c->pos + doff > c->end || (__u32)p->l4_off + doff > ip_end)
 			return REASON_TRUNC_L4 + 1;
 		p->sport = th->source;
 		p->dport = th->dest;
@@ -225,9 +235,10 @@ static __always_inline int parse_l4(struct cursor *c, struct packet *p)
 	}
 	if (p->proto == IPPROTO_UDP) {
 		struct udphdr *uh = c->pos;
-		if ((void *)(uh + 1) > c->end)
+		if ((void *)(uh + 1) > c->end || (__u32)p->l4_off + sizeof(*uh) > ip_end)
 			return REASON_TRUNC_L4 + 1;
-		if (bpf_ntohs(uh->len) < sizeof(*uh) || c->pos + bpf_ntohs(uh->len) > c->end)
+		__u32 ulen = bpf_ntohs(uh->len);
+		if (ulen < sizeof(*uh) || c->pos + ulen > c->end || (__u32)p->l4_off + ulen > ip_end)
 			return REASON_TRUNC_L4 + 1;
 		p->sport = uh->source;
 		p->dport = uh->dest;

@@ -954,7 +954,7 @@ int limpet_xdp(struct xdp_md *ctx)
 	if (bpf_map_lookup_elem(&vips, &ak)) {
 		if (p.is_fragment)
 			return verdict(REASON_FRAGMENT, XDP_DROP);
-		if (p.proto == 0xff)
+		if (p.ipv6_too_deep)
 			return verdict(REASON_IPV6_EXT, XDP_DROP);
 		if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
 			return XDP_PASS;

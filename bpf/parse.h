@@ -94,7 +94,7 @@ struct packet {
 	__u8 is_fragment;
 	__u8 ipv4_options;
 	__u8 ipv6_ext;
-	__u8 pad;
+	__u8 ipv6_too_deep; /* more extension headers than we walk */
 	__u16 l3_off;
 	__u16 l4_off;
 	__u16 l3_len; /* IP header plus extension headers */
@@ -202,9 +202,10 @@ static __always_inline int parse_ipv6(struct cursor *c, void *data, struct packe
 			return REASON_TRUNC_IP + 1;
 		p->ipv6_ext = 1;
 	}
-	if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS ||
-	    next == IPPROTO_FRAGMENT)
-		next = 0xff; /* more headers than we walk: not ours to balance */
+	/* More headers than we walk: not ours to balance. A flag, not a
+	 * protocol value: 255 is a protocol number like any other. */
+	p->ipv6_too_deep = next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS ||
+			   next == IPPROTO_FRAGMENT;
 	p->proto = next;
 	p->l4_off = c->pos - data;
 	p->l3_len = p->l4_off - p->l3_off;

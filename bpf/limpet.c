@@ -998,7 +998,8 @@ static __always_inline __u32 gc_flow_expire(struct gc_item *it, __u64 now)
 
 	if (!f)
 		return GC_RES_NOT_FOUND;
-	if (now > f->last_seen_ns && now - f->last_seen_ns < it->arg)
+	/* A flow stamped at or after this reading of the clock is not idle. */
+	if (now <= f->last_seen_ns || now - f->last_seen_ns < it->arg)
 		return GC_RES_SKIPPED;
 	if (f->flags & FLOW_F_REVERSE) {
 		bpf_map_delete_elem(&flows, &key);

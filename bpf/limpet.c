@@ -1026,7 +1026,13 @@ static __always_inline __u32 gc_flow_expire(struct gc_item *it, __u64 now)
 		rk.dport = key.sport;
 		rk.proto = key.proto;
 		rk.family = key.family;
-		bpf_map_delete_elem(&flows, &rk);
+		/* The reply entry is this flow's only if it still points back to
+		 * its VIP: the same client port to another VIP through the same
+		 * member port has the same reply 5-tuple, and the newer took it. */
+		struct flow_info *r = bpf_map_lookup_elem(&flows, &rk);
+		if (r && (r->flags & FLOW_F_REVERSE) && r->port == key.dport &&
+		    !__builtin_memcmp(&r->addr, &key.dst, sizeof(r->addr)))
+			bpf_map_delete_elem(&flows, &rk);
 	}
 	return GC_RES_DONE;
 }

@@ -509,8 +509,10 @@ static __always_inline int nat_rewrite(struct xdp_md *ctx, struct packet *p, int
 	if ((void *)(l4check + 1) > data_end || l4 + 4 > data_end)
 		return -1;
 	__be16 *port = rewrite_src ? l4 : l4 + 2;
-	/* UDP over IPv4 may carry no checksum; zero means "none" and must stay so. */
-	int fix_l4 = !(p->proto == IPPROTO_UDP && p->family == FAMILY_V4 && *l4check == 0);
+	/* A zero UDP checksum means "none" over IPv4 and is invalid over IPv6
+	 * (RFC 8200): either way it stays zero, never computed into one that
+	 * verifies. */
+	int fix_l4 = !(p->proto == IPPROTO_UDP && *l4check == 0);
 
 	if (p->family == FAMILY_V4) {
 		struct iphdr *ip = l3;
@@ -528,7 +530,8 @@ static __always_inline int nat_rewrite(struct xdp_md *ctx, struct packet *p, int
 		__be32 *a = rewrite_src ? ip6->saddr : ip6->daddr;
 #pragma unroll
 		for (int i = 0; i < 4; i++) {
-			csum_replace4(l4check, a[i], to->v6[i]);
+			if (fix_l4)
+				csum_replace4(l4check, a[i], to->v6[i]);
 			a[i] = to->v6[i];
 		}
 	}

@@ -749,7 +749,9 @@ static __always_inline int flow_track_client(struct flow_info *f, struct packet 
 			flow_release(f, now);
 	} else if ((fl & TCP_SYN) && !(fl & TCP_ACK) &&
 		   (f->flags & (FLOW_F_FIN_CLIENT | FLOW_F_FIN_SERVER | FLOW_F_RST)) &&
-		   !(f->flags & FLOW_F_COUNTED)) {
+		   !(f->flags & FLOW_F_MEMBER_COUNTED)) {
+		/* Ended (flow_release cleared its member count, which every
+		 * flow holds; a half-closed one still holds it). */
 		return 1;
 	}
 	return 0;

@@ -293,27 +293,40 @@ __noinline int pick_member(__u32 pool_id, __u32 client_hash)
 	if (n == 0 || n > MAX_MEMBERS_PER_POOL)
 		return -1;
 
+	__u32 start;
+	int id = -1;
 	switch (pool->algorithm) {
 	case ALGO_WEIGHTED_ROUND_ROBIN:
-		return table_pick(pool_id, pool->table_size, __sync_fetch_and_add(&pool->rr_next, 1));
+		start = __sync_fetch_and_add(&pool->rr_next, 1);
+		id = table_pick(pool_id, pool->table_size, start);
+		break;
 	case ALGO_IP_HASH:
-		return table_pick(pool_id, pool->table_size, client_hash);
+		start = client_hash;
+		id = table_pick(pool_id, pool->table_size, start);
+		break;
 	case ALGO_LEAST_CONNECTION:
 		return least_conn_pick(pool, n, 0);
 	case ALGO_WEIGHTED_LEAST_CONNECTION:
 		return least_conn_pick(pool, n, 1);
+	default:
+		start = __sync_fetch_and_add(&pool->rr_next, 1);
 	}
+	if (id >= 0)
+		return id;
 
-	__u32 start = __sync_fetch_and_add(&pool->rr_next, 1);
-#pragma unroll
-	for (int i = 0; i < PICK_PROBES; i++) {
+	/* Round robin's turn, or a table's slot and the few after it, cannot
+	 * take the client: the next member in order that can does, so a full
+	 * member never turns a client away while another has room. */
+	for (__u32 i = 0; i < MAX_MEMBERS_PER_POOL; i++) {
+		if (i >= n)
+			break;
 		__u32 idx = (start + i) % n;
 		/* libbpf's barrier_var hides idx from clang, which would otherwise
 		 * drop the mask below as redundant; the verifier needs it. */
 		barrier_var(idx);
-		__u32 id = pool->eligible[idx & (MAX_MEMBERS_PER_POOL - 1)];
-		if (usable(id))
-			return id;
+		__u32 mid = pool->eligible[idx & (MAX_MEMBERS_PER_POOL - 1)];
+		if (usable(mid))
+			return mid;
 	}
 	return -1;
 }

@@ -428,9 +428,11 @@ static __always_inline int choose_member(struct vs_info *vs, struct packet *p, _
 				d->member = m;
 				d->member_id = mid;
 				d->entry = e;
-				if (ts)
+				/* Hits and misses count connections: a stray FIN
+				 * or RST (create 0) is neither. */
+				if (ts && create)
 					ts->hits++;
-				if (st)
+				if (st && create)
 					st->persist_hits++;
 				return 0;
 			}
@@ -447,7 +449,7 @@ static __always_inline int choose_member(struct vs_info *vs, struct packet *p, _
 		update_flags = BPF_ANY;
 	}
 miss:
-	if (!moved) {
+	if (!moved && create) {
 		if (ts)
 			ts->misses++;
 		if (st)

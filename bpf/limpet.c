@@ -558,8 +558,9 @@ static __always_inline int nat_rewrite(struct xdp_md *ctx, struct packet *p, int
 	return 0;
 }
 
-/* Returns -1 when the TTL would expire: the kernel then answers with ICMP. */
-static __always_inline int ttl_decrement(struct xdp_md *ctx, struct packet *p)
+/* Returns 1 when the TTL or hop limit would expire here: the kernel then
+ * answers with ICMP. */
+static __always_inline int ttl_expiring(struct xdp_md *ctx, struct packet *p)
 {
 	void *data = (void *)(long)ctx->data;
 	void *data_end = (void *)(long)ctx->data_end;
@@ -567,25 +568,36 @@ static __always_inline int ttl_decrement(struct xdp_md *ctx, struct packet *p)
 
 	if (p->family == FAMILY_V4) {
 		struct iphdr *ip = l3;
-		if ((void *)(ip + 1) > data_end)
-			return -1;
-		if (ip->ttl <= 1)
-			return -1;
-		if (!cfg_decrement_ttl)
-			return 0;
+		return (void *)(ip + 1) > data_end || ip->ttl <= 1;
+	}
+	struct ipv6hdr *ip6 = l3;
+	return (void *)(ip6 + 1) > data_end || ip6->hop_limit <= 1;
+}
+
+/* Decrements the TTL or hop limit of a packet XDP forwards itself. One
+ * handed to the stack keeps its TTL: the stack decrements it when it
+ * forwards, and a hop must cost one, not two. */
+static __always_inline void ttl_decrement(struct xdp_md *ctx, struct packet *p)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	void *l3 = data + (p->l3_off & 0xff);
+
+	if (!cfg_decrement_ttl)
+		return;
+	if (p->family == FAMILY_V4) {
+		struct iphdr *ip = l3;
+		if ((void *)(ip + 1) > data_end || ip->ttl <= 1)
+			return;
 		__be16 old = *(__be16 *)&ip->ttl;
 		ip->ttl--;
 		csum_replace2(&ip->check, old, *(__be16 *)&ip->ttl);
-		return 0;
+		return;
 	}
 	struct ipv6hdr *ip6 = l3;
-	if ((void *)(ip6 + 1) > data_end)
-		return -1;
-	if (ip6->hop_limit <= 1)
-		return -1;
-	if (cfg_decrement_ttl)
-		ip6->hop_limit--;
-	return 0;
+	if ((void *)(ip6 + 1) > data_end || ip6->hop_limit <= 1)
+		return;
+	ip6->hop_limit--;
 }
 
 /* Sends the packet toward dst using the kernel's FIB and neighbour table. */
@@ -642,6 +654,11 @@ static __always_inline int fib_forward(struct xdp_md *ctx, struct packet *p, con
 			return verdict(REASON_FIB_DROP, XDP_DROP);
 		return verdict(REASON_VLAN_PASS, XDP_PASS);
 	}
+	/* We route a NAT'ed packet we transmit; DSR only rewrites MACs. */
+	if (!dsr)
+		ttl_decrement(ctx, p);
+	data = (void *)(long)ctx->data;
+	data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	if ((void *)(eth + 1) > data_end)
 		return XDP_DROP;
@@ -783,7 +800,7 @@ static __always_inline int forward_to_member(struct xdp_md *ctx, struct packet *
 	}
 	if (vs->flags & VS_F_DSR)
 		return fib_forward(ctx, p, &p->src, maddr, 1);
-	if (ttl_decrement(ctx, p))
+	if (ttl_expiring(ctx, p))
 		return verdict(REASON_TTL_EXPIRED, XDP_PASS);
 	if (nat_rewrite(ctx, p, 0, maddr, mport))
 		return XDP_DROP;
@@ -936,7 +953,7 @@ static __always_inline int handle_reply(struct xdp_md *ctx, struct packet *p)
 		st->reply_packets++;
 		st->reply_bytes += p->pkt_len;
 	}
-	if (ttl_decrement(ctx, p))
+	if (ttl_expiring(ctx, p))
 		return verdict(REASON_TTL_EXPIRED, XDP_PASS);
 	if (nat_rewrite(ctx, p, 1, &vip, vport))
 		return XDP_DROP;

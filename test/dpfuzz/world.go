@@ -1,0 +1,154 @@
+// Package dpfuzz is a differential fuzzer for limpet's XDP datapath: it
+// generates packet sequences, runs each packet through the real program
+// (BPF_PROG_RUN, through the loader, in the fixture world's netns) and
+// through the reference model (test/model), and compares verdicts, output
+// bytes, state and counters after every packet.
+package dpfuzz
+
+import (
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/limpet-lb/limpet/loader"
+	"github.com/limpet-lb/limpet/test/dptest"
+	"github.com/limpet-lb/limpet/test/fixture"
+	"github.com/limpet-lb/limpet/test/model"
+)
+
+// World is a datapath in the fixture world, with the model of its network.
+type World struct {
+	fx   *fixture.World
+	dp   *loader.Datapath
+	net  model.Network
+	cpu  int
+	macs map[string]int // link MAC to ifindex
+	// clock is the virtual time of the next operation: it only grows, and
+	// starts a day past the boot clock, so no "now minus a timeout" is ever
+	// before boot.
+	clock time.Duration
+	// cpus and release describe the kernel's LRU maps to the model.
+	cpus    int
+	release string
+}
+
+// flowTableSize leaves room for every flow of the longest sequence, so the
+// LRU flow table never evicts.
+const flowTableSize = 1 << 16
+
+// NewWorld builds a fixture world and loads a datapath into it; both go when
+// tb ends. Every kernel operation runs on the world's thread, bound to cpu:
+// the kernel's LRU maps keep per-CPU lists, so eviction is reproducible
+// only on one CPU.
+func NewWorld(tb testing.TB, cpu int) *World {
+	tb.Helper()
+	fx := fixture.New(tb)
+	dw := dptest.New(tb, loader.State{}, flowTableSize)
+	w := &World{fx: fx, dp: dw.DP, cpu: cpu % runtime.NumCPU(), macs: map[string]int{}}
+	w.net = networkOf(fx)
+	for _, l := range fx.Links() {
+		w.macs[l.MAC.String()] = l.Index
+	}
+	err := fx.Do(func() error {
+		var set unix.CPUSet
+		set.Set(w.cpu)
+		return unix.SchedSetaffinity(0, &set)
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	boot, err := loader.BootTime()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	w.clock = boot + 24*time.Hour
+	if w.cpus, err = loader.PossibleCPUs(); err != nil {
+		tb.Fatal(err)
+	}
+	w.release = kernelRelease()
+	return w
+}
+
+// networkOf describes the fixture world's network to the model.
+func networkOf(fx *fixture.World) model.Network {
+	var n model.Network
+	idx := map[string]int{}
+	for _, l := range fx.Links() {
+		idx[l.Name] = l.Index
+	}
+	for _, ls := range fx.Spec.Links {
+		for _, l := range fx.Links() {
+			if l.Name == ls.Name {
+				n.Links = append(n.Links, model.Link{Index: l.Index, Name: l.Name, MAC: l.MAC, MTU: l.MTU, Prefixes: ls.Prefixes})
+			}
+		}
+	}
+	for _, nb := range fx.Spec.Neighbours {
+		n.Neighbours = append(n.Neighbours, model.Neighbour{Link: idx[nb.Link], IP: nb.IP, MAC: nb.MAC})
+	}
+	kinds := map[fixture.RouteKind]model.RouteKind{
+		fixture.RouteUnicast: model.Unicast, fixture.RouteBlackhole: model.Blackhole,
+		fixture.RouteUnreachable: model.Unreachable, fixture.RouteProhibit: model.Prohibit,
+	}
+	for _, r := range fx.Spec.Routes {
+		n.Routes = append(n.Routes, model.Route{Dst: r.Dst, Kind: kinds[r.Kind], Via: r.Via, Link: idx[r.Link]})
+	}
+	return n
+}
+
+// do runs fn on the world's thread.
+func (w *World) do(fn func() error) error { return w.fx.Do(fn) }
+
+// run runs one packet and says when the datapath read its clock: the
+// clock is set to the virtual time just before, and the program reads it
+// a little later.
+func (w *World) run(frame []byte, ingress int) (loader.XDPAction, []byte, model.Instant, error) {
+	before, err := loader.BootTime()
+	if err != nil {
+		return 0, nil, model.Instant{}, err
+	}
+	if err := w.dp.SetClock(w.clock); err != nil {
+		return 0, nil, model.Instant{}, err
+	}
+	act, out, err := w.dp.RunPacket(frame, ingress)
+	after, err2 := loader.BootTime()
+	if err == nil {
+		err = err2
+	}
+	now := model.Instant{Lo: w.clock, Hi: w.clock + (after - before)}
+	// The next reading must not be before this one: the datapath clock
+	// never goes back.
+	w.clock = now.Hi
+	return act, out, now, err
+}
+
+// runGC runs GC requests (at most one batch, so one clock reading). back
+// sets the clock that much behind the last reading, as a coarse clock
+// standing still or another CPU's reading can be.
+func (w *World) runGC(reqs []loader.GCRequest, back time.Duration) (model.Instant, error) {
+	if len(reqs) > gcBatch {
+		return model.Instant{}, fmt.Errorf("%d GC requests in one batch", len(reqs))
+	}
+	before, err := loader.BootTime()
+	if err != nil {
+		return model.Instant{}, err
+	}
+	at := w.clock - back
+	if err := w.dp.SetClock(at); err != nil {
+		return model.Instant{}, err
+	}
+	err = w.dp.RunGC(reqs)
+	after, err2 := loader.BootTime()
+	if err == nil {
+		err = err2
+	}
+	now := model.Instant{Lo: at, Hi: at + (after - before)}
+	w.clock = max(w.clock, now.Hi)
+	return now, err
+}
+
+// gcBatch is the GC program's batch: one BPF_PROG_RUN, one clock reading.
+const gcBatch = 48

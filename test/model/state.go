@@ -1,0 +1,407 @@
+package model
+
+import (
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Model is the datapath's configuration and state. Packet and the sweeper
+// operations change the state the way the datapath must; each call's changes
+// are journalled until Commit, so that a caller can Rollback and try the
+// other answer to a question the model could not settle (see Chooser).
+type Model struct {
+	cfg        Config
+	vs         map[vsKey]*VirtualServer
+	vsByID     map[uint32]*VirtualServer
+	vips       map[netip.Addr]bool
+	natAddrs   map[netip.Addr]bool
+	pools      map[uint32]*Pool
+	members    map[uint32]*Member
+	memberAddr map[memberAddrKey]uint32
+	tables     map[uint32]*Table
+
+	conns       jmap[FlowKey, Conn]
+	replies     jmap[ReplyKey, Translation]
+	entries     jmap[EntryKey, Entry]
+	tableLen    jmap[uint32, int]
+	memberConns jmap[uint32, uint32]
+	cursors     jmap[uint32, uint32]
+	vsCtr       jmap[uint32, VSCounters]
+	memberCtr   jmap[uint32, MemberCounters]
+	tableCtr    jmap[uint32, TableCounters]
+	reasons     jmap[Reason, uint64]
+
+	journal []func()
+	out     *Outcome
+	choose  Chooser
+}
+
+type vsKey struct {
+	addr  netip.Addr
+	port  uint16
+	proto uint8
+}
+
+type memberAddrKey struct {
+	pool uint32
+	addr netip.Addr
+	port uint16
+}
+
+// New returns a model with cfg applied and no state: no connections,
+// entries or counts, every counter zero and every pool's turn at 0.
+func New(cfg Config) *Model {
+	m := &Model{}
+	m.conns.init(m, func(o *Outcome, k FlowKey) { o.Touched.Conns[k] = true })
+	m.replies.init(m, func(o *Outcome, k ReplyKey) { o.Touched.Replies[k] = true })
+	m.entries.init(m, func(o *Outcome, k EntryKey) { o.Touched.Entries[k] = true })
+	m.tableLen.init(m, nil)
+	m.memberConns.init(m, func(o *Outcome, k uint32) { o.Touched.MemberConns[k] = true })
+	m.cursors.init(m, nil)
+	m.vsCtr.init(m, func(o *Outcome, k uint32) { o.Touched.VSCounters[k] = true })
+	m.memberCtr.init(m, func(o *Outcome, k uint32) { o.Touched.MemberCounters[k] = true })
+	m.tableCtr.init(m, func(o *Outcome, k uint32) { o.Touched.TableCounters[k] = true })
+	m.reasons.init(m, nil)
+	m.SetConfig(cfg)
+	return m
+}
+
+// SetConfig applies a new configuration, as a reload does: connections,
+// translations, entries, counts and counters are untouched (README
+// "Open flows, persistence entries and counters are untouched"). Entries
+// of a table that is no longer configured are gone with it.
+func (m *Model) SetConfig(cfg Config) {
+	m.cfg = cfg
+	if m.cfg.FlowStampGranularity == 0 {
+		m.cfg.FlowStampGranularity = defaultFlowStampGranularity
+	}
+	m.vs = map[vsKey]*VirtualServer{}
+	m.vsByID = map[uint32]*VirtualServer{}
+	m.vips = map[netip.Addr]bool{}
+	for i := range m.cfg.VirtualServers {
+		v := &m.cfg.VirtualServers[i]
+		m.vs[vsKey{v.VIP.Addr(), v.VIP.Port(), v.Proto}] = v
+		m.vsByID[v.ID] = v
+		m.vips[v.VIP.Addr()] = true
+	}
+	m.pools = map[uint32]*Pool{}
+	for i := range m.cfg.Pools {
+		m.pools[m.cfg.Pools[i].ID] = &m.cfg.Pools[i]
+	}
+	// A persisted server is found in a pool by address and port, else by
+	// address alone (README: "a client persisted to server S through
+	// virtual server A goes to S through B when B's pool has a member with
+	// S's address (on any port)"). Among several members of a pool with the
+	// same address, the address-only match is the last one whose port is 0
+	// (the virtual server's port), else the first in config order; an exact
+	// duplicate is the last in config order.
+	m.members = map[uint32]*Member{}
+	m.memberAddr = map[memberAddrKey]uint32{}
+	m.natAddrs = map[netip.Addr]bool{}
+	for i := range m.cfg.Members {
+		mem := &m.cfg.Members[i]
+		m.members[mem.ID] = mem
+		a := mem.Addr.Addr()
+		m.memberAddr[memberAddrKey{mem.Pool, a, mem.Addr.Port()}] = mem.ID
+		if _, ok := m.memberAddr[memberAddrKey{mem.Pool, a, 0}]; !ok {
+			m.memberAddr[memberAddrKey{mem.Pool, a, 0}] = mem.ID
+		}
+		if mem.NAT {
+			m.natAddrs[a] = true
+		}
+	}
+	m.tables = map[uint32]*Table{}
+	for i := range m.cfg.Tables {
+		m.tables[m.cfg.Tables[i].ID] = &m.cfg.Tables[i]
+	}
+	for k := range m.entries.m {
+		if m.tables[k.Table] == nil {
+			delete(m.entries.m, k)
+			m.tableLen.m[k.Table]--
+		}
+	}
+	for id, n := range m.tableLen.m {
+		if n == 0 {
+			delete(m.tableLen.m, id)
+		}
+	}
+	for _, p := range m.cfg.Pools {
+		if _, ok := m.cursors.m[p.ID]; !ok {
+			m.cursors.m[p.ID] = 0
+		}
+	}
+	m.journal = nil
+}
+
+// Config is the configuration in force.
+func (m *Model) Config() Config { return m.cfg }
+
+// SetPoolCursor sets a pool's turn counter, e.g. to what a datapath that
+// has run before holds.
+func (m *Model) SetPoolCursor(pool, v uint32) { m.cursors.m[pool] = v }
+
+// PoolCursor is a pool's turn counter.
+func (m *Model) PoolCursor(pool uint32) uint32 { return m.cursors.m[pool] }
+
+// Commit makes the last operation's changes final.
+func (m *Model) Commit() { m.journal = m.journal[:0]; m.out = nil }
+
+// Rollback undoes the last operation's changes.
+func (m *Model) Rollback() {
+	for i := len(m.journal) - 1; i >= 0; i-- {
+		m.journal[i]()
+	}
+	m.journal = m.journal[:0]
+	m.out = nil
+}
+
+// Chooser answers a question the model cannot settle from what it knows,
+// such as whether an entry idle for its timeout to within the clock's
+// uncertainty has expired. The fuzzer first answers false, and on a
+// mismatch rolls back and tries true: the kernel must match one answer.
+type Chooser func(question string) bool
+
+// tri is a comparison that may be undecided.
+type tri int
+
+const (
+	no tri = iota
+	yes
+	maybe
+)
+
+func (m *Model) settle(t tri, question string) bool {
+	switch t {
+	case yes:
+		return true
+	case no:
+		return false
+	}
+	ans := m.choose != nil && m.choose(question)
+	m.out.Choices = append(m.out.Choices, fmt.Sprintf("%s: %v", question, ans))
+	return ans
+}
+
+// elapsedOver compares the time from then to now with d: is it > d
+// (strict) or >= d?
+func elapsedOver(now, then Instant, d time.Duration, strict bool) tri {
+	lo, hi := now.Lo-then.Hi, now.Hi-then.Lo
+	if strict {
+		switch {
+		case lo > d:
+			return yes
+		case hi <= d:
+			return no
+		}
+		return maybe
+	}
+	switch {
+	case lo >= d:
+		return yes
+	case hi < d:
+		return no
+	}
+	return maybe
+}
+
+// Touched lists the state an operation read or wrote: the fuzzer compares
+// exactly these keys with the kernel after each packet.
+type Touched struct {
+	Conns          map[FlowKey]bool
+	Replies        map[ReplyKey]bool
+	Entries        map[EntryKey]bool
+	MemberConns    map[uint32]bool
+	VSCounters     map[uint32]bool
+	MemberCounters map[uint32]bool
+	TableCounters  map[uint32]bool
+}
+
+func newTouched() Touched {
+	return Touched{
+		Conns: map[FlowKey]bool{}, Replies: map[ReplyKey]bool{}, Entries: map[EntryKey]bool{},
+		MemberConns: map[uint32]bool{}, VSCounters: map[uint32]bool{}, MemberCounters: map[uint32]bool{},
+		TableCounters: map[uint32]bool{},
+	}
+}
+
+// jmap is a map whose changes are journalled in its model and whose
+// accesses are recorded in the current outcome's Touched.
+type jmap[K comparable, V any] struct {
+	m     map[K]V
+	owner *Model
+	touch func(*Outcome, K)
+}
+
+func (t *jmap[K, V]) init(owner *Model, touch func(*Outcome, K)) {
+	t.m, t.owner, t.touch = map[K]V{}, owner, touch
+}
+
+func (t *jmap[K, V]) mark(k K) {
+	if t.touch != nil && t.owner.out != nil {
+		t.touch(t.owner.out, k)
+	}
+}
+
+func (t *jmap[K, V]) get(k K) (V, bool) {
+	t.mark(k)
+	v, ok := t.m[k]
+	return v, ok
+}
+
+func (t *jmap[K, V]) set(k K, v V) {
+	t.mark(k)
+	old, had := t.m[k]
+	t.owner.journal = append(t.owner.journal, func() {
+		if had {
+			t.m[k] = old
+		} else {
+			delete(t.m, k)
+		}
+	})
+	t.m[k] = v
+}
+
+func (t *jmap[K, V]) del(k K) {
+	t.mark(k)
+	old, had := t.m[k]
+	if !had {
+		return
+	}
+	t.owner.journal = append(t.owner.journal, func() { t.m[k] = old })
+	delete(t.m, k)
+}
+
+func (t *jmap[K, V]) update(k K, fn func(*V)) {
+	v, _ := t.get(k)
+	fn(&v)
+	t.set(k, v)
+}
+
+// Read-only views for the fuzzer's comparison and the generator.
+
+// Conn returns a connection.
+func (m *Model) Conn(k FlowKey) (Conn, bool) { c, ok := m.conns.m[k]; return c, ok }
+
+// Conns lists the connections, sorted by key.
+func (m *Model) Conns() []FlowKey { return sortedKeys(m.conns.m, FlowKey.String) }
+
+// Reply returns a reply translation.
+func (m *Model) Reply(k ReplyKey) (Translation, bool) { t, ok := m.replies.m[k]; return t, ok }
+
+// Replies lists the reply translations, sorted.
+func (m *Model) Replies() []ReplyKey { return sortedKeys(m.replies.m, ReplyKey.String) }
+
+// Entry returns a persistence entry.
+func (m *Model) Entry(k EntryKey) (Entry, bool) { e, ok := m.entries.m[k]; return e, ok }
+
+// Entries lists a table's entries, sorted.
+func (m *Model) Entries(table uint32) []EntryKey {
+	var out []EntryKey
+	for k := range m.entries.m {
+		if k.Table == table {
+			out = append(out, k)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Client.Less(out[j].Client) })
+	return out
+}
+
+// TableLen is how many entries a table holds.
+func (m *Model) TableLen(table uint32) int { return m.tableLen.m[table] }
+
+// MemberConns is a member's active connection count.
+func (m *Model) MemberConns(id uint32) uint32 { return m.memberConns.m[id] }
+
+// VSCounters returns a virtual server's counters.
+func (m *Model) VSCounters(id uint32) VSCounters { return m.vsCtr.m[id] }
+
+// MemberCounters returns a member's counters.
+func (m *Model) MemberCounters(id uint32) MemberCounters { return m.memberCtr.m[id] }
+
+// TableCounters returns a table's counters.
+func (m *Model) TableCounters(id uint32) TableCounters { return m.tableCtr.m[id] }
+
+// ReasonCount returns an exception counter.
+func (m *Model) ReasonCount(r Reason) uint64 { return m.reasons.m[r] }
+
+// Evict removes an entry that the kernel dropped from a full purging table;
+// the caller has checked the outcome allowed it (Outcome.Evictable).
+func (m *Model) Evict(k EntryKey) {
+	if _, ok := m.entries.m[k]; ok {
+		delete(m.entries.m, k)
+		m.tableLen.m[k.Table]--
+	}
+}
+
+func sortedKeys[K comparable, V any](m map[K]V, str func(K) string) []K {
+	keys := slices.Collect(maps.Keys(m))
+	sort.Slice(keys, func(i, j int) bool { return str(keys[i]) < str(keys[j]) })
+	return keys
+}
+
+// Dump describes the state around the keys an outcome touched, for a
+// reproducer.
+func (m *Model) Dump(t Touched) string {
+	var b strings.Builder
+	for _, k := range sortedKeys(t.Conns, FlowKey.String) {
+		if c, ok := m.conns.m[k]; ok {
+			fmt.Fprintf(&b, "  connection %s: %s\n", k, c)
+		} else {
+			fmt.Fprintf(&b, "  connection %s: none\n", k)
+		}
+	}
+	for _, k := range sortedKeys(t.Replies, ReplyKey.String) {
+		if r, ok := m.replies.m[k]; ok {
+			fmt.Fprintf(&b, "  reply translation %s: to %s (vs %d, member %d)\n", k, r.VIP, r.VS, r.Member)
+		} else {
+			fmt.Fprintf(&b, "  reply translation %s: none\n", k)
+		}
+	}
+	for _, k := range sortedKeys(t.Entries, EntryKey.String) {
+		if e, ok := m.entries.m[k]; ok {
+			fmt.Fprintf(&b, "  entry %s: %s\n", k, e)
+		} else {
+			fmt.Fprintf(&b, "  entry %s: none\n", k)
+		}
+	}
+	for _, id := range slices.Sorted(maps.Keys(t.MemberConns)) {
+		fmt.Fprintf(&b, "  member %d: %d active connections\n", id, m.memberConns.m[id])
+	}
+	return b.String()
+}
+
+func (c Conn) String() string {
+	var fl []string
+	for _, f := range []struct {
+		on   bool
+		name string
+	}{{c.Counted, "counted"}, {c.MemberCounted, "member_counted"}, {c.FinClient, "fin_client"}, {c.FinServer, "fin_server"}, {c.RST, "rst"}} {
+		if f.on {
+			fl = append(fl, f.name)
+		}
+	}
+	ent := "no persistence"
+	if c.HasEntry {
+		ent = c.Entry.String()
+	}
+	mode := "nat"
+	if c.Mode == DSR {
+		mode = "dsr"
+	}
+	return fmt.Sprintf("vs %d -> member %d %s (%s), %s, flags [%s], created %s, last seen %s",
+		c.VS, c.Member, c.Target, mode, ent, strings.Join(fl, " "), c.Created, c.LastSeen)
+}
+
+func (e Entry) String() string {
+	exp := ""
+	if e.Expired {
+		exp = ", expired (claimed)"
+	}
+	return fmt.Sprintf("server %s (member %d, vs %d), %d conns%s, created %s, last seen %s",
+		e.Server, e.Member, e.VS, e.Conns, exp, e.Created, e.LastSeen)
+}

@@ -14,10 +14,14 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_PKGS   := curl chromium iproute2 ethtool zsh bash-completion systemd-container man-db
 BPF_PKGS    := clang-19 llvm-19 libbpf-dev
 
-.PHONY: help generate build test lint demo bench bench-smoke deb deps-bpf deps-test clean
+# make fuzz-datapath: packets, and a seed to replay a run (0: a fresh one).
+FUZZ_PACKETS ?= 10000000
+FUZZ_SEED   ?= 0
+
+.PHONY: help generate build test lint demo bench bench-smoke deb fuzz-datapath deps-bpf deps-test clean
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 deps-bpf: ## install clang-19 and llvm-19 if missing (needs root)
 	@command -v $(CLANG) >/dev/null && command -v $(STRIP) >/dev/null || \
@@ -37,6 +41,10 @@ deb: build ## build bin/limpet.deb with nfpm: binary, systemd unit, example conf
 
 test: deps-test build deb ## run every test (as root; LIMPET_REQUIRE_ROOT=1 makes skipped privileged tests fail)
 	LIMPET_BIN=$(CURDIR)/$(BIN) LIMPET_DEB=$(CURDIR)/bin/limpet.deb $(GO) test -count=1 -timeout 20m ./...
+
+fuzz-datapath: ## hold the XDP datapath to its reference model on 10M generated packets (as root, about 10 min)
+	$(GO) test -count=1 -v -timeout 60m -run '^TestDatapathDifferential$$' ./test/dpfuzz \
+		-args -dpfuzz.packets=$(FUZZ_PACKETS) -dpfuzz.seed=$(FUZZ_SEED) -dpfuzz.workers=0 -dpfuzz.ops=4000
 
 lint: ## gofmt, go vet and staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

@@ -46,6 +46,7 @@ type Datapath struct {
 	links   map[string]link.Link // XDP links, by interface
 	// redirectLink attaches limpet_redirect_err (WatchRedirectErrors).
 	redirectLink link.Link
+	slots        tableSlots
 }
 
 // addedMaps are the maps added since the first version: adopting a

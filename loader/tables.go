@@ -3,9 +3,12 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -121,12 +124,12 @@ func (d *Datapath) ensureTable(t Table) error {
 	// The same index of the other kind must not linger: a profile that
 	// switched purge_when_full gets a table of the new kind.
 	other := t.ID ^ tablePlainHash
-	if old, err := d.table(other); err == nil {
-		old.Close()
-		if err := d.outer(other).Delete(TableIndex(other)); err != nil {
+	if slices.Contains(d.tableIDs(), other) {
+		if err := d.outer(other).Delete(TableIndex(other)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("remove table %d of the other kind: %w", TableIndex(t.ID), err)
 		}
 		d.unpinTable(other)
+		d.slots.note(other, false)
 	}
 	cur, err := d.table(t.ID)
 	if err == nil {
@@ -161,6 +164,7 @@ func (d *Datapath) ensureTable(t Table) error {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("install persistence table %d: %w", TableIndex(t.ID), err)
 	}
+	d.slots.note(t.ID, true)
 	if err := os.Rename(tmp, d.tablePin(t.ID)); err != nil {
 		return fmt.Errorf("pin persistence table %d: %w", TableIndex(t.ID), err)
 	}
@@ -169,23 +173,63 @@ func (d *Datapath) ensureTable(t Table) error {
 
 func (d *Datapath) removeStaleTables(want map[uint32]bool) error {
 	var errs []error
-	for _, purge := range []bool{true, false} {
-		for idx := uint32(0); idx < MaxPersistTables; idx++ {
-			id := TableID(idx, purge)
-			if want[id] {
-				continue
-			}
-			var innerID ebpf.MapID
-			if err := d.outer(id).Lookup(idx, &innerID); err != nil {
-				continue
-			}
-			if err := d.outer(id).Delete(idx); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-				errs = append(errs, err)
-			}
-			d.unpinTable(id)
+	for _, id := range d.tableIDs() {
+		if want[id] {
+			continue
 		}
+		if err := d.outer(id).Delete(TableIndex(id)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, err)
+			continue
+		}
+		d.unpinTable(id)
+		d.slots.note(id, false)
 	}
 	return errors.Join(errs...)
+}
+
+// tableSlots remembers which table ids hold a table, so that Apply and
+// Tables do not probe all 2048 slots of the outer maps, one system call
+// each, every time (the sweeper calls Tables every second). One scan fills
+// it; after that this Datapath's own changes keep it: only the process that
+// holds the manager's lock adds or removes tables.
+type tableSlots struct {
+	mu      sync.Mutex
+	scanned bool
+	ids     map[uint32]bool
+}
+
+func (s *tableSlots) note(id uint32, present bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.scanned {
+		return
+	}
+	if present {
+		s.ids[id] = true
+	} else {
+		delete(s.ids, id)
+	}
+}
+
+// tableIDs lists the ids of the loaded tables: purging ones first, each
+// kind by index.
+func (d *Datapath) tableIDs() []uint32 {
+	d.slots.mu.Lock()
+	defer d.slots.mu.Unlock()
+	if !d.slots.scanned {
+		d.slots.ids = map[uint32]bool{}
+		for _, purge := range []bool{true, false} {
+			for idx := uint32(0); idx < MaxPersistTables; idx++ {
+				id := TableID(idx, purge)
+				var innerID ebpf.MapID
+				if err := d.outer(id).Lookup(idx, &innerID); err == nil {
+					d.slots.ids[id] = true
+				}
+			}
+		}
+		d.slots.scanned = true
+	}
+	return slices.Sorted(maps.Keys(d.slots.ids))
 }
 
 // PersistEntry is one client's persistence record.
@@ -206,16 +250,16 @@ type PersistEntry struct {
 // Tables lists the ids and capacities of the loaded persistence tables.
 func (d *Datapath) Tables() ([]Table, error) {
 	var out []Table
-	for _, purge := range []bool{true, false} {
-		for idx := uint32(0); idx < MaxPersistTables; idx++ {
-			id := TableID(idx, purge)
-			inner, err := d.table(id)
-			if err != nil {
-				continue
+	for _, id := range d.tableIDs() {
+		inner, err := d.table(id)
+		if err != nil {
+			if errors.Is(err, ebpf.ErrKeyNotExist) {
+				d.slots.note(id, false)
 			}
-			out = append(out, Table{ID: id, MaxEntries: inner.MaxEntries()})
-			inner.Close()
+			continue
 		}
+		out = append(out, Table{ID: id, MaxEntries: inner.MaxEntries()})
+		inner.Close()
 	}
 	return out, nil
 }

@@ -44,7 +44,7 @@ test: deps-test build deb ## run every test (as root; LIMPET_REQUIRE_ROOT=1 make
 
 fuzz-datapath: ## hold the XDP datapath to its reference model on 10M generated packets (as root, about 10 min)
 	$(GO) test -count=1 -v -timeout 60m -run '^TestDatapathDifferential$$' ./test/dpfuzz \
-		-args -dpfuzz.packets=$(FUZZ_PACKETS) -dpfuzz.seed=$(FUZZ_SEED) -dpfuzz.workers=0 -dpfuzz.ops=4000
+		-args -dpfuzz.packets=$(FUZZ_PACKETS) -dpfuzz.seed=$(FUZZ_SEED) -dpfuzz.workers=0 -dpfuzz.ops=8000
 
 lint: ## gofmt, go vet and staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi

@@ -245,14 +245,28 @@ func (k *kernel) tableCounters(id uint32) model.TableCounters {
 // name the model does not know is an error: the model must say what each
 // counter means.
 func (k *kernel) reasonCounters() map[model.Reason]uint64 {
-	vals, err := k.dp.ReasonCounters()
-	k.fail(err)
 	out := map[model.Reason]uint64{}
-	for i, v := range vals {
-		out[model.Reason(loader.ReasonNames[i])] = v
+	for i, v := range k.reasonValues() {
+		out[reasons[i]] = v
 	}
 	return out
 }
+
+// reasonValues reads every exception counter, indexed like reasons.
+func (k *kernel) reasonValues() []uint64 {
+	vals, err := k.dp.ReasonCounters()
+	k.fail(err)
+	return vals
+}
+
+// reasons names the datapath's counters by index, in the model's terms.
+var reasons = func() []model.Reason {
+	out := make([]model.Reason, len(loader.ReasonNames))
+	for i, n := range loader.ReasonNames {
+		out[i] = model.Reason(n)
+	}
+	return out
+}()
 
 func (k *kernel) allCounters(cfg model.Config) counters {
 	c := counters{vs: map[uint32]model.VSCounters{}, members: map[uint32]model.MemberCounters{},

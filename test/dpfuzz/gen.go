@@ -304,13 +304,13 @@ func kindOf(b byte) opKind {
 		return opClient
 	case b < 213:
 		return opReply
-	case b < 231:
+	case b < 232:
 		return opAdvance
 	case b < 234:
 		return opMember
-	case b < 246:
+	case b < 247:
 		return opSweep
-	case b < 254:
+	case b < 255:
 		return opEntry
 	}
 	return opReload

@@ -228,9 +228,8 @@ func (s *seq) op(i int, b []byte) (*Mismatch, error) {
 		return s.packet(p)
 	case opAdvance:
 		d := s.genAdvance(r)
-		s.w.clock += d
 		s.trace("clock +%v", d)
-		return nil, nil
+		return nil, s.w.advance(d)
 	case opMember:
 		return nil, s.memberChange(r)
 	case opSweep:
@@ -285,7 +284,7 @@ func (s *seq) genClient(r *reader) genPacket {
 // genReply is a NAT member's reply to one of the model's connections, or a
 // stray packet from a member's address.
 func (s *seq) genReply(r *reader) genPacket {
-	replies := s.m.Replies()
+	replies := s.m.ReplyKeys()
 	sel := r.u8()
 	var spec packets.Spec
 	if len(replies) > 0 && sel < 230 {
@@ -648,7 +647,9 @@ func (s *seq) compareTouched(k *kernel, o *model.Outcome) []string {
 
 func (s *seq) compareReasons(k *kernel) []string {
 	var d []string
-	for r, v := range k.reasonCounters() {
+	vals := k.reasonValues()
+	for i, v := range vals {
+		r := reasons[i]
 		if got, want := v-s.base.reasons[r], s.m.ReasonCount(r); got != want {
 			d = append(d, fmt.Sprintf("counter %s: kernel %d, model %d", r, got, want))
 		}

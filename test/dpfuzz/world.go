@@ -26,10 +26,10 @@ type World struct {
 	net  model.Network
 	cpu  int
 	macs map[string]int // link MAC to ifindex
-	// clock is the virtual time of the next operation: it only grows, and
-	// starts a day past the boot clock, so no "now minus a timeout" is ever
-	// before boot.
-	clock time.Duration
+	// offset is the datapath clock's lead over the boot clock: it only
+	// grows, and starts at a day, so no "now minus a timeout" is ever before
+	// boot.
+	offset time.Duration
 	// cpus and release describe the kernel's LRU maps to the model.
 	cpus    int
 	release string
@@ -60,11 +60,9 @@ func NewWorld(tb testing.TB, cpu int) *World {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	boot, err := loader.BootTime()
-	if err != nil {
+	if err := w.advance(24 * time.Hour); err != nil {
 		tb.Fatal(err)
 	}
-	w.clock = boot + 24*time.Hour
 	if w.cpus, err = loader.PossibleCPUs(); err != nil {
 		tb.Fatal(err)
 	}
@@ -102,52 +100,64 @@ func networkOf(fx *fixture.World) model.Network {
 // do runs fn on the world's thread.
 func (w *World) do(fn func() error) error { return w.fx.Do(fn) }
 
-// run runs one packet and says when the datapath read its clock: the
-// clock is set to the virtual time just before, and the program reads it
-// a little later.
+// The datapath clock reads the boot clock plus an offset the world sets: a
+// reading is known to lie between the boot clock read just before and just
+// after the program ran, plus the offset. Time jumps forward by raising the
+// offset; it never goes back (but see runGC).
+
+// now is the datapath clock's reading now, as far as the world knows.
+func (w *World) now() (time.Duration, error) {
+	b, err := loader.BootTime()
+	return b + w.offset, err
+}
+
+// advance moves the datapath clock forward by d.
+func (w *World) advance(d time.Duration) error {
+	w.offset += d
+	return w.dp.SetClockOffset(w.offset)
+}
+
+// run runs one packet and says when the datapath read its clock.
 func (w *World) run(frame []byte, ingress int) (loader.XDPAction, []byte, model.Instant, error) {
-	before, err := loader.BootTime()
+	lo, err := w.now()
 	if err != nil {
 		return 0, nil, model.Instant{}, err
 	}
-	if err := w.dp.SetClock(w.clock); err != nil {
-		return 0, nil, model.Instant{}, err
-	}
 	act, out, err := w.dp.RunPacket(frame, ingress)
-	after, err2 := loader.BootTime()
+	hi, err2 := w.now()
 	if err == nil {
 		err = err2
 	}
-	now := model.Instant{Lo: w.clock, Hi: w.clock + (after - before)}
-	// The next reading must not be before this one: the datapath clock
-	// never goes back.
-	w.clock = now.Hi
-	return act, out, now, err
+	return act, out, model.Instant{Lo: lo, Hi: hi}, err
 }
 
 // runGC runs GC requests (at most one batch, so one clock reading). back
-// sets the clock that much behind the last reading, as a coarse clock
+// sets the clock that much behind for this batch, as a coarse clock
 // standing still or another CPU's reading can be.
 func (w *World) runGC(reqs []loader.GCRequest, back time.Duration) (model.Instant, error) {
 	if len(reqs) > gcBatch {
 		return model.Instant{}, fmt.Errorf("%d GC requests in one batch", len(reqs))
 	}
-	before, err := loader.BootTime()
+	if back > 0 {
+		if err := w.dp.SetClockOffset(w.offset - back); err != nil {
+			return model.Instant{}, err
+		}
+	}
+	lo, err := w.now()
 	if err != nil {
 		return model.Instant{}, err
 	}
-	at := w.clock - back
-	if err := w.dp.SetClock(at); err != nil {
-		return model.Instant{}, err
-	}
 	err = w.dp.RunGC(reqs)
-	after, err2 := loader.BootTime()
+	hi, err2 := w.now()
 	if err == nil {
 		err = err2
 	}
-	now := model.Instant{Lo: at, Hi: at + (after - before)}
-	w.clock = max(w.clock, now.Hi)
-	return now, err
+	if back > 0 {
+		if err2 := w.dp.SetClockOffset(w.offset); err == nil {
+			err = err2
+		}
+	}
+	return model.Instant{Lo: lo - back, Hi: hi - back}, err
 }
 
 // gcBatch is the GC program's batch: one BPF_PROG_RUN, one clock reading.

@@ -1,9 +1,6 @@
 package model
 
-import (
-	"fmt"
-	"time"
-)
+import "time"
 
 // The sweeper's operations. The daemon's sweeper decides what to end from
 // its own reading of the tables; the datapath's GC program re-checks each
@@ -40,7 +37,7 @@ func (m *Model) ExpireConn(k FlowKey, idle time.Duration, now Instant) GCResult 
 	if !ok {
 		return GCNotFound
 	}
-	if !m.settle(elapsedOver(now, c.LastSeen, idle, false), fmt.Sprintf("connection %s idle for %v", k, idle)) {
+	if !m.settle(elapsedOver(now, c.LastSeen, idle, false), "connection %s idle for %v", k, idle) {
 		return GCSkipped
 	}
 	m.release(&c, now)
@@ -69,7 +66,7 @@ func (m *Model) ExpireEntry(k EntryKey, timeout time.Duration, now Instant) GCRe
 		if e.Conns != 0 {
 			return GCSkipped
 		}
-		if !m.settle(elapsedOver(now, e.LastSeen, timeout, true), fmt.Sprintf("entry %s idle past %v", k, timeout)) {
+		if !m.settle(elapsedOver(now, e.LastSeen, timeout, true), "entry %s idle past %v", k, timeout) {
 			return GCSkipped
 		}
 		m.tableCtr.update(k.Table, func(c *TableCounters) { c.Expired++ })

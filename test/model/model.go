@@ -229,6 +229,17 @@ type FlowKey struct {
 
 func (k FlowKey) String() string { return fmt.Sprintf("%s %s->%s", protoName(k.Proto), k.Src, k.Dst) }
 
+// Compare orders flow keys.
+func (k FlowKey) Compare(o FlowKey) int {
+	if c := k.Src.Compare(o.Src); c != 0 {
+		return c
+	}
+	if c := k.Dst.Compare(o.Dst); c != 0 {
+		return c
+	}
+	return int(k.Proto) - int(o.Proto)
+}
+
 // EntryKey is a persistence entry's key: the table and the client address
 // masked by the profile's prefix.
 type EntryKey struct {
@@ -238,6 +249,14 @@ type EntryKey struct {
 
 func (k EntryKey) String() string { return fmt.Sprintf("table %d client %s", k.Table, k.Client) }
 
+// Compare orders entry keys.
+func (k EntryKey) Compare(o EntryKey) int {
+	if k.Table != o.Table {
+		return int(k.Table) - int(o.Table)
+	}
+	return k.Client.Compare(o.Client)
+}
+
 // ReplyKey is the 5-tuple of a NAT member's reply: member to client.
 type ReplyKey struct {
 	Member, Client netip.AddrPort
@@ -246,6 +265,17 @@ type ReplyKey struct {
 
 func (k ReplyKey) String() string {
 	return fmt.Sprintf("%s %s->%s", protoName(k.Proto), k.Member, k.Client)
+}
+
+// Compare orders reply keys.
+func (k ReplyKey) Compare(o ReplyKey) int {
+	if c := k.Member.Compare(o.Member); c != 0 {
+		return c
+	}
+	if c := k.Client.Compare(o.Client); c != 0 {
+		return c
+	}
+	return int(k.Proto) - int(o.Proto)
 }
 
 // Conn is a connection: README "an existing flow keeps its backend whatever
@@ -288,7 +318,6 @@ type Translation struct {
 	VIP    netip.AddrPort
 	VS     uint32
 	Member uint32
-	Owner  FlowKey // the connection that installed it
 }
 
 // Entry is a persistence entry.

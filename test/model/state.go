@@ -5,7 +5,6 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 )
@@ -36,6 +35,11 @@ type Model struct {
 	tableCtr    jmap[uint32, TableCounters]
 	reasons     jmap[Reason, uint64]
 
+	// replyOrder lists reply translations in the order they were made
+	// (with gone ones and repeats, dropped lazily), so the generator can
+	// pick one by index without sorting them all.
+	replyOrder []ReplyKey
+
 	journal []func()
 	out     *Outcome
 	choose  Chooser
@@ -57,15 +61,15 @@ type memberAddrKey struct {
 // entries or counts, every counter zero and every pool's turn at 0.
 func New(cfg Config) *Model {
 	m := &Model{}
-	m.conns.init(m, func(o *Outcome, k FlowKey) { o.Touched.Conns[k] = true })
-	m.replies.init(m, func(o *Outcome, k ReplyKey) { o.Touched.Replies[k] = true })
-	m.entries.init(m, func(o *Outcome, k EntryKey) { o.Touched.Entries[k] = true })
+	m.conns.init(m, func(o *Outcome, k FlowKey) { set(&o.Touched.Conns, k) })
+	m.replies.init(m, func(o *Outcome, k ReplyKey) { set(&o.Touched.Replies, k) })
+	m.entries.init(m, func(o *Outcome, k EntryKey) { set(&o.Touched.Entries, k) })
 	m.tableLen.init(m, nil)
-	m.memberConns.init(m, func(o *Outcome, k uint32) { o.Touched.MemberConns[k] = true })
+	m.memberConns.init(m, func(o *Outcome, k uint32) { set(&o.Touched.MemberConns, k) })
 	m.cursors.init(m, nil)
-	m.vsCtr.init(m, func(o *Outcome, k uint32) { o.Touched.VSCounters[k] = true })
-	m.memberCtr.init(m, func(o *Outcome, k uint32) { o.Touched.MemberCounters[k] = true })
-	m.tableCtr.init(m, func(o *Outcome, k uint32) { o.Touched.TableCounters[k] = true })
+	m.vsCtr.init(m, func(o *Outcome, k uint32) { set(&o.Touched.VSCounters, k) })
+	m.memberCtr.init(m, func(o *Outcome, k uint32) { set(&o.Touched.MemberCounters, k) })
+	m.tableCtr.init(m, func(o *Outcome, k uint32) { set(&o.Touched.TableCounters, k) })
 	m.reasons.init(m, nil)
 	m.SetConfig(cfg)
 	return m
@@ -175,13 +179,14 @@ const (
 	maybe
 )
 
-func (m *Model) settle(t tri, question string) bool {
+func (m *Model) settle(t tri, format string, args ...any) bool {
 	switch t {
 	case yes:
 		return true
 	case no:
 		return false
 	}
+	question := fmt.Sprintf(format, args...)
 	ans := m.choose != nil && m.choose(question)
 	m.out.Choices = append(m.out.Choices, fmt.Sprintf("%s: %v", question, ans))
 	return ans
@@ -221,12 +226,12 @@ type Touched struct {
 	TableCounters  map[uint32]bool
 }
 
-func newTouched() Touched {
-	return Touched{
-		Conns: map[FlowKey]bool{}, Replies: map[ReplyKey]bool{}, Entries: map[EntryKey]bool{},
-		MemberConns: map[uint32]bool{}, VSCounters: map[uint32]bool{}, MemberCounters: map[uint32]bool{},
-		TableCounters: map[uint32]bool{},
+// set adds k to a set made on first use: most packets touch little.
+func set[K comparable](m *map[K]bool, k K) {
+	if *m == nil {
+		*m = map[K]bool{}
 	}
+	(*m)[k] = true
 }
 
 // jmap is a map whose changes are journalled in its model and whose
@@ -288,13 +293,33 @@ func (t *jmap[K, V]) update(k K, fn func(*V)) {
 func (m *Model) Conn(k FlowKey) (Conn, bool) { c, ok := m.conns.m[k]; return c, ok }
 
 // Conns lists the connections, sorted by key.
-func (m *Model) Conns() []FlowKey { return sortedKeys(m.conns.m, FlowKey.String) }
+func (m *Model) Conns() []FlowKey { return sortedKeys(m.conns.m, FlowKey.Compare) }
 
 // Reply returns a reply translation.
 func (m *Model) Reply(k ReplyKey) (Translation, bool) { t, ok := m.replies.m[k]; return t, ok }
 
 // Replies lists the reply translations, sorted.
-func (m *Model) Replies() []ReplyKey { return sortedKeys(m.replies.m, ReplyKey.String) }
+func (m *Model) Replies() []ReplyKey { return sortedKeys(m.replies.m, ReplyKey.Compare) }
+
+// ReplyKeys lists the reply translations in the order they were made.
+func (m *Model) ReplyKeys() []ReplyKey {
+	seen := make(map[ReplyKey]bool, len(m.replies.m))
+	out := m.replyOrder[:0]
+	for _, k := range m.replyOrder {
+		if _, ok := m.replies.m[k]; ok && !seen[k] {
+			seen[k] = true
+			out = append(out, k)
+		}
+	}
+	m.replyOrder = out
+	return slices.Clone(out)
+}
+
+func (m *Model) noteReply(k ReplyKey) {
+	n := len(m.replyOrder)
+	m.replyOrder = append(m.replyOrder, k)
+	m.journal = append(m.journal, func() { m.replyOrder = m.replyOrder[:n] })
+}
 
 // Entry returns a persistence entry.
 func (m *Model) Entry(k EntryKey) (Entry, bool) { e, ok := m.entries.m[k]; return e, ok }
@@ -307,7 +332,7 @@ func (m *Model) Entries(table uint32) []EntryKey {
 			out = append(out, k)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Client.Less(out[j].Client) })
+	slices.SortFunc(out, EntryKey.Compare)
 	return out
 }
 
@@ -338,9 +363,9 @@ func (m *Model) Evict(k EntryKey) {
 	}
 }
 
-func sortedKeys[K comparable, V any](m map[K]V, str func(K) string) []K {
+func sortedKeys[K comparable, V any](m map[K]V, cmp func(K, K) int) []K {
 	keys := slices.Collect(maps.Keys(m))
-	sort.Slice(keys, func(i, j int) bool { return str(keys[i]) < str(keys[j]) })
+	slices.SortFunc(keys, cmp)
 	return keys
 }
 
@@ -348,21 +373,21 @@ func sortedKeys[K comparable, V any](m map[K]V, str func(K) string) []K {
 // reproducer.
 func (m *Model) Dump(t Touched) string {
 	var b strings.Builder
-	for _, k := range sortedKeys(t.Conns, FlowKey.String) {
+	for _, k := range sortedKeys(t.Conns, FlowKey.Compare) {
 		if c, ok := m.conns.m[k]; ok {
 			fmt.Fprintf(&b, "  connection %s: %s\n", k, c)
 		} else {
 			fmt.Fprintf(&b, "  connection %s: none\n", k)
 		}
 	}
-	for _, k := range sortedKeys(t.Replies, ReplyKey.String) {
+	for _, k := range sortedKeys(t.Replies, ReplyKey.Compare) {
 		if r, ok := m.replies.m[k]; ok {
 			fmt.Fprintf(&b, "  reply translation %s: to %s (vs %d, member %d)\n", k, r.VIP, r.VS, r.Member)
 		} else {
 			fmt.Fprintf(&b, "  reply translation %s: none\n", k)
 		}
 	}
-	for _, k := range sortedKeys(t.Entries, EntryKey.String) {
+	for _, k := range sortedKeys(t.Entries, EntryKey.Compare) {
 		if e, ok := m.entries.m[k]; ok {
 			fmt.Fprintf(&b, "  entry %s: %s\n", k, e)
 		} else {

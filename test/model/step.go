@@ -35,16 +35,28 @@ type Outcome struct {
 	Fresh bool
 	// Choices are the model's answers to questions it could not settle.
 	Choices []string
-	// Story says what happened, for reproducers.
-	Story []string
+	// story says what happened, for reproducers; formatted only when shown.
+	story []storyLine
 }
 
-func newOutcome() *Outcome {
-	return &Outcome{Touched: newTouched(), Evictable: map[uint32]bool{}, MustEvict: map[uint32]int{}, MaxEvict: map[uint32]int{}}
+type storyLine struct {
+	format string
+	args   []any
 }
+
+func newOutcome() *Outcome { return &Outcome{} }
 
 func (o *Outcome) say(format string, args ...any) {
-	o.Story = append(o.Story, fmt.Sprintf(format, args...))
+	o.story = append(o.story, storyLine{format, args})
+}
+
+// Story says what happened.
+func (o *Outcome) Story() []string {
+	out := make([]string, len(o.story))
+	for i, l := range o.story {
+		out[i] = fmt.Sprintf(l.format, l.args...)
+	}
+	return out
 }
 
 func (o *Outcome) String() string {
@@ -59,8 +71,8 @@ func (o *Outcome) String() string {
 		}
 		s += " counted [" + strings.Join(rs, " ") + "]"
 	}
-	if len(o.Story) > 0 {
-		s += ": " + strings.Join(o.Story, "; ")
+	if len(o.story) > 0 {
+		s += ": " + strings.Join(o.Story(), "; ")
 	}
 	return s
 }
@@ -218,6 +230,7 @@ func (m *Model) client(o *Outcome, p *packet, vs *VirtualServer, ingress int, no
 		if vs.Mode == NAT {
 			rk := ReplyKey{target, key.Src, p.proto}
 			m.replies.set(rk, Translation{VIP: key.Dst, VS: vs.ID, Member: d.member})
+			m.noteReply(rk)
 		}
 		o.say("new connection %s -> member %d %s", key, d.member, target)
 	} else {
@@ -350,7 +363,7 @@ func (m *Model) decide(o *Outcome, vs *VirtualServer, p *packet, now Instant, cr
 		// README: "after it, the entry is deleted and the client is load
 		// balanced afresh (a new entry, with a new creation time)". While
 		// connections hold it, it never expires.
-		case e.Conns == 0 && m.settle(elapsedOver(now, e.LastSeen, vs.Timeout, true), fmt.Sprintf("entry %s idle past its %v timeout", key, vs.Timeout)):
+		case e.Conns == 0 && m.settle(elapsedOver(now, e.LastSeen, vs.Timeout, true), "entry %s idle past its %v timeout", key, vs.Timeout):
 			e.Expired = true
 			m.entries.set(key, e)
 			tctr(func(c *TableCounters) { c.Expired++ })
@@ -416,6 +429,9 @@ func (m *Model) decide(o *Outcome, vs *VirtualServer, p *packet, now Instant, cr
 		// because the kernel frees entries in small batches": once fewer
 		// than a batch are free, a write may drop up to a batch of other
 		// entries, and a new key added to a full table drops one at least.
+		if o.Evictable == nil {
+			o.Evictable, o.MaxEvict, o.MustEvict = map[uint32]bool{}, map[uint32]int{}, map[uint32]int{}
+		}
 		o.Evictable[tbl.ID] = true
 		o.MaxEvict[tbl.ID] += tbl.freeBatch()
 		if !replace && n >= tbl.Capacity {

@@ -3,11 +3,7 @@ package dpfuzz
 import (
 	"encoding/binary"
 	"fmt"
-
-	"github.com/limpet-lb/limpet/test/fixture"
 )
-
-var fixtureMemberMAC = fixture.MemberMAC(0)
 
 // layout locates a frame's headers, walking every IPv6 extension header:
 // the fuzzer's own reading of a packet, written apart from the model's, to

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/limpet-lb/limpet/loader"
+	"github.com/limpet-lb/limpet/test/fixture"
 	"github.com/limpet-lb/limpet/test/model"
 	"github.com/limpet-lb/limpet/test/packets"
 )
@@ -274,11 +275,14 @@ func (s *seq) genClient(r *reader) genPacket {
 	}
 	spec := packets.Spec{Src: src, Dst: dst, UDP: udp}
 	s.fill(r, &spec)
-	ingress := s.w.fx.Client.Index
+	// Mostly from the client side; now and then a client on the member
+	// link (one-armed), which the datapath answers with XDP_TX.
+	in := s.w.fx.Client
 	if r.chance(8) {
-		ingress = s.w.fx.Member.Index
+		in = s.w.fx.Member
 	}
-	return genPacket{what: "client packet", spec: spec, mg: genMangle(r), ingress: ingress}
+	spec.SrcMAC, spec.DstMAC = fixture.GatewayMAC, in.MAC
+	return genPacket{what: "client packet", spec: spec, mg: genMangle(r), ingress: in.Index}
 }
 
 // genReply is a NAT member's reply to one of the model's connections, or a
@@ -311,13 +315,12 @@ func (s *seq) genReply(r *reader) genPacket {
 		spec = packets.Spec{Src: src, Dst: dst, UDP: r.chance(40)}
 	}
 	s.fill(r, &spec)
-	spec.SrcMAC = fixtureMemberMAC
-	spec.DstMAC = s.w.fx.Member.MAC
-	ingress := s.w.fx.Member.Index
+	in := s.w.fx.Member
 	if r.chance(8) {
-		ingress = s.w.fx.Client.Index
+		in = s.w.fx.Client
 	}
-	return genPacket{what: "member reply", spec: spec, mg: genMangle(r), ingress: ingress}
+	spec.SrcMAC, spec.DstMAC = fixture.MemberMAC(0), in.MAC
+	return genPacket{what: "member reply", spec: spec, mg: genMangle(r), ingress: in.Index}
 }
 
 // fill draws the rest of a packet: flags, payload, TTL, VLAN tags, IP

@@ -625,9 +625,10 @@ func (m *Model) reply(o *Outcome, p *packet, ingress int, now Instant) {
 // sent back by XDP; UDP: dropped"). Like a TCP stack's reset (RFC 793) it
 // acknowledges the segment: ack = seq + its length (SYN and FIN count one),
 // seq = the segment's ack number, or 0 when it has none; RST and ACK are
-// set. It goes back out of the ingress link with the MACs swapped and any
-// VLAN tags kept. A packet with IP options or IPv6 extension headers, or
-// that is itself an RST, is only dropped.
+// set. It goes back out of the ingress link (redirected there, so that a
+// veth peer is woken) with the MACs swapped and any VLAN tags kept. A
+// packet with IP options or IPv6 extension headers, or that is itself an
+// RST, is only dropped.
 func (m *Model) rejectTCP(o *Outcome, p *packet, ingress int) {
 	if p.proto != ipProtoTCP || p.options || p.ext || p.tcpFlags&tcpRST != 0 {
 		o.Verdict = Drop
@@ -688,5 +689,5 @@ func (m *Model) rejectTCP(o *Outcome, p *packet, ingress int) {
 	pseudo += ipProtoTCP + 20
 	be.PutUint16(t[16:], ^fold(sum16(t[:20], pseudo)))
 	o.say("rejected with an RST")
-	o.Verdict, o.Ifindex, o.Out, o.Fresh = TX, ingress, out, true
+	o.Verdict, o.Ifindex, o.Out, o.Fresh = Redirect, ingress, out, true
 }

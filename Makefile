@@ -18,7 +18,7 @@ BPF_PKGS    := clang-19 llvm-19 libbpf-dev
 FUZZ_PACKETS ?= 10000000
 FUZZ_SEED   ?= 0
 
-.PHONY: help generate build test lint demo bench bench-smoke deb fuzz-datapath deps-bpf deps-test clean
+.PHONY: help generate build test lint demo bench bench-l7 bench-smoke deb fuzz-datapath deps-bpf deps-test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -56,6 +56,9 @@ demo: build ## balance real traffic in an embedded lab, show persistence, clean 
 
 bench: build ## benchmarks against the peers; prints and writes BENCHMARKS.md (as root, about 10 min)
 	GO=$(GO) scripts/bench/run.sh -command "make bench" -out BENCHMARKS.md
+
+bench-l7: build ## part 4 only (L7 against HAProxy and Caddy, with profiles); writes bin/BENCHMARKS-l7.md (as root, about 8 min; RUNS=n)
+	GO=$(GO) scripts/bench/run.sh -parts 4 -runs $(or $(RUNS),5) -command "make bench-l7" -out bin/BENCHMARKS-l7.md -l7-profile-dir bin/l7-profiles
 
 bench-smoke: build ## the benchmark harness once with tiny counts, exits non-zero if it broke (as root, under 1 min)
 	GO=$(GO) scripts/bench/run.sh -smoke -command "make bench-smoke" -out bin/BENCHMARKS-smoke.md -q

@@ -11,4 +11,4 @@ if [ "$(id -u)" != 0 ]; then
 fi
 scripts/apt-install.sh --missing haproxy caddy nftables wrk
 "${GO:-go}" build -o bin/limpet-bench ./test/bench/cmd/limpet-bench
-exec bin/limpet-bench -limpet bin/limpet -templates scripts/bench "$@"
+exec bin/limpet-bench -limpet bin/limpet -templates scripts/bench -go "${GO:-go}" "$@"

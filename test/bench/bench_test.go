@@ -113,7 +113,7 @@ func BenchmarkL7(b *testing.B) {
 			if row.Key.Existing {
 				sess = "existing"
 			}
-			b.ReportMetric(row.RPS.Median(), "req/s:"+row.Key.Target+"/"+sess)
+			b.ReportMetric(row.RPS.Median(), "req/s:"+row.Key.Target+"/"+string(row.Key.Case)+"/"+sess)
 		}
 	}
 }

@@ -36,7 +36,7 @@ func ReportOptions(runs int) Options {
 		Datapath: DatapathOptions{Repeat: 1 << 20, LargeEntries: 1 << 20, SmallClients: 32, Runs: runs},
 		Forward:  ForwardOptions{Frames: 1 << 20, Sources: 65534, Runs: runs},
 		Conn:     ConnOptions{Workers: 16, Duration: 2 * time.Second, MaxConns: 100000, Sources: 4096, Runs: runs},
-		L7:       L7Options{Duration: 3 * time.Second, Connections: 32, ProxyCPUs: "1", LoadCPUs: "0", Workers: 1, Runs: runs},
+		L7:       L7Options{Duration: 3 * time.Second, Connections: 32, ManyConnections: 1000, ProxyCPUs: "1", LoadCPUs: "0", Workers: 1, Runs: runs, Profile: 10 * time.Second},
 		Scale:    ScaleOptions{Entries: 1 << 20, Runs: runs},
 		Mirror:   MirrorOptions{Entries: 1 << 20, Runs: runs},
 	}
@@ -50,7 +50,7 @@ func SmokeOptions() Options {
 		Datapath: DatapathOptions{Repeat: 1 << 12, LargeEntries: 1 << 12, SmallClients: 32, Runs: 1},
 		Forward:  ForwardOptions{Frames: 1 << 15, Sources: 4096, Runs: 1},
 		Conn:     ConnOptions{Workers: 4, Duration: 500 * time.Millisecond, MaxConns: 2000, Sources: 256, Runs: 1},
-		L7:       L7Options{Duration: time.Second, Connections: 8, ProxyCPUs: "1", LoadCPUs: "0", Workers: 1, Runs: 1},
+		L7:       L7Options{Duration: time.Second, Connections: 8, ManyConnections: 100, ProxyCPUs: "1", LoadCPUs: "0", Workers: 1, Runs: 1, Profile: time.Second},
 		Scale:    ScaleOptions{Entries: 1 << 14, Runs: 1},
 		Mirror:   MirrorOptions{Entries: 1 << 12, Runs: 1},
 	}

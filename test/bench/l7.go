@@ -3,9 +3,17 @@ package bench
 import (
 	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -14,6 +22,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/limpet-lb/limpet/userspace/lab"
@@ -22,13 +31,20 @@ import (
 // Part 4: the L7 proxy against HAProxy and Caddy.
 //
 // Everything runs on the loopback of a lab namespace: three members (small
-// Go HTTP servers, one worker each), one proxy at a time, and wrk. The
-// proxies are pinned to the same CPU set with the same worker count (one
-// thread / GOMAXPROCS=1); wrk and the members share the other CPU. Direct to
-// a member is the ceiling: wrk against one member pinned where the proxies
-// run. New sessions are requests without a cookie (the proxy balances and
-// sets one); existing sessions carry a valid cookie (the proxy opens it and
-// sends the request to its member).
+// Go HTTP servers, one worker each), the proxies, and wrk. The proxies are
+// pinned to the same CPU set with the same worker count (one thread /
+// GOMAXPROCS=1); wrk and the members share the other CPU. Direct to a member
+// is the ceiling: wrk against one member pinned where the proxies run. New
+// sessions are requests without a cookie (the proxy balances and sets one);
+// existing sessions carry a valid cookie (the proxy opens it and sends the
+// request to its member).
+//
+// Besides the plain case (HTTP, wrk -c32, no access log), limpet and HAProxy
+// are measured with the same settings in three more: an access log of JSON
+// lines written to a file, HTTPS (TLS 1.3), and 1,000 concurrent keep-alive
+// clients. Every proxy process serves every case (one listener each) for the
+// whole part, so the measurements compared within a run follow one another
+// closely; the order of the proxies rotates from run to run.
 
 // L7 targets.
 const (
@@ -41,9 +57,24 @@ const (
 // L7Targets in report order.
 var L7Targets = []string{L7Direct, L7Limpet, L7HAProxy, L7Caddy}
 
+// L7Case is one configuration measured.
+type L7Case string
+
+// L7 cases, in report order.
+const (
+	L7Plain L7Case = "plain"         // HTTP, the harness's connection count, no access log
+	L7Log   L7Case = "access log on" // JSON lines appended to a file
+	L7TLS   L7Case = "HTTPS"         // TLS 1.3, session resumption on
+	L7Many  L7Case = "many clients"  // ManyConnections keep-alive clients
+)
+
+// L7Cases in report order.
+var L7Cases = []L7Case{L7Plain, L7Log, L7TLS, L7Many}
+
 // L7Key is one row of part 4.
 type L7Key struct {
 	Target   string
+	Case     L7Case
 	Existing bool // requests carry a valid persistence cookie
 }
 
@@ -57,13 +88,33 @@ type L7Row struct {
 
 // L7Options size part 4.
 type L7Options struct {
-	Duration    time.Duration // per wrk run
-	Connections int
-	ProxyCPUs   string // taskset list for the proxies (and the ceiling's member)
-	LoadCPUs    string // taskset list for wrk and the members
-	Workers     int
-	Runs        int
-	MemberExe   string // a binary that serves as a member when LIMPET_BENCH_MEMBER is set
+	Duration        time.Duration // per wrk run
+	Connections     int           // wrk -c of every case but L7Many
+	ManyConnections int           // wrk -c of L7Many
+	ProxyCPUs       string        // taskset list for the proxies (and the ceiling's member)
+	LoadCPUs        string        // taskset list for wrk and the members
+	Workers         int
+	Runs            int
+	MemberExe       string // a binary that serves as a member when LIMPET_BENCH_MEMBER is set
+	// Profile, when positive, takes a CPU and an allocation profile of
+	// limpet l7 (pprof) for this long under each kind of session, after
+	// the measured runs.
+	Profile time.Duration
+	// GoTool is the go command that summarises the profiles (go tool pprof).
+	GoTool string
+	// ProfileDir keeps the raw profiles when set.
+	ProfileDir string
+}
+
+// L7Profile is the top of limpet's profiles under one kind of session.
+type L7Profile struct {
+	Existing bool
+	Requests float64 // requests served while profiling (wrk's rate × the profile's length)
+	CPU      string  // go tool pprof -top
+	Allocs   string  // go tool pprof -sample_index=alloc_space -top
+	// Allocations per request: objects and bytes.
+	ObjectsPerRequest, BytesPerRequest float64
+	Err                                string
 }
 
 // L7Result is part 4.
@@ -71,12 +122,13 @@ type L7Result struct {
 	Rows     []*L7Row
 	Opts     L7Options
 	Versions map[string]string
+	Profiles []L7Profile
 }
 
 // Row returns a row.
-func (r *L7Result) Row(target string, existing bool) *L7Row {
+func (r *L7Result) Row(target string, c L7Case, existing bool) *L7Row {
 	for _, row := range r.Rows {
-		if row.Key == (L7Key{target, existing}) {
+		if row.Key == (L7Key{target, c, existing}) {
 			return row
 		}
 	}
@@ -117,11 +169,18 @@ type l7Member struct {
 }
 
 const (
-	l7Addr        = "127.0.0.1"
-	l7LimpetPort  = 18080
-	l7HAProxyPort = 18090
-	l7CaddyPort   = 18100
-	l7DirectPort  = 18084
+	l7Addr       = "127.0.0.1"
+	l7DirectPort = 18084
+	l7PprofPort  = 18060
+)
+
+// l7Ports are each proxy's listeners, one per case (L7Many uses the plain one).
+type l7Ports struct{ Plain, Log, TLS int }
+
+var (
+	l7LimpetPorts  = l7Ports{18080, 18085, 18086}
+	l7HAProxyPorts = l7Ports{18090, 18095, 18096}
+	l7CaddyPorts   = l7Ports{Plain: 18100}
 )
 
 // RunL7 runs part 4 in a lab of its own.
@@ -142,27 +201,45 @@ func RunL7(ctx context.Context, env Env, o L7Options) (*L7Result, error) {
 	return res, errors.Join(err, l.Close())
 }
 
+// l7Endpoint is one proxy serving one case.
+type l7Endpoint struct {
+	target string
+	c      L7Case
+	url    string
+	cookie string // a valid session cookie (NAME=VALUE)
+	p      *lab.Process
+}
+
 func runL7(ctx context.Context, env Env, l *lab.Lab, o L7Options) (*L7Result, error) {
+	if o.ManyConnections == 0 {
+		o.ManyConnections = 1000
+	}
 	res := &L7Result{Opts: o, Versions: map[string]string{}}
 	rows := map[L7Key]*L7Row{}
-	for _, t := range L7Targets {
-		for _, existing := range []bool{false, true} {
-			if t == L7Direct && existing {
+	addRow := func(k L7Key) {
+		rows[k] = &L7Row{Key: k}
+		res.Rows = append(res.Rows, rows[k])
+	}
+	addRow(L7Key{L7Direct, L7Plain, false})
+	for _, c := range L7Cases {
+		for _, t := range L7Targets {
+			if t == L7Direct || (t == L7Caddy && c != L7Plain) {
 				continue
 			}
-			k := L7Key{t, existing}
-			rows[k] = &L7Row{Key: k}
-			res.Rows = append(res.Rows, rows[k])
+			for _, existing := range []bool{false, true} {
+				addRow(L7Key{t, c, existing})
+			}
 		}
 	}
 	dir := l.RunDir()
 	members := []l7Member{{"m1", l7Addr, 18081}, {"m2", l7Addr, 18082}, {"m3", l7Addr, 18083}}
 
 	// start runs a command in the lab's balancer namespace, pinned to cpus.
-	start := func(cpus string, extraEnv []string, path string, args ...string) (*lab.Process, error) {
+	start := func(cpus string, extraEnv []string, stdout io.Writer, path string, args ...string) (*lab.Process, error) {
 		cmd := exec.Command("taskset", append([]string{"-c", cpus, path}, args...)...)
 		cmd.Env = append(os.Environ(), extraEnv...)
 		cmd.Dir = dir
+		cmd.Stdout = stdout
 		return l.StartCommand(lab.HostBalancer, cmd)
 	}
 	gomax := fmt.Sprintf("GOMAXPROCS=%d", o.Workers)
@@ -173,13 +250,13 @@ func runL7(ctx context.Context, env Env, l *lab.Lab, o L7Options) (*L7Result, er
 		}
 	}()
 	for _, m := range members {
-		p, err := start(o.LoadCPUs, []string{gomax, EnvMember + "=" + fmt.Sprintf("%s:%d,%s", m.Addr, m.Port, m.Name)}, o.MemberExe)
+		p, err := start(o.LoadCPUs, []string{gomax, EnvMember + "=" + fmt.Sprintf("%s:%d,%s", m.Addr, m.Port, m.Name)}, nil, o.MemberExe)
 		if err != nil {
 			return nil, err
 		}
 		procs = append(procs, p)
 	}
-	ceiling, err := start(o.ProxyCPUs, []string{gomax, EnvMember + "=" + fmt.Sprintf("%s:%d,direct", l7Addr, l7DirectPort)}, o.MemberExe)
+	ceiling, err := start(o.ProxyCPUs, []string{gomax, EnvMember + "=" + fmt.Sprintf("%s:%d,direct", l7Addr, l7DirectPort)}, nil, o.MemberExe)
 	if err != nil {
 		return nil, err
 	}
@@ -197,110 +274,357 @@ func runL7(ctx context.Context, env Env, l *lab.Lab, o L7Options) (*L7Result, er
 	} else if err := os.WriteFile(keyFile, out, 0o600); err != nil {
 		return nil, err
 	}
+	certFile, keyPEM, bothPEM, err := writeBenchCert(dir)
+	if err != nil {
+		return nil, err
+	}
+	limpetLog := filepath.Join(dir, "limpet-access.log")
 	limpetCfg := filepath.Join(dir, "l7.yaml")
-	if err := env.render("limpet-l7.yaml.tmpl", limpetCfg, map[string]any{"KeyFile": keyFile, "Addr": l7Addr, "Port": l7LimpetPort, "Members": members}); err != nil {
+	if err := env.render("limpet-l7.yaml.tmpl", limpetCfg, map[string]any{
+		"KeyFile": keyFile, "Addr": l7Addr, "Ports": l7LimpetPorts, "Members": members,
+		"AccessLog": limpetLog, "CertFile": certFile, "CertKeyFile": keyPEM,
+	}); err != nil {
 		return nil, err
 	}
 	if out, err := exec.Command(env.LimpetBin, "config", "check", limpetCfg).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("limpet config check: %v\n%s", err, out)
 	}
 	haproxyCfg := filepath.Join(dir, "haproxy.cfg")
-	if err := env.render("haproxy.cfg.tmpl", haproxyCfg, map[string]any{"Workers": o.Workers, "Addr": l7Addr, "Port": l7HAProxyPort, "Members": members}); err != nil {
+	if err := env.render("haproxy.cfg.tmpl", haproxyCfg, map[string]any{
+		"Workers": o.Workers, "Addr": l7Addr, "Ports": l7HAProxyPorts, "Members": members, "PEM": bothPEM,
+	}); err != nil {
 		return nil, err
 	}
+	if out, err := exec.Command("haproxy", "-c", "-q", "-f", haproxyCfg).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("haproxy -c: %v\n%s", err, out)
+	}
+	// HAProxy writes its access log to stdout (log stdout), one write per
+	// line, as it does to a pipe or a file: the harness appends it to a file.
+	haproxyLog, err := os.OpenFile(filepath.Join(dir, "haproxy-access.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer haproxyLog.Close()
 	caddyDir := filepath.Join(dir, "caddy")
 	if err := os.MkdirAll(caddyDir, 0o700); err != nil {
 		return nil, err
 	}
 	caddyCfg := filepath.Join(dir, "Caddyfile")
-	if err := env.render("Caddyfile.tmpl", caddyCfg, map[string]any{"Dir": caddyDir, "Addr": l7Addr, "Port": l7CaddyPort, "Members": members, "Secret": "limpet-bench"}); err != nil {
+	if err := env.render("Caddyfile.tmpl", caddyCfg, map[string]any{"Dir": caddyDir, "Addr": l7Addr, "Port": l7CaddyPorts.Plain, "Members": members, "Secret": "limpet-bench"}); err != nil {
 		return nil, err
 	}
 	caddyEnv := []string{gomax, "HOME=" + caddyDir, "XDG_DATA_HOME=" + caddyDir, "XDG_CONFIG_HOME=" + caddyDir}
 
+	limpetArgs := []string{"l7", "-c", limpetCfg}
+	if o.Profile > 0 {
+		limpetArgs = append(limpetArgs, "--pprof-listen", fmt.Sprintf("%s:%d", l7Addr, l7PprofPort))
+	}
 	type proxy struct {
 		target string
-		port   int
+		ports  l7Ports
 		cookie string // name of the persistence cookie ("" = any Set-Cookie)
 		run    func() (*lab.Process, error)
 	}
 	proxies := []proxy{
-		{L7Limpet, l7LimpetPort, "", func() (*lab.Process, error) {
-			return start(o.ProxyCPUs, []string{gomax}, env.LimpetBin, "l7", "-c", limpetCfg)
+		{L7Limpet, l7LimpetPorts, "", func() (*lab.Process, error) {
+			return start(o.ProxyCPUs, []string{gomax}, nil, env.LimpetBin, limpetArgs...)
 		}},
-		{L7HAProxy, l7HAProxyPort, "SRV", func() (*lab.Process, error) {
-			return start(o.ProxyCPUs, nil, "haproxy", "-f", haproxyCfg, "-db")
+		{L7HAProxy, l7HAProxyPorts, "SRV", func() (*lab.Process, error) {
+			return start(o.ProxyCPUs, nil, haproxyLog, "haproxy", "-f", haproxyCfg, "-db")
 		}},
-		{L7Caddy, l7CaddyPort, "lb", func() (*lab.Process, error) {
-			return start(o.ProxyCPUs, caddyEnv, "caddy", "run", "--config", caddyCfg, "--adapter", "caddyfile")
+		{L7Caddy, l7CaddyPorts, "lb", func() (*lab.Process, error) {
+			return start(o.ProxyCPUs, caddyEnv, nil, "caddy", "run", "--config", caddyCfg, "--adapter", "caddyfile")
 		}},
 	}
 	res.Versions = toolVersions()
 
-	// Every proxy runs for the whole part (an idle one costs nothing), so
-	// that the measurements compared within a run follow one another
-	// closely; the order rotates from run to run.
-	type running struct {
-		proxy
-		p      *lab.Process
-		url    string
-		cookie string
-	}
-	var live []running
+	// endpoints[case] lists the proxies serving the case.
+	endpoints := map[L7Case][]*l7Endpoint{}
 	for _, px := range proxies {
 		p, err := px.run()
 		if err != nil {
 			return nil, err
 		}
 		procs = append(procs, p)
-		url := fmt.Sprintf("http://%s:%d/", l7Addr, px.port)
-		if err := waitHTTP(ctx, l, url); err != nil {
-			return nil, fmt.Errorf("%s not answering: %w\n%s", px.target, err, p.Output())
+		for _, c := range L7Cases {
+			port := px.ports.Plain
+			scheme := "http"
+			switch c {
+			case L7Log:
+				port = px.ports.Log
+			case L7TLS:
+				port, scheme = px.ports.TLS, "https"
+			}
+			if port == 0 || (px.target == L7Caddy && c != L7Plain) {
+				continue
+			}
+			url := fmt.Sprintf("%s://%s:%d/", scheme, l7Addr, port)
+			if err := waitHTTP(ctx, l, url); err != nil {
+				return nil, fmt.Errorf("%s not answering on %s: %w\n%s", px.target, url, err, p.Output())
+			}
+			cookie, err := sessionCookie(l, url, px.cookie)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", px.target, err)
+			}
+			conns := o.Connections
+			if c == L7Many {
+				conns = o.ManyConnections
+			}
+			// Warm up: connections to the members, caches, the Go heap.
+			if _, err := runWrk(ctx, l, wrkRun{o.LoadCPUs, time.Second, conns, url, cookie}); err != nil {
+				return nil, fmt.Errorf("%s: %w", px.target, err)
+			}
+			endpoints[c] = append(endpoints[c], &l7Endpoint{px.target, c, url, cookie, p})
 		}
-		cookie, err := sessionCookie(l, url, px.cookie)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", px.target, err)
-		}
-		// Warm up: connections to the members, caches, the Go heap.
-		if _, err := runWrk(ctx, l, L7Options{Duration: time.Second, Connections: o.Connections, LoadCPUs: o.LoadCPUs}, url, cookie); err != nil {
-			return nil, fmt.Errorf("%s: %w", px.target, err)
-		}
-		live = append(live, running{px, p, url, cookie})
 	}
-	record := func(k L7Key, w wrkResult, pid int) {
+	record := func(k L7Key, w wrkResult, rss float64) {
 		r := rows[k]
 		r.RPS.Add(w.rps)
 		r.P50.Add(w.p50)
 		r.P99.Add(w.p99)
-		r.RSS.Add(rssMiB(pid))
+		r.RSS.Add(rss)
+	}
+	// measure runs wrk against url and returns its result and the peak RSS
+	// of pid during the run: the peak is reset just before (clear_refs 5).
+	measure := func(pid int, wr wrkRun) (wrkResult, float64, error) {
+		resetPeakRSS(pid)
+		w, err := runWrk(ctx, l, wr)
+		return w, rssMiB(pid), err
+	}
+	logOffset := map[string]int64{}
+	for _, f := range []string{limpetLog, haproxyLog.Name()} {
+		if fi, err := os.Stat(f); err == nil {
+			logOffset[f] = fi.Size() // the warm-up's lines
+		}
 	}
 	for run := 0; run < o.Runs; run++ {
 		t0 := time.Now()
-		w, err := runWrk(ctx, l, o, fmt.Sprintf("http://%s:%d/", l7Addr, l7DirectPort), "")
+		w, rss, err := measure(ceiling.Pid, wrkRun{o.LoadCPUs, o.Duration, o.Connections, fmt.Sprintf("http://%s:%d/", l7Addr, l7DirectPort), ""})
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", L7Direct, err)
 		}
-		record(L7Key{L7Direct, false}, w, ceiling.Pid)
-		for _, existing := range []bool{false, true} {
-			for i := range live {
-				px := live[(i+run)%len(live)]
-				if !px.p.Running() {
-					return nil, fmt.Errorf("%s exited:\n%s", px.target, px.p.Output())
+		record(L7Key{L7Direct, L7Plain, false}, w, rss)
+		for _, c := range L7Cases {
+			conns := o.Connections
+			if c == L7Many {
+				conns = o.ManyConnections
+			}
+			eps := endpoints[c]
+			for _, existing := range []bool{false, true} {
+				for i := range eps {
+					ep := eps[(i+run)%len(eps)]
+					if !ep.p.Running() {
+						return nil, fmt.Errorf("%s exited:\n%s", ep.target, ep.p.Output())
+					}
+					ck := ""
+					if existing {
+						ck = ep.cookie
+					}
+					w, rss, err := measure(ep.p.Pid, wrkRun{o.LoadCPUs, o.Duration, conns, ep.url, ck})
+					if err != nil {
+						return nil, fmt.Errorf("%s (%s): %w", ep.target, c, err)
+					}
+					record(L7Key{ep.target, c, existing}, w, rss)
+					if c == L7Log {
+						// The row means nothing unless the proxy did log.
+						// (HAProxy drops O_APPEND from its stdout, so the
+						// files cannot be truncated between runs.)
+						f := limpetLog
+						if ep.target == L7HAProxy {
+							f = haproxyLog.Name()
+						}
+						if err := checkAccessLog(f, logOffset[f]); err != nil {
+							return nil, err
+						}
+						if fi, err := os.Stat(f); err == nil {
+							logOffset[f] = fi.Size()
+						}
+					}
 				}
-				c := ""
-				if existing {
-					c = px.cookie
-				}
-				w, err := runWrk(ctx, l, o, px.url, c)
-				if err != nil {
-					return nil, fmt.Errorf("%s: %w", px.target, err)
-				}
-				record(L7Key{px.target, existing}, w, px.p.Pid)
 			}
 		}
 		env.logf("L7: run %d/%d done in %.1fs", run+1, o.Runs, time.Since(t0).Seconds())
 	}
+	if o.Profile > 0 {
+		for _, ep := range endpoints[L7Plain] {
+			if ep.target != L7Limpet {
+				continue
+			}
+			for _, existing := range []bool{false, true} {
+				res.Profiles = append(res.Profiles, profileL7(ctx, l, o, ep, existing))
+			}
+		}
+	}
 	return res, nil
+}
+
+// checkAccessLog checks that an access log file has, from offset on, a
+// JSON line of a request answered 200.
+func checkAccessLog(f string, offset int64) error {
+	fh, err := os.Open(f)
+	if err != nil {
+		return fmt.Errorf("%w: access log: %v", errSanity, err)
+	}
+	defer fh.Close()
+	if _, err := fh.Seek(offset, io.SeekStart); err != nil {
+		return err
+	}
+	br := bufio.NewReader(fh)
+	var line string
+	for range 10000 {
+		if line, err = br.ReadString('\n'); err != nil {
+			break
+		}
+		if strings.HasPrefix(line, "{") && strings.Contains(line, `"status":200`) {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w: access log %s: no JSON line of a 200 (last %q, %v)", errSanity, f, line, err)
+}
+
+// profileL7 takes CPU and allocation profiles of limpet while wrk loads it.
+func profileL7(ctx context.Context, l *lab.Lab, o L7Options, ep *l7Endpoint, existing bool) L7Profile {
+	pr := L7Profile{Existing: existing}
+	ck := ""
+	if existing {
+		ck = ep.cookie
+	}
+	secs := max(int(o.Profile.Seconds()), 1)
+	type wrkOut struct {
+		w   wrkResult
+		err error
+	}
+	wc := make(chan wrkOut, 1)
+	go func() {
+		w, err := runWrk(ctx, l, wrkRun{o.LoadCPUs, time.Duration(secs+2) * time.Second, o.Connections, ep.url, ck})
+		wc <- wrkOut{w, err}
+	}()
+	time.Sleep(time.Second)
+	base := fmt.Sprintf("http://%s:%d/debug/pprof/", l7Addr, l7PprofPort)
+	var cpu, allocs []byte
+	var cpuErr, allocErr error
+	var wg sync.WaitGroup
+	wg.Go(func() { cpu, cpuErr = labFetch(l, fmt.Sprintf("%sprofile?seconds=%d", base, secs), time.Duration(secs+10)*time.Second) })
+	wg.Go(func() { allocs, allocErr = labFetch(l, fmt.Sprintf("%sallocs?seconds=%d", base, secs), time.Duration(secs+10)*time.Second) })
+	wg.Wait()
+	w := <-wc
+	if err := errors.Join(cpuErr, allocErr, w.err); err != nil {
+		pr.Err = err.Error()
+		return pr
+	}
+	pr.Requests = w.w.rps * float64(secs)
+	dir := o.ProfileDir
+	if dir == "" {
+		dir = l.RunDir()
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		pr.Err = err.Error()
+		return pr
+	}
+	sess := "new"
+	if existing {
+		sess = "existing"
+	}
+	cpuFile := filepath.Join(dir, "l7-cpu-"+sess+".pb.gz")
+	allocFile := filepath.Join(dir, "l7-allocs-"+sess+".pb.gz")
+	if err := errors.Join(os.WriteFile(cpuFile, cpu, 0o644), os.WriteFile(allocFile, allocs, 0o644)); err != nil {
+		pr.Err = err.Error()
+		return pr
+	}
+	gotool := o.GoTool
+	if gotool == "" {
+		gotool = "go"
+	}
+	top := func(args ...string) (string, error) {
+		out, err := exec.CommandContext(ctx, gotool, append([]string{"tool", "pprof", "-top", "-nodecount=15"}, args...)...).Output()
+		if err != nil {
+			return "", fmt.Errorf("go tool pprof: %w", err)
+		}
+		return trimPprof(string(out)), nil
+	}
+	var err error
+	if pr.CPU, err = top(cpuFile); err != nil {
+		pr.Err = err.Error()
+		return pr
+	}
+	if pr.Allocs, err = top("-sample_index=alloc_space", allocFile); err != nil {
+		pr.Err = err.Error()
+		return pr
+	}
+	objs, err := exec.CommandContext(ctx, gotool, "tool", "pprof", "-top", "-nodecount=1", "-sample_index=alloc_objects", allocFile).Output()
+	if err == nil {
+		pr.ObjectsPerRequest = pprofTotal(string(objs)) / pr.Requests
+	}
+	bytes, err := exec.CommandContext(ctx, gotool, "tool", "pprof", "-top", "-nodecount=1", "-unit=B", "-sample_index=alloc_space", allocFile).Output()
+	if err == nil {
+		pr.BytesPerRequest = pprofTotal(string(bytes)) / pr.Requests
+	}
+	return pr
+}
+
+var pprofTotalRe = regexp.MustCompile(`of ([0-9.]+)(B|kB|MB|GB)? total`)
+
+// pprofTotal reads the total of a go tool pprof -top header.
+func pprofTotal(out string) float64 {
+	m := pprofTotalRe.FindStringSubmatch(out)
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	switch m[2] {
+	case "kB":
+		v *= 1 << 10
+	case "MB":
+		v *= 1 << 20
+	case "GB":
+		v *= 1 << 30
+	}
+	return v
+}
+
+// trimPprof keeps the lines of a -top listing worth reading: the totals
+// and the table (no file name, build id or time).
+func trimPprof(out string) string {
+	var keep []string
+	for _, line := range strings.Split(strings.TrimRight(out, "\n"), "\n") {
+		if strings.HasPrefix(line, "File:") || strings.HasPrefix(line, "Build ID:") || strings.HasPrefix(line, "Time:") ||
+			strings.HasPrefix(line, "Dropped") || strings.HasPrefix(line, "Showing top") {
+			continue
+		}
+		keep = append(keep, line)
+	}
+	return strings.Join(keep, "\n")
+}
+
+// writeBenchCert writes a self-signed ECDSA P-256 certificate for the
+// loopback address: cert and key PEM files (limpet), and both in one file
+// (HAProxy).
+func writeBenchCert(dir string) (cert, key, both string, err error) {
+	pk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return "", "", "", err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "limpet bench"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:  []net.IP{net.ParseIP(l7Addr)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &pk.PublicKey, pk)
+	if err != nil {
+		return "", "", "", err
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(pk)
+	if err != nil {
+		return "", "", "", err
+	}
+	cp := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	kp := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
+	cert, key, both = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), filepath.Join(dir, "both.pem")
+	err = errors.Join(os.WriteFile(cert, cp, 0o600), os.WriteFile(key, kp, 0o600), os.WriteFile(both, append(cp, kp...), 0o600))
+	return cert, key, both, err
 }
 
 // waitHTTP waits until url answers 200 from inside the lab's balancer.
@@ -317,26 +641,33 @@ func waitHTTP(ctx context.Context, l *lab.Lab, url string) error {
 	return last
 }
 
+// labClient is an HTTP client whose connections are made in the lab's
+// balancer namespace.
+func labClient(l *lab.Lab, timeout time.Duration) *http.Client {
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var conn net.Conn
+			err := l.Run(lab.HostBalancer, func() error {
+				var err error
+				conn, err = net.DialTimeout(network, addr, 2*time.Second)
+				return err
+			})
+			return conn, err
+		},
+		DisableKeepAlives: true,
+		TLSClientConfig:   &tls.Config{InsecureSkipVerify: true},
+	}
+	return &http.Client{Transport: tr, Timeout: timeout}
+}
+
 // labGet makes one request from the balancer namespace and returns the
 // answering member and the response's cookies.
 func labGet(l *lab.Lab, url, cookie string) (member string, cookies []*http.Cookie, err error) {
-	var conn net.Conn
-	host := strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/")
-	err = l.Run(lab.HostBalancer, func() error {
-		var err error
-		conn, err = net.DialTimeout("tcp", host, 2*time.Second)
-		return err
-	})
-	if err != nil {
-		return "", nil, err
-	}
-	tr := &http.Transport{DialContext: func(context.Context, string, string) (net.Conn, error) { return conn, nil }, DisableKeepAlives: true}
-	defer tr.CloseIdleConnections()
 	req, _ := http.NewRequest(http.MethodGet, url, nil)
 	if cookie != "" {
 		req.Header.Set("Cookie", cookie)
 	}
-	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
+	resp, err := labClient(l, 5*time.Second).Do(req)
 	if err != nil {
 		return "", nil, err
 	}
@@ -346,6 +677,20 @@ func labGet(l *lab.Lab, url, cookie string) (member string, cookies []*http.Cook
 		return "", nil, fmt.Errorf("%s: status %d", url, resp.StatusCode)
 	}
 	return strings.TrimSpace(strings.TrimPrefix(string(body), "member=")), resp.Cookies(), nil
+}
+
+// labFetch GETs url from the balancer namespace and returns the body.
+func labFetch(l *lab.Lab, url string, timeout time.Duration) ([]byte, error) {
+	resp, err := labClient(l, timeout).Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err == nil && resp.StatusCode != 200 {
+		err = fmt.Errorf("%s: status %d: %s", url, resp.StatusCode, b)
+	}
+	return b, err
 }
 
 // sessionCookie opens a session and checks that the proxy honours it: the
@@ -388,6 +733,15 @@ type wrkResult struct {
 	rps, p50, p99 float64
 }
 
+// wrkRun is one wrk invocation.
+type wrkRun struct {
+	cpus     string
+	duration time.Duration
+	conns    int
+	url      string
+	cookie   string // sent as a Cookie header when set
+}
+
 var (
 	wrkRPS     = regexp.MustCompile(`Requests/sec:\s+([0-9.]+)`)
 	wrkPct     = regexp.MustCompile(`^\s+(50|99)%\s+([0-9.]+)(us|ms|s)\s*$`)
@@ -398,14 +752,14 @@ var (
 
 // runWrk runs wrk (one thread, pinned to the load CPUs) in the balancer
 // namespace and parses its report; any socket error or non-2xx answer fails.
-func runWrk(ctx context.Context, l *lab.Lab, o L7Options, url, cookie string) (wrkResult, error) {
-	args := []string{"-c", o.LoadCPUs, "wrk", "-t1", "-c", strconv.Itoa(o.Connections),
-		"-d", fmt.Sprintf("%.0fs", max(o.Duration.Seconds(), 1)), "--latency"}
-	if cookie != "" {
-		args = append(args, "-H", "Cookie: "+cookie)
+func runWrk(ctx context.Context, l *lab.Lab, wr wrkRun) (wrkResult, error) {
+	args := []string{"-c", wr.cpus, "wrk", "-t1", "-c", strconv.Itoa(wr.conns),
+		"-d", fmt.Sprintf("%.0fs", max(wr.duration.Seconds(), 1)), "--latency"}
+	if wr.cookie != "" {
+		args = append(args, "-H", "Cookie: "+wr.cookie)
 	}
-	args = append(args, url)
-	cctx, cancel := context.WithTimeout(ctx, o.Duration+30*time.Second)
+	args = append(args, wr.url)
+	cctx, cancel := context.WithTimeout(ctx, wr.duration+30*time.Second)
 	defer cancel()
 	out, err := l.RunCommand(cctx, lab.HostBalancer, "taskset", args...)
 	if err != nil {
@@ -414,10 +768,10 @@ func runWrk(ctx context.Context, l *lab.Lab, o L7Options, url, cookie string) (w
 	var r wrkResult
 	text := string(out)
 	if m := wrkErrors.FindStringSubmatch(text); m != nil {
-		return r, fmt.Errorf("%w: wrk %s: %s", errSanity, url, m[0])
+		return r, fmt.Errorf("%w: wrk %s: %s", errSanity, wr.url, m[0])
 	}
 	if m := wrkNon2xx.FindStringSubmatch(text); m != nil {
-		return r, fmt.Errorf("%w: wrk %s: %s", errSanity, url, m[0])
+		return r, fmt.Errorf("%w: wrk %s: %s", errSanity, wr.url, m[0])
 	}
 	m := wrkRPS.FindStringSubmatch(text)
 	if m == nil || wrkCounted.FindStringSubmatch(text) == nil {
@@ -447,6 +801,12 @@ func runWrk(ctx context.Context, l *lab.Lab, o L7Options, url, cookie string) (w
 		return r, fmt.Errorf("wrk output not understood:\n%s", text)
 	}
 	return r, nil
+}
+
+// resetPeakRSS resets a process's peak resident set (VmHWM) to its current
+// one, so that the next reading is the peak of what follows.
+func resetPeakRSS(pid int) {
+	_ = os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
 }
 
 // rssMiB is a process's peak resident set (VmHWM) in MiB.

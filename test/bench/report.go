@@ -195,41 +195,120 @@ func writeL7(w io.Writer, r *Results) {
 	if l == nil {
 		return
 	}
+	o := l.Opts
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
 	p("## 4. L7: cookie persistence against HAProxy and Caddy\n\n")
-	p("On the loopback of a lab namespace: three members (small Go HTTP servers, GOMAXPROCS=1, pinned with wrk to CPU %s), one proxy at a time **pinned to CPU %s with %d worker** (`limpet l7` and Caddy: GOMAXPROCS=%d; HAProxy: `nbthread %d`), `wrk -t1 -c%d -d%s --latency` (pinned to CPU %s). The three proxies run for the whole part (idle while another one is measured); each was warmed up for a second, and they are measured one after the other, in an order that rotates every run.\n\n",
-		l.Opts.LoadCPUs, l.Opts.ProxyCPUs, l.Opts.Workers, l.Opts.Workers, l.Opts.Workers, l.Opts.Connections, l.Opts.Duration, l.Opts.LoadCPUs)
-	p("- **limpet l7**: `type: http_cookie` (AES-256-GCM sealed cookie), round robin, `access_log: off`. **HAProxy**: `cookie SRV insert indirect nocache`, round robin, no log. **Caddy**: `reverse_proxy` with `lb_policy cookie` (HMAC-signed cookie), no access log. Configurations in `scripts/bench/`.\n")
+	p("On the loopback of a lab namespace: three members (small Go HTTP servers, GOMAXPROCS=1, pinned with wrk to CPU %s), the proxies **pinned to CPU %s with %d worker** (`limpet l7` and Caddy: GOMAXPROCS=%d; HAProxy: `nbthread %d`), `wrk -t1 -c%d -d%s --latency` (pinned to CPU %s). The proxies run for the whole part, one listener per case, idle while another is measured; each listener was warmed up for a second, and the proxies are measured one after the other, in an order that rotates every run.\n\n",
+		o.LoadCPUs, o.ProxyCPUs, o.Workers, o.Workers, o.Workers, o.Connections, o.Duration, o.LoadCPUs)
+	p("- **limpet l7**: `type: http_cookie` (AES-256-GCM sealed cookie), round robin. **HAProxy**: `cookie SRV insert indirect nocache`, round robin. **Caddy**: `reverse_proxy` with `lb_policy cookie` (HMAC-signed cookie). Configurations in `scripts/bench/`.\n")
+	p("- *plain*: HTTP, no access log. *access log on*: limpet `access_log: FILE`; HAProxy `log stdout` with a JSON `log-format` of the same fields, its stdout appended to a file. *HTTPS*: TLS 1.3 only, ECDSA P-256 certificate, session tickets on (both servers' default), ALPN h2 and http/1.1 offered (wrk speaks HTTP/1.1 and keeps its connections, so handshakes are outside the steady state). *many clients*: plain, with `wrk -c%d`.\n", o.ManyConnections)
 	p("- *new session*: requests carry no cookie; the proxy balances and sets one. *existing session*: every request carries a valid cookie, checked beforehand to keep the client on one member without a new Set-Cookie.\n")
 	p("- **direct** is wrk against one member pinned to the proxies' CPU: the ceiling of a request on this CPU.\n")
-	p("- RSS is the proxy's peak resident set (VmHWM) at the end of the measurement. Any socket error or non-2xx answer fails the run.\n\n")
-	p("| target | sessions | requests/s | p50 ms | p99 ms | peak RSS MiB | requests/s ÷ direct | requests/s ÷ limpet |\n|---|---|---:|---:|---:|---:|---:|---:|\n")
-	direct := l.Row(L7Direct, false)
-	for _, t := range L7Targets {
-		for _, existing := range []bool{false, true} {
-			row := l.Row(t, existing)
-			if row == nil || len(row.RPS) == 0 {
-				continue
+	p("- RSS is the proxy's peak resident set (VmHWM) during the measurement (reset through `/proc/PID/clear_refs` just before). Any socket error or non-2xx answer fails the run.\n\n")
+	sessName := func(existing bool) string {
+		if existing {
+			return "existing"
+		}
+		return "new"
+	}
+	p("| case | target | sessions | requests/s | p50 ms | p99 ms | peak RSS MiB | requests/s ÷ direct | limpet ÷ this (requests/s) |\n|---|---|---|---:|---:|---:|---:|---:|---:|\n")
+	direct := l.Row(L7Direct, L7Plain, false)
+	for _, c := range L7Cases {
+		for _, t := range L7Targets {
+			for _, existing := range []bool{false, true} {
+				row := l.Row(t, c, existing)
+				if row == nil || len(row.RPS) == 0 {
+					continue
+				}
+				sess := sessName(existing)
+				if t == L7Direct {
+					sess = "—"
+				}
+				vsLimpet := "—"
+				if lim := l.Row(L7Limpet, c, existing); t != L7Direct && t != L7Limpet && lim != nil {
+					vsLimpet = Ratios(lim.RPS, row.RPS).FormatRatio()
+				}
+				vsDirect := "—"
+				if t != L7Direct && direct != nil {
+					vsDirect = Ratios(row.RPS, direct.RPS).FormatRatio()
+				}
+				p("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c, t, sess, row.RPS.Format(0), row.P50.Format(2), row.P99.Format(2), row.RSS.Format(1), vsDirect, vsLimpet)
 			}
-			sess := "new"
-			if existing {
-				sess = "existing"
-			}
-			if t == L7Direct {
-				sess = "—"
-			}
-			vsLimpet := "—"
-			if lim := l.Row(L7Limpet, existing); t != L7Direct && t != L7Limpet && lim != nil {
-				vsLimpet = Ratios(row.RPS, lim.RPS).FormatRatio()
-			}
-			vsDirect := "—"
-			if t != L7Direct {
-				vsDirect = Ratios(row.RPS, direct.RPS).FormatRatio()
-			}
-			p("| %s | %s | %s | %s | %s | %s | %s | %s |\n", t, sess, row.RPS.Format(0), row.P50.Format(2), row.P99.Format(2), row.RSS.Format(1), vsDirect, vsLimpet)
 		}
 	}
 	p("\n")
+
+	// The targets of issue 15, each a ratio taken within every run.
+	p("**Targets** (issue 15), each a ratio within every run:\n\n| measure | sessions | result | target | met |\n|---|---|---:|---:|---|\n")
+	target := func(name string, existing bool, s Series, want float64, atMost bool) {
+		if len(s) == 0 {
+			return
+		}
+		met := s.Median() >= want
+		cmp := "≥"
+		if atMost {
+			met = s.Median() <= want
+			cmp = "≤"
+		}
+		mark := "yes"
+		if !met {
+			mark = "**no**"
+		}
+		p("| %s | %s | %s | %s %.2f× | %s |\n", name, sessName(existing), s.FormatRatio(), cmp, want, mark)
+	}
+	ratio := func(a, b *L7Row, f func(*L7Row) Series) Series {
+		if a == nil || b == nil {
+			return nil
+		}
+		return Ratios(f(a), f(b))
+	}
+	rps := func(r *L7Row) Series { return r.RPS }
+	p99 := func(r *L7Row) Series { return r.P99 }
+	rss := func(r *L7Row) Series { return r.RSS }
+	for _, existing := range []bool{false, true} {
+		target("requests/s, limpet ÷ HAProxy", existing, ratio(l.Row(L7Limpet, L7Plain, existing), l.Row(L7HAProxy, L7Plain, existing), rps), 0.85, false)
+	}
+	for _, existing := range []bool{false, true} {
+		target("p99, limpet ÷ HAProxy", existing, ratio(l.Row(L7Limpet, L7Plain, existing), l.Row(L7HAProxy, L7Plain, existing), p99), 1.2, true)
+	}
+	for _, existing := range []bool{false, true} {
+		target("requests/s, limpet access log on ÷ off", existing, ratio(l.Row(L7Limpet, L7Log, existing), l.Row(L7Limpet, L7Plain, existing), rps), 0.9, false)
+	}
+	for _, existing := range []bool{false, true} {
+		target("requests/s, limpet HTTPS ÷ HAProxy HTTPS", existing, ratio(l.Row(L7Limpet, L7TLS, existing), l.Row(L7HAProxy, L7TLS, existing), rps), 0.8, false)
+	}
+	for _, existing := range []bool{false, true} {
+		target(fmt.Sprintf("peak RSS at -c%d, limpet ÷ HAProxy", o.ManyConnections), existing, ratio(l.Row(L7Limpet, L7Many, existing), l.Row(L7HAProxy, L7Many, existing), rss), 2, true)
+	}
+	p("\nFor reference, HAProxy's own access log on ÷ off: %s (new sessions), %s (existing).\n\n",
+		ratio(l.Row(L7HAProxy, L7Log, false), l.Row(L7HAProxy, L7Plain, false), rps).FormatRatio(),
+		ratio(l.Row(L7HAProxy, L7Log, true), l.Row(L7HAProxy, L7Plain, true), rps).FormatRatio())
+	writeL7Profiles(w, l)
+}
+
+// writeL7Profiles writes the top of limpet's profiles taken in this run,
+// after those of the proxy before issue 15 rewrote its request path.
+func writeL7Profiles(w io.Writer, l *L7Result) {
+	if len(l.Profiles) == 0 {
+		return
+	}
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	p("### Where limpet's time goes (pprof)\n\n")
+	p("After the measured runs, `limpet l7 --pprof-listen` is profiled for %s under the plain case's load, once per kind of session: a CPU profile (`/debug/pprof/profile`) and, over the same seconds, the allocations (`/debug/pprof/allocs?seconds=N`). Allocations per request divide the profile's totals by wrk's rate times the profile's length. The tables are `go tool pprof -top -nodecount=15`; *before* is the same profile of the proxy as it was before issue 15 (net/http's `httputil.ReverseProxy` and `http.Transport`), kept for comparison.\n\n", l.Opts.Profile)
+	p("%s\n", l7ProfileBefore)
+	for _, pr := range l.Profiles {
+		sess := "new sessions"
+		if pr.Existing {
+			sess = "existing sessions"
+		}
+		p("#### Now, %s\n\n", sess)
+		if pr.Err != "" {
+			p("Profiling failed: %s\n\n", pr.Err)
+			continue
+		}
+		p("%.0f requests profiled; **%.1f allocations and %.0f bytes allocated per request**.\n\n", pr.Requests, pr.ObjectsPerRequest, pr.BytesPerRequest)
+		p("CPU:\n\n```\n%s\n```\n\nAllocated space:\n\n```\n%s\n```\n\n", pr.CPU, pr.Allocs)
+	}
 }
 
 func writeScale(w io.Writer, r *Results) {

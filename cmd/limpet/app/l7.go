@@ -20,6 +20,7 @@ func l7Command(env *Env) *cli.Command {
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config `FILE` (required)"},
 			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+			&cli.StringFlag{Name: "pprof-listen", Usage: "serve Go profiles (/debug/pprof/) on a loopback `ADDR` such as 127.0.0.1:6060 (off by default)"},
 		},
 		Action: func(c *cli.Context) error {
 			if err := noArgs(c); err != nil {
@@ -42,6 +43,11 @@ func l7Command(env *Env) *cli.Command {
 			srv, err := l7.New(cfg, l7.Options{Logger: log, Stdout: env.Stdout, Stderr: env.Stderr})
 			if err != nil {
 				return &usageError{err}
+			}
+			if addr := c.String("pprof-listen"); addr != "" {
+				if _, err := l7.ServeProfiles(c.Context, addr, log); err != nil {
+					return &usageError{err}
+				}
 			}
 			return srv.Serve(c.Context)
 		},

@@ -32,6 +32,9 @@ func main() {
 	parts := flag.String("parts", "1,2,3,4,5,6", "parts to run: 1 datapath, 2 forwarding, 3 connection rate, 4 L7, 5 scale, 6 HA mirroring")
 	command := flag.String("command", "", "command line to name in the report (default: this one)")
 	quiet := flag.Bool("q", false, "do not print the report")
+	gotool := flag.String("go", "go", "the go command, for go tool pprof (part 4's profiles)")
+	profileDir := flag.String("l7-profile-dir", "", "keep part 4's raw pprof profiles in this directory")
+	l7Profile := flag.Duration("l7-profile", -1, "length of part 4's profiles of limpet l7 (0: none; default: the report's)")
 	flag.Parse()
 
 	if os.Geteuid() != 0 {
@@ -41,6 +44,10 @@ func main() {
 	o := bench.ReportOptions(*runs)
 	if *smoke {
 		o = bench.SmokeOptions()
+	}
+	o.L7.GoTool, o.L7.ProfileDir = *gotool, *profileDir
+	if *l7Profile >= 0 {
+		o.L7.Profile = *l7Profile
 	}
 	o.Parts = map[int]bool{}
 	for _, s := range strings.Split(*parts, ",") {

@@ -504,8 +504,12 @@ func profileL7(ctx context.Context, l *lab.Lab, o L7Options, ep *l7Endpoint, exi
 	var cpu, allocs []byte
 	var cpuErr, allocErr error
 	var wg sync.WaitGroup
-	wg.Go(func() { cpu, cpuErr = labFetch(l, fmt.Sprintf("%sprofile?seconds=%d", base, secs), time.Duration(secs+10)*time.Second) })
-	wg.Go(func() { allocs, allocErr = labFetch(l, fmt.Sprintf("%sallocs?seconds=%d", base, secs), time.Duration(secs+10)*time.Second) })
+	wg.Go(func() {
+		cpu, cpuErr = labFetch(l, fmt.Sprintf("%sprofile?seconds=%d", base, secs), time.Duration(secs+10)*time.Second)
+	})
+	wg.Go(func() {
+		allocs, allocErr = labFetch(l, fmt.Sprintf("%sallocs?seconds=%d", base, secs), time.Duration(secs+10)*time.Second)
+	})
 	wg.Wait()
 	w := <-wc
 	if err := errors.Join(cpuErr, allocErr, w.err); err != nil {

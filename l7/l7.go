@@ -286,6 +286,22 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		})
 	}
+	for _, vs := range s.vss {
+		wg.Go(func() {
+			// Close member connections idle past their timeout, also when
+			// no request comes to take them.
+			t := time.NewTicker(upstreamIdleTimeout / 3)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case now := <-t.C:
+					vs.up.sweep(now)
+				}
+			}
+		})
+	}
 	if s.memory != nil {
 		wg.Go(func() {
 			t := time.NewTicker(s.gc)

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -34,10 +35,13 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	cs := &connState{vs: l.vs, remote: c.RemoteAddr().String()}
+	cs.client, _ = netip.ParseAddrPort(cs.remote)
 	cs.mark.Store(time.Now().UnixNano())
 	cs.waiting.Store(true)
 	cs.armed.Store(true)
-	return &trackedConn{Conn: c, cs: cs}, nil
+	tc := &trackedConn{Conn: c, cs: cs}
+	cs.nc = tc
+	return tc, nil
 }
 
 type trackedConn struct {
@@ -56,6 +60,15 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 	}
 	if err != nil {
 		c.cs.setReadErr(err)
+		if !isTimeout(err) {
+			// The client closed or reset the connection: abort the
+			// exchange with the member it was waiting for. (A timeout is
+			// net/http ending its own background read, or a deadline of
+			// ours, handled where it was set.)
+			if uc := c.cs.inflight.Swap(nil); uc != nil {
+				uc.abort()
+			}
+		}
 	}
 	return n, err
 }
@@ -86,6 +99,14 @@ func atoi3(b []byte) int {
 type connState struct {
 	vs     *virtualServer
 	remote string
+	client netip.AddrPort
+	nc     net.Conn // the accepted connection, for deadlines
+
+	// inflight is the member connection an HTTP/1 request is waiting on.
+	inflight atomic.Pointer[upstreamConn]
+	// writeDeadline is the write deadline set on nc (HTTP/1), touched only
+	// by the connection's own goroutine.
+	writeDeadline time.Time
 
 	bytesRead    atomic.Int64
 	bytesMark    atomic.Int64

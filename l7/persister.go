@@ -27,10 +27,11 @@ type persister interface {
 	// admit runs once rs.member is chosen, before proxying; an error
 	// (persist.ErrFull) refuses the request.
 	admit(rs *reqState, now time.Time) error
-	// rewrite edits the request to the member.
-	rewrite(rs *reqState, out *http.Request)
-	// respond edits the member's response headers and learns from them.
-	respond(rs *reqState, resp *http.Response, now time.Time)
+	// appendCookies writes the request's Cookie field for the member
+	// (from the client's lines) to b.
+	appendCookies(b []byte, rs *reqState, lines []string) []byte
+	// respond edits the member's response header and learns from it.
+	respond(rs *reqState, h http.Header, now time.Time)
 }
 
 func newPersister(s *Server, cfg *config.Config, vc *config.VirtualServer, prof *config.Profile, pool *balance.Pool) (persister, error) {
@@ -61,6 +62,7 @@ type cookiePersister struct {
 	alwaysSend bool
 	scope      string // "; Path=/; Domain=..."
 	flags      string // "; Secure; HttpOnly; SameSite=..."
+	prefix     string // "NAME="
 	delAttrs   string // attributes of a Set-Cookie that deletes an old-named cookie
 	pool       *balance.Pool
 }
@@ -133,6 +135,7 @@ func newCookiePersister(s *Server, cfg *config.Config, vc *config.VirtualServer,
 	}
 	p.flags = flags.String()
 	p.delAttrs = p.scope + "; Max-Age=0" + p.flags
+	p.prefix = p.name + "="
 	s.log.Info("http cookie persistence", "virtual_server", vc.Name, "profile", prof.Name, "cookie", p.name,
 		"persistent", p.persistent, "timeout", p.timeout, "keys", len(keys))
 	return p, nil
@@ -227,13 +230,13 @@ func (p *cookiePersister) route(rs *reqState, r *http.Request, now time.Time) {
 	}
 	best, bestRank := "", -1
 	var bestMember *balance.Member
-	var bestPayload cookie.Payload
+	var bestIssued time.Time
 	var bestCand candidate
 	var bestReason string
 	for _, c := range cands[:n] {
-		state, reason, pl, m := p.judge(c.value, now)
+		state, reason, issued, m := p.judge(rs, c.value, now)
 		if r := cookieRank[state]; r > bestRank {
-			best, bestRank, bestMember, bestPayload, bestCand, bestReason = state, r, m, pl, c, reason
+			best, bestRank, bestMember, bestIssued, bestCand, bestReason = state, r, m, issued, c, reason
 			if state == cookieValid {
 				break
 			}
@@ -249,31 +252,32 @@ func (p *cookiePersister) route(rs *reqState, r *http.Request, now time.Time) {
 	if best == cookieValid {
 		rs.persisted = bestMember
 		rs.cookieValue = bestCand.value
-		rs.cookieIssued = bestPayload.Issued
+		rs.cookieIssued = bestIssued
 		rs.cookieOldName = bestCand.old
 		if p.timeout > 0 {
-			rs.expires = bestPayload.Issued.Add(p.timeout)
+			rs.expires = bestIssued.Add(p.timeout)
 		}
 	}
 }
 
-// judge classifies one cookie value.
-func (p *cookiePersister) judge(value string, now time.Time) (state, reason string, pl cookie.Payload, m *balance.Member) {
-	pl, _, err := p.codec.Open(value)
+// judge classifies one cookie value (opened in rs's scratch space).
+func (p *cookiePersister) judge(rs *reqState, value string, now time.Time) (state, reason string, issued time.Time, m *balance.Member) {
+	pl, _, err := p.codec.OpenTo(&rs.scratch, value)
 	if err != nil {
-		return cookieTampered, tamperReason(err), pl, nil
+		return cookieTampered, tamperReason(err), issued, nil
 	}
-	if !p.accept[pl.VirtualServer] {
-		return cookieWrongVS, "", pl, nil
+	issued = pl.Issued()
+	if !p.accept[string(pl.VirtualServer)] {
+		return cookieWrongVS, "", issued, nil
 	}
-	if p.timeout > 0 && !now.Before(pl.Issued.Add(p.timeout)) {
-		return cookieExpired, "", pl, nil
+	if p.timeout > 0 && !now.Before(issued.Add(p.timeout)) {
+		return cookieExpired, "", issued, nil
 	}
 	m = p.pool.Lookup(pl.Member, p.anyPort)
 	if m == nil {
-		return cookieUnknownMember, "", pl, nil
+		return cookieUnknownMember, "", issued, nil
 	}
-	return cookieValid, "", pl, m
+	return cookieValid, "", issued, m
 }
 
 func tamperReason(err error) string {
@@ -295,16 +299,17 @@ func tamperReason(err error) string {
 
 func (p *cookiePersister) admit(*reqState, time.Time) error { return nil }
 
-// rewrite removes the persistence cookie from the request, leaving every
-// other cookie as the client sent it: the member never sees limpet's cookie.
-func (p *cookiePersister) rewrite(rs *reqState, out *http.Request) {
+// appendCookies writes the client's cookies but the persistence cookie,
+// as the client sent them, in one field: the member never sees limpet's
+// cookie.
+func (p *cookiePersister) appendCookies(b []byte, rs *reqState, lines []string) []byte {
 	if rs.cookieCount == 0 {
-		return
+		return appendCookieLines(b, lines)
 	}
-	lines := out.Header["Cookie"]
-	kept := lines[:0:0]
+	start := len(b)
+	b = append(b, "Cookie: "...)
+	body := len(b)
 	for _, line := range lines {
-		var b strings.Builder
 		for line != "" {
 			var part string
 			part, line, _ = strings.Cut(line, ";")
@@ -316,39 +321,35 @@ func (p *cookiePersister) rewrite(rs *reqState, out *http.Request) {
 			if ours, _ := p.ours(strings.TrimSpace(name)); ours {
 				continue
 			}
-			if b.Len() > 0 {
-				b.WriteString("; ")
+			if len(b) > body {
+				b = append(b, "; "...)
 			}
-			b.WriteString(t)
-		}
-		if b.Len() > 0 {
-			kept = append(kept, b.String())
+			b = appendValue(b, t)
 		}
 	}
-	if len(kept) == 0 {
-		out.Header.Del("Cookie")
-	} else {
-		out.Header["Cookie"] = kept
+	if len(b) == body {
+		return b[:start] // nothing left: no Cookie field
 	}
+	return append(b, "\r\n"...)
 }
 
 // respond inserts the cookie when the client has none that is valid for
 // the member it got, or on every response with always_send. The member's
 // own Set-Cookie headers are left as they are.
-func (p *cookiePersister) respond(rs *reqState, resp *http.Response, now time.Time) {
+func (p *cookiePersister) respond(rs *reqState, h http.Header, now time.Time) {
 	m := rs.member
 	if m == nil {
 		return
 	}
-	var value string
 	var maxAge int64
+	b := append(rs.line[:0], p.prefix...)
 	if rs.cookieState == cookieValid && rs.persisted == m && rs.cookieOldName == "" {
 		if !p.alwaysSend {
 			return
 		}
 		// Re-send the client's cookie as it is: a new one would move the
 		// issue time and so stretch the timeout.
-		value = rs.cookieValue
+		b = append(b, rs.cookieValue...)
 		if p.timeout > 0 {
 			maxAge = int64((p.timeout - now.Sub(rs.cookieIssued)) / time.Second)
 			if maxAge < 1 {
@@ -356,37 +357,29 @@ func (p *cookiePersister) respond(rs *reqState, resp *http.Response, now time.Ti
 			}
 		}
 	} else {
-		v, err := p.codec.Seal(cookie.Payload{Member: m.Addr, Issued: now, VirtualServer: p.vs})
+		var err error
+		b, err = p.codec.AppendSeal(b, &rs.scratch, cookie.Payload{Member: m.Addr, Issued: now, VirtualServer: p.vs})
 		if err != nil {
 			rs.setErr("sealing cookie: " + err.Error())
 			return
 		}
-		value = v
 		maxAge = int64(p.timeout / time.Second)
 	}
-	resp.Header.Add("Set-Cookie", p.setCookie(value, maxAge))
+	// The attributes: a session cookie carries no Max-Age or Expires; a
+	// persistent one carries Max-Age (0 when the timeout is 0, so the
+	// browser drops it at once, as the seed says).
+	b = append(b, p.scope...)
+	if p.persistent {
+		b = append(b, "; Max-Age="...)
+		b = strconv.AppendInt(b, maxAge, 10)
+	}
+	b = append(b, p.flags...)
+	rs.line = b
+	h["Set-Cookie"] = append(h["Set-Cookie"], string(b))
 	if rs.cookieOldName != "" {
-		resp.Header.Add("Set-Cookie", rs.cookieOldName+"="+p.delAttrs)
+		h["Set-Cookie"] = append(h["Set-Cookie"], rs.cookieOldName+"="+p.delAttrs)
 	}
 	rs.cookieSet = true
-}
-
-// setCookie formats the header: a session cookie carries no Max-Age or
-// Expires; a persistent one carries Max-Age (0 when the timeout is 0, so
-// the browser drops it at once, as the seed says).
-func (p *cookiePersister) setCookie(value string, maxAge int64) string {
-	var b strings.Builder
-	b.Grow(len(p.name) + 1 + len(value) + len(p.scope) + len(p.flags) + 16)
-	b.WriteString(p.name)
-	b.WriteByte('=')
-	b.WriteString(value)
-	b.WriteString(p.scope)
-	if p.persistent {
-		b.WriteString("; Max-Age=")
-		b.WriteString(strconv.FormatInt(maxAge, 10))
-	}
-	b.WriteString(p.flags)
-	return b.String()
 }
 
 // tablePersister is app cookie, generic and source-IP persistence: a table
@@ -588,9 +581,11 @@ func (p *tablePersister) admit(rs *reqState, now time.Time) error {
 	return nil
 }
 
-func (p *tablePersister) rewrite(*reqState, *http.Request) {}
+func (p *tablePersister) appendCookies(b []byte, _ *reqState, lines []string) []byte {
+	return appendCookieLines(b, lines)
+}
 
-func (p *tablePersister) respond(rs *reqState, resp *http.Response, now time.Time) {
+func (p *tablePersister) respond(rs *reqState, h http.Header, now time.Time) {
 	m := rs.member
 	if m == nil {
 		return
@@ -602,7 +597,7 @@ func (p *tablePersister) respond(rs *reqState, resp *http.Response, now time.Tim
 	if p.typ != config.ProfileAppCookie {
 		return
 	}
-	for _, line := range resp.Header["Set-Cookie"] {
+	for _, line := range h["Set-Cookie"] {
 		c, err := http.ParseSetCookie(line)
 		if err != nil || c.Name != p.cookieName {
 			continue

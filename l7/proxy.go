@@ -7,14 +7,12 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httputil"
-	"strings"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/limpet-lb/limpet/l7/balance"
-	"github.com/limpet-lb/limpet/userspace/config"
 )
 
 // errServerTimeout cancels a request whose member stalled mid-body.
@@ -74,59 +72,9 @@ func (v *virtualServer) report(m *balance.Member, err error) {
 	}
 }
 
-// rewrite builds the request to the member.
-func (v *virtualServer) rewrite(pr *httputil.ProxyRequest) {
-	rs := stateOf(pr.In.Context())
-	pr.Out.URL.Scheme = "http"
-	pr.Out.URL.Host = rs.member.Addr.String()
-	// pr.Out.Host stays the client's Host header.
-	if v.xffAppend {
-		if prior, ok := pr.In.Header["X-Forwarded-For"]; ok {
-			pr.Out.Header["X-Forwarded-For"] = append([]string(nil), prior...)
-		}
-	}
-	pr.SetXForwarded()
-	if v.persist != nil {
-		v.persist.rewrite(rs, pr.Out)
-	}
-	// HTTP/2 clients send a cookie per header field; an HTTP/1.1 member
-	// expects one Cookie header (RFC 6265 5.4), so join them (RFC 9113 8.2.3).
-	if c := pr.Out.Header["Cookie"]; len(c) > 1 {
-		pr.Out.Header["Cookie"] = []string{strings.Join(c, "; ")}
-	}
-}
-
-// modifyResponse runs once the final member's response headers are in.
-func (v *virtualServer) modifyResponse(resp *http.Response) error {
-	rs := stateOf(resp.Request.Context())
-	if rs == nil {
-		return nil
-	}
-	rs.setStatus(resp.StatusCode)
-	if v.persist != nil {
-		v.persist.respond(rs, resp, v.now())
-	}
-	if resp.StatusCode == http.StatusSwitchingProtocols {
-		rs.upgrade = truncate(resp.Header.Get("Upgrade"), 64)
-		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
-			resp.Body = newTunnelBody(rwc, v.tunnelTimeout)
-		}
-		return nil
-	}
-	if resp.Body != nil && resp.Body != http.NoBody {
-		resp.Body = newUpstreamBody(resp.Body, rs, v.serverTimeout)
-	}
-	return nil
-}
-
-// errorHandler answers when no response came from a member. It never
-// answers 500: each cause has its status.
-func (v *virtualServer) errorHandler(w http.ResponseWriter, r *http.Request, err error) {
-	rs := stateOf(r.Context())
-	if rs == nil {
-		writeStatus(w, http.StatusBadGateway, 0)
-		return
-	}
+// fail answers when no response came from a member. It never answers
+// 500: each cause has its status.
+func (v *virtualServer) fail(w http.ResponseWriter, r *http.Request, rs *reqState, err error) {
 	rs.setErr(err.Error())
 	var sd *serverDownError
 	var nm *noMemberError
@@ -152,7 +100,7 @@ func (v *virtualServer) errorHandler(w http.ResponseWriter, r *http.Request, err
 			rs.reason = "client_body_error"
 			writeStatus(w, http.StatusBadRequest, 0)
 		}
-	case r.Context().Err() != nil && context.Cause(r.Context()) != errServerTimeout:
+	case errors.Is(err, errClientGone) || r.Context().Err() != nil:
 		rs.reason = "client_closed"
 		rs.setStatus(statusClientClosed)
 		rs.status = statusClientClosed
@@ -161,8 +109,7 @@ func (v *virtualServer) errorHandler(w http.ResponseWriter, r *http.Request, err
 	case errors.As(err, &de):
 		rs.reason = "connect_failed"
 		writeStatus(w, http.StatusBadGateway, 0)
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout(),
-		context.Cause(r.Context()) == errServerTimeout:
+	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout(), errors.Is(err, errServerTimeout):
 		rs.reason = "server_timeout"
 		writeStatus(w, http.StatusGatewayTimeout, 0)
 	default:
@@ -171,166 +118,45 @@ func (v *virtualServer) errorHandler(w http.ResponseWriter, r *http.Request, err
 	}
 }
 
+// isTimeout reports a deadline or timeout error without allocating (it
+// runs on every request: net/http ends its background read with one).
 func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+	for err != nil {
+		if err == context.DeadlineExceeded || err == os.ErrDeadlineExceeded {
+			return true
+		}
+		if t, ok := err.(interface{ Timeout() bool }); ok && t.Timeout() {
+			return true
+		}
+		err = errors.Unwrap(err)
+	}
+	return false
 }
 
-// retryTransport sends the request to its member and, when the connection
-// cannot be made (nothing was sent), to other members, as the server-down
-// policy allows.
-type retryTransport struct{ vs *virtualServer }
-
-func (t *retryTransport) RoundTrip(out *http.Request) (*http.Response, error) {
-	v := t.vs
-	rs := stateOf(out.Context())
-	if rs == nil {
-		return v.transport.RoundTrip(out)
-	}
-	var body *replayBody
-	if out.Body != nil && out.Body != http.NoBody {
-		body = &replayBody{rc: out.Body, rs: rs}
-		body.hold.Store(true)
-		out.Body = body
-	}
-	req := out
-	for {
-		resp, err := v.transport.RoundTrip(req)
-		if body != nil {
-			body.settle()
-		}
-		if err == nil {
-			return resp, nil
-		}
-		var de *dialError
-		if !errors.As(err, &de) || out.Context().Err() != nil {
-			return nil, err
-		}
-		failed := rs.member
-		rs.tried = append(rs.tried, failed)
-		rs.release()
-		if rs.decision == decPersisted && v.serverDown == config.ServerDownNever {
-			return nil, &serverDownError{cause: err}
-		}
-		if rs.retries >= v.retries || (body != nil && body.started()) {
-			return nil, err
-		}
-		next := v.pool.Pick(&balance.Pick{Client: rs.client.Addr(), Now: v.now(), Exclude: rs.tried})
-		if next == nil {
-			return nil, &noMemberError{cause: err}
-		}
-		rs.use(next)
-		rs.retries++
-		rs.reason = "connect_failed"
-		if rs.decision == decPersisted {
-			rs.decision = decRebalanced
-		}
-		v.log.Debug("retrying on another member", "failed", failed.Name, "member", next.Name, "err", err)
-		req = out.Clone(out.Context())
-		req.URL.Host = next.Addr.String()
-		if body != nil {
-			body.hold.Store(true)
-			req.Body = body
-		}
-	}
-}
-
-// replayBody lets a request whose connection failed go to another member:
-// while nothing has been read from it, the transport's Close is held back.
+// replayBody counts what has been read of a request body, so that a
+// request whose connection failed before any of it was read can go to
+// another member, and records the client's read errors for the log.
 type replayBody struct {
-	rc   io.ReadCloser
-	rs   *reqState
-	hold atomic.Bool
+	rc io.Reader
+	rs *reqState
+	n  atomic.Int64
+}
 
-	mu      sync.Mutex
-	n       int64
-	pending bool
-	closed  bool
+func (b *replayBody) reset(rc io.Reader, rs *reqState) {
+	b.rc, b.rs = rc, rs
+	b.n.Store(0)
 }
 
 func (b *replayBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
-	b.mu.Lock()
-	b.n += int64(n)
-	b.mu.Unlock()
+	b.n.Add(int64(n))
 	if err != nil && err != io.EOF {
 		b.rs.setBodyErr(err)
 	}
 	return n, err
 }
 
-func (b *replayBody) Close() error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.closed {
-		return nil
-	}
-	if b.n == 0 && b.hold.Load() {
-		b.pending = true
-		return nil
-	}
-	b.closed = true
-	return b.rc.Close()
-}
-
-func (b *replayBody) started() bool {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.n > 0
-}
-
-// settle ends an attempt: a Close held back during it is done now if the
-// body was read, and forgotten if not (the next attempt reads it afresh).
-func (b *replayBody) settle() {
-	b.hold.Store(false)
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if b.pending && b.n > 0 && !b.closed {
-		b.closed = true
-		b.rc.Close()
-	}
-	b.pending = false
-}
-
-// upstreamBody watches a member's response body: read errors are recorded
-// for the log, and a member silent for server_timeout is cut off.
-type upstreamBody struct {
-	rc    io.ReadCloser
-	rs    *reqState
-	guard *idleGuard
-}
-
-func newUpstreamBody(rc io.ReadCloser, rs *reqState, timeout time.Duration) *upstreamBody {
-	b := &upstreamBody{rc: rc, rs: rs}
-	if timeout > 0 && rs.cancel != nil {
-		b.guard = newIdleGuard(timeout, true, func() { rs.cancel(errServerTimeout) })
-	}
-	return b
-}
-
-func (b *upstreamBody) Read(p []byte) (int, error) {
-	if b.guard != nil {
-		b.guard.begin()
-	}
-	n, err := b.rc.Read(p)
-	if b.guard != nil {
-		b.guard.end()
-	}
-	if err != nil && err != io.EOF {
-		if b.rs.ctx != nil && context.Cause(b.rs.ctx) == errServerTimeout {
-			err = errServerTimeout
-		}
-		b.rs.setUpstreamErr(err)
-	}
-	return n, err
-}
-
-func (b *upstreamBody) Close() error {
-	if b.guard != nil {
-		b.guard.stop()
-	}
-	return b.rc.Close()
-}
+func (b *replayBody) started() bool { return b.n.Load() > 0 }
 
 // tunnelBody is the member's side of an upgraded connection; it closes the
 // tunnel after tunnel_timeout without traffic either way.
@@ -430,7 +256,8 @@ func (g *idleGuard) stop() {
 // while the client keeps reading, and tracks hijacked connections.
 type responseWriter struct {
 	w           http.ResponseWriter
-	rc          *http.ResponseController
+	rc          *http.ResponseController // made when first needed (HTTP/2, hijack)
+	cs          *connState               // HTTP/1: deadlines go on the connection itself
 	rs          *reqState
 	vs          *virtualServer
 	status      int
@@ -440,26 +267,63 @@ type responseWriter struct {
 	lastExtend  time.Time
 }
 
-func newResponseWriter(w http.ResponseWriter, rs *reqState, v *virtualServer) *responseWriter {
-	rw := &responseWriter{w: w, rc: http.NewResponseController(w), rs: rs, vs: v}
-	rw.extend()
-	return rw
+func (w *responseWriter) init(inner http.ResponseWriter, rs *reqState, v *virtualServer, r *http.Request) {
+	*w = responseWriter{w: inner, rs: rs, vs: v}
+	if r.ProtoMajor == 1 && rs.conn != nil && rs.conn.nc != nil {
+		w.cs = rs.conn
+	}
+	w.extendAt(rs.start)
 }
 
-// extend pushes the write deadline out by write_timeout, at most a few
-// times per timeout so that fast writes do not pay for it each time.
+func (w *responseWriter) controller() *http.ResponseController {
+	if w.rc == nil {
+		w.rc = http.NewResponseController(w.w)
+	}
+	return w.rc
+}
+
+// extend keeps the write deadline at least write_timeout away. On an
+// HTTP/1 connection the deadline is the connection's, kept across its
+// requests and moved only when it has come closer than the timeout (so a
+// write may block between write_timeout and 9/8 of it); an HTTP/2 stream's
+// is moved at most a few times per timeout.
 func (w *responseWriter) extend() {
+	if w.vs.writeTimeout > 0 {
+		w.extendAt(time.Now())
+	}
+}
+
+func (w *responseWriter) extendAt(now time.Time) {
 	d := w.vs.writeTimeout
 	if d <= 0 {
 		return
 	}
-	now := time.Now()
+	if cs := w.cs; cs != nil {
+		if cs.writeDeadline.Sub(now) >= d {
+			return
+		}
+		cs.writeDeadline = now.Add(d + d/8)
+		_ = cs.nc.SetWriteDeadline(cs.writeDeadline)
+		return
+	}
 	if now.Sub(w.lastExtend) < d/8 {
 		return
 	}
 	w.lastExtend = now
-	_ = w.rc.SetWriteDeadline(now.Add(d))
+	_ = w.controller().SetWriteDeadline(now.Add(d))
 }
+
+// setReadDeadline bounds the reading of the request body.
+func (w *responseWriter) setReadDeadline(t time.Time) {
+	if w.cs != nil {
+		_ = w.cs.nc.SetReadDeadline(t)
+		return
+	}
+	_ = w.controller().SetReadDeadline(t)
+}
+
+// flush sends what is buffered to the client.
+func (w *responseWriter) flush() { _ = w.FlushError() }
 
 func (w *responseWriter) Header() http.Header { return w.w.Header() }
 
@@ -492,7 +356,15 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 
 func (w *responseWriter) FlushError() error {
 	w.extend()
-	err := w.rc.Flush()
+	var err error
+	switch f := w.w.(type) {
+	case interface{ FlushError() error }:
+		err = f.FlushError()
+	case http.Flusher:
+		f.Flush()
+	default:
+		err = http.ErrNotSupported
+	}
 	if err != nil && !errors.Is(err, http.ErrNotSupported) {
 		w.rs.setClientErr(err)
 	}
@@ -505,11 +377,14 @@ func (w *responseWriter) Unwrap() http.ResponseWriter { return w.w }
 // for the HTTP exchange are lifted (the tunnel has its own idle timeout)
 // and the connection is tracked so a shutdown can close it.
 func (w *responseWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	c, brw, err := w.rc.Hijack()
+	c, brw, err := w.controller().Hijack()
 	if err != nil {
 		return nil, nil, err
 	}
 	_ = c.SetDeadline(time.Time{})
+	if w.cs != nil {
+		w.cs.writeDeadline = time.Time{}
+	}
 	w.hijacked = true
 	w.status = http.StatusSwitchingProtocols
 	w.wroteHeader = true

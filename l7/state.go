@@ -1,12 +1,13 @@
 package l7
 
 import (
-	"context"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/limpet-lb/limpet/l7/balance"
+	"github.com/limpet-lb/limpet/l7/cookie"
 	"github.com/limpet-lb/limpet/l7/persist"
 )
 
@@ -41,17 +42,14 @@ const (
 	decRejected   = "rejected"
 )
 
-type stateKey struct{}
-
-// reqState follows one request from the handler through the transport and
-// back; the access log line is made from it.
+// reqState follows one request from the handler to the member and back;
+// the access log line is made from it. It is pooled (reqStates): nothing
+// may keep it once the handler has returned.
 type reqState struct {
 	vs     *virtualServer
 	start  time.Time // wall clock, for the duration
 	client netip.AddrPort
 	conn   *connState
-	ctx    context.Context // the proxied request's context
-	cancel context.CancelCauseFunc
 
 	// member is the member the request is counted on (Acquire), if any.
 	member   *balance.Member
@@ -82,6 +80,27 @@ type reqState struct {
 	upgrade    string
 	retryAfter int
 
+	// The exchange with the member.
+	head     []byte // the request head as sent
+	upType   string // the protocol the client asked to switch to
+	body     replayBody
+	bodyDone chan error    // the request body's writer reports here
+	bodyConn *upstreamConn // where it writes
+	// inflight is where the connection in use is published, so that a
+	// client that goes away aborts it: the client connection's slot for
+	// HTTP/1, one of the request's own for HTTP/2.
+	inflight *atomic.Pointer[upstreamConn]
+	// abort: the response was cut short; the client connection is reset
+	// so that a truncated body cannot pass for a whole one.
+	abort bool
+
+	respHead []byte     // the member's response head as read
+	lbody    lengthBody // its body, when its length is known
+
+	rw      responseWriter
+	scratch cookie.Scratch // sealing and opening cookies
+	line    []byte         // a Set-Cookie being built
+
 	mu          sync.Mutex
 	status      int
 	err         string
@@ -90,9 +109,38 @@ type reqState struct {
 	bodyErr     error
 }
 
-func stateOf(ctx context.Context) *reqState {
-	rs, _ := ctx.Value(stateKey{}).(*reqState)
-	return rs
+var reqStates = sync.Pool{New: func() any { return &reqState{head: make([]byte, 0, 1024)} }}
+
+// newReqState returns a clean state from the pool.
+func newReqState() *reqState { return reqStates.Get().(*reqState) }
+
+// free resets rs and returns it to the pool.
+func (rs *reqState) free() {
+	head, line, tried, resp := rs.head[:0], rs.line[:0], rs.tried[:0], rs.respHead[:0]
+	if cap(head) > 64<<10 {
+		head = make([]byte, 0, 1024) // do not pin a huge head
+	}
+	if cap(resp) > 64<<10 {
+		resp = nil
+	}
+	clear(tried[:cap(tried)])
+	*rs = reqState{head: head, line: line, tried: tried, respHead: resp}
+	reqStates.Put(rs)
+}
+
+// watch publishes uc as the connection a client disconnect aborts.
+func (rs *reqState) watch(uc *upstreamConn) {
+	if rs.inflight != nil {
+		rs.inflight.Store(uc)
+	}
+}
+
+// unwatch withdraws uc; false means a disconnect took and aborted it.
+func (rs *reqState) unwatch(uc *upstreamConn) bool {
+	if rs.inflight == nil {
+		return !uc.aborted.Load()
+	}
+	return rs.inflight.CompareAndSwap(uc, nil) && !uc.aborted.Load()
 }
 
 // use makes m the member of the request; the caller has acquired it.

@@ -9,7 +9,6 @@ import (
 	"math"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/netip"
 	"runtime/debug"
 	"strconv"
@@ -52,11 +51,10 @@ type virtualServer struct {
 	failTimeout       time.Duration
 	xffAppend         bool
 
-	byAddr    map[string]*balance.Member
-	dialer    net.Dialer
-	transport *http.Transport
-	proxy     *httputil.ReverseProxy
-	http      *http.Server
+	byAddr map[string]*balance.Member
+	dialer net.Dialer
+	up     *upstreams // keep-alive connections to the members
+	http   *http.Server
 
 	shuttingDown atomic.Bool
 	tunnelsMu    sync.Mutex
@@ -140,27 +138,7 @@ func newVirtualServer(s *Server, cfg *config.Config, vc *config.VirtualServer, p
 	if maxIdle <= 0 {
 		maxIdle = config.DefaultMaxIdlePerMember
 	}
-	v.transport = &http.Transport{
-		Proxy:                  nil, // never an environment proxy between limpet and its members
-		DialContext:            v.dial,
-		MaxIdleConns:           0,
-		MaxIdleConnsPerHost:    maxIdle,
-		IdleConnTimeout:        90 * time.Second,
-		ResponseHeaderTimeout:  v.serverTimeout,
-		ExpectContinueTimeout:  time.Second,
-		DisableCompression:     true, // pass encodings through untouched
-		MaxResponseHeaderBytes: 1 << 20,
-		WriteBufferSize:        32 << 10,
-		ReadBufferSize:         32 << 10,
-	}
-	v.proxy = &httputil.ReverseProxy{
-		Rewrite:        v.rewrite,
-		Transport:      &retryTransport{vs: v},
-		ModifyResponse: v.modifyResponse,
-		ErrorHandler:   v.errorHandler,
-		BufferPool:     bufferPool{},
-		ErrorLog:       slog.NewLogLogger(v.log.Handler(), slog.LevelDebug),
-	}
+	v.up = newUpstreams(v, pool.Members, maxIdle, upstreamIdleTimeout)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	if v.tls != nil && (o.HTTP2 == nil || *o.HTTP2) {
@@ -180,12 +158,12 @@ func newVirtualServer(s *Server, cfg *config.Config, vc *config.VirtualServer, p
 	return v, nil
 }
 
-type bufferPool struct{}
+// upstreamIdleTimeout is how long a keep-alive connection to a member
+// may idle before the proxy closes it (http.Transport's default was 90 s).
+const upstreamIdleTimeout = 90 * time.Second
 
+// buffers are the copy buffers of bodies, both ways.
 var buffers = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
-
-func (bufferPool) Get() []byte  { return *(buffers.Get().(*[]byte)) }
-func (bufferPool) Put(b []byte) { buffers.Put(&b) }
 
 func (v *virtualServer) listen(ln net.Listener) (net.Listener, error) {
 	if ln == nil {
@@ -232,7 +210,7 @@ func (v *virtualServer) shutdown() {
 		v.waitTunnels(closed)
 		cancel()
 	}
-	v.transport.CloseIdleConnections()
+	v.up.closeIdle()
 }
 
 // waitTunnels waits until no upgraded connection is left, or ctx is done.
@@ -254,14 +232,22 @@ func (v *virtualServer) waitTunnels(ctx context.Context) bool {
 
 // ServeHTTP chooses a member and proxies the request to it.
 func (v *virtualServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	now := v.now()
+	start := time.Now()
+	now := start
+	if v.srv.opts.Now != nil {
+		now = v.now() // a test's clock
+	}
 	cs := connOf(r.Context())
+	rs := newReqState()
+	rs.vs, rs.start, rs.conn = v, start, cs
 	if cs != nil {
 		cs.handlerStart()
+		rs.client = cs.client
+	} else {
+		rs.client, _ = netip.ParseAddrPort(r.RemoteAddr)
 	}
-	rs := &reqState{vs: v, start: time.Now(), conn: cs}
-	rs.client, _ = netip.ParseAddrPort(r.RemoteAddr)
-	rw := newResponseWriter(w, rs, v)
+	rw := &rs.rw
+	rw.init(w, rs, v, r)
 	defer v.finish(rs, rw, r)
 
 	if r.Method == http.MethodConnect {
@@ -274,16 +260,28 @@ func (v *virtualServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeStatus(rw, rs.status, rs.retryAfter)
 		return
 	}
-	if v.requestTimeout > 0 && r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0 {
+	if v.requestTimeout > 0 && hasBody(r) {
 		// The deadline covers reading the body; net/http lifts it once the
 		// body is read, so a long response is not cut short.
-		_ = rw.rc.SetReadDeadline(time.Now().Add(v.requestTimeout))
+		rw.setReadDeadline(start.Add(v.requestTimeout))
 	}
-	ctx, cancel := context.WithCancelCause(r.Context())
-	rs.cancel = cancel
-	rs.ctx = ctx
-	ctx = context.WithValue(ctx, stateKey{}, rs)
-	v.proxy.ServeHTTP(rw, r.WithContext(ctx))
+	if r.ProtoMajor == 1 && cs != nil {
+		// One request at a time on the connection: its slot is ours, and
+		// its reader aborts what we publish there when the client goes.
+		rs.inflight = &cs.inflight
+	} else {
+		// HTTP/2 streams share the connection: each has its own slot,
+		// aborted when its context ends (the client reset the stream).
+		slot := new(atomic.Pointer[upstreamConn])
+		rs.inflight = slot
+		stop := context.AfterFunc(r.Context(), func() {
+			if uc := slot.Swap(nil); uc != nil {
+				uc.abort()
+			}
+		})
+		defer stop()
+	}
+	v.forward(rw, r, rs)
 }
 
 // choose applies persistence, the server-down policy and the pool
@@ -366,83 +364,92 @@ func (v *virtualServer) retryAfter(rs *reqState, m *balance.Member, now time.Tim
 // releases the member and writes the access log line.
 func (v *virtualServer) finish(rs *reqState, rw *responseWriter, r *http.Request) {
 	p := recover()
-	abort := false
-	if p != nil {
-		if p == http.ErrAbortHandler {
-			// The response was cut short: the member reset or stalled
-			// mid-body, or the client went away. Let net/http abort the
-			// connection so the client cannot take a truncated body for
-			// a whole one.
+	abort := rs.abort || p == http.ErrAbortHandler
+	if rs.bodyDone != nil {
+		// A request body still being written: stop it before rs is reused.
+		rs.bodyConn.abort()
+		<-rs.bodyDone
+		rs.bodyDone = nil
+	}
+	if rs.inflight != nil {
+		rs.inflight.Store(nil)
+	}
+	if abort {
+		// The response was cut short: the member reset or stalled
+		// mid-body, or the client went away. Let net/http abort the
+		// connection so the client cannot take a truncated body for a
+		// whole one.
+		clientErr, upstreamErr := rs.errs()
+		switch {
+		case errors.Is(upstreamErr, errClientGone):
+			rs.reason = "client_closed"
+			rs.setErr("client went away mid-response")
+		case errors.Is(upstreamErr, errServerTimeout):
+			rs.reason = "server_timeout"
+			rs.setErr("member stalled mid-response: " + upstreamErr.Error())
+		case upstreamErr != nil:
+			rs.reason = "member_aborted"
+			rs.setErr("member failed mid-response: " + upstreamErr.Error())
+		case clientErr != nil && isTimeout(clientErr):
+			rs.reason = "client_write_timeout"
+			rs.setErr("client stopped reading: " + clientErr.Error())
+		case clientErr != nil:
+			rs.reason = "client_closed"
+			rs.setErr("client went away mid-response: " + clientErr.Error())
+		default:
+			rs.setErr("response aborted")
+		}
+	} else if p != nil {
+		v.log.Error("panic serving request", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+		rs.setErr(fmt.Sprintf("internal error: %v", p))
+		if rw.wroteHeader || rw.hijacked {
 			abort = true
-			clientErr, upstreamErr := rs.errs()
-			switch {
-			case errors.Is(upstreamErr, errServerTimeout):
-				rs.reason = "server_timeout"
-				rs.setErr("member stalled mid-response: " + upstreamErr.Error())
-			case upstreamErr != nil:
-				rs.reason = "member_aborted"
-				rs.setErr("member failed mid-response: " + upstreamErr.Error())
-			case clientErr != nil && isTimeout(clientErr):
-				rs.reason = "client_write_timeout"
-				rs.setErr("client stopped reading: " + clientErr.Error())
-			case clientErr != nil:
-				rs.reason = "client_closed"
-				rs.setErr("client went away mid-response: " + clientErr.Error())
-			default:
-				rs.setErr("response aborted")
-			}
 		} else {
-			v.log.Error("panic serving request", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-			rs.setErr(fmt.Sprintf("internal error: %v", p))
-			if rw.wroteHeader || rw.hijacked {
-				abort = true
-			} else {
-				writeStatus(rw, http.StatusBadGateway, 0)
-			}
+			writeStatus(rw, http.StatusBadGateway, 0)
 		}
 	}
 	rs.release()
-	if rs.cancel != nil {
-		rs.cancel(context.Canceled)
+	if v.access.Enabled() {
+		status := rw.status
+		if status == 0 {
+			status = rs.status
+		}
+		if rs.status == statusClientClosed {
+			status = statusClientClosed
+		}
+		e := accesslog.Entry{
+			Time:          v.now(),
+			Client:        r.RemoteAddr,
+			VirtualServer: v.name,
+			Proto:         r.Proto,
+			Method:        r.Method,
+			Host:          truncate(r.Host, 256),
+			URI:           truncate(r.RequestURI, 2048),
+			Status:        status,
+			Bytes:         rw.bytes,
+			Duration:      time.Since(rs.start),
+			Cookie:        rs.cookieState,
+			Key:           rs.keyState,
+			Decision:      rs.decision,
+			Reason:        rs.reason,
+			CookieSet:     rs.cookieSet,
+			Retries:       rs.retries,
+			Upgrade:       rs.upgrade,
+			Error:         rs.errText(),
+		}
+		if v.persist != nil {
+			e.Persistence = v.persist.kind()
+		}
+		if rs.member != nil {
+			e.Member = rs.member.Name
+			e.MemberAddr = rs.member.AddrString()
+		} else if rs.persisted != nil {
+			e.Member = rs.persisted.Name
+			e.MemberAddr = rs.persisted.AddrString()
+		}
+		v.access.Log(&e)
 	}
-	status := rw.status
-	if status == 0 {
-		status = rs.status
-	}
-	if rs.status == statusClientClosed {
-		status = statusClientClosed
-	}
-	e := &accesslog.Entry{
-		Time:          v.now(),
-		Client:        r.RemoteAddr,
-		VirtualServer: v.name,
-		Proto:         r.Proto,
-		Method:        r.Method,
-		Host:          truncate(r.Host, 256),
-		URI:           truncate(r.RequestURI, 2048),
-		Status:        status,
-		Bytes:         rw.bytes,
-		Duration:      time.Since(rs.start),
-		Cookie:        rs.cookieState,
-		Key:           rs.keyState,
-		Decision:      rs.decision,
-		Reason:        rs.reason,
-		CookieSet:     rs.cookieSet,
-		Retries:       rs.retries,
-		Upgrade:       rs.upgrade,
-		Error:         rs.errText(),
-	}
-	if v.persist != nil {
-		e.Persistence = v.persist.kind()
-	}
-	if rs.member != nil {
-		e.Member = rs.member.Name
-		e.MemberAddr = rs.member.Addr.String()
-	} else if rs.persisted != nil {
-		e.Member = rs.persisted.Name
-		e.MemberAddr = rs.persisted.Addr.String()
-	}
-	v.access.Log(e)
+	rs.free()
 	if abort {
 		panic(http.ErrAbortHandler)
 	}

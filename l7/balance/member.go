@@ -54,6 +54,7 @@ type Member struct {
 	fails        atomic.Int32
 	conns        atomic.Int64
 	hash         uint64
+	addr         string // Addr as text, for logs
 }
 
 // NewMember returns an enabled, healthy member.
@@ -61,10 +62,13 @@ func NewMember(pool, name string, addr netip.AddrPort, weight int) *Member {
 	if weight < 1 {
 		weight = 1
 	}
-	m := &Member{Pool: pool, Name: name, Addr: addr, Weight: weight}
-	m.hash = hashString(addr.String())
+	m := &Member{Pool: pool, Name: name, Addr: addr, Weight: weight, addr: addr.String()}
+	m.hash = hashString(m.addr)
 	return m
 }
+
+// AddrString is Addr as text, made once.
+func (m *Member) AddrString() string { return m.addr }
 
 // String is pool/name (address).
 func (m *Member) String() string { return fmt.Sprintf("%s/%s (%s)", m.Pool, m.Name, m.Addr) }

@@ -33,6 +33,7 @@ import (
 	"os"
 	"strings"
 	"time"
+	"unsafe"
 )
 
 // Version is the format version written by Seal.
@@ -118,53 +119,94 @@ func NewCodec(keys [][]byte) (*Codec, error) {
 
 // Seal encodes and encrypts p under the first key.
 func (c *Codec) Seal(p Payload) (string, error) {
-	pt, err := marshal(p)
+	var s Scratch
+	b, err := c.AppendSeal(nil, &s, p)
+	return string(b), err
+}
+
+// maxRaw is the longest decoded cookie: header, plaintext and tag.
+const maxRaw = header + maxPlain + tagSize
+
+// Scratch is the working space of AppendSeal and OpenTo, so that a caller
+// that keeps one (per request, pooled) seals and opens without allocating.
+type Scratch struct {
+	raw   [maxRaw + 3]byte // decoded value; 3 bytes of slack for base64 padding
+	plain [maxPlain]byte
+}
+
+// AppendSeal seals p under the first key and appends the cookie value
+// (base64url) to dst.
+func (c *Codec) AppendSeal(dst []byte, s *Scratch, p Payload) ([]byte, error) {
+	pt, err := marshalTo(s.plain[:0], p)
 	if err != nil {
-		return "", err
+		return dst, err
 	}
-	buf := make([]byte, header, header+len(pt)+tagSize)
+	buf := s.raw[:header]
 	buf[0] = Version
 	if _, err := rand.Read(buf[1:header]); err != nil {
-		return "", fmt.Errorf("cookie nonce: %w", err)
+		return dst, fmt.Errorf("cookie nonce: %w", err)
 	}
 	buf = c.aeads[0].Seal(buf, buf[1:header], pt, buf[:1])
-	return enc.EncodeToString(buf), nil
+	return enc.AppendEncode(dst, buf), nil
 }
 
 // Open decodes, authenticates and parses a cookie value. It returns the
 // index of the key that opened it (0 is the sealing key).
 func (c *Codec) Open(value string) (Payload, int, error) {
-	if len(value) > MaxEncodedLen {
-		return Payload{}, -1, ErrTooLong
-	}
-	raw := make([]byte, enc.DecodedLen(len(value)))
-	n, err := enc.Decode(raw, []byte(value))
+	var s Scratch
+	v, i, err := c.OpenTo(&s, value)
 	if err != nil {
-		return Payload{}, -1, ErrEncoding
+		return Payload{}, i, err
 	}
-	raw = raw[:n]
+	return Payload{Member: v.Member, Issued: v.Issued(), VirtualServer: string(v.VirtualServer)}, i, nil
+}
+
+// View is an opened cookie whose VirtualServer is read in place from the
+// Scratch it was opened in: valid until the Scratch is used again.
+type View struct {
+	Member        netip.AddrPort
+	IssuedUnix    int64
+	VirtualServer []byte
+}
+
+// Issued is when the cookie was sealed, to the second, in UTC.
+func (v View) Issued() time.Time { return time.Unix(v.IssuedUnix, 0).UTC() }
+
+// OpenTo is Open without allocating: it decodes and decrypts in s.
+func (c *Codec) OpenTo(s *Scratch, value string) (View, int, error) {
+	if len(value) > MaxEncodedLen {
+		return View{}, -1, ErrTooLong
+	}
+	// The decoder only reads its input: it may see the string's bytes.
+	n, err := enc.Decode(s.raw[:], unsafe.Slice(unsafe.StringData(value), len(value)))
+	if err != nil {
+		return View{}, -1, ErrEncoding
+	}
+	raw := s.raw[:n]
 	if len(raw) < header+minPlain+tagSize {
-		return Payload{}, -1, ErrTruncated
+		return View{}, -1, ErrTruncated
 	}
 	if raw[0] != Version {
-		return Payload{}, -1, ErrVersion
+		return View{}, -1, ErrVersion
 	}
 	nonce, sealed := raw[1:header], raw[header:]
 	for i, aead := range c.aeads {
-		pt, err := aead.Open(nil, nonce, sealed, raw[:1])
+		// In place: on failure the ciphertext is left as it was (GCM
+		// authenticates before it decrypts), so the next key sees it whole.
+		pt, err := aead.Open(s.plain[:0], nonce, sealed, raw[:1])
 		if err != nil {
 			continue
 		}
-		p, err := unmarshal(pt)
+		v, err := unmarshalView(pt)
 		if err != nil {
-			return Payload{}, i, err
+			return View{}, i, err
 		}
-		return p, i, nil
+		return v, i, nil
 	}
-	return Payload{}, -1, ErrAuthentication
+	return View{}, -1, ErrAuthentication
 }
 
-func marshal(p Payload) ([]byte, error) {
+func marshalTo(b []byte, p Payload) ([]byte, error) {
 	if !p.Member.IsValid() {
 		return nil, errors.New("cookie payload needs a member address")
 	}
@@ -172,10 +214,15 @@ func marshal(p Payload) ([]byte, error) {
 		return nil, fmt.Errorf("virtual server name is longer than %d bytes", MaxVirtualServerName)
 	}
 	addr := p.Member.Addr().Unmap()
-	ab := addr.AsSlice()
-	b := make([]byte, 0, 1+len(ab)+2+8+1+len(p.VirtualServer))
-	b = append(b, byte(len(ab)))
-	b = append(b, ab...)
+	if addr.Is4() {
+		a := addr.As4()
+		b = append(b, 4)
+		b = append(b, a[:]...)
+	} else {
+		a := addr.As16()
+		b = append(b, 16)
+		b = append(b, a[:]...)
+	}
 	b = binary.BigEndian.AppendUint16(b, p.Member.Port())
 	b = binary.BigEndian.AppendUint64(b, uint64(p.Issued.Unix()))
 	b = append(b, byte(len(p.VirtualServer)))
@@ -183,16 +230,16 @@ func marshal(p Payload) ([]byte, error) {
 	return b, nil
 }
 
-func unmarshal(b []byte) (Payload, error) {
+func unmarshalView(b []byte) (View, error) {
 	if len(b) < minPlain || len(b) > maxPlain {
-		return Payload{}, ErrPayload
+		return View{}, ErrPayload
 	}
 	al := int(b[0])
 	if al != 4 && al != 16 {
-		return Payload{}, ErrPayload
+		return View{}, ErrPayload
 	}
 	if len(b) < 1+al+2+8+1 {
-		return Payload{}, ErrPayload
+		return View{}, ErrPayload
 	}
 	addr, _ := netip.AddrFromSlice(b[1 : 1+al])
 	b = b[1+al:]
@@ -200,13 +247,9 @@ func unmarshal(b []byte) (Payload, error) {
 	secs := int64(binary.BigEndian.Uint64(b[2:]))
 	nl := int(b[10])
 	if len(b) != 11+nl {
-		return Payload{}, ErrPayload
+		return View{}, ErrPayload
 	}
-	return Payload{
-		Member:        netip.AddrPortFrom(addr, port),
-		Issued:        time.Unix(secs, 0).UTC(),
-		VirtualServer: string(b[11:]),
-	}, nil
+	return View{Member: netip.AddrPortFrom(addr, port), IssuedUnix: secs, VirtualServer: b[11:]}, nil
 }
 
 // ParseKey accepts a key as 32 raw bytes, or as text (surrounding white

@@ -337,6 +337,9 @@ func (w *responseWriter) WriteHeader(code int) {
 	}
 	w.wroteHeader = true
 	w.status = code
+	if w.rs.closeAfter {
+		w.w.Header().Set("Connection", "close")
+	}
 	w.extend()
 	w.w.WriteHeader(code)
 }

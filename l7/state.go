@@ -90,6 +90,8 @@ type reqState struct {
 	// client that goes away aborts it: the client connection's slot for
 	// HTTP/1, one of the request's own for HTTP/2.
 	inflight *atomic.Pointer[upstreamConn]
+	// closeAfter: the client connection closes after this response.
+	closeAfter bool
 	// abort: the response was cut short; the client connection is reset
 	// so that a truncated body cannot pass for a whole one.
 	abort bool

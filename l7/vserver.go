@@ -246,6 +246,12 @@ func (v *virtualServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	} else {
 		rs.client, _ = netip.ParseAddrPort(r.RemoteAddr)
 	}
+	// A request framed by Transfer-Encoding may have carried a
+	// Content-Length as well, which net/http drops before we see it: RFC
+	// 9112 6.3 asks for the connection to be closed after the response, so
+	// that whatever followed the body under the other reading (a smuggled
+	// request) is never read as a request.
+	rs.closeAfter = len(r.TransferEncoding) > 0
 	rw := &rs.rw
 	rw.init(w, rs, v, r)
 	defer v.finish(rs, rw, r)

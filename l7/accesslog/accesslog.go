@@ -84,10 +84,14 @@ func (lg *Logger) Log(e *Entry) {
 // AppendJSON appends e as one JSON line (with its newline) to b. Empty
 // optional fields are left out.
 func AppendJSON(b []byte, e *Entry) []byte {
-	b = append(b, `{"time":"`...)
-	// RFC 3339 with milliseconds, UTC: sortable and compact.
-	b = e.Time.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
-	b = append(b, `","level":"INFO","msg":"access"`...)
+	b = append(b, '{')
+	if !e.Time.IsZero() {
+		// RFC 3339 with milliseconds, UTC: sortable and compact.
+		b = append(b, `"time":"`...)
+		b = e.Time.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
+		b = append(b, `",`...)
+	}
+	b = append(b, `"level":"INFO","msg":"access"`...)
 	b = appendString(b, "client", e.Client)
 	b = appendString(b, "virtual_server", e.VirtualServer)
 	b = appendString(b, "proto", e.Proto)

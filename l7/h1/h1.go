@@ -83,8 +83,8 @@ func malformed(format string, args ...any) error {
 
 // readLines reads a head up to and including its empty line into *buf,
 // checking line endings and the size, and returns the number of lines
-// before the empty one.
-func readLines(br *bufio.Reader, buf *[]byte) (int, error) {
+// before the empty one. crlf refuses lines that end with LF alone.
+func readLines(br *bufio.Reader, buf *[]byte, crlf bool) (int, error) {
 	b := (*buf)[:0]
 	n := 0
 	lineStart := 0
@@ -106,6 +106,10 @@ func readLines(br *bufio.Reader, buf *[]byte) (int, error) {
 			return 0, malformed("head cut short: %v", err)
 		}
 		line := b[lineStart:]
+		if crlf && (len(line) < 2 || line[len(line)-2] != '\r') {
+			*buf = b
+			return 0, malformed("a line of the trailer ends with LF alone")
+		}
 		if len(line) == 1 || (len(line) == 2 && line[0] == '\r') {
 			*buf = b
 			return n, nil
@@ -120,7 +124,7 @@ func readLines(br *bufio.Reader, buf *[]byte) (int, error) {
 // space kept by the caller. method is the request's (HEAD has no body).
 func ReadHead(br *bufio.Reader, buf *[]byte, method string, h http.Header) (Head, error) {
 	var hd Head
-	lines, err := readLines(br, buf)
+	lines, err := readLines(br, buf, false)
 	if err != nil {
 		return hd, err
 	}
@@ -221,11 +225,29 @@ func ReadHead(br *bufio.Reader, buf *[]byte, method string, h http.Header) (Head
 		hd.Close = true
 	}
 
+	// A Content-Length and a Transfer-Encoding must make sense even where
+	// no body follows, as net/http's client requires.
+	var length int64
+	if clSeen {
+		n, ok := parseLength(cl)
+		if !ok {
+			return hd, malformed("Content-Length %q", cl)
+		}
+		length = n
+	}
+	if teSeen {
+		if hd.Minor == 0 {
+			return hd, malformed("Transfer-Encoding in an HTTP/1.0 response")
+		}
+		if !strings.EqualFold(strings.TrimSpace(te), "chunked") {
+			return hd, fmt.Errorf("%w: %q", ErrUnsupported, te)
+		}
+	}
 	// Framing (RFC 9112 6.3).
 	switch {
 	case method == http.MethodHead || hd.Status < 200 || hd.Status == http.StatusNoContent || hd.Status == http.StatusNotModified:
 		hd.Framing = NoBody
-		if _, ok := parseLength(cl); ok && (method == http.MethodHead || hd.Status == http.StatusNotModified) {
+		if clSeen && (method == http.MethodHead || hd.Status == http.StatusNotModified) {
 			// The length of what a GET would have had: informative.
 			h["Content-Length"] = []string{cl}
 		}
@@ -233,22 +255,12 @@ func ReadHead(br *bufio.Reader, buf *[]byte, method string, h http.Header) (Head
 			hd.Close = true // framing the member got wrong: do not trust the connection
 		}
 	case teSeen:
-		if hd.Minor == 0 {
-			return hd, malformed("Transfer-Encoding in an HTTP/1.0 response")
-		}
-		if !strings.EqualFold(strings.TrimSpace(te), "chunked") {
-			return hd, fmt.Errorf("%w: %q", ErrUnsupported, te)
-		}
 		hd.Framing = Chunked
 		if clSeen {
 			hd.Close = true // both: chunked wins, and the connection is not reused
 		}
 	case clSeen:
-		n, ok := parseLength(cl)
-		if !ok {
-			return hd, malformed("Content-Length %q", cl)
-		}
-		hd.Framing, hd.Length = Length, n
+		hd.Framing, hd.Length = Length, length
 		h["Content-Length"] = []string{cl}
 	default:
 		hd.Framing = UntilClose
@@ -258,9 +270,10 @@ func ReadHead(br *bufio.Reader, buf *[]byte, method string, h http.Header) (Head
 }
 
 // ReadTrailer reads the trailer section after a chunked body's last
-// chunk: fields up to an empty line. It returns nil when there are none.
+// chunk: fields up to an empty line, every line ended by CRLF (as
+// net/http's client insists). It returns nil when there are none.
 func ReadTrailer(br *bufio.Reader, buf *[]byte) (http.Header, error) {
-	if _, err := readLines(br, buf); err != nil {
+	if _, err := readLines(br, buf, true); err != nil {
 		if errors.Is(err, ErrMalformed) || errors.Is(err, ErrTooLarge) {
 			return nil, err
 		}

@@ -54,11 +54,11 @@ lint: ## gofmt, go vet and staticcheck
 demo: build ## balance real traffic in an embedded lab, show persistence, clean up (as root)
 	$(BIN) demo
 
-bench: build ## benchmarks against the peers; prints and writes BENCHMARKS.md (as root, about 10 min)
-	GO=$(GO) scripts/bench/run.sh -command "make bench" -out BENCHMARKS.md
+bench: build ## benchmarks against the peers; prints and writes BENCHMARKS.md (as root, about 15 min; BASELINE=bin adds an earlier limpet to part 4)
+	GO=$(GO) scripts/bench/run.sh -command "make bench$(if $(BASELINE), BASELINE=$(BASELINE))" -out BENCHMARKS.md $(if $(BASELINE),-l7-baseline $(BASELINE))
 
-bench-l7: build ## part 4 only (L7 against HAProxy and Caddy, with profiles); writes bin/BENCHMARKS-l7.md (as root, about 8 min; RUNS=n)
-	GO=$(GO) scripts/bench/run.sh -parts 4 -runs $(or $(RUNS),5) -command "make bench-l7" -out bin/BENCHMARKS-l7.md -l7-profile-dir bin/l7-profiles
+bench-l7: build ## part 4 only (L7 against HAProxy and Caddy, with profiles); writes bin/BENCHMARKS-l7.md (as root, about 8 min; RUNS=n, BASELINE=bin)
+	GO=$(GO) scripts/bench/run.sh -parts 4 -runs $(or $(RUNS),5) -command "make bench-l7" -out bin/BENCHMARKS-l7.md -l7-profile-dir bin/l7-profiles $(if $(BASELINE),-l7-baseline $(BASELINE))
 
 bench-smoke: build ## the benchmark harness once with tiny counts, exits non-zero if it broke (as root, under 1 min)
 	GO=$(GO) scripts/bench/run.sh -smoke -command "make bench-smoke" -out bin/BENCHMARKS-smoke.md -q

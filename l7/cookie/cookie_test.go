@@ -253,8 +253,14 @@ func FuzzOpen(f *testing.F) {
 	for _, s := range []string{good, good6, good[:10], "", "A", "====", strings.Repeat("A", MaxEncodedLen), "AQ", good + "A", "JKQBPMSG=" + good} {
 		f.Add(s)
 	}
+	var scratch Scratch
 	f.Fuzz(func(t *testing.T, v string) {
 		p, idx, err := c.Open(v)
+		// OpenTo, which the proxy uses, opens in place to the same result.
+		view, vidx, verr := c.OpenTo(&scratch, v)
+		if verr != err || vidx != idx || (err == nil && (view.Member != p.Member || !view.Issued().Equal(p.Issued) || string(view.VirtualServer) != p.VirtualServer)) {
+			t.Fatalf("OpenTo %+v %d %v, Open %+v %d %v", view, vidx, verr, p, idx, err)
+		}
 		if err != nil {
 			if idx > 0 && !errors.Is(err, ErrPayload) {
 				t.Fatalf("error %v with key index %d", err, idx)
@@ -282,6 +288,32 @@ func BenchmarkOpen(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, _, err := c.Open(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkOpenTo(b *testing.B) {
+	c := mustCodec(b, k1, k2)
+	v, _ := c.Seal(Payload{Member: netip.MustParseAddrPort("10.0.0.1:80"), Issued: time.Unix(1e9, 0), VirtualServer: "web"})
+	var s Scratch
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := c.OpenTo(&s, v); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkAppendSeal(b *testing.B) {
+	c := mustCodec(b, k1)
+	p := Payload{Member: netip.MustParseAddrPort("10.0.0.1:80"), Issued: time.Unix(1e9, 0), VirtualServer: "web"}
+	var s Scratch
+	buf := make([]byte, 0, 256)
+	b.ReportAllocs()
+	for b.Loop() {
+		var err error
+		if buf, err = c.AppendSeal(buf[:0], &s, p); err != nil {
 			b.Fatal(err)
 		}
 	}

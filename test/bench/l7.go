@@ -48,14 +48,15 @@ import (
 
 // L7 targets.
 const (
-	L7Direct  = "direct to a member (ceiling)"
-	L7Limpet  = "limpet l7"
-	L7HAProxy = "HAProxy"
-	L7Caddy   = "Caddy"
+	L7Direct   = "direct to a member (ceiling)"
+	L7Limpet   = "limpet l7"
+	L7Baseline = "limpet l7, baseline build"
+	L7HAProxy  = "HAProxy"
+	L7Caddy    = "Caddy"
 )
 
 // L7Targets in report order.
-var L7Targets = []string{L7Direct, L7Limpet, L7HAProxy, L7Caddy}
+var L7Targets = []string{L7Direct, L7Limpet, L7Baseline, L7HAProxy, L7Caddy}
 
 // L7Case is one configuration measured.
 type L7Case string
@@ -104,6 +105,10 @@ type L7Options struct {
 	GoTool string
 	// ProfileDir keeps the raw profiles when set.
 	ProfileDir string
+	// Baseline is another limpet binary (an earlier build) measured in
+	// every case next to this one, so that a change is measured before
+	// and after in the same run; "" for none.
+	Baseline string
 }
 
 // L7Profile is the top of limpet's profiles under one kind of session.
@@ -178,9 +183,10 @@ const (
 type l7Ports struct{ Plain, Log, TLS int }
 
 var (
-	l7LimpetPorts  = l7Ports{18080, 18085, 18086}
-	l7HAProxyPorts = l7Ports{18090, 18095, 18096}
-	l7CaddyPorts   = l7Ports{Plain: 18100}
+	l7LimpetPorts   = l7Ports{18080, 18085, 18086}
+	l7BaselinePorts = l7Ports{18070, 18075, 18076}
+	l7HAProxyPorts  = l7Ports{18090, 18095, 18096}
+	l7CaddyPorts    = l7Ports{Plain: 18100}
 )
 
 // RunL7 runs part 4 in a lab of its own.
@@ -191,6 +197,14 @@ func RunL7(ctx context.Context, env Env, o L7Options) (*L7Result, error) {
 	}
 	if o.MemberExe, err = filepath.Abs(o.MemberExe); err != nil {
 		return nil, err
+	}
+	if o.Baseline != "" {
+		if o.Baseline, err = filepath.Abs(o.Baseline); err != nil {
+			return nil, err
+		}
+		if _, err := os.Stat(o.Baseline); err != nil {
+			return nil, fmt.Errorf("baseline limpet: %w", err)
+		}
 	}
 	l, err := lab.New(ctx, lab.Spec{MemberCount: 1})
 	if err != nil {
@@ -223,7 +237,7 @@ func runL7(ctx context.Context, env Env, l *lab.Lab, o L7Options) (*L7Result, er
 	addRow(L7Key{L7Direct, L7Plain, false})
 	for _, c := range L7Cases {
 		for _, t := range L7Targets {
-			if t == L7Direct || (t == L7Caddy && c != L7Plain) {
+			if t == L7Direct || (t == L7Caddy && c != L7Plain) || (t == L7Baseline && o.Baseline == "") {
 				continue
 			}
 			for _, existing := range []bool{false, true} {
@@ -289,6 +303,14 @@ func runL7(ctx context.Context, env Env, l *lab.Lab, o L7Options) (*L7Result, er
 	if out, err := exec.Command(env.LimpetBin, "config", "check", limpetCfg).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("limpet config check: %v\n%s", err, out)
 	}
+	baselineLog := filepath.Join(dir, "baseline-access.log")
+	baselineCfg := filepath.Join(dir, "l7-baseline.yaml")
+	if err := env.render("limpet-l7.yaml.tmpl", baselineCfg, map[string]any{
+		"KeyFile": keyFile, "Addr": l7Addr, "Ports": l7BaselinePorts, "Members": members,
+		"AccessLog": baselineLog, "CertFile": certFile, "CertKeyFile": keyPEM,
+	}); err != nil {
+		return nil, err
+	}
 	haproxyCfg := filepath.Join(dir, "haproxy.cfg")
 	if err := env.render("haproxy.cfg.tmpl", haproxyCfg, map[string]any{
 		"Workers": o.Workers, "Addr": l7Addr, "Ports": l7HAProxyPorts, "Members": members, "PEM": bothPEM,
@@ -329,6 +351,9 @@ func runL7(ctx context.Context, env Env, l *lab.Lab, o L7Options) (*L7Result, er
 		{L7Limpet, l7LimpetPorts, "", func() (*lab.Process, error) {
 			return start(o.ProxyCPUs, []string{gomax}, nil, env.LimpetBin, limpetArgs...)
 		}},
+		{L7Baseline, l7BaselinePorts, "", func() (*lab.Process, error) {
+			return start(o.ProxyCPUs, []string{gomax}, nil, o.Baseline, "l7", "-c", baselineCfg)
+		}},
 		{L7HAProxy, l7HAProxyPorts, "SRV", func() (*lab.Process, error) {
 			return start(o.ProxyCPUs, nil, haproxyLog, "haproxy", "-f", haproxyCfg, "-db")
 		}},
@@ -337,10 +362,17 @@ func runL7(ctx context.Context, env Env, l *lab.Lab, o L7Options) (*L7Result, er
 		}},
 	}
 	res.Versions = toolVersions()
+	if o.Baseline != "" {
+		b, _ := exec.Command(o.Baseline, "version").CombinedOutput()
+		res.Versions["baseline"] = strings.TrimSpace(string(b))
+	}
 
 	// endpoints[case] lists the proxies serving the case.
 	endpoints := map[L7Case][]*l7Endpoint{}
 	for _, px := range proxies {
+		if px.target == L7Baseline && o.Baseline == "" {
+			continue
+		}
 		p, err := px.run()
 		if err != nil {
 			return nil, err
@@ -392,7 +424,7 @@ func runL7(ctx context.Context, env Env, l *lab.Lab, o L7Options) (*L7Result, er
 		return w, rssMiB(pid), err
 	}
 	logOffset := map[string]int64{}
-	for _, f := range []string{limpetLog, haproxyLog.Name()} {
+	for _, f := range []string{limpetLog, baselineLog, haproxyLog.Name()} {
 		if fi, err := os.Stat(f); err == nil {
 			logOffset[f] = fi.Size() // the warm-up's lines
 		}
@@ -429,10 +461,7 @@ func runL7(ctx context.Context, env Env, l *lab.Lab, o L7Options) (*L7Result, er
 						// The row means nothing unless the proxy did log.
 						// (HAProxy drops O_APPEND from its stdout, so the
 						// files cannot be truncated between runs.)
-						f := limpetLog
-						if ep.target == L7HAProxy {
-							f = haproxyLog.Name()
-						}
+						f := map[string]string{L7Limpet: limpetLog, L7Baseline: baselineLog, L7HAProxy: haproxyLog.Name()}[ep.target]
 						if err := checkAccessLog(f, logOffset[f]); err != nil {
 							return nil, err
 						}

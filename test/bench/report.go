@@ -204,6 +204,9 @@ func writeL7(w io.Writer, r *Results) {
 	p("- *plain*: HTTP, no access log. *access log on*: limpet `access_log: FILE`; HAProxy `log stdout` with a JSON `log-format` of the same fields, its stdout appended to a file. *HTTPS*: TLS 1.3 only, ECDSA P-256 certificate, session tickets on (both servers' default), ALPN h2 and http/1.1 offered (wrk speaks HTTP/1.1 and keeps its connections, so handshakes are outside the steady state). *many clients*: plain, with `wrk -c%d`.\n", o.ManyConnections)
 	p("- *new session*: requests carry no cookie; the proxy balances and sets one. *existing session*: every request carries a valid cookie, checked beforehand to keep the client on one member without a new Set-Cookie.\n")
 	p("- **direct** is wrk against one member pinned to the proxies' CPU: the ceiling of a request on this CPU.\n")
+	if o.Baseline != "" {
+		p("- **limpet l7, baseline build** is another build of limpet (`%s`, %s) with the same configuration, measured in the same runs: *limpet ÷ this* on its rows is the change between the two builds.\n", o.Baseline, l.Versions["baseline"])
+	}
 	p("- RSS is the proxy's peak resident set (VmHWM) during the measurement (reset through `/proc/PID/clear_refs` just before). Any socket error or non-2xx answer fails the run.\n\n")
 	sessName := func(existing bool) string {
 		if existing {

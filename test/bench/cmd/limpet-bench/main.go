@@ -34,6 +34,7 @@ func main() {
 	quiet := flag.Bool("q", false, "do not print the report")
 	gotool := flag.String("go", "go", "the go command, for go tool pprof (part 4's profiles)")
 	profileDir := flag.String("l7-profile-dir", "", "keep part 4's raw pprof profiles in this directory")
+	baseline := flag.String("l7-baseline", "", "another limpet binary (an earlier build) to measure next to this one in part 4")
 	l7Profile := flag.Duration("l7-profile", -1, "length of part 4's profiles of limpet l7 (0: none; default: the report's)")
 	flag.Parse()
 
@@ -45,7 +46,7 @@ func main() {
 	if *smoke {
 		o = bench.SmokeOptions()
 	}
-	o.L7.GoTool, o.L7.ProfileDir = *gotool, *profileDir
+	o.L7.GoTool, o.L7.ProfileDir, o.L7.Baseline = *gotool, *profileDir, *baseline
 	if *l7Profile >= 0 {
 		o.L7.Profile = *l7Profile
 	}

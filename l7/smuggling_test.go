@@ -491,6 +491,11 @@ func TestResponseSmuggling(t *testing.T) {
 			if tc.status == 200 && string(b) != tc.body {
 				t.Fatalf("first body %q, want %q", b, tc.body)
 			}
+			if tc.status == 502 {
+				if l := h.log.last(t, 1); str(l, "reason") != "member_error" || str(l, "error") == "" {
+					t.Errorf("access log: %v", l)
+				}
+			}
 			// The second request gets the member's second answer, not
 			// what the first one smuggled.
 			io.WriteString(c, follow)

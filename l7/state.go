@@ -111,7 +111,7 @@ type reqState struct {
 	bodyErr     error
 }
 
-var reqStates = sync.Pool{New: func() any { return &reqState{head: make([]byte, 0, 1024)} }}
+var reqStates = sync.Pool{New: func() any { return &reqState{head: make([]byte, 0, 512)} }}
 
 // newReqState returns a clean state from the pool.
 func newReqState() *reqState { return reqStates.Get().(*reqState) }
@@ -120,7 +120,7 @@ func newReqState() *reqState { return reqStates.Get().(*reqState) }
 func (rs *reqState) free() {
 	head, line, tried, resp := rs.head[:0], rs.line[:0], rs.tried[:0], rs.respHead[:0]
 	if cap(head) > 64<<10 {
-		head = make([]byte, 0, 1024) // do not pin a huge head
+		head = make([]byte, 0, 512) // do not pin a huge head
 	}
 	if cap(resp) > 64<<10 {
 		resp = nil

@@ -65,7 +65,7 @@ func (c *upstreamConn) arm(now time.Time, d time.Duration) error {
 	return c.conn.SetDeadline(c.deadline)
 }
 
-var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 2<<10) }}
 
 // reader returns the connection's buffered reader, taking one from the pool
 // if it has none.

@@ -79,12 +79,16 @@ type L7Key struct {
 	Existing bool // requests carry a valid persistence cookie
 }
 
-// L7Row holds per run requests/s, latency percentiles (ms) and peak RSS (MiB).
+// L7Row holds per run requests/s, latency percentiles (ms), peak RSS (MiB)
+// and the proxy's CPU time per request (µs: user and system, from
+// /proc/PID/stat), which depends much less than requests/s on what else
+// the machine runs.
 type L7Row struct {
 	Key      L7Key
 	RPS      Series
 	P50, P99 Series
 	RSS      Series
+	CPU      Series
 }
 
 // L7Options size part 4.
@@ -415,12 +419,18 @@ func runL7(ctx context.Context, env Env, l *lab.Lab, o L7Options) (*L7Result, er
 		r.P50.Add(w.p50)
 		r.P99.Add(w.p99)
 		r.RSS.Add(rss)
+		r.CPU.Add(w.cpuPerReq)
 	}
-	// measure runs wrk against url and returns its result and the peak RSS
-	// of pid during the run: the peak is reset just before (clear_refs 5).
+	// measure runs wrk against url and returns its result (with pid's CPU
+	// time per request) and the peak RSS of pid during the run: the peak
+	// is reset just before (clear_refs 5).
 	measure := func(pid int, wr wrkRun) (wrkResult, float64, error) {
 		resetPeakRSS(pid)
+		c0 := cpuTime(pid)
 		w, err := runWrk(ctx, l, wr)
+		if c1 := cpuTime(pid); err == nil && w.requests > 0 && c1 > c0 {
+			w.cpuPerReq = (c1 - c0).Seconds() * 1e6 / w.requests
+		}
 		return w, rssMiB(pid), err
 	}
 	logOffset := map[string]int64{}
@@ -764,6 +774,8 @@ func sessionCookie(l *lab.Lab, url, name string) (string, error) {
 
 type wrkResult struct {
 	rps, p50, p99 float64
+	requests      float64 // completed
+	cpuPerReq     float64 // µs of the proxy's CPU per request, when measured
 }
 
 // wrkRun is one wrk invocation.
@@ -807,10 +819,12 @@ func runWrk(ctx context.Context, l *lab.Lab, wr wrkRun) (wrkResult, error) {
 		return r, fmt.Errorf("%w: wrk %s: %s", errSanity, wr.url, m[0])
 	}
 	m := wrkRPS.FindStringSubmatch(text)
-	if m == nil || wrkCounted.FindStringSubmatch(text) == nil {
+	mc := wrkCounted.FindStringSubmatch(text)
+	if m == nil || mc == nil {
 		return r, fmt.Errorf("wrk output not understood:\n%s", text)
 	}
 	r.rps, _ = strconv.ParseFloat(m[1], 64)
+	r.requests, _ = strconv.ParseFloat(mc[1], 64)
 	sc := bufio.NewScanner(strings.NewReader(text))
 	for sc.Scan() {
 		pm := wrkPct.FindStringSubmatch(sc.Text())
@@ -834,6 +848,27 @@ func runWrk(ctx context.Context, l *lab.Lab, wr wrkRun) (wrkResult, error) {
 		return r, fmt.Errorf("wrk output not understood:\n%s", text)
 	}
 	return r, nil
+}
+
+// cpuTime is the CPU time (user and system) a process has used.
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name (field 2) may hold spaces: count from after it.
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 {
+		s = s[i+1:]
+	}
+	f := strings.Fields(s)
+	if len(f) < 13 {
+		return 0
+	}
+	// utime and stime are fields 14 and 15, in clock ticks (100 per second on Linux).
+	u, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return time.Duration((u + st) * float64(time.Second) / 100)
 }
 
 // resetPeakRSS resets a process's peak resident set (VmHWM) to its current

@@ -207,14 +207,14 @@ func writeL7(w io.Writer, r *Results) {
 	if o.Baseline != "" {
 		p("- **limpet l7, baseline build** is another build of limpet (`%s`, %s) with the same configuration, measured in the same runs: *limpet ÷ this* on its rows is the change between the two builds.\n", o.Baseline, l.Versions["baseline"])
 	}
-	p("- RSS is the proxy's peak resident set (VmHWM) during the measurement (reset through `/proc/PID/clear_refs` just before). Any socket error or non-2xx answer fails the run.\n\n")
+	p("- RSS is the proxy's peak resident set (VmHWM) during the measurement (reset through `/proc/PID/clear_refs` just before). *CPU µs/request* is the proxy's CPU time (user and system, `/proc/PID/stat`) during the measurement divided by the requests served: unlike requests/s it hardly depends on how much of the CPU the other users of the machine left to the proxy. Any socket error or non-2xx answer fails the run.\n\n")
 	sessName := func(existing bool) string {
 		if existing {
 			return "existing"
 		}
 		return "new"
 	}
-	p("| case | target | sessions | requests/s | p50 ms | p99 ms | peak RSS MiB | requests/s ÷ direct | limpet ÷ this (requests/s) |\n|---|---|---|---:|---:|---:|---:|---:|---:|\n")
+	p("| case | target | sessions | requests/s | p50 ms | p99 ms | peak RSS MiB | CPU µs/request | requests/s ÷ direct | limpet ÷ this (requests/s) |\n|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	direct := l.Row(L7Direct, L7Plain, false)
 	for _, c := range L7Cases {
 		for _, t := range L7Targets {
@@ -235,7 +235,7 @@ func writeL7(w io.Writer, r *Results) {
 				if t != L7Direct && direct != nil {
 					vsDirect = Ratios(row.RPS, direct.RPS).FormatRatio()
 				}
-				p("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c, t, sess, row.RPS.Format(0), row.P50.Format(2), row.P99.Format(2), row.RSS.Format(1), vsDirect, vsLimpet)
+				p("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", c, t, sess, row.RPS.Format(0), row.P50.Format(2), row.P99.Format(2), row.RSS.Format(1), row.CPU.Format(1), vsDirect, vsLimpet)
 			}
 		}
 	}
@@ -283,7 +283,13 @@ func writeL7(w io.Writer, r *Results) {
 	for _, existing := range []bool{false, true} {
 		target(fmt.Sprintf("peak RSS at -c%d, limpet ÷ HAProxy", o.ManyConnections), existing, ratio(l.Row(L7Limpet, L7Many, existing), l.Row(L7HAProxy, L7Many, existing), rss), 2, true)
 	}
-	p("\nFor reference, HAProxy's own access log on ÷ off: %s (new sessions), %s (existing).\n\n",
+	cpuPerReq := func(r *L7Row) Series { return r.CPU }
+	p("\nFor reference: HAProxy's CPU per request ÷ limpet's (requests per CPU-second, limpet ÷ HAProxy), plain case: %s (new sessions), %s (existing); HTTPS: %s, %s. ",
+		ratio(l.Row(L7HAProxy, L7Plain, false), l.Row(L7Limpet, L7Plain, false), cpuPerReq).FormatRatio(),
+		ratio(l.Row(L7HAProxy, L7Plain, true), l.Row(L7Limpet, L7Plain, true), cpuPerReq).FormatRatio(),
+		ratio(l.Row(L7HAProxy, L7TLS, false), l.Row(L7Limpet, L7TLS, false), cpuPerReq).FormatRatio(),
+		ratio(l.Row(L7HAProxy, L7TLS, true), l.Row(L7Limpet, L7TLS, true), cpuPerReq).FormatRatio())
+	p("HAProxy's own access log on ÷ off: %s (new sessions), %s (existing).\n\n",
 		ratio(l.Row(L7HAProxy, L7Log, false), l.Row(L7HAProxy, L7Plain, false), rps).FormatRatio(),
 		ratio(l.Row(L7HAProxy, L7Log, true), l.Row(L7HAProxy, L7Plain, true), rps).FormatRatio())
 	writeL7Profiles(w, l)

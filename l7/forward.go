@@ -517,8 +517,14 @@ func (w *deadlineWriter) Write(p []byte) (int, error) {
 func (v *virtualServer) relay(w *responseWriter, r *http.Request, rs *reqState, uc *upstreamConn, hd h1.Head) {
 	rs.setStatus(hd.Status)
 	h := w.Header()
+	now := time.Now()
+	w.clock = now // the writes that follow at once need not read the clock again
 	if v.persist != nil {
-		v.persist.respond(rs, h, v.now())
+		at := now
+		if v.srv.opts.Now != nil {
+			at = v.now() // a test's clock
+		}
+		v.persist.respond(rs, h, at)
 	}
 	if hd.Status == http.StatusSwitchingProtocols {
 		v.tunnel(w, r, rs, uc, hd)
@@ -536,7 +542,7 @@ func (v *virtualServer) relay(w *responseWriter, r *http.Request, rs *reqState, 
 	case h1.UntilClose:
 		body = br
 	}
-	ok, now := v.copyBody(w, rs, uc, body, hd.Framing != h1.Length || hd.EventStream)
+	ok, now := v.copyBody(w, rs, uc, body, hd.Framing != h1.Length || hd.EventStream, now)
 	sent, _ := v.endBody(rs, uc)
 	if ok && hd.Framing == h1.Chunked {
 		trailer, err := h1.ReadTrailer(br, &rs.respHead)
@@ -595,8 +601,8 @@ func (b *lengthBody) Read(p []byte) (int, error) {
 // deadline server_timeout ahead of every read (a member that pauses longer
 // is cut off). It reports whether the whole body went through, and the
 // time of its last read.
-func (v *virtualServer) copyBody(w *responseWriter, rs *reqState, uc *upstreamConn, body io.Reader, flush bool) (bool, time.Time) {
-	now := time.Now()
+func (v *virtualServer) copyBody(w *responseWriter, rs *reqState, uc *upstreamConn, body io.Reader, flush bool, now time.Time) (bool, time.Time) {
+	defer func() { w.clock = time.Time{} }()
 	if body == nil {
 		return true, now
 	}
@@ -609,6 +615,10 @@ func (v *virtualServer) copyBody(w *responseWriter, rs *reqState, uc *upstreamCo
 			return false, now
 		}
 		n, err := body.Read(buf)
+		// The read may have waited: the write deadline and the next read's
+		// need the time after it.
+		now = time.Now()
+		w.clock = now
 		if n > 0 {
 			if _, werr := w.Write(buf[:n]); werr != nil {
 				return false, now // recorded by w
@@ -629,7 +639,6 @@ func (v *virtualServer) copyBody(w *responseWriter, rs *reqState, uc *upstreamCo
 			rs.setUpstreamErr(err)
 			return false, now
 		}
-		now = time.Now()
 	}
 }
 

@@ -265,6 +265,9 @@ type responseWriter struct {
 	wroteHeader bool
 	hijacked    bool
 	lastExtend  time.Time
+	// clock, when set, is a recent time.Now() of the caller's, which
+	// extend may use instead of reading the clock again.
+	clock time.Time
 }
 
 func (w *responseWriter) init(inner http.ResponseWriter, rs *reqState, v *virtualServer, r *http.Request) {
@@ -288,9 +291,14 @@ func (w *responseWriter) controller() *http.ResponseController {
 // write may block between write_timeout and 9/8 of it); an HTTP/2 stream's
 // is moved at most a few times per timeout.
 func (w *responseWriter) extend() {
-	if w.vs.writeTimeout > 0 {
-		w.extendAt(time.Now())
+	if w.vs.writeTimeout <= 0 {
+		return
 	}
+	now := w.clock
+	if now.IsZero() {
+		now = time.Now()
+	}
+	w.extendAt(now)
 }
 
 func (w *responseWriter) extendAt(now time.Time) {

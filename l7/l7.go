@@ -268,7 +268,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	errc := make(chan error, len(s.vss))
 	for i, vs := range s.vss {
 		wg.Go(func() {
-			if err := vs.serve(lns[i]); err != nil {
+			if err := vs.serveListener(lns[i]); err != nil {
 				errc <- fmt.Errorf("virtual server %q: %w", vs.name, err)
 				cancel()
 			}

@@ -284,6 +284,27 @@ func (v *virtualServer) logRefused(cs *connState) {
 	v.access.Log(e)
 }
 
+// logRejected writes the access log line of a request the HTTP/1 server
+// could not read (status 408 and 499 are logged, not sent).
+func (v *virtualServer) logRejected(cs *connState, status int, reason string, err error, started time.Time) {
+	if !v.access.Enabled() {
+		return
+	}
+	e := &accesslog.Entry{
+		Time:          v.now(),
+		Client:        cs.remote,
+		VirtualServer: v.name,
+		Status:        status,
+		Duration:      time.Since(started),
+		Decision:      decRejected,
+		Reason:        reason,
+	}
+	if err != nil && reason != "client_closed" {
+		e.Error = err.Error()
+	}
+	v.access.Log(e)
+}
+
 // certReloader serves the certificate and key files, reloading them when
 // they change (checked at most every reloadEvery), so renewals need no restart.
 type certReloader struct {

@@ -121,10 +121,10 @@ func (v *virtualServer) fail(w http.ResponseWriter, r *http.Request, rs *reqStat
 // isTimeout reports a deadline or timeout error without allocating (it
 // runs on every request: net/http ends its background read with one).
 func isTimeout(err error) bool {
+	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, context.DeadlineExceeded) {
+		return true
+	}
 	for err != nil {
-		if err == context.DeadlineExceeded || err == os.ErrDeadlineExceeded {
-			return true
-		}
 		if t, ok := err.(interface{ Timeout() bool }); ok && t.Timeout() {
 			return true
 		}

@@ -272,16 +272,14 @@ func TestRequestSmuggling(t *testing.T) {
 			seen:   []seenRequest{{method: "POST", uri: "/a", host: "x", body: "hello"}},
 		},
 		{
-			name:   "obs-fold is unfolded, not forwarded",
+			name:   "obs-fold",
 			raw:    "GET /a HTTP/1.1\r\nHost: x\r\nX-Folded: one\r\n two\r\n\r\n",
-			status: []int{200},
-			seen:   []seenRequest{{method: "GET", uri: "/a", host: "x", header: http.Header{"X-Folded": {"one two"}}}},
+			status: []int{400}, closed: true,
 		},
 		{
 			name:   "obs-fold hiding a Transfer-Encoding",
 			raw:    "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nX-A: a\r\n Transfer-Encoding: chunked\r\n\r\nhello",
-			status: []int{200},
-			seen:   []seenRequest{{method: "POST", uri: "/a", host: "x", body: "hello", header: http.Header{"X-A": {"a Transfer-Encoding: chunked"}}}},
+			status: []int{400}, closed: true,
 		},
 		{
 			name:   "bare LF line ends",
@@ -321,10 +319,40 @@ func TestRequestSmuggling(t *testing.T) {
 			status: []int{501}, closed: true,
 		},
 		{
-			name:   "Transfer-Encoding in HTTP/1.0 is ignored for the Content-Length",
+			name:   "Transfer-Encoding in HTTP/1.0",
 			raw:    "POST /a HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\nhello",
-			status: []int{200}, closed: true,
-			seen: []seenRequest{{method: "POST", uri: "/a", host: "x", body: "hello"}},
+			status: []int{400}, closed: true,
+		},
+		{
+			name:   "no Host in HTTP/1.1",
+			raw:    "GET /a HTTP/1.1\r\nX-A: 1\r\n\r\n",
+			status: []int{400}, closed: true,
+		},
+		{
+			name:   "two Hosts",
+			raw:    "GET /a HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+			status: []int{400}, closed: true,
+		},
+		{
+			name:   "a Host with a slash",
+			raw:    "GET /a HTTP/1.1\r\nHost: x/y\r\n\r\n",
+			status: []int{400}, closed: true,
+		},
+		{
+			name:   "HTTP/1.2",
+			raw:    "GET /a HTTP/1.2\r\nHost: x\r\n\r\n",
+			status: []int{505}, closed: true,
+		},
+		{
+			name:   "a target with a control character",
+			raw:    "GET /a\x01b HTTP/1.1\r\nHost: x\r\n\r\n",
+			status: []int{400}, closed: true,
+		},
+		{
+			name:   "Expect: 100-continue",
+			raw:    "POST /a HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\nhi",
+			status: []int{100, 200},
+			seen:   []seenRequest{{method: "POST", uri: "/a", host: "x", body: "hi"}},
 		},
 		{
 			name:   "absolute-form target: its authority is the Host the member sees",

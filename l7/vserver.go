@@ -53,8 +53,15 @@ type virtualServer struct {
 
 	byAddr map[string]*balance.Member
 	dialer net.Dialer
-	up     *upstreams // keep-alive connections to the members
-	http   *http.Server
+	up     *upstreams   // keep-alive connections to the members
+	h1     *h1Server    // HTTP/1.x clients
+	http   *http.Server // HTTP/2 clients (over TLS)
+	http2  bool
+
+	lnMu     sync.Mutex
+	ln       net.Listener
+	h2ln     *chanListener
+	lnClosed bool
 
 	shuttingDown atomic.Bool
 	tunnelsMu    sync.Mutex
@@ -139,10 +146,12 @@ func newVirtualServer(s *Server, cfg *config.Config, vc *config.VirtualServer, p
 		maxIdle = config.DefaultMaxIdlePerMember
 	}
 	v.up = newUpstreams(v, pool.Members, maxIdle, upstreamIdleTimeout)
+	v.h1 = newH1Server(v)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	if v.tls != nil && (o.HTTP2 == nil || *o.HTTP2) {
 		protocols.SetHTTP2(true)
+		v.http2 = true
 	}
 	v.http = &http.Server{
 		Handler:           v,
@@ -175,17 +184,37 @@ func (v *virtualServer) listen(ln net.Listener) (net.Listener, error) {
 	return &trackedListener{Listener: ln, vs: v}, nil
 }
 
-func (v *virtualServer) serve(ln net.Listener) error {
-	var err error
-	if v.tls != nil {
-		err = v.http.ServeTLS(ln, "", "")
-	} else {
-		err = v.http.Serve(ln)
-	}
-	if errors.Is(err, http.ErrServerClosed) {
+// serveListener serves HTTP/1.x itself and, over TLS, hands HTTP/2
+// connections to net/http.
+func (v *virtualServer) serveListener(ln net.Listener) error {
+	v.lnMu.Lock()
+	v.ln = ln
+	closed := v.lnClosed
+	v.lnMu.Unlock()
+	if closed {
+		ln.Close()
 		return nil
 	}
-	return err
+	var cfg *tls.Config
+	var h2 *chanListener
+	if v.tls != nil {
+		cfg = v.tls.Clone()
+		cfg.NextProtos = []string{"http/1.1"}
+		if v.http2 {
+			cfg.NextProtos = []string{"h2", "http/1.1"}
+		}
+		v.http.TLSConfig = cfg
+		h2 = newChanListener(ln.Addr())
+		v.lnMu.Lock()
+		v.h2ln = h2
+		v.lnMu.Unlock()
+		go func() {
+			if err := v.http.Serve(h2); err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, net.ErrClosed) {
+				v.log.Warn("HTTP/2 server stopped", "err", err)
+			}
+		}()
+	}
+	return v.h1.serve(ln, cfg, h2)
 }
 
 // shutdown stops accepting, lets requests in flight and upgraded
@@ -194,10 +223,29 @@ func (v *virtualServer) shutdown() {
 	v.shuttingDown.Store(true)
 	ctx, cancel := context.WithTimeout(context.Background(), v.shutdownTimeout)
 	defer cancel()
-	if err := v.http.Shutdown(ctx); err != nil {
-		v.log.Warn("shutdown timed out; closing connections", "timeout", v.shutdownTimeout)
-		v.http.Close()
+	v.h1.closing.Store(true) // before the listener closes: its Accept error is expected
+	v.lnMu.Lock()
+	v.lnClosed = true
+	if v.ln != nil {
+		v.ln.Close()
 	}
+	if v.h2ln != nil {
+		v.h2ln.Close()
+	}
+	v.lnMu.Unlock()
+	deadline, _ := ctx.Deadline()
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if !v.h1.shutdown(deadline) {
+			v.log.Warn("shutdown timed out; closing connections", "timeout", v.shutdownTimeout)
+		}
+	})
+	wg.Go(func() {
+		if err := v.http.Shutdown(ctx); err != nil {
+			v.http.Close()
+		}
+	})
+	wg.Wait()
 	if !v.waitTunnels(ctx) {
 		v.tunnelsMu.Lock()
 		n := len(v.tunnels)
@@ -230,14 +278,19 @@ func (v *virtualServer) waitTunnels(ctx context.Context) bool {
 	}
 }
 
-// ServeHTTP chooses a member and proxies the request to it.
+// ServeHTTP is net/http's way in (HTTP/2).
 func (v *virtualServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	v.serve(w, r, connOf(r.Context()))
+}
+
+// serve chooses a member and proxies the request to it; cs is the client
+// connection's state.
+func (v *virtualServer) serve(w http.ResponseWriter, r *http.Request, cs *connState) {
 	start := time.Now()
 	now := start
 	if v.srv.opts.Now != nil {
 		now = v.now() // a test's clock
 	}
-	cs := connOf(r.Context())
 	rs := newReqState()
 	rs.vs, rs.start, rs.conn = v, start, cs
 	if cs != nil {

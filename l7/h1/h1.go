@@ -73,7 +73,7 @@ type Head struct {
 // Errors, wrapped with detail.
 var (
 	ErrMalformed   = errors.New("malformed response head")
-	ErrTooLarge    = fmt.Errorf("response head larger than %d bytes", MaxHead)
+	ErrTooLarge    = errors.New("head too large")
 	ErrUnsupported = errors.New("unsupported transfer encoding")
 )
 
@@ -85,12 +85,20 @@ func malformed(format string, args ...any) error {
 // checking line endings and the size, and returns the number of lines
 // before the empty one. crlf refuses lines that end with LF alone.
 func readLines(br *bufio.Reader, buf *[]byte, crlf bool) (int, error) {
+	return readLinesLimit(br, buf, MaxHead, crlf)
+}
+
+func readLinesMax(br *bufio.Reader, buf *[]byte, max int) (int, error) {
+	return readLinesLimit(br, buf, max, false)
+}
+
+func readLinesLimit(br *bufio.Reader, buf *[]byte, max int, crlf bool) (int, error) {
 	b := (*buf)[:0]
 	n := 0
 	lineStart := 0
 	for {
 		frag, err := br.ReadSlice('\n')
-		if len(b)+len(frag) > MaxHead {
+		if len(b)+len(frag) > max {
 			*buf = b
 			return 0, ErrTooLarge
 		}
@@ -103,7 +111,7 @@ func readLines(br *bufio.Reader, buf *[]byte, crlf bool) (int, error) {
 			if len(b) == 0 {
 				return 0, err
 			}
-			return 0, malformed("head cut short: %v", err)
+			return 0, fmt.Errorf("%w: head cut short: %w", ErrMalformed, err)
 		}
 		line := b[lineStart:]
 		if crlf && (len(line) < 2 || line[len(line)-2] != '\r') {
@@ -277,7 +285,7 @@ func ReadTrailer(br *bufio.Reader, buf *[]byte) (http.Header, error) {
 		if errors.Is(err, ErrMalformed) || errors.Is(err, ErrTooLarge) {
 			return nil, err
 		}
-		return nil, malformed("trailer cut short: %v", err)
+		return nil, fmt.Errorf("%w: trailer cut short: %w", ErrMalformed, err)
 	}
 	s := string(*buf)
 	var t http.Header

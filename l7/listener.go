@@ -104,9 +104,11 @@ type connState struct {
 
 	// inflight is the member connection an HTTP/1 request is waiting on.
 	inflight atomic.Pointer[upstreamConn]
-	// writeDeadline is the write deadline set on nc (HTTP/1), touched only
-	// by the connection's own goroutine.
+	// writeDeadline and readDeadline are the deadlines set on nc (HTTP/1),
+	// so that they are moved only when they must be; touched only by the
+	// connection's own goroutine (and the watcher it waits for).
 	writeDeadline time.Time
+	readDeadline  time.Time
 
 	bytesRead    atomic.Int64
 	bytesMark    atomic.Int64
@@ -147,6 +149,28 @@ func (cs *connState) getReadErr() error {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	return cs.readErr
+}
+
+// setReadDeadline sets nc's read deadline, exactly.
+func (cs *connState) setReadDeadline(t time.Time) {
+	cs.readDeadline = t
+	_ = cs.nc.SetReadDeadline(t)
+}
+
+// armRead keeps the read deadline between d and d + d/8 away, moving it
+// only when it has come closer than d (so back-to-back requests do not
+// move it each time).
+func (cs *connState) armRead(now time.Time, d time.Duration) {
+	if d <= 0 {
+		if !cs.readDeadline.IsZero() {
+			cs.setReadDeadline(time.Time{})
+		}
+		return
+	}
+	if rem := cs.readDeadline.Sub(now); rem >= d && rem <= d+d/8 {
+		return
+	}
+	cs.setReadDeadline(now.Add(d + d/8))
 }
 
 func (cs *connState) handlerStart() {

@@ -324,7 +324,7 @@ func (w *responseWriter) extendAt(now time.Time) {
 // setReadDeadline bounds the reading of the request body.
 func (w *responseWriter) setReadDeadline(t time.Time) {
 	if w.cs != nil {
-		_ = w.cs.nc.SetReadDeadline(t)
+		w.cs.setReadDeadline(t)
 		return
 	}
 	_ = w.controller().SetReadDeadline(t)

@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -275,9 +276,9 @@ func (hc *h1Conn) unwatch() {
 	if done == nil {
 		return
 	}
-	_ = hc.c.SetReadDeadline(aLongTimeAgo)
+	hc.setReadDeadline(aLongTimeAgo)
 	<-done
-	_ = hc.c.SetReadDeadline(time.Time{})
+	hc.setReadDeadline(time.Time{})
 }
 
 var readerBufs = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 4<<10) }}
@@ -303,16 +304,18 @@ func (hc *h1Conn) serve() {
 		hc.s.forget(hc)
 	}()
 	first := true
+	cs := hc.cs
 	for {
 		hc.state.Store(connIdle)
-		if first {
-			if d := v.readHeaderTimeout; d > 0 {
-				_ = hc.c.SetReadDeadline(time.Now().Add(d))
-			}
-		} else if d := v.idleTimeout; d > 0 {
-			_ = hc.c.SetReadDeadline(time.Now().Add(d))
-		} else {
-			_ = hc.c.SetReadDeadline(time.Time{})
+		now := time.Now()
+		switch {
+		case first && v.readHeaderTimeout > 0:
+			hc.setReadDeadline(now.Add(v.readHeaderTimeout))
+		case first:
+		case cs != nil:
+			cs.armRead(now, v.idleTimeout)
+		case v.idleTimeout > 0:
+			_ = hc.c.SetReadDeadline(now.Add(v.idleTimeout))
 		}
 		if hc.s.isClosing() && !first && hc.br.Buffered() == 0 {
 			return
@@ -322,13 +325,13 @@ func (hc *h1Conn) serve() {
 		}
 		hc.state.Store(connActive)
 		started := time.Now()
-		if hc.cs != nil {
-			hc.cs.mark.Store(started.UnixNano())
+		if cs != nil {
+			cs.mark.Store(started.UnixNano())
 		}
-		if !first {
-			if d := v.readHeaderTimeout; d > 0 {
-				_ = hc.c.SetReadDeadline(started.Add(d))
-			}
+		if !first && v.readHeaderTimeout > 0 && !headBuffered(hc.br) {
+			// The head is still coming: it has read_header_timeout. (When
+			// it is all in, as it mostly is, no deadline need move.)
+			hc.setReadDeadline(started.Add(v.readHeaderTimeout))
 		}
 		first = false
 		if !hc.request(started) {
@@ -340,6 +343,23 @@ func (hc *h1Conn) serve() {
 		}
 	}
 }
+
+// setReadDeadline sets the connection's read deadline exactly.
+func (hc *h1Conn) setReadDeadline(t time.Time) {
+	if hc.cs != nil {
+		hc.cs.setReadDeadline(t)
+		return
+	}
+	_ = hc.c.SetReadDeadline(t)
+}
+
+// headBuffered reports whether a whole request head is in br's buffer.
+func headBuffered(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	return bytes.Contains(b, crlfcrlf) || bytes.Contains(b, lflf)
+}
+
+var crlfcrlf, lflf = []byte("\r\n\r\n"), []byte("\n\n")
 
 // refused answers (when it may) and logs a request that could not be read.
 func (hc *h1Conn) refused(err error, started time.Time) {
@@ -389,7 +409,6 @@ func (hc *h1Conn) request(started time.Time) bool {
 		hc.refused(err, started)
 		return false
 	}
-	_ = hc.c.SetReadDeadline(time.Time{})
 	u, err := requestURL(rq.Method, rq.Target)
 	if err != nil {
 		hc.refused(fmt.Errorf("%w: %v", h1.ErrMalformed, err), started)
@@ -574,10 +593,10 @@ func (b *h1Body) drain() bool {
 		return false
 	}
 	if d := b.hc.s.v.readHeaderTimeout; d > 0 {
-		_ = b.hc.c.SetReadDeadline(time.Now().Add(d))
+		b.hc.setReadDeadline(time.Now().Add(d))
 	}
 	n, err := io.Copy(io.Discard, io.LimitReader(b, maxDrain+1))
-	_ = b.hc.c.SetReadDeadline(time.Time{})
+	b.hc.setReadDeadline(time.Time{})
 	return err == nil && n <= maxDrain && b.done.Load()
 }
 
@@ -686,8 +705,9 @@ func (w *h1Writer) body(p []byte) (int, error) {
 	}
 	bw := w.writer()
 	if w.chunked {
-		bw.WriteString(strconv.FormatInt(int64(len(p)), 16))
-		bw.WriteString("\r\n")
+		var size [18]byte
+		b := strconv.AppendInt(size[:0], int64(len(p)), 16)
+		bw.Write(append(b, '\r', '\n'))
 	}
 	n, err := bw.Write(p)
 	if w.chunked && err == nil {

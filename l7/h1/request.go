@@ -143,11 +143,13 @@ func ReadRequest(br *bufio.Reader, buf *[]byte, max int, h http.Header) (ReqHead
 	rq.Close = closeTok || (rq.Minor == 0 && !keepAlive)
 
 	// The target, and the host it names.
+	authority := ""
 	switch {
-	case rq.Method == http.MethodConnect:
+	case rq.Method == http.MethodConnect && rq.Target[0] != '/':
 		if !validHost(rq.Target) {
 			return rq, malformed("CONNECT target %q", trim(rq.Target))
 		}
+		authority = rq.Target
 	case rq.Target == "*":
 		if rq.Method != http.MethodOptions {
 			return rq, malformed("target * with %s", rq.Method)
@@ -161,21 +163,25 @@ func ReadRequest(br *bufio.Reader, buf *[]byte, max int, h http.Header) (ReqHead
 		}
 		auth, _, _ := strings.Cut(rest, "/")
 		auth, _, _ = strings.Cut(auth, "?")
-		if strings.IndexByte(auth, '@') >= 0 || auth == "" {
+		if strings.IndexByte(auth, '@') >= 0 || auth == "" || !validHost(auth) {
 			return rq, malformed("request target %q", trim(rq.Target))
 		}
-		host, hosts = auth, 1
+		authority = auth
 	}
 	if hosts > 1 {
 		return rq, fmt.Errorf("%w: %d Host fields", ErrNoHost, hosts)
 	}
-	if hosts == 0 && rq.Minor == 1 && rq.Method != http.MethodConnect {
+	if hosts == 0 && authority == "" && rq.Minor == 1 {
 		return rq, fmt.Errorf("%w: no Host field", ErrNoHost)
 	}
 	if !validHost(host) {
 		return rq, fmt.Errorf("%w: %q", ErrNoHost, trim(host))
 	}
+	// An authority in the target wins over the Host field (RFC 9112 3.2.2).
 	rq.Host = host
+	if authority != "" {
+		rq.Host = authority
+	}
 
 	// Framing (RFC 9112 6.3).
 	if clSeen {

@@ -47,6 +47,7 @@ type h1Server struct {
 	wg       sync.WaitGroup
 	stopTick chan struct{}
 	tickOnce sync.Once
+	stopOnce sync.Once
 }
 
 func newH1Server(v *virtualServer) *h1Server {
@@ -69,13 +70,13 @@ type h1Conn struct {
 	tls *tls.ConnectionState // shared by the connection's requests
 
 	state atomic.Int32
-	// peeked holds a byte the watcher read from the client while a
-	// request waited (the start of the next one).
-	src     peekReader
-	head    []byte // the request head as read
-	req     http.Request
-	w       h1Writer
-	body    h1Body
+	// src is what br reads: the connection, after the byte the watcher
+	// may have read while a request waited (the next request's first).
+	src       peekReader
+	head      []byte // the request head as read
+	req       http.Request
+	w         h1Writer
+	body      h1Body
 	waiting   atomic.Bool // inflight was seen set by the last tick
 	pipelined atomic.Bool // bytes of the next request were in when this one started
 	watcher   chan struct{}
@@ -228,12 +229,7 @@ func (s *h1Server) shutdown(deadline time.Time) bool {
 		case <-time.After(5 * time.Second):
 		}
 	}
-	s.tickOnce.Do(func() {})
-	select {
-	case <-s.stopTick:
-	default:
-		close(s.stopTick)
-	}
+	s.stopOnce.Do(func() { close(s.stopTick) })
 	return ok
 }
 

@@ -364,7 +364,8 @@ func (v *virtualServer) nextMember(rs *reqState, err error) error {
 	if rs.retries >= v.retries {
 		return err
 	}
-	next := v.pool.Pick(&balance.Pick{Client: rs.client.Addr(), Now: v.now(), Exclude: rs.tried})
+	rs.pick = balance.Pick{Client: rs.client.Addr(), Now: v.now(), Exclude: rs.tried}
+	next := v.pool.Pick(&rs.pick)
 	if next == nil {
 		return &noMemberError{cause: err}
 	}

@@ -1,11 +1,8 @@
 package l7
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
-	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -13,17 +10,16 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/limpet-lb/limpet/l7/accesslog"
 	"github.com/limpet-lb/limpet/l7/persist"
 )
 
-// trackedListener wraps every accepted connection so that the proxy can
-// tell what happened to requests net/http refused before any handler ran
-// (headers too large, malformed, too slow), and so that a connection can
-// hold persistence entries until it closes.
+// trackedListener wraps every accepted connection in a connState: the
+// client's address (parsed once), the member exchange a client that goes
+// away must abort, the deadlines set on it, and the persistence entries it
+// holds until it closes.
 type trackedListener struct {
 	net.Listener
 	vs *virtualServer
@@ -36,9 +32,6 @@ func (l *trackedListener) Accept() (net.Conn, error) {
 	}
 	cs := &connState{vs: l.vs, remote: c.RemoteAddr().String()}
 	cs.client, _ = netip.ParseAddrPort(cs.remote)
-	cs.mark.Store(time.Now().UnixNano())
-	cs.waiting.Store(true)
-	cs.armed.Store(true)
 	tc := &trackedConn{Conn: c, cs: cs}
 	cs.nc = tc
 	return tc, nil
@@ -51,48 +44,15 @@ type trackedConn struct {
 
 func (c *trackedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.cs.bytesRead.Add(int64(n))
-		if c.cs.waiting.Load() {
-			c.cs.waiting.Store(false)
-			c.cs.mark.Store(time.Now().UnixNano())
-		}
-	}
-	if err != nil {
-		c.cs.setReadErr(err)
-		if !isTimeout(err) {
-			// The client closed or reset the connection: abort the
-			// exchange with the member it was waiting for. (A timeout is
-			// net/http ending its own background read, or a deadline of
-			// ours, handled where it was set.)
-			if uc := c.cs.inflight.Swap(nil); uc != nil {
-				uc.abort()
-			}
+	if err != nil && !isTimeout(err) {
+		// The client closed or reset the connection: abort the exchange
+		// with the member it was waiting for. (A timeout is a deadline of
+		// ours, handled where it was set.)
+		if uc := c.cs.inflight.Swap(nil); uc != nil {
+			uc.abort()
 		}
 	}
 	return n, err
-}
-
-func (c *trackedConn) Write(p []byte) (int, error) {
-	// Armed between a request being read and a handler starting: a write
-	// then is net/http refusing the request itself ("HTTP/1.1 431 ...").
-	if c.cs.armed.Load() && len(p) >= 12 && bytes.HasPrefix(p, []byte("HTTP/1.")) {
-		if code := atoi3(p[9:12]); code > 0 {
-			c.cs.serverStatus.Store(int32(code))
-		}
-	}
-	return c.Conn.Write(p)
-}
-
-func atoi3(b []byte) int {
-	n := 0
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0
-		}
-		n = n*10 + int(c-'0')
-	}
-	return n
 }
 
 // connState is what the proxy knows about one client connection.
@@ -110,24 +70,9 @@ type connState struct {
 	writeDeadline time.Time
 	readDeadline  time.Time
 
-	bytesRead    atomic.Int64
-	bytesMark    atomic.Int64
-	mark         atomic.Int64 // first byte of the current request (Unix ns)
-	waiting      atomic.Bool  // no byte of the next request yet
-	armed        atomic.Bool
-	serverStatus atomic.Int32
-	handlers     atomic.Int64
-	h2           atomic.Bool
-
-	// Touched only by net/http's ConnState hook, which runs on the
-	// connection's own goroutine.
-	activeMark int64
-	activeSeen bool
-
-	mu      sync.Mutex
-	readErr error
-	holds   []held
-	closed  bool
+	mu     sync.Mutex
+	holds  []held
+	closed bool
 }
 
 type held struct {
@@ -138,18 +83,6 @@ type held struct {
 // maxHolds bounds the entries one connection holds; past it, entries
 // simply count down from their last use.
 const maxHolds = 8
-
-func (cs *connState) setReadErr(err error) {
-	cs.mu.Lock()
-	cs.readErr = err
-	cs.mu.Unlock()
-}
-
-func (cs *connState) getReadErr() error {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	return cs.readErr
-}
 
 // setReadDeadline sets nc's read deadline, exactly.
 func (cs *connState) setReadDeadline(t time.Time) {
@@ -171,11 +104,6 @@ func (cs *connState) armRead(now time.Time, d time.Duration) {
 		return
 	}
 	cs.setReadDeadline(now.Add(d + d/8))
-}
-
-func (cs *connState) handlerStart() {
-	cs.handlers.Add(1)
-	cs.armed.Store(false)
 }
 
 // hold keeps key's entry alive while this connection lives (the seed's
@@ -234,78 +162,15 @@ func (v *virtualServer) connContext(ctx context.Context, c net.Conn) context.Con
 	return ctx
 }
 
-// connState follows net/http's view of each connection. A connection that
-// read a request (StateActive) and closed without a handler running was
-// refused by net/http; that gets an access log line like any request.
+// connState follows net/http's view of its (HTTP/2) connections: the
+// entries one held start their countdown when it closes.
 func (v *virtualServer) connState(c net.Conn, state http.ConnState) {
-	cs := stateOfConn(c)
-	if cs == nil {
+	if state != http.StateClosed {
 		return
 	}
-	switch state {
-	case http.StateActive:
-		if tc, ok := c.(*tls.Conn); ok && tc.ConnectionState().NegotiatedProtocol == "h2" {
-			cs.h2.Store(true)
-		}
-		cs.activeMark = cs.handlers.Load()
-		cs.activeSeen = true
-	case http.StateIdle:
-		cs.activeSeen = false
-		cs.setReadErr(nil)
-		cs.bytesMark.Store(cs.bytesRead.Load())
-		cs.waiting.Store(true)
-		cs.serverStatus.Store(0)
-		cs.armed.Store(true)
-	case http.StateHijacked:
-		cs.activeSeen = false
-	case http.StateClosed:
-		if cs.activeSeen && !cs.h2.Load() && cs.handlers.Load() == cs.activeMark {
-			v.logRefused(cs)
-		}
+	if cs := stateOfConn(c); cs != nil {
 		cs.releaseHolds(v.now())
 	}
-}
-
-// logRefused writes the access log line of a request net/http refused.
-// In plain HTTP the status is the one net/http wrote; under TLS it is
-// inferred from what was read. 408 (header timeout) and 499 (client went
-// away mid-request) are logged, not sent, as nginx does.
-func (v *virtualServer) logRefused(cs *connState) {
-	status, reason := 400, "bad_request"
-	readErr := cs.getReadErr()
-	switch s := int(cs.serverStatus.Load()); {
-	case v.shuttingDown.Load():
-		status, reason = 503, "shutting_down"
-	case s == 431:
-		status, reason = s, "headers_too_large"
-	case readErr != nil && isTimeout(readErr):
-		status, reason = 408, "header_timeout"
-	case readErr != nil && (errors.Is(readErr, io.EOF) || errors.Is(readErr, syscall.ECONNRESET) || errors.Is(readErr, net.ErrClosed)):
-		// net/http may still write a 400 to the closed connection.
-		status, reason = statusClientClosed, "client_closed"
-	case s == 501:
-		status, reason = s, "unsupported_transfer_encoding"
-	case s == 505:
-		status, reason = s, "unsupported_http_version"
-	case s != 0:
-		status = s
-	case cs.bytesRead.Load()-cs.bytesMark.Load() >= int64(v.maxHeaderBytes):
-		status, reason = 431, "headers_too_large"
-	}
-	now := time.Now()
-	e := &accesslog.Entry{
-		Time:          v.now(),
-		Client:        cs.remote,
-		VirtualServer: v.name,
-		Status:        status,
-		Duration:      now.Sub(time.Unix(0, cs.mark.Load())),
-		Decision:      decRejected,
-		Reason:        reason,
-	}
-	if readErr != nil && reason != "client_closed" {
-		e.Error = readErr.Error()
-	}
-	v.access.Log(e)
 }
 
 // logRejected writes the access log line of a request the HTTP/1 server

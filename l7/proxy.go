@@ -168,7 +168,7 @@ type tunnelBody struct {
 func newTunnelBody(rwc io.ReadWriteCloser, timeout time.Duration) io.ReadWriteCloser {
 	t := &tunnelBody{rwc: rwc}
 	if timeout > 0 {
-		t.guard = newIdleGuard(timeout, false, func() { rwc.Close() })
+		t.guard = newIdleGuard(timeout, func() { rwc.Close() })
 	}
 	return t
 }
@@ -196,22 +196,18 @@ func (t *tunnelBody) Close() error {
 	return t.rwc.Close()
 }
 
-// idleGuard calls fire once nothing has happened for d. It costs an atomic
-// store per event instead of a timer reset. A bracketed guard only counts
-// the time between begin and end (waits on the member); an unbracketed one
-// counts all the time since the last touch.
+// idleGuard calls fire once nothing has happened for d (a tunnel idle
+// both ways). It costs an atomic store per event instead of a timer reset.
 type idleGuard struct {
-	d         time.Duration
-	bracketed bool
-	last      atomic.Int64
-	waiting   atomic.Bool
-	fire      func()
-	t         *time.Timer
-	stopped   atomic.Bool
+	d       time.Duration
+	last    atomic.Int64
+	fire    func()
+	t       *time.Timer
+	stopped atomic.Bool
 }
 
-func newIdleGuard(d time.Duration, bracketed bool, fire func()) *idleGuard {
-	g := &idleGuard{d: d, bracketed: bracketed, fire: fire}
+func newIdleGuard(d time.Duration, fire func()) *idleGuard {
+	g := &idleGuard{d: d, fire: fire}
 	g.touch()
 	g.t = time.AfterFunc(d, g.check)
 	return g
@@ -219,24 +215,8 @@ func newIdleGuard(d time.Duration, bracketed bool, fire func()) *idleGuard {
 
 func (g *idleGuard) touch() { g.last.Store(time.Now().UnixNano()) }
 
-// begin and end bracket a wait on the member; time outside them (spent
-// writing to the client) does not count as the member's silence.
-func (g *idleGuard) begin() {
-	g.touch()
-	g.waiting.Store(true)
-}
-
-func (g *idleGuard) end() {
-	g.waiting.Store(false)
-	g.touch()
-}
-
 func (g *idleGuard) check() {
 	if g.stopped.Load() {
-		return
-	}
-	if g.bracketed && !g.waiting.Load() {
-		g.t.Reset(g.d)
 		return
 	}
 	idle := time.Duration(time.Now().UnixNano() - g.last.Load())

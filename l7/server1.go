@@ -321,9 +321,6 @@ func (hc *h1Conn) serve() {
 		}
 		hc.state.Store(connActive)
 		started := time.Now()
-		if cs != nil {
-			cs.mark.Store(started.UnixNano())
-		}
 		if !first && v.readHeaderTimeout > 0 && !headBuffered(hc.br) {
 			// The head is still coming: it has read_header_timeout. (When
 			// it is all in, as it mostly is, no deadline need move.)

@@ -57,6 +57,7 @@ type reqState struct {
 	// persisted is the member persistence named, whatever became of it.
 	persisted *balance.Member
 	tried     []*balance.Member
+	pick      balance.Pick
 	decision  string
 	reason    string
 	retries   int

@@ -294,7 +294,6 @@ func (v *virtualServer) serve(w http.ResponseWriter, r *http.Request, cs *connSt
 	rs := newReqState()
 	rs.vs, rs.start, rs.conn = v, start, cs
 	if cs != nil {
-		cs.handlerStart()
 		rs.client = cs.client
 	} else {
 		rs.client, _ = netip.ParseAddrPort(r.RemoteAddr)
@@ -373,7 +372,8 @@ func (v *virtualServer) choose(rs *reqState, r *http.Request, now time.Time) {
 		}
 	}
 	if rs.member == nil {
-		m := v.pool.Pick(&balance.Pick{Client: rs.client.Addr(), Now: now})
+		rs.pick = balance.Pick{Client: rs.client.Addr(), Now: now}
+		m := v.pool.Pick(&rs.pick) // in rs: a Pick given to a selector would escape
 		if m == nil {
 			rs.decision = decNoMember
 			rs.status = http.StatusServiceUnavailable

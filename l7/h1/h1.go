@@ -269,7 +269,8 @@ func ReadHead(br *bufio.Reader, buf *[]byte, method string, h http.Header) (Head
 		}
 	case clSeen:
 		hd.Framing, hd.Length = Length, length
-		h["Content-Length"] = []string{cl}
+		vals = append(vals, cl) // room was left: its line was not kept
+		h["Content-Length"] = vals[len(vals)-1 : len(vals) : len(vals)]
 	default:
 		hd.Framing = UntilClose
 		hd.Close = true

@@ -120,6 +120,7 @@ type L7Profile struct {
 	Existing bool
 	Requests float64 // requests served while profiling (wrk's rate × the profile's length)
 	CPU      string  // go tool pprof -top
+	CPUCum   string  // go tool pprof -top -cum
 	Allocs   string  // go tool pprof -sample_index=alloc_space -top
 	// Allocations per request: objects and bytes.
 	ObjectsPerRequest, BytesPerRequest float64
@@ -586,6 +587,10 @@ func profileL7(ctx context.Context, l *lab.Lab, o L7Options, ep *l7Endpoint, exi
 	}
 	var err error
 	if pr.CPU, err = top(cpuFile); err != nil {
+		pr.Err = err.Error()
+		return pr
+	}
+	if pr.CPUCum, err = top("-cum", cpuFile); err != nil {
 		pr.Err = err.Error()
 		return pr
 	}

@@ -303,7 +303,7 @@ func writeL7Profiles(w io.Writer, l *L7Result) {
 	}
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
 	p("### Where limpet's time goes (pprof)\n\n")
-	p("After the measured runs, `limpet l7 --pprof-listen` is profiled for %s under the plain case's load, once per kind of session: a CPU profile (`/debug/pprof/profile`) and, over the same seconds, the allocations (`/debug/pprof/allocs?seconds=N`). Allocations per request divide the profile's totals by wrk's rate times the profile's length. The tables are `go tool pprof -top -nodecount=15`; *before* is the same profile of the proxy as it was before issue 15 (net/http's `httputil.ReverseProxy` and `http.Transport`), kept for comparison.\n\n", l.Opts.Profile)
+	p("After the measured runs, `limpet l7 --pprof-listen` is profiled for %s under the plain case's load, once per kind of session: a CPU profile (`/debug/pprof/profile`) and, over the same seconds, the allocations (`/debug/pprof/allocs?seconds=N`). Allocations per request divide the profile's totals by wrk's rate times the profile's length. The tables are `go tool pprof -top -nodecount=15` (by own time, then with callees, `-cum`); *before* is the same profile of the proxy as it was before issue 15 (net/http's server, `httputil.ReverseProxy` and `http.Transport`), kept for comparison.\n\n", l.Opts.Profile)
 	p("%s\n", l7ProfileBefore)
 	for _, pr := range l.Profiles {
 		sess := "new sessions"
@@ -316,7 +316,7 @@ func writeL7Profiles(w io.Writer, l *L7Result) {
 			continue
 		}
 		p("%.0f requests profiled; **%.1f allocations and %.0f bytes allocated per request**.\n\n", pr.Requests, pr.ObjectsPerRequest, pr.BytesPerRequest)
-		p("CPU:\n\n```\n%s\n```\n\nAllocated space:\n\n```\n%s\n```\n\n", pr.CPU, pr.Allocs)
+		p("CPU, by own time:\n\n```\n%s\n```\n\nCPU, with callees:\n\n```\n%s\n```\n\nAllocated space:\n\n```\n%s\n```\n\n", pr.CPU, pr.CPUCum, pr.Allocs)
 	}
 }
 

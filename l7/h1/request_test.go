@@ -220,7 +220,13 @@ func FuzzReadRequest(f *testing.F) {
 func requestURL(method, target string) (*url.URL, error) {
 	switch {
 	case method == http.MethodConnect && !strings.HasPrefix(target, "/"):
-		return &url.URL{Host: target}, nil
+		// An authority: parsed as a URL's, as net/http does.
+		u, err := url.ParseRequestURI("http://" + target)
+		if err != nil {
+			return nil, err
+		}
+		u.Scheme = ""
+		return u, nil
 	case target == "*":
 		return &url.URL{Path: "*"}, nil
 	}

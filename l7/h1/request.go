@@ -273,13 +273,14 @@ func cutScheme(t string) (string, bool) {
 
 // validHost accepts what a Host field may hold: a reg-name, an IPv4 or a
 // bracketed IPv6 address, and a port; nothing else (no white space, no
-// '/', '@' or control character).
+// '/', '@' or control character, and no percent-encoding, which two
+// parsers could decode differently).
 func validHost(h string) bool {
 	for i := 0; i < len(h); i++ {
 		c := h[i]
 		switch {
 		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte("-._~!$&'()*+,;=:[]%", c) >= 0:
+		case strings.IndexByte("-._~!$&'()*+,;=:[]", c) >= 0:
 		default:
 			return false
 		}

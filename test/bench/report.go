@@ -44,7 +44,7 @@ func WriteReport(w io.Writer, r *Results) {
 	writeMirror(w, r)
 
 	p("## Reproducing\n\n")
-	p("```sh\nsudo make bench        # about 10 minutes; installs haproxy, caddy, nftables and wrk when missing\nsudo make bench-smoke  # under a minute: every part once with tiny counts\n```\n\n")
+	p("```sh\nsudo make bench        # about 15 minutes; installs haproxy, caddy, nftables and wrk when missing\nsudo make bench-l7     # part 4 alone, with its profiles: bin/BENCHMARKS-l7.md (RUNS=n; BASELINE=path adds another limpet build)\nsudo make bench-smoke  # under a minute: every part once with tiny counts\n```\n\n")
 	p("The harness is `test/bench` (Go); `cmd/limpet-bench` runs it, writes this file and prints it. The configurations of limpet, nftables, HAProxy and Caddy are templates in `scripts/bench/`. Single parts run as Go benchmarks too: `sudo go test -run '^$' -bench Datapath ./test/bench` (also `Forward`, `ConnRate`, `L7`, `Scale`). The BPF programs the harness needs besides the datapath (floor, driver, generator, redirect, counter) are in `bpf/floor.c`, loaded through `loader/floor.go`.\n")
 }
 

@@ -442,6 +442,9 @@ func (hc *h1Conn) request(started time.Time) bool {
 	hc.pipelined.Store(hc.br.Buffered() > 0 || hc.src.has)
 	aborted := hc.handle(w, r)
 	hc.unwatch()
+	if cap(hc.head) > 16<<10 {
+		hc.head = nil // a large head once: do not keep its buffer for the connection's life
+	}
 	if aborted || hc.src.closed {
 		return false
 	}

@@ -803,8 +803,11 @@ var (
 // runWrk runs wrk (one thread, pinned to the load CPUs) in the balancer
 // namespace and parses its report; any socket error or non-2xx answer fails.
 func runWrk(ctx context.Context, l *lab.Lab, wr wrkRun) (wrkResult, error) {
+	// A 10 s request timeout (wrk's default is 2 s): 1,000 clients on a
+	// loaded machine may wait that long for a slow proxy, which shows in
+	// its latency rather than failing the run.
 	args := []string{"-c", wr.cpus, "wrk", "-t1", "-c", strconv.Itoa(wr.conns),
-		"-d", fmt.Sprintf("%.0fs", max(wr.duration.Seconds(), 1)), "--latency"}
+		"-d", fmt.Sprintf("%.0fs", max(wr.duration.Seconds(), 1)), "--latency", "--timeout", "10s"}
 	if wr.cookie != "" {
 		args = append(args, "-H", "Cookie: "+wr.cookie)
 	}

@@ -469,6 +469,11 @@ func (v *virtualServer) finish(rs *reqState, rw *responseWriter, r *http.Request
 	}
 	rs.release()
 	if v.access.Enabled() {
+		end := time.Now()
+		at := end
+		if v.srv.opts.Now != nil {
+			at = v.now() // a test's clock
+		}
 		status := rw.status
 		if status == 0 {
 			status = rs.status
@@ -477,7 +482,7 @@ func (v *virtualServer) finish(rs *reqState, rw *responseWriter, r *http.Request
 			status = statusClientClosed
 		}
 		e := accesslog.Entry{
-			Time:          v.now(),
+			Time:          at,
 			Client:        r.RemoteAddr,
 			VirtualServer: v.name,
 			Proto:         r.Proto,
@@ -486,7 +491,7 @@ func (v *virtualServer) finish(rs *reqState, rw *responseWriter, r *http.Request
 			URI:           truncate(r.RequestURI, 2048),
 			Status:        status,
 			Bytes:         rw.bytes,
-			Duration:      time.Since(rs.start),
+			Duration:      end.Sub(rs.start),
 			Cookie:        rs.cookieState,
 			Key:           rs.keyState,
 			Decision:      rs.decision,

@@ -10,6 +10,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 )
@@ -88,7 +89,7 @@ func AppendJSON(b []byte, e *Entry) []byte {
 	if !e.Time.IsZero() {
 		// RFC 3339 with milliseconds, UTC: sortable and compact.
 		b = append(b, `"time":"`...)
-		b = e.Time.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z07:00")
+		b = appendTime(b, e.Time)
 		b = append(b, `",`...)
 	}
 	b = append(b, `"level":"INFO","msg":"access"`...)
@@ -135,6 +136,29 @@ func AppendJSON(b []byte, e *Entry) []byte {
 		b = appendString(b, "error", e.Error)
 	}
 	return append(b, "}\n"...)
+}
+
+// lastSecond caches the formatted date and time of the latest second
+// logged: lines of the same second only append their milliseconds.
+var lastSecond atomic.Pointer[secondText]
+
+type secondText struct {
+	unix int64
+	text string // 2006-01-02T15:04:05
+}
+
+// appendTime appends t as 2006-01-02T15:04:05.000Z (UTC).
+func appendTime(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	sec := t.Unix()
+	st := lastSecond.Load()
+	if st == nil || st.unix != sec {
+		st = &secondText{unix: sec, text: t.Format("2006-01-02T15:04:05")}
+		lastSecond.Store(st)
+	}
+	b = append(b, st.text...)
+	ms := t.Nanosecond() / 1e6
+	return append(b, '.', byte('0'+ms/100), byte('0'+ms/10%10), byte('0'+ms%10), 'Z')
 }
 
 // appendString appends ,"key":"value" (the key needs no escaping).

@@ -292,6 +292,7 @@ func writeL7(w io.Writer, r *Results) {
 	p("HAProxy's own access log on ÷ off: %s (new sessions), %s (existing).\n\n",
 		ratio(l.Row(L7HAProxy, L7Log, false), l.Row(L7HAProxy, L7Plain, false), rps).FormatRatio(),
 		ratio(l.Row(L7HAProxy, L7Log, true), l.Row(L7HAProxy, L7Plain, true), rps).FormatRatio())
+	p("Which figure to read: on a shared, loaded machine, requests/s ratios also measure how each proxy fares against the other users of its CPU (HAProxy runs one thread, limpet's Go runtime several), and the load average above shows how loaded it was. CPU µs per request hardly depends on that: the requests per CPU-second ratios above are the per-core comparison.\n\n")
 	writeL7Profiles(w, l)
 }
 

@@ -9,6 +9,7 @@
 //	GET  /v1/status                                  Status
 //	POST /v1/reload                                  Summary; 400 with the error if the config is refused
 //	POST /v1/members/{pool}/{member}/enable|disable  MemberChange; 404 for an unknown pool or member
+//	POST /v1/drain/start|cancel                      DrainChange; withdraw the VIPs from BGP, or not
 //
 // Errors are JSON too: {"error": "text", "kind": "config|invalid|not_found|forbidden|internal"}.
 package admin
@@ -17,6 +18,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/limpet-lb/limpet/userspace/bgp"
 	"github.com/limpet-lb/limpet/userspace/config"
 )
 
@@ -52,6 +54,17 @@ type Handler interface {
 	SetMember(pool, member string, enabled bool) error
 }
 
+// Drainer is a Handler that can drain ('limpet drain'): withdraw every VIP
+// from BGP while open flows keep being served. Drain(false) cancels it.
+type Drainer interface {
+	Drain(on bool) error
+}
+
+// DrainChange is what POST /v1/drain/... returns.
+type DrainChange struct {
+	Draining bool `json:"draining"`
+}
+
 // Status is GET /v1/status.
 type Status struct {
 	Version   string    `json:"version"`
@@ -79,6 +92,11 @@ type Status struct {
 	// RedirectErrors are the redirects the kernel refused: packets the
 	// datapath counted as forwarded that never left.
 	RedirectErrors []RedirectErrors `json:"xdp_redirect_errors,omitempty"`
+	// Cluster is the node's view of its cluster, when it mirrors or
+	// announces by BGP.
+	Cluster *Cluster `json:"cluster,omitempty"`
+	// BGP lists the sessions and the VIPs' announcements (bgp section).
+	BGP *bgp.Status `json:"bgp,omitempty"`
 }
 
 // Warning is a setting that breaks forwarding through an interface.
@@ -105,6 +123,20 @@ type RedirectErrors struct {
 	Count     uint64 `json:"xdp_redirect_errors_total"`
 }
 
+// Cluster is the node's view of its cluster: mirroring mode, whether its
+// initial HA bulk sync has finished, and its peers (see Mirroring).
+type Cluster struct {
+	Mode string `json:"mode,omitempty"`
+	// Synced: the initial bulk sync has finished, so the node may announce.
+	Synced     bool      `json:"synced"`
+	SyncedAt   time.Time `json:"synced_at,omitzero"`
+	SyncDetail string    `json:"sync_detail,omitempty"`
+	PeersUp    int       `json:"peers_up"`
+	Peers      int       `json:"peers"`
+	// MaxLagSeconds is the largest age of an entry queued for a peer.
+	MaxLagSeconds float64 `json:"max_lag_seconds"`
+}
+
 // MirrorPeer is one HA mirroring peer.
 type MirrorPeer struct {
 	Address    string    `json:"address"`
@@ -116,6 +148,12 @@ type MirrorPeer struct {
 	QueueLen   int       `json:"queue_len"`
 	LagSeconds float64   `json:"lag_seconds"`
 	LastError  string    `json:"last_error,omitempty"`
+	// Configured is false for a peer that connected without being listed.
+	Configured bool `json:"configured"`
+	// LastSync is when the peer's last bulk sync to this node finished.
+	LastSync           time.Time `json:"last_sync,omitzero"`
+	Syncs              uint64    `json:"syncs"`
+	ClockOffsetSeconds float64   `json:"clock_offset_seconds"`
 }
 
 // Interface is one interface the XDP program is attached to.

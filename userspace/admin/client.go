@@ -128,6 +128,17 @@ func (c *Client) SetMember(ctx context.Context, pool, member string, enabled boo
 	return c.do(ctx, http.MethodPost, "/v1/members/"+url.PathEscape(pool)+"/"+url.PathEscape(member)+"/"+action, &ch)
 }
 
+// Drain withdraws the node's VIPs from BGP (on) or lets them be announced
+// again (off).
+func (c *Client) Drain(ctx context.Context, on bool) error {
+	action := "cancel"
+	if on {
+		action = "start"
+	}
+	var out DrainChange
+	return c.do(ctx, http.MethodPost, "/v1/drain/"+action, &out)
+}
+
 func (c *Client) do(ctx context.Context, method, path string, out any) error {
 	req, err := http.NewRequestWithContext(ctx, method, "http://limpet"+path, nil)
 	if err != nil {

@@ -247,6 +247,30 @@ func (s *Server) routes(log *slog.Logger) http.Handler {
 		}
 		writeJSON(w, http.StatusOK, MemberChange{Pool: pool, Member: member, Enabled: enabled})
 	})
+	mux.HandleFunc("POST /v1/drain/{action}", func(w http.ResponseWriter, r *http.Request) {
+		dr, ok := s.Handler.(Drainer)
+		if !ok {
+			writeJSON(w, http.StatusNotFound, errorBody{Error: "this daemon cannot drain", Kind: kindNotFound})
+			return
+		}
+		var on bool
+		switch r.PathValue("action") {
+		case "start":
+			on = true
+		case "cancel":
+		default:
+			writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("no action %q: use start or cancel", r.PathValue("action")), Kind: kindNotFound})
+			return
+		}
+		s.mu.Lock()
+		err := dr.Drain(on)
+		s.mu.Unlock()
+		if err != nil {
+			writeError(w, log, "drain", err)
+			return
+		}
+		writeJSON(w, http.StatusOK, DrainChange{Draining: on})
+	})
 	return mux
 }
 

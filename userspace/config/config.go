@@ -21,6 +21,7 @@ type Config struct {
 	VirtualServers []VirtualServer `yaml:"virtual_servers" json:"virtual_servers"`
 	HealthMonitors []HealthMonitor `yaml:"health_monitors" json:"health_monitors,omitempty"`
 	HAMirroring    *HAMirroring    `yaml:"ha_mirroring" json:"ha_mirroring,omitempty"`
+	BGP            *BGP            `yaml:"bgp" json:"bgp,omitempty"`
 }
 
 // Settings are node-wide datapath settings.
@@ -198,6 +199,8 @@ type VirtualServer struct {
 	// Persistence names a profile; empty means none.
 	Persistence string `yaml:"persistence" json:"persistence,omitempty"`
 	Forwarding  string `yaml:"forwarding" json:"forwarding,omitempty"`
+	// BGP tunes the announcement of the address (see the bgp section).
+	BGP *VirtualServerBGP `yaml:"bgp" json:"bgp,omitempty"`
 
 	HTTPOptions `yaml:",inline" json:",inline"`
 }
@@ -296,10 +299,16 @@ func (c *Config) applyDefaults() {
 		}
 		p.applyL7Defaults()
 	}
+	// In a cluster every node must give a new client the same member
+	// without waiting for the mirror: ip_hash (Maglev) does.
+	algorithm := defaultAlgorithm
+	if c.InCluster() {
+		algorithm = AlgoIPHash
+	}
 	for i := range c.Pools {
 		p := &c.Pools[i]
 		if p.Algorithm == "" {
-			p.Algorithm = defaultAlgorithm
+			p.Algorithm = algorithm
 		}
 		if p.Algorithm == AlgoIPHash && p.MaglevTableSize == 0 {
 			p.MaglevTableSize = DefaultMaglevTableSize
@@ -331,6 +340,7 @@ func (c *Config) applyDefaults() {
 	}
 	c.applyHealthDefaults()
 	c.applyMirrorDefaults()
+	c.applyBGPDefaults()
 }
 
 // Profile returns the profile with the given name, or nil.

@@ -65,6 +65,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateHealth(v)
 	c.validateMirror(v)
+	c.validateBGP(v)
 	if len(c.VirtualServers) == 0 {
 		v.add("virtual_servers", "at least one virtual server is required")
 	}
@@ -327,5 +328,5 @@ func (c *Config) Warnings() []string {
 	for _, p := range c.Profiles {
 		w = append(w, p.l7Warnings()...)
 	}
-	return w
+	return append(w, c.clusterWarnings()...)
 }

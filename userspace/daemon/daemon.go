@@ -19,6 +19,7 @@ import (
 
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/userspace/admin"
+	"github.com/limpet-lb/limpet/userspace/bgp"
 	"github.com/limpet-lb/limpet/userspace/config"
 	"github.com/limpet-lb/limpet/userspace/gc"
 	"github.com/limpet-lb/limpet/userspace/health"
@@ -88,6 +89,7 @@ type daemon struct {
 	checker     *health.Checker
 	l7src       *l7health.Source
 	mirror      *mirror.Node
+	bgp         *bgpState
 	// refreshed is when each mirrored table's held entries were last
 	// republished (main loop only).
 	refreshed map[uint32]time.Time
@@ -107,6 +109,14 @@ type daemon struct {
 	reloadErr  string
 	ifaces     map[string]string // name: XDP mode
 	healthDown map[string]bool   // member keys the monitors find down
+	// copies of the BGP state for status readers
+	bgpAnns     []bgp.Announcement
+	bgpDamping  time.Duration
+	bgpDraining bool
+	syncKnown   bool
+	synced      bool
+	syncedAt    time.Time
+	syncDetail  string
 }
 
 // Run runs until ctx is done.
@@ -170,6 +180,12 @@ func Run(ctx context.Context, opts Options) error {
 	adminLn = aln
 	defer adminLn.Close()
 
+	// The daemon's parts run on their own context: on SIGTERM a node that
+	// announces VIPs withdraws them and keeps serving (mirroring, health,
+	// proxy) for its shutdown grace before they stop.
+	life, stopLife := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopLife()
+
 	dp, err := loader.Load(loader.Options{PinPath: pinPath, FlowTableSize: uint32(cfg.Settings.FlowTableSize)})
 	if err != nil {
 		return err
@@ -217,10 +233,21 @@ func Run(ctx context.Context, opts Options) error {
 	}
 	d.tables = sharedtable.New(dp, d.meta)
 	// Mirroring first: the proxy's mirrored tables need its publisher.
-	if err := d.startMirror(ctx, cfg); err != nil {
+	if err := d.startMirror(life, cfg); err != nil {
 		return err
 	}
-	d.proxy = newProxy(ctx, log)
+	// BGP after mirroring: nothing is announced before the bulk sync.
+	if err := d.startBGP(life, cfg); err != nil {
+		return err
+	}
+	defer func() {
+		if d.bgp != nil {
+			cctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			d.bgp.speaker.Close(cctx, true)
+			cancel()
+		}
+	}()
+	d.proxy = newProxy(life, log)
 	d.proxy.health, d.proxy.failures = d.l7src, l7health.FailureReporter(d.checker.Passive())
 	defer d.proxy.stop()
 	if err := d.proxy.start(cfg, d.tables); err != nil {
@@ -231,10 +258,10 @@ func Run(ctx context.Context, opts Options) error {
 		if err := d.setMetricsAuth(cfg); err != nil {
 			return &ConfigError{err}
 		}
-		go metrics.Serve(ctx, mln, d, log, metrics.Options{Page: statuspage.New(d, log), Guard: d.guard})
+		go metrics.Serve(life, mln, d, log, metrics.Options{Page: statuspage.New(d, log), Guard: d.guard})
 		log.Info("metrics and status page", "listen", cfg.Settings.MetricsListen, "auth", authKind(cfg))
 	}
-	go (&admin.Server{Handler: d, Log: log}).Serve(ctx, aln)
+	go (&admin.Server{Handler: d, Log: log}).Serve(life, aln)
 	log.Info("admin API", "socket", aln.Addr().String())
 	if opts.Ready != nil {
 		opts.Ready()
@@ -254,17 +281,40 @@ func Run(ctx context.Context, opts Options) error {
 		watchdog = wt.C
 		opts.Notify.Watchdog()
 	}
+	var bgpTick <-chan time.Time
+	if d.bgp != nil {
+		t := time.NewTicker(bgpEvalInterval)
+		defer t.Stop()
+		bgpTick = t.C
+	}
+	stopping := func() {
+		if opts.DetachOnExit {
+			opts.Notify.Stopping("stopping; detaching the datapath")
+		} else {
+			opts.Notify.Stopping("stopping; the datapath stays pinned and forwarding")
+		}
+	}
+	stop := ctx.Done()
+	var graceOver <-chan time.Time
 	for {
 		select {
-		case <-ctx.Done():
-			if opts.DetachOnExit {
-				opts.Notify.Stopping("stopping; detaching the datapath")
-			} else {
-				opts.Notify.Stopping("stopping; the datapath stays pinned and forwarding")
+		case <-stop:
+			grace := d.beginShutdown()
+			if grace <= 0 {
+				stopping()
+				return nil
 			}
+			opts.Notify.Stopping("stopping; every VIP withdrawn, serving open flows for the shutdown grace")
+			log.Info("stopping: every VIP withdrawn; serving open flows for the shutdown grace before exiting (SIGKILL skips it)", "grace", grace.String())
+			stop, graceOver = nil, time.After(grace)
+		case <-graceOver:
+			log.Info("shutdown grace over")
+			stopping()
 			return nil
 		case <-watchdog:
 			opts.Notify.Watchdog()
+		case <-bgpTick:
+			d.evaluateBGP()
 		case <-opts.Reload:
 			if _, err := d.reload(); err != nil {
 				log.Error("reload refused; the running config stays", "error", err)
@@ -331,7 +381,11 @@ func (d *daemon) setMemberHealth(id health.MemberID, up bool, reason string) {
 		if err != nil {
 			return err
 		}
-		return d.writePool(pool, members, !up)
+		if err := d.writePool(pool, members, !up); err != nil {
+			return err
+		}
+		d.evaluateBGP()
+		return nil
 	})
 	if err != nil && !errors.Is(err, errStopping) {
 		d.log.Error("member health", "pool", id.Pool, "member", id.Member, "error", err)
@@ -485,6 +539,7 @@ func (d *daemon) reloadConfig() (*config.Config, error) {
 		// Peers and keys are fixed at start; the scope follows the profiles.
 		d.mirror.SetScope(mirror.ScopeFromConfig(cfg))
 	}
+	d.reloadBGP(cfg)
 	d.log.Info("reloaded", "config", d.opts.ConfigPath)
 	return cfg, nil
 }

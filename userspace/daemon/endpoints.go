@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"time"
 
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/userspace/admin"
@@ -15,6 +16,7 @@ import (
 	"github.com/limpet-lb/limpet/userspace/gc"
 	"github.com/limpet-lb/limpet/userspace/health"
 	"github.com/limpet-lb/limpet/userspace/metrics"
+	"github.com/limpet-lb/limpet/userspace/mirror"
 	"github.com/limpet-lb/limpet/userspace/plan"
 	"github.com/limpet-lb/limpet/userspace/statuspage"
 )
@@ -120,6 +122,25 @@ func (d *daemon) Sweeps() metrics.SweepStats {
 	return d.sweeps
 }
 
+// Cluster is metrics.ClusterSource: BGP sessions and announcements, the
+// initial sync, the mirroring peers.
+func (d *daemon) Cluster() metrics.Cluster {
+	_, cfg, _, _ := d.snapshot()
+	peers, cl := d.clusterStatus(cfg)
+	out := metrics.Cluster{BGP: d.bgpStatus()}
+	if cl != nil {
+		d.mu.Lock()
+		out.SyncKnown, out.Synced = d.syncKnown, d.synced
+		d.mu.Unlock()
+	}
+	for _, p := range peers {
+		out.Peers = append(out.Peers, metrics.MirrorPeer{Address: p.Address, State: p.State, Up: p.State == string(mirror.StateUp),
+			Sent: p.Sent, Received: p.Received, Dropped: p.Dropped, Syncs: p.Syncs, QueueLen: p.QueueLen,
+			Lag: time.Duration(p.LagSeconds * float64(time.Second)), ClockOffset: time.Duration(p.ClockOffsetSeconds * float64(time.Second))})
+	}
+	return out
+}
+
 // ---- admin.Handler ----
 
 func (d *daemon) Status() admin.Status {
@@ -160,12 +181,8 @@ func (d *daemon) Status() admin.Status {
 		}
 		st.Pools = append(st.Pools, pool)
 	}
-	if d.mirror != nil {
-		for _, p := range d.mirror.Status() {
-			st.Mirroring = append(st.Mirroring, admin.MirrorPeer{Address: p.Addr, State: string(p.State), Since: p.Since,
-				Sent: p.Sent, Received: p.Received, Dropped: p.Dropped, QueueLen: p.QueueLen, LagSeconds: p.Lag.Seconds(), LastError: p.LastError})
-		}
-	}
+	st.Mirroring, st.Cluster = d.clusterStatus(cfg)
+	st.BGP = d.bgpStatus()
 	for _, tm := range meta.Tables {
 		st.Tables = append(st.Tables, admin.Table{ID: loader.TableIndex(tm.ID), Profile: tm.Profile, Shared: tm.Shared,
 			VirtualServer: tm.VirtualServer, Entries: rep.Tables[tm.ID].Entries, MaxEntries: tm.MaxEntries,
@@ -200,6 +217,43 @@ func (d *daemon) RedirectErrors() ([]metrics.RedirectErrors, error) {
 		out = append(out, metrics.RedirectErrors{Interface: name, Ifindex: r.Ifindex, Errno: r.Errno, Error: loader.ErrnoName(r.Errno), Count: r.Count})
 	}
 	return out, nil
+}
+
+// clusterStatus is the mirroring peers and the node's cluster view.
+func (d *daemon) clusterStatus(cfg *config.Config) ([]admin.MirrorPeer, *admin.Cluster) {
+	if d.mirror == nil && d.bgp == nil {
+		return nil, nil
+	}
+	cl := &admin.Cluster{Synced: true}
+	var peers []admin.MirrorPeer
+	if d.mirror != nil {
+		cl.Mode = cfg.HAMirroring.Mode
+		for _, p := range d.mirror.Status() {
+			peers = append(peers, admin.MirrorPeer{Address: p.Addr, State: string(p.State), Since: p.Since,
+				Sent: p.Sent, Received: p.Received, Dropped: p.Dropped, QueueLen: p.QueueLen, LagSeconds: p.Lag.Seconds(), LastError: p.LastError,
+				Configured: p.Configured, LastSync: p.LastSync, Syncs: p.Syncs, ClockOffsetSeconds: p.ClockOffset.Seconds()})
+			cl.Peers++
+			if p.State == mirror.StateUp {
+				cl.PeersUp++
+			}
+			cl.MaxLagSeconds = max(cl.MaxLagSeconds, p.Lag.Seconds())
+		}
+	}
+	d.mu.Lock()
+	if d.syncKnown {
+		cl.Synced, cl.SyncedAt, cl.SyncDetail = d.synced, d.syncedAt, d.syncDetail
+	}
+	d.mu.Unlock()
+	return peers, cl
+}
+
+// Drain is 'limpet drain' (admin.Drainer).
+func (d *daemon) Drain(on bool) error {
+	err := d.setDraining(on)
+	if err != nil && !errors.Is(err, errStopping) {
+		return fmt.Errorf("%w: %v", admin.ErrInvalid, err)
+	}
+	return err
 }
 
 func (d *daemon) Reload() (admin.Summary, error) {
@@ -244,7 +298,11 @@ func (d *daemon) SetMember(pool, member string, enabled bool) error {
 			return err
 		}
 		d.log.Info("member admin state", "pool", pool, "member", mm.Name, "enabled", enabled)
-		return d.writeMeta(meta)
+		if err := d.writeMeta(meta); err != nil {
+			return err
+		}
+		d.evaluateBGP()
+		return nil
 	})
 }
 

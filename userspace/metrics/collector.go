@@ -52,6 +52,8 @@ type Collector struct {
 
 	sweeps, sweepErrors, sweepSeconds, sweepLastSeconds, sweepLastAt *prometheus.Desc
 	flowsExpired, entriesExpired, corrected, flows, entries          *prometheus.Desc
+
+	cluster clusterDescs
 }
 
 func desc(name, help string, labels ...string) *prometheus.Desc {
@@ -121,6 +123,7 @@ func NewCollector(src Source) *Collector {
 	c.corrected = desc("gc_connection_counts_corrected_total", "Live-connection counts of persistence entries the sweeper corrected.")
 	c.flows = desc("flow_table_entries", "Entries in the flow table at the last sweep (nat flows have one per direction).")
 	c.entries = desc("persistence_entries", "Entries in every persistence table at the last sweep.")
+	c.cluster = newClusterDescs()
 	return c
 }
 
@@ -129,6 +132,7 @@ func (c *Collector) descs() []*prometheus.Desc {
 		c.memberUp, c.memberState, c.memberActive, c.memberWeight, c.memberMax, c.drops, c.exceptions, c.redirectErrors,
 		c.sweeps, c.sweepErrors, c.sweepSeconds, c.sweepLastSeconds, c.sweepLastAt,
 		c.flowsExpired, c.entriesExpired, c.corrected, c.flows, c.entries}
+	out = append(out, c.cluster.all()...)
 	for _, m := range c.vs {
 		out = append(out, m.desc)
 	}
@@ -251,6 +255,9 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- gauge(c.sweepLastAt, float64(s.LastAt.UnixNano())/1e9)
 		ch <- gauge(c.flows, float64(s.Flows))
 		ch <- gauge(c.entries, float64(s.Entries))
+	}
+	if cs, ok := c.src.(ClusterSource); ok {
+		c.cluster.collect(cs.Cluster(), ch)
 	}
 }
 

@@ -314,6 +314,8 @@ func (l *link) readLoop(ctx context.Context) error {
 		case msgSyncEnd:
 			n.mu.Lock()
 			l.peerSynced = true
+			l.row.lastSync = now
+			l.row.syncs++
 			l.maybeUp()
 			addr := l.row.addr
 			n.mu.Unlock()

@@ -205,6 +205,10 @@ type PeerStatus struct {
 	// its last heartbeat showed (network delay included); a large offset
 	// misleads newer-wins.
 	ClockOffset time.Duration
+	// LastSync is when the peer's last bulk sync to this node finished
+	// (zero: none since this node started); Syncs counts them.
+	LastSync time.Time
+	Syncs    uint64
 }
 
 // row is one line of Status: a configured peer, or a connected peer that is
@@ -221,6 +225,8 @@ type row struct {
 	// totals of the connections that ended
 	sent, received, skipped, applyErrs, dropped uint64
 	lastRecv                                    time.Time
+	lastSync                                    time.Time
+	syncs                                       uint64
 }
 
 func (r *row) notify() {
@@ -242,6 +248,7 @@ type Node struct {
 	rows    []*row
 	ln      net.Listener
 	running bool
+	started time.Time
 }
 
 // New checks cfg and returns a node; Run starts it.
@@ -261,7 +268,7 @@ func New(cfg Config, local Local, log *slog.Logger) (*Node, error) {
 	if _, err := rand.Read(id[:]); err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, local: local, log: log.With("component", "mirror"), instance: binary.BigEndian.Uint64(id[:])}
+	n := &Node{cfg: cfg, local: local, log: log.With("component", "mirror"), instance: binary.BigEndian.Uint64(id[:]), started: time.Now()}
 	n.SetScope(cfg.Scope)
 	n.links.Store(new([]*link))
 	now := time.Now()
@@ -762,7 +769,7 @@ func (n *Node) Status() []PeerStatus {
 		s := PeerStatus{
 			Addr: r.addr, Configured: r.configured, State: r.state, Since: r.since,
 			Sent: r.sent, Received: r.received, Skipped: r.skipped, ApplyErrors: r.applyErrs, Dropped: r.dropped,
-			LastReceived: r.lastRecv, LastError: r.lastErr,
+			LastReceived: r.lastRecv, LastError: r.lastErr, LastSync: r.lastSync, Syncs: r.syncs,
 		}
 		if l := r.link; l != nil {
 			s.Inbound = !l.outbound
@@ -785,6 +792,9 @@ func (n *Node) Status() []PeerStatus {
 	}
 	return out
 }
+
+// Started is when New made the node.
+func (n *Node) Started() time.Time { return n.started }
 
 // InvalidPublished counts the entries Publish ignored because they were
 // invalid.

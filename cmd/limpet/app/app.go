@@ -126,7 +126,7 @@ func newApp(env *Env) *cli.App {
 			l7Command(env), cookieCommand(env),
 			demoCommand(env),
 			labCommand(env),
-			statusCommand(env), reloadCommand(env),
+			statusCommand(env), reloadCommand(env), drainCommand(env),
 			completionCommand(env), manCommand(env),
 		},
 		Before: func(c *cli.Context) error {

@@ -179,11 +179,49 @@ func printStatus(env *Env, st admin.Status) error {
 				time.Duration(t.Timeout)*time.Second)
 		}
 	}
+	if cl := st.Cluster; cl != nil {
+		sync := "finished " + cl.SyncedAt.UTC().Format(time.RFC3339)
+		if !cl.Synced {
+			sync = "not finished"
+		}
+		mode := cl.Mode
+		if mode == "" {
+			mode = "no mirroring"
+		}
+		fmt.Fprintf(tw, "\nCLUSTER: %s, %d of %d peers up, initial HA sync %s (%s), max lag %.1fs\n", mode, cl.PeersUp, cl.Peers, sync, dash(cl.SyncDetail), cl.MaxLagSeconds)
+	}
 	if len(st.Mirroring) > 0 {
-		fmt.Fprintln(tw, "\nHA PEER\tSTATE\tSINCE\tSENT\tRECEIVED\tDROPPED\tQUEUED\tLAG\tLAST ERROR")
+		fmt.Fprintln(tw, "\nHA PEER\tSTATE\tSINCE\tSENT\tRECEIVED\tDROPPED\tQUEUED\tLAG\tLAST SYNC\tLAST ERROR")
 		for _, p := range st.Mirroring {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%.1fs\t%s\n", p.Address, p.State, p.Since.Format(time.RFC3339),
-				p.Sent, p.Received, p.Dropped, p.QueueLen, p.LagSeconds, dash(p.LastError))
+			last := "-"
+			if !p.LastSync.IsZero() {
+				last = p.LastSync.UTC().Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%.1fs\t%s\t%s\n", p.Address, p.State, p.Since.Format(time.RFC3339),
+				p.Sent, p.Received, p.Dropped, p.QueueLen, p.LagSeconds, last, dash(p.LastError))
+		}
+	}
+	if b := st.BGP; b != nil {
+		drain := ""
+		if b.Draining {
+			drain = ", DRAINING (limpet drain --cancel to end it)"
+		}
+		fmt.Fprintf(tw, "\nBGP: AS %d, router id %s, damping interval %gs%s\n", b.ASN, b.RouterID, b.DampingSeconds, drain)
+		fmt.Fprintln(tw, "BGP NEIGHBOR\tPEER AS\tSTATE\tUPTIME\tPREFIXES SENT\tRECEIVED\tFLAPS\tLAST ERROR")
+		for _, s := range b.Sessions {
+			up := "-"
+			if s.Established() {
+				up = (time.Duration(s.UptimeSeconds) * time.Second).String()
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%d\t%d\t%d\t%s\n", s.Neighbor, s.PeerASN, s.State, up, s.PrefixesSent, s.PrefixesReceived, s.Flaps, dash(s.LastError))
+		}
+		fmt.Fprintln(tw, "VIP\tANNOUNCED\tREASON\tSINCE\tVIRTUAL SERVERS\tDETAIL")
+		for _, a := range b.Announcements {
+			yes := "no"
+			if a.Announced {
+				yes = "yes"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.Prefix, yes, a.Reason, a.Since.UTC().Format(time.RFC3339), strings.Join(a.VirtualServers, ","), dash(a.Detail))
 		}
 	}
 	return tw.Flush()

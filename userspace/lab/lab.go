@@ -162,6 +162,10 @@ type Spec struct {
 	// Balancers is the number of balancer hosts (0 means 1). More than one
 	// builds the switched topology described in the package doc.
 	Balancers int
+	// Cluster builds the ECMP topology of cluster.go: a router (run BIRD
+	// on it with StartRouter) between the client and Balancers nodes
+	// (default 3) serving the VIPs in DSR mode.
+	Cluster bool
 
 	// HTTPPorts and UDPPorts the members listen on (empty means 80 and 53).
 	HTTPPorts []uint16
@@ -205,6 +209,10 @@ type Balancer struct {
 	// member with a single balancer, one shared segment in HA).
 	ClientIface  Iface
 	MemberIfaces []Iface
+	// Cluster topology: BackAddr4/6 are the node's addresses on the
+	// member segment; FrontSwitchPort is the switch's end of its front link.
+	BackAddr4, BackAddr6 netip.Addr
+	FrontSwitchPort      Iface
 }
 
 // Ifaces lists every interface the balancer's XDP program should attach to:
@@ -227,6 +235,7 @@ type Lab struct {
 
 	clientAddr4, clientAddr6 netip.Addr
 	clientIface              Iface
+	routerClientIface        Iface
 
 	mu       sync.Mutex
 	procs    []*Process
@@ -311,7 +320,7 @@ func (s *Spec) normalize() error {
 		if !nameRE.MatchString(m) {
 			return fmt.Errorf("lab: member name %q: want [a-z][a-z0-9]{0,9}", m)
 		}
-		if m == HostClient || m == HostSwitch || lbRE.MatchString(m) {
+		if m == HostClient || m == HostSwitch || m == HostRouter || lbRE.MatchString(m) {
 			return fmt.Errorf("lab: member name %q is reserved", m)
 		}
 		if seen[m] {
@@ -337,6 +346,12 @@ func (s *Spec) normalize() error {
 	for _, v := range s.VIPs {
 		if !v.IsValid() || v.Zone() != "" || v.Is4In6() {
 			return fmt.Errorf("lab: VIP %v: want a plain IPv4 or IPv6 address", v)
+		}
+	}
+	if s.Cluster {
+		s.DSR = true
+		if s.Balancers == 0 {
+			s.Balancers = 3
 		}
 	}
 	if s.Balancers == 0 {

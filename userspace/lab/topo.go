@@ -260,6 +260,9 @@ type vethEnd struct {
 }
 
 func (l *Lab) build(ctx context.Context) error {
+	if l.spec.Cluster {
+		return l.buildCluster(ctx)
+	}
 	s := l.spec
 	ha := s.Balancers > 1
 

@@ -101,6 +101,8 @@ func osexec(path string, args ...string) ([]byte, error) {
 	return out, err
 }
 
+func osexecCommand(path string, args ...string) *osexecpkg.Cmd { return osexecpkg.Command(path, args...) }
+
 func parseDump(t *testing.T, out []byte) map[string]entry {
 	t.Helper()
 	var d dumpResult

@@ -38,6 +38,9 @@ type session struct {
 	since     time.Time
 	lastError string
 	flaps     uint64
+	// notifications received so far (GoBGP does not log one that
+	// arrives while the session opens)
+	notifications uint64
 }
 
 // New checks cfg and returns a speaker; Start starts it.
@@ -311,6 +314,15 @@ func (s *Speaker) Sessions(ctx context.Context) []Session {
 		if p := byAddr[n.Address.String()]; p != nil {
 			if p.State != nil {
 				st.State = stateName(p.State.SessionState)
+				if m := p.State.Messages; m != nil && m.Received != nil && m.Received.Notification > ss.notifications {
+					ss.notifications = m.Received.Notification
+					if st.State != "established" && !strings.HasPrefix(ss.lastError, "the peer refused") {
+						ss.lastError = fmt.Sprintf("the peer refused this node while the session opened (it sent a NOTIFICATION): "+
+							"check that it expects AS %d and router id %s from this address, and the password", s.cfg.ASN, s.cfg.RouterID)
+						st.LastError = ss.lastError
+						s.log.Warn("bgp: session with neighbor failed", "neighbor", n.Address.String(), "reason", ss.lastError)
+					}
+				}
 				if p.State.RouterId != "" && st.State == "established" {
 					st.PeerRouterID = p.State.RouterId
 				}

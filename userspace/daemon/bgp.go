@@ -146,6 +146,10 @@ func (d *daemon) evaluateBGP() {
 	if now.Sub(b.md5Checked) >= time.Second {
 		b.md5Checked = now
 		d.checkMD5()
+		// Sessions notices the notifications that refused an opening session.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		b.speaker.Sessions(ctx)
+		cancel()
 	}
 	d.mu.Lock()
 	d.bgpAnns, d.bgpDamping, d.bgpDraining = anns, b.spec.Damping, b.draining
@@ -348,20 +352,21 @@ func (d *daemon) checkMD5() {
 	prev := b.md5
 	b.md5 = c
 	var problems []string
-	if n := c.failure - prev.failure; c.failure > prev.failure {
-		problems = append(problems, fmt.Sprintf("%d segments with a wrong TCP MD5 signature (the neighbor's password differs)", n))
+	if c.failure > prev.failure {
+		problems = append(problems, "TCP segments with a wrong MD5 signature arrive (the neighbor's password differs)")
 	}
-	if n := c.notFound - prev.notFound; c.notFound > prev.notFound {
-		problems = append(problems, fmt.Sprintf("%d segments without the TCP MD5 signature this node expects (the neighbor has no password)", n))
+	if c.notFound > prev.notFound {
+		problems = append(problems, "TCP segments without the MD5 signature this node expects arrive (the neighbor has no password)")
 	}
-	if n := c.unexpected - prev.unexpected; c.unexpected > prev.unexpected {
-		problems = append(problems, fmt.Sprintf("%d segments signed with TCP MD5 although this node has no password for them", n))
+	if c.unexpected > prev.unexpected {
+		problems = append(problems, "TCP segments signed with MD5 arrive although this node has no password for them")
 	}
 	if len(problems) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
+	// The counters are the namespace's: blame the sessions that are not up.
 	for _, s := range b.speaker.Sessions(ctx) {
 		if !s.Established() {
 			b.speaker.NoteProblem(s.Neighbor, "refused by the kernel: "+strings.Join(problems, "; "))

@@ -152,6 +152,13 @@ func (l *Lab) buildCluster(ctx context.Context) error {
 			return err
 		}
 		b.ClientIface, b.FrontSwitchPort = bf, port
+		// A static FDB entry, as a switch with port security has: with the
+		// port down, frames for the node are dropped, not flooded to the
+		// other nodes (whose XDP program would forward them).
+		if err := sw.nl.NeighAdd(&netlink.Neigh{LinkIndex: port.Index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_MASTER,
+			State: netlink.NUD_NOARP, HardwareAddr: bf.MAC}); err != nil {
+			return fmt.Errorf("lab: fdb entry for %s: %w", bf.Name, err)
+		}
 		ends = append(ends, vethEnd{sw, port.Name, false}, vethEnd{lb, bf.Name, false})
 		port, bm, err := l.veth(sw, fmt.Sprintf("sb%dm", i), nil, lb, fmt.Sprintf("b%dm", i), mac(0x0b, byte(i), 1, 0))
 		if err != nil {

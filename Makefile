@@ -10,15 +10,16 @@ STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # Debian packages the tests use: curl and chromium drive the L7 proxy and the
 # status page; the veth tests run the ethtool commands limpet prints; zsh and
 # bash-completion run the completion scripts; systemd-container boots the
-# packaged unit under systemd-nspawn; man-db checks the man page.
-TEST_PKGS   := curl chromium iproute2 ethtool zsh bash-completion systemd-container man-db
+# packaged unit under systemd-nspawn; man-db checks the man page; bird2 is the
+# router of the cluster lab.
+TEST_PKGS   := curl chromium iproute2 ethtool zsh bash-completion systemd-container man-db bird2
 BPF_PKGS    := clang-19 llvm-19 libbpf-dev
 
 # make fuzz-datapath: packets, and a seed to replay a run (0: a fresh one).
 FUZZ_PACKETS ?= 10000000
 FUZZ_SEED   ?= 0
 
-.PHONY: help generate build test lint demo bench bench-l7 bench-smoke deb fuzz-datapath deps-bpf deps-test clean
+.PHONY: help generate build test lint demo demo-cluster bench bench-l7 bench-smoke deb fuzz-datapath deps-bpf deps-test clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -53,6 +54,9 @@ lint: ## gofmt, go vet and staticcheck
 
 demo: build ## balance real traffic in an embedded lab, show persistence, clean up (as root)
 	$(BIN) demo
+
+demo-cluster: deps-test build ## 3 limpet nodes behind a BIRD router (ECMP, BGP, mirroring): drain and a crash under load, self-checking (as root, under 90 s)
+	$(BIN) demo --cluster
 
 bench: build ## benchmarks against the peers; prints and writes BENCHMARKS.md (as root, about 15 min; BASELINE=bin adds an earlier limpet to part 4)
 	GO=$(GO) scripts/bench/run.sh -command "make bench$(if $(BASELINE), BASELINE=$(BASELINE))" -out BENCHMARKS.md $(if $(BASELINE),-l7-baseline $(BASELINE))

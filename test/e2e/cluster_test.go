@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/limpet-lb/limpet/test/privileged"
 	"github.com/limpet-lb/limpet/userspace/lab"
 )
 
@@ -520,4 +521,19 @@ virtual_servers:
 			}
 		}
 	})
+}
+
+// limpet demo --cluster checks its own claims and exits 0 only if they hold.
+func TestDemoCluster(t *testing.T) {
+	t.Parallel()
+	privileged.Require(t)
+	start := time.Now()
+	cmd := osexecCommand(limpetBin(t), "demo", "--cluster", "--clients", "40")
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.Contains(string(out), "[FAIL]") || !strings.Contains(string(out), "nothing left behind") {
+		t.Fatalf("limpet demo --cluster: %v\n%s", err, out)
+	}
+	if d := time.Since(start); d > 90*time.Second {
+		t.Fatalf("limpet demo --cluster took %s, over 90s", d)
+	}
 }

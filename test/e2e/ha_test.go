@@ -101,7 +101,9 @@ func osexec(path string, args ...string) ([]byte, error) {
 	return out, err
 }
 
-func osexecCommand(path string, args ...string) *osexecpkg.Cmd { return osexecpkg.Command(path, args...) }
+func osexecCommand(path string, args ...string) *osexecpkg.Cmd {
+	return osexecpkg.Command(path, args...)
+}
 
 func parseDump(t *testing.T, out []byte) map[string]entry {
 	t.Helper()

@@ -57,7 +57,7 @@ bgp:
 		t.Fatalf("%+v", v)
 	}
 	if !slices.Equal(v.Communities, []bgp.Community{65001<<16 | 1, 65001<<16 | 7, 65001<<16 | 8}) ||
-		!slices.Equal(v.LargeCommunities, []bgp.LargeCommunity{{65001, 1, 2}}) {
+		!slices.Equal(v.LargeCommunities, []bgp.LargeCommunity{{Global: 65001, Local1: 1, Local2: 2}}) {
 		t.Fatalf("communities %v %v", v.Communities, v.LargeCommunities)
 	}
 	if spec.VIPs[1].Prefix != netip.MustParsePrefix("2001:db8::10/128") || spec.VIPs[1].LocalPref != 0 {

@@ -3,6 +3,7 @@ package app
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -17,6 +18,7 @@ func demoCommand(env *Env) *cli.Command {
 		Usage: "balance real traffic in a throwaway netns lab, show persistence, clean up (root)",
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "keep", Usage: "leave the lab up and print how to use it"},
+			&cli.BoolFlag{Name: "cluster", Usage: "3 limpet nodes behind a BIRD router doing ECMP, VIP announced by BGP, persistence mirrored; drain and a crash under load"},
 			&cli.IntFlag{Name: "clients", Value: 50, Usage: "client source addresses"},
 			&cli.IntFlag{Name: "members", Value: 3, Usage: "pool members"},
 			&cli.DurationFlag{Name: "timeout", Value: demoTimeout, Usage: "persistence timeout of the demo profile (whole seconds)"},
@@ -28,6 +30,23 @@ func demoCommand(env *Env) *cli.Command {
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("the demo builds network namespaces and loads XDP: run it as root")
 			}
+			self, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			if c.Bool("cluster") {
+				if _, err := exec.LookPath(lab.BIRDBinary); err != nil {
+					return fmt.Errorf("the cluster demo runs BIRD 2 as its router: install Debian's bird2 (make deps-test): %w", err)
+				}
+				clients := 100
+				if c.IsSet("clients") {
+					clients = c.Int("clients")
+				}
+				if clients < 3 || clients > 60000 {
+					return usagef("--clients %d must be between 3 and 60000", clients)
+				}
+				return demo.RunCluster(c.Context, demo.Options{Out: env.Stdout, Binary: self, Clients: clients, Keep: c.Bool("keep")})
+			}
 			if n := c.Int("clients"); n < 3 || n > 60000 {
 				return usagef("--clients %d must be between 3 and 60000", n)
 			}
@@ -36,10 +55,6 @@ func demoCommand(env *Env) *cli.Command {
 			}
 			if t := c.Duration("timeout"); t < time.Second || t%time.Second != 0 {
 				return usagef("--timeout %s must be whole seconds, at least 1s", t)
-			}
-			self, err := os.Executable()
-			if err != nil {
-				return err
 			}
 			return demo.Run(c.Context, demo.Options{
 				Out: env.Stdout, Binary: self, Clients: c.Int("clients"), Members: c.Int("members"),

@@ -155,7 +155,7 @@ func (l *Lab) buildCluster(ctx context.Context) error {
 		// A static FDB entry, as a switch with port security has: with the
 		// port down, frames for the node are dropped, not flooded to the
 		// other nodes (whose XDP program would forward them).
-		if err := sw.nl.NeighAdd(&netlink.Neigh{LinkIndex: port.Index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_MASTER,
+		if err := sw.nl.NeighSet(&netlink.Neigh{LinkIndex: port.Index, Family: unix.AF_BRIDGE, Flags: netlink.NTF_MASTER,
 			State: netlink.NUD_NOARP, HardwareAddr: bf.MAC}); err != nil {
 			return fmt.Errorf("lab: fdb entry for %s: %w", bf.Name, err)
 		}

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/limpet-lb/limpet/userspace/veth"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -187,11 +188,11 @@ func (l *Lab) buildCluster(ctx context.Context) error {
 	}
 	for _, e := range ends {
 		err := e.h.run(func() error {
-			if err := ethtoolSet(e.name, ethtoolSGRO, true); err != nil {
+			if err := veth.Set(e.name, veth.GRO, true); err != nil {
 				return err
 			}
 			if e.txCsumOff {
-				return ethtoolSet(e.name, ethtoolSTXCSUM, false)
+				return veth.Set(e.name, veth.TXChecksum, false)
 			}
 			return nil
 		})

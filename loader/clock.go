@@ -2,6 +2,7 @@ package loader
 
 import (
 	"fmt"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -48,6 +49,93 @@ func ClockToWall(t, clockNow time.Duration, wallNow time.Time) time.Time {
 // Age is how long before clockNow t was, and 0 for a t after it: another
 // CPU may stamp an entry after this process read the clock.
 func Age(t, clockNow time.Duration) time.Duration { return max(clockNow-t, 0) }
+
+// WallClock converts between the datapath clock and the wall clock with
+// one offset, so that a conversion is exact and repeatable: a datapath time
+// reads as the same wall time at every conversion, and a wall time stored
+// through Clock reads back as itself through Wall. HA mirroring needs that:
+// nodes compare the versions of an entry by their wall-clock nanoseconds,
+// and a node that read its own entry as a slightly different time at each
+// conversion (the two clocks are read one after the other, so each fresh
+// measurement of their offset differs by microseconds, by milliseconds on
+// a loaded machine) would order two close versions differently from its
+// peers and never converge with them.
+//
+// The offset is measured at the first Read and kept while fresh
+// measurements agree with it within WallClockStep. A larger difference
+// means the clocks really moved apart (the wall clock was stepped, or a
+// test moved the datapath clock), and the new offset replaces the old one.
+// The zero value is ready to use and safe for concurrent use.
+type WallClock struct {
+	mu  sync.Mutex
+	off time.Duration // wall clock (Unix nanoseconds) minus datapath clock
+	set bool
+}
+
+// WallClockStep is how far a measured offset between the wall clock and the
+// datapath clock must move before WallClock follows it. Reading both clocks
+// costs microseconds, so a measurement that spans more than half of it
+// (the process was descheduled in between) is not trusted to move it.
+const WallClockStep = time.Millisecond
+
+// ClockMap is one reading of a WallClock: the offset in use and both clocks
+// as they read then.
+type ClockMap struct {
+	off      time.Duration
+	ClockNow time.Duration // the datapath clock
+	WallNow  time.Time
+	// Step is how far this reading moved the offset (0: it did not).
+	Step time.Duration
+}
+
+// Wall is datapath time t on the wall clock.
+func (m ClockMap) Wall(t time.Duration) time.Time { return time.Unix(0, int64(t+m.off)) }
+
+// Clock is wall time w on the datapath clock, through ClockTime: exact (so
+// Wall gives w back) unless w is before the datapath clock's zero. A time
+// after ClockNow stays after it.
+func (m ClockMap) Clock(w time.Time) time.Duration {
+	return ClockTime(time.Duration(w.UnixNano()) - m.off)
+}
+
+// Read measures both clocks and returns the mapping in use.
+func (c *WallClock) Read(d *Datapath) (ClockMap, error) {
+	dpOff, err := d.ClockOffset()
+	if err != nil {
+		return ClockMap{}, err
+	}
+	var off, span, boot time.Duration
+	var wall time.Time
+	for i := 0; i < 5; i++ {
+		b1, err := bootClock()
+		if err != nil {
+			return ClockMap{}, err
+		}
+		w := time.Now()
+		b2, err := bootClock()
+		if err != nil {
+			return ClockMap{}, err
+		}
+		if s := b2 - b1; i == 0 || s < span {
+			mid := b1 + s/2 + dpOff
+			off, span, boot, wall = time.Duration(w.UnixNano())-mid, s, mid, w
+		}
+		if span <= 20*time.Microsecond {
+			break
+		}
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := ClockMap{ClockNow: boot, WallNow: wall}
+	switch diff := off - c.off; {
+	case !c.set:
+		c.off, c.set = off, true
+	case (diff > WallClockStep || diff < -WallClockStep) && span <= WallClockStep/2:
+		c.off, m.Step = off, diff
+	}
+	m.off = c.off
+	return m, nil
+}
 
 func bootClock() (time.Duration, error) {
 	var ts unix.Timespec

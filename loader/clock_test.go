@@ -85,3 +85,59 @@ func TestEntryBeforeBootIsStoredAtZeroAndExpires(t *testing.T) {
 		t.Fatal("SetClockOffset accepted an offset that puts the clock before zero")
 	}
 }
+
+// The HA mirror compares entry versions by wall-clock nanoseconds, so a
+// datapath time must read as the same wall time at every conversion, and a
+// wall time stored on the datapath clock must read back as itself. Only a
+// real move of one clock against the other changes the offset.
+func TestWallClockIsExactUntilTheClocksMoveApart(t *testing.T) {
+	d := loadTemp(t, Options{})
+	var c WallClock
+	first, err := c.Read(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := first.Wall(first.ClockNow); got.Sub(first.WallNow).Abs() > WallClockStep {
+		t.Fatalf("the clock's now reads %v on the wall clock, which reads %v", got, first.WallNow)
+	}
+	for range 2000 {
+		m, err := c.Read(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.off != first.off || m.Step != 0 {
+			t.Fatalf("the offset moved from %v to %v (step %v) with neither clock moved", first.off, m.off, m.Step)
+		}
+	}
+	for _, at := range []time.Duration{time.Nanosecond, first.ClockNow - time.Hour, first.ClockNow, first.ClockNow + 1234567*time.Nanosecond} {
+		if at <= 0 {
+			continue
+		}
+		w := first.Wall(at)
+		if back := first.Clock(w); back != at {
+			t.Errorf("%v to the wall clock and back: %v", at, back)
+		}
+		if again := first.Wall(first.Clock(w)); !again.Equal(w) {
+			t.Errorf("wall time %v to the datapath clock and back: %v", w, again)
+		}
+	}
+	if before := first.Clock(first.Wall(0).Add(-time.Minute)); before != 0 {
+		t.Errorf("a time before the clock's zero converts to %v, want 0", before)
+	}
+	// A clock moved an hour forward (as tests do, as a wall-clock step
+	// would, the other way) is followed at the next reading.
+	off, _ := d.ClockOffset()
+	if err := d.SetClockOffset(off + time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	moved, err := c.Read(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if (moved.Step + time.Hour).Abs() > WallClockStep {
+		t.Fatalf("after the datapath clock moved an hour forward: step %v, want -1h", moved.Step)
+	}
+	if got := moved.Wall(moved.ClockNow); got.Sub(moved.WallNow).Abs() > WallClockStep {
+		t.Fatalf("after the move the clock's now reads %v on the wall clock, which reads %v", got, moved.WallNow)
+	}
+}

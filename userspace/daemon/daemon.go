@@ -97,6 +97,10 @@ type daemon struct {
 	mode loader.XDPMode
 	// guard asks for settings.metrics_auth on the metrics listener.
 	guard *metrics.Guard
+	// clock converts entry times for HA mirroring; entryLocks serialize
+	// the apply of one client's versions (mirror.go).
+	clock      loader.WallClock
+	entryLocks entryLocks
 
 	// mu guards what scrapes and status requests read while the main
 	// loop works.

@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"net/netip"
+	"sync"
 	"time"
 
 	"github.com/limpet-lb/limpet/loader"
@@ -67,29 +69,95 @@ func (d *daemon) publishEvents(events *loader.EventReader) {
 			d.log.Error("persistence events", "error", err)
 			continue
 		}
-		d.mu.Lock()
-		tm := d.meta.Table(ev.TableID)
-		d.mu.Unlock()
-		if tm == nil {
-			continue
-		}
-		at := d.wallTime(ev.Time)
-		e := mirror.Entry{Table: tm.Key, Client: ev.Client.Unmap(), Server: serverOf(ev.Server), Op: mirror.Upsert, Updated: at, Created: at}
-		if ev.Type == loader.EventExpired {
-			e.Op = mirror.Delete
-		}
-		d.mirror.Publish(e)
+		d.publishEvent(ev)
 	}
 }
 
-// The datapath's clock is the boot clock; peers compare wall clocks. The
-// conversions are the loader's (see loader/clock.go for a time before boot).
-func (d *daemon) wallTime(dp time.Duration) time.Time {
-	now, err := d.dp.Now()
-	if err != nil {
-		return time.Now()
+// publishEvent publishes one change the datapath made: a version of the
+// client's entry (created or moved: an upsert stamped with the entry's
+// creation time; expired: a delete stamped with the expiry).
+func (d *daemon) publishEvent(ev loader.Event) {
+	d.mu.Lock()
+	tm := d.meta.Table(ev.TableID)
+	d.mu.Unlock()
+	if tm == nil {
+		return
 	}
-	return loader.ClockToWall(dp, now, time.Now())
+	cm, err := d.clockMap()
+	if err != nil {
+		d.log.Error("persistence events", "error", err)
+		return
+	}
+	at := cm.Wall(ev.Time)
+	e := mirror.Entry{Table: tm.Key, Client: ev.Client.Unmap(), Server: serverOf(ev.Server), Op: mirror.Upsert, Updated: at, Created: at}
+	if ev.Type == loader.EventExpired {
+		e.Op = mirror.Delete
+	} else if err := d.keepNewest(tm, e, ev.Time, cm); err != nil {
+		d.log.Warn("mirroring: reinstalling this node's newer entry", "table", tm.Key, "client", e.Client.String(), "error", err)
+	}
+	d.mirror.Publish(e)
+}
+
+// keepNewest makes sure the table holds the newest version this node has
+// seen after its datapath created version e (at datapath time created).
+// Apply may have written a peer's version over it without seeing it: it
+// looked the client up a moment before the datapath created its entry.
+// Then e, which the peers are about to receive and may keep, must win here
+// as well, or the nodes would disagree for good.
+func (d *daemon) keepNewest(tm *plan.TableMeta, e mirror.Entry, created time.Duration, cm loader.ClockMap) error {
+	defer d.entryLocks.lock(tm.ID, e.Client)()
+	cur, ok, err := d.dp.LookupEntry(tm.ID, e.Client)
+	if err != nil || !ok || cur.Dying {
+		return err
+	}
+	if cur.Created == created && serverOf(cur.Server) == e.Server {
+		return nil // still the event's entry
+	}
+	if !mirror.Newer(e, entryVersion(tm.Key, &cur, cm)) {
+		return nil // replaced by a newer version: a peer's, or the datapath's own next one
+	}
+	return d.dp.PutEntry(loader.PersistEntry{TableID: tm.ID, Client: e.Client, Server: e.Server, VSID: loader.TableNone,
+		MemberID: d.memberIDByAddr(e.Server.Addr()), Created: created, LastSeen: max(cur.LastSeen, min(created, cm.ClockNow)),
+		Conns: cur.Conns, Gen: cur.Gen + 1})
+}
+
+// clockMap reads the node's one mapping between the datapath clock and the
+// wall clock (loader.WallClock): every version this node publishes or
+// compares is converted through it, so that it reads the same every time.
+func (d *daemon) clockMap() (loader.ClockMap, error) {
+	cm, err := d.clock.Read(d.dp)
+	if err == nil && cm.Step != 0 {
+		d.log.Info("mirroring: the wall clock and the datapath clock moved apart; entry versions now read through the new offset", "step", cm.Step.String())
+	}
+	return cm, err
+}
+
+// entryVersion is the mirror version of a datapath entry: an upsert of its
+// server, stamped with its creation time. The datapath keeps one timestamp,
+// so a version's Updated and Created are equal for datapath tables.
+func entryVersion(table string, e *loader.PersistEntry, cm loader.ClockMap) mirror.Entry {
+	at := cm.Wall(e.Created)
+	return mirror.Entry{Table: table, Client: e.Client.Unmap(), Server: serverOf(e.Server), Op: mirror.Upsert, Updated: at, Created: at}
+}
+
+// entryLocks serialize the check and the write of one client's entry
+// between the goroutines that apply peers' entries (one per connection) and
+// the event reader: two versions of a client arriving from two peers at
+// once must be compared one after the other, or the older may be written
+// last. Striped by key, so bulk syncs from several peers still run in
+// parallel.
+type entryLocks [64]sync.Mutex
+
+var entryLockSeed = maphash.MakeSeed()
+
+func (l *entryLocks) lock(table uint32, client netip.Addr) (unlock func()) {
+	type key struct {
+		table  uint32
+		client netip.Addr
+	}
+	m := &l[maphash.Comparable(entryLockSeed, key{table, client})%uint64(len(l))]
+	m.Lock()
+	return m.Unlock
 }
 
 func serverOf(a netip.AddrPort) netip.AddrPort {
@@ -111,14 +179,16 @@ func (d *daemon) mirroredTables() []plan.TableMeta {
 
 func (l mirrorLocal) Snapshot(ctx context.Context) ([]mirror.Entry, error) {
 	var out []mirror.Entry
+	cm, err := l.d.clockMap()
+	if err != nil {
+		return nil, err
+	}
 	for _, t := range l.d.mirroredTables() {
 		err := l.d.dp.ScanTable(t.ID, func(e *loader.PersistEntry) {
 			if e.Dying {
 				return
 			}
-			at := l.d.wallTime(e.Created)
-			out = append(out, mirror.Entry{Table: t.Key, Client: e.Client.Unmap(), Server: serverOf(e.Server),
-				Op: mirror.Upsert, Updated: at, Created: at})
+			out = append(out, entryVersion(t.Key, e, cm))
 		})
 		if err != nil {
 			return nil, err
@@ -129,8 +199,13 @@ func (l mirrorLocal) Snapshot(ctx context.Context) ([]mirror.Entry, error) {
 	return out, ctx.Err()
 }
 
-// Apply installs a peer's entry. The newer change wins; an entry that local
-// connections hold is never deleted by a peer.
+// Apply installs a peer's entry if it is newer than the version the table
+// holds (mirror.Newer, on exact wall-clock nanoseconds: see clockMap), so
+// that every node ends up holding the newest version any node made. A
+// delete does not remove an entry that local connections hold (the peer
+// saw only its own connections end). An upsert of the server the table
+// already holds, newer or not, restarts the entry's countdown: it is a
+// holder's refresh.
 func (l mirrorLocal) Apply(e mirror.Entry) error {
 	d := l.d
 	var tm *plan.TableMeta
@@ -147,50 +222,77 @@ func (l mirrorLocal) Apply(e mirror.Entry) error {
 		return fmt.Errorf("no table %q here", e.Table)
 	}
 	client := e.Client.Unmap()
+	defer d.entryLocks.lock(tm.ID, client)()
+	cm, err := d.clockMap()
+	if err != nil {
+		return err
+	}
+	// An insert that finds the client present (the datapath created an
+	// entry since the lookup) compares again with that entry.
+	for range 3 {
+		again, err := d.applyEntry(tm, client, e, cm)
+		if !again {
+			return err
+		}
+	}
+	return fmt.Errorf("entry of %s in %q kept changing while it was applied", client, e.Table)
+}
+
+// applyEntry is one attempt of Apply, under the client's lock; it reports
+// whether to try again.
+func (d *daemon) applyEntry(tm *plan.TableMeta, client netip.Addr, e mirror.Entry, cm loader.ClockMap) (bool, error) {
 	cur, ok, err := d.dp.LookupEntry(tm.ID, client)
 	if err != nil {
-		return err
+		return false, err
 	}
-	wallNow := time.Now()
-	clockNow, err := d.dp.Now()
-	if err != nil {
-		return err
-	}
-	if ok {
-		at := d.wallTime(cur.Created)
-		local := mirror.Entry{Table: e.Table, Client: client, Server: serverOf(cur.Server), Op: mirror.Upsert, Updated: at, Created: at}
-		same := local.Server == e.Server && e.Op == mirror.Upsert
-		if !same && !mirror.Newer(e, local) {
-			return nil
+	created := cm.Clock(e.Updated)
+	if ok && !cur.Dying {
+		local := entryVersion(e.Table, &cur, cm)
+		if !mirror.Newer(e, local) {
+			if e.Op == mirror.Upsert && e.Server == local.Server {
+				// A refresh of a held entry: restart the countdown here too.
+				return false, d.dp.RunGC([]loader.GCRequest{loader.TouchEntry(tm.ID, client)})
+			}
+			return false, nil
 		}
 		if e.Op == mirror.Delete {
 			if cur.Conns > 0 {
-				return nil
+				return false, nil
 			}
 			_ = d.dp.DeleteEntry(tm.ID, client)
-			return nil
+			return false, nil
 		}
-		if same {
-			// A refresh of a held entry: restart the countdown here too.
-			return d.dp.RunGC([]loader.GCRequest{loader.TouchEntry(tm.ID, client)})
-		}
-	} else if e.Op == mirror.Delete {
-		return nil
-	} else if timeout := time.Duration(tm.Timeout) * time.Second; wallNow.Sub(e.Updated) > timeout {
+		// The newer version replaces the entry, keeping its connection
+		// count and never moving its countdown back; for the same server
+		// only the version changes, which later comparisons need.
+		return false, d.dp.PutEntry(loader.PersistEntry{TableID: tm.ID, Client: client, Server: e.Server, VSID: loader.TableNone,
+			MemberID: d.memberIDByAddr(e.Server.Addr()), Created: created, LastSeen: max(cur.LastSeen, min(created, cm.ClockNow)),
+			Conns: cur.Conns, Gen: cur.Gen + 1})
+	}
+	if e.Op == mirror.Delete {
+		return false, nil
+	}
+	if timeout := time.Duration(tm.Timeout) * time.Second; cm.WallNow.Sub(e.Updated) > timeout {
 		// A new entry whose countdown ran out on the peer's clock: it
 		// would be swept at once, or, older than this node's uptime,
 		// live on from the boot instant (see loader.ClockTime).
-		return nil
+		return false, nil
 	}
-	// A peer's clock ahead of ours must not stretch the timeout: no time
-	// after now.
-	at := min(loader.WallToClock(e.Updated, wallNow, clockNow), clockNow)
+	// Created is the version's time exactly, so that the entry reads back
+	// as the version it is; the countdown starts no later than now, so a
+	// peer's clock ahead of ours does not stretch the timeout.
 	ne := loader.PersistEntry{TableID: tm.ID, Client: client, Server: e.Server, VSID: loader.TableNone,
-		MemberID: d.memberIDByAddr(e.Server.Addr()), Created: at, LastSeen: at}
+		MemberID: d.memberIDByAddr(e.Server.Addr()), Created: created, LastSeen: min(created, cm.ClockNow)}
 	if ok {
+		// Claimed for expiry: the datapath treats it as absent too.
 		ne.Conns, ne.Gen = cur.Conns, cur.Gen+1
+		return false, d.dp.PutEntry(ne)
 	}
-	return d.dp.PutEntry(ne)
+	err = d.dp.InsertEntry(ne)
+	if errors.Is(err, loader.ErrEntryExists) {
+		return true, nil
+	}
+	return false, err
 }
 
 // memberIDByAddr labels a mirrored entry with a local member of that
@@ -219,13 +321,17 @@ func (d *daemon) refreshHeld() {
 			continue
 		}
 		d.refreshed[t.ID] = time.Now()
+		cm, err := d.clockMap()
+		if err != nil {
+			return
+		}
+		// The version the table holds, not a newer one: a refresh must
+		// not override a newer version of another node.
 		_ = d.dp.ScanTable(t.ID, func(e *loader.PersistEntry) {
 			if e.Conns == 0 || e.Dying {
 				return
 			}
-			at := d.wallTime(e.Created)
-			d.mirror.Publish(mirror.Entry{Table: t.Key, Client: e.Client.Unmap(), Server: serverOf(e.Server),
-				Op: mirror.Upsert, Updated: at, Created: at})
+			d.mirror.Publish(entryVersion(t.Key, e, cm))
 		})
 	}
 }

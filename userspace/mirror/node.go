@@ -161,6 +161,13 @@ type Local interface {
 	// It is called from one goroutine per connection, so it must be safe
 	// for concurrent use. It resolves conflicts (Newer). An error is
 	// counted and logged, and the connection goes on.
+	//
+	// Nodes converge only if Apply keeps the newest version it has seen:
+	// versions of one entry arriving on two connections at once must be
+	// compared and written one after the other, and the version it holds
+	// must read as exactly the times it was made with (a version installed
+	// from a peer reads back with the Updated and Created the peer sent),
+	// or two nodes may order two close versions differently for good.
 	Apply(Entry) error
 }
 

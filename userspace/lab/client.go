@@ -2,12 +2,16 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Timeouts of the client helpers: the effective limit is the sooner of these
@@ -32,11 +36,13 @@ func (l *Lab) DialFrom(ctx context.Context, hostName, network string, src netip.
 	if !dst.IsValid() {
 		return nil, fmt.Errorf("lab: dial: invalid destination")
 	}
+	switch network {
+	case "tcp", "tcp4", "tcp6":
+		return l.dialTCP(ctx, hostName, src, dst)
+	}
 	d := net.Dialer{Timeout: DialTimeout}
 	if src.IsValid() {
 		switch network {
-		case "tcp", "tcp4", "tcp6":
-			d.LocalAddr = net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))
 		case "udp", "udp4", "udp6":
 			d.LocalAddr = net.UDPAddrFromAddrPort(netip.AddrPortFrom(src, 0))
 		default:
@@ -53,6 +59,110 @@ func (l *Lab) DialFrom(ctx context.Context, hostName, network string, src netip.
 	})
 	return c, err
 }
+
+// dialTCP connects from the host's namespace. Only the socket is created
+// on a thread inside the namespace (a socket belongs to the namespace it is
+// created in, whichever thread uses it later); the connect and the wait for
+// it run on the calling goroutine, through the runtime's poller. Waiting on
+// the namespace thread instead would make every connection, once its
+// handshake is done, wait for the runtime to hand a processor to that one
+// locked thread: on a loaded machine a burst of a thousand connections
+// queues up behind the kernel's scheduling of a thousand threads, and dials
+// whose handshakes completed in a millisecond time out.
+func (l *Lab) dialTCP(ctx context.Context, hostName string, src netip.Addr, dst netip.AddrPort) (net.Conn, error) {
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	if src.IsValid() && src.Unmap().Is4() != dst.Addr().Is4() {
+		return nil, fmt.Errorf("lab: dial %s from %s: address families differ", dst, src)
+	}
+	family, sa := unix.AF_INET6, unix.Sockaddr(&unix.SockaddrInet6{Addr: dst.Addr().As16(), Port: int(dst.Port())})
+	if dst.Addr().Is4() {
+		family, sa = unix.AF_INET, &unix.SockaddrInet4{Addr: dst.Addr().As4(), Port: int(dst.Port())}
+	}
+	fd := -1
+	if err := l.Run(hostName, func() error {
+		var err error
+		fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("lab: dial %s: socket: %w", dst, err)
+	}
+	// Non-blocking, so the file is registered with the poller.
+	f := os.NewFile(uintptr(fd), "tcp")
+	defer f.Close() // FileConn below holds its own copy
+	fail := func(what string, err error) (net.Conn, error) {
+		oe := &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(dst), Err: fmt.Errorf("%s: %w", what, err)}
+		if src.IsValid() {
+			oe.Source = net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))
+		}
+		return nil, oe
+	}
+	if src.IsValid() {
+		var bsa unix.Sockaddr = &unix.SockaddrInet6{Addr: src.As16()}
+		if src.Unmap().Is4() {
+			bsa = &unix.SockaddrInet4{Addr: src.Unmap().As4()}
+		}
+		if err := unix.Bind(fd, bsa); err != nil {
+			return fail("bind", err)
+		}
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return fail("raw conn", err)
+	}
+	var cerr error
+	if err := rc.Control(func(fd uintptr) { cerr = unix.Connect(int(fd), sa) }); err != nil {
+		return fail("connect", err)
+	}
+	if cerr != nil && !errors.Is(cerr, unix.EINPROGRESS) {
+		return fail("connect", cerr)
+	}
+	if cerr != nil {
+		deadline := time.Now().Add(DialTimeout)
+		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+			deadline = d
+		}
+		if err := f.SetWriteDeadline(deadline); err != nil {
+			return fail("deadline", err)
+		}
+		stop := context.AfterFunc(ctx, func() { f.SetWriteDeadline(time.Now()) })
+		defer stop()
+		// Writable once the handshake completed or failed.
+		werr := rc.Write(func(fd uintptr) bool {
+			if v, err := unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_ERROR); err != nil {
+				cerr = err
+			} else if v != 0 {
+				cerr = unix.Errno(v)
+			} else if _, err := unix.Getpeername(int(fd)); errors.Is(err, unix.ENOTCONN) {
+				return false // still connecting
+			} else {
+				cerr = nil
+			}
+			return true
+		})
+		switch {
+		case ctx.Err() != nil:
+			return fail("connect", ctx.Err())
+		case errors.Is(werr, os.ErrDeadlineExceeded):
+			return fail("connect", errDialTimeout{})
+		case werr != nil:
+			return fail("connect", werr)
+		case cerr != nil:
+			return fail("connect", cerr)
+		}
+	}
+	c, err := net.FileConn(f)
+	if err != nil {
+		return fail("file conn", err)
+	}
+	return c, nil
+}
+
+// errDialTimeout reads like the net package's dial timeout.
+type errDialTimeout struct{}
+
+func (errDialTimeout) Error() string   { return "i/o timeout" }
+func (errDialTimeout) Timeout() bool   { return true }
+func (errDialTimeout) Temporary() bool { return true }
 
 // DialContextFunc returns an http.Transport-style DialContext that dials from
 // the client host with source address src. Addresses must be literal IP:port

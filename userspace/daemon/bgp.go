@@ -307,7 +307,13 @@ func (d *daemon) bgpStatus() *bgp.Status {
 type md5Counters struct{ notFound, unexpected, failure uint64 }
 
 func readMD5Counters() (md5Counters, error) {
-	f, err := os.Open("/proc/net/netstat")
+	// /proc/thread-self/net, not /proc/net (= /proc/self/net), which shows
+	// the namespace of the process's main thread: the veth checks run on
+	// threads that join other namespaces and exit, and the main thread,
+	// which cannot exit, stays in that namespace for good when one of them
+	// ran on it. The goroutine reading here runs on an ordinary thread, in
+	// the daemon's own namespace.
+	f, err := os.Open("/proc/thread-self/net/netstat")
 	if err != nil {
 		return md5Counters{}, err
 	}

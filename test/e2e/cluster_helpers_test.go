@@ -317,8 +317,12 @@ func (ld *load) finish() {
 }
 
 // persistAll sends n concurrent GETs from every client (ECMP spreads them
-// over the nodes) and returns each client's members.
+// over the nodes) and returns each client's members. What counts is the
+// member each connection reaches, so the clients wait as long as real ones
+// would: a burst of a thousand connections on a loaded machine may take the
+// test process longer than the lab's default 3 s to see through.
 func (c *cluster) persistAll(ctx context.Context, clients []netip.Addr, n int) (map[netip.Addr]map[string]int, error) {
+	ctx = lab.Patient(ctx, 15*time.Second, 30*time.Second)
 	dst := netip.AddrPortFrom(c.vip, 80)
 	var mu sync.Mutex
 	out := map[netip.Addr]map[string]int{}

@@ -15,12 +15,33 @@ import (
 )
 
 // Timeouts of the client helpers: the effective limit is the sooner of these
-// and the context's deadline.
+// (or what Patient sets) and the context's deadline.
 const (
 	DialTimeout = 3 * time.Second
 	HTTPTimeout = 10 * time.Second
 	UDPTimeout  = 2 * time.Second
 )
+
+type patienceKey struct{}
+
+type patience struct{ dial, request time.Duration }
+
+// Patient returns a context under which Dial and Get wait up to dial for a
+// connection and up to request for a whole HTTP request, instead of
+// DialTimeout and HTTPTimeout (the context's own deadline still applies).
+// It is for tests that check where connections go, not how fast they get
+// there: on a loaded machine the test's own process may take seconds to
+// notice a handshake the kernel completed in a millisecond.
+func Patient(ctx context.Context, dial, request time.Duration) context.Context {
+	return context.WithValue(ctx, patienceKey{}, patience{dial, request})
+}
+
+func timeouts(ctx context.Context) patience {
+	if p, ok := ctx.Value(patienceKey{}).(patience); ok {
+		return p
+	}
+	return patience{DialTimeout, HTTPTimeout}
+}
 
 // Dial opens a connection from the client host. network is "tcp" or "udp";
 // src (if valid) is the source address to bind, e.g. one of ClientAddrs4/6 or
@@ -40,7 +61,7 @@ func (l *Lab) DialFrom(ctx context.Context, hostName, network string, src netip.
 	case "tcp", "tcp4", "tcp6":
 		return l.dialTCP(ctx, hostName, src, dst)
 	}
-	d := net.Dialer{Timeout: DialTimeout}
+	d := net.Dialer{Timeout: timeouts(ctx).dial}
 	if src.IsValid() {
 		switch network {
 		case "udp", "udp4", "udp6":
@@ -117,7 +138,7 @@ func (l *Lab) dialTCP(ctx context.Context, hostName string, src netip.Addr, dst 
 		return fail("connect", cerr)
 	}
 	if cerr != nil {
-		deadline := time.Now().Add(DialTimeout)
+		deadline := time.Now().Add(timeouts(ctx).dial)
 		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 			deadline = d
 		}
@@ -180,9 +201,11 @@ func (l *Lab) DialContextFunc(src netip.Addr) func(ctx context.Context, network,
 // HTTPClient returns an HTTP client whose connections start at the client
 // host from source address src. Keep-alives are off, so every request is a
 // new TCP connection (a new flow for the balancer); no proxy; HTTPTimeout.
-func (l *Lab) HTTPClient(src netip.Addr) *http.Client {
+func (l *Lab) HTTPClient(src netip.Addr) *http.Client { return l.httpClient(src, HTTPTimeout) }
+
+func (l *Lab) httpClient(src netip.Addr, timeout time.Duration) *http.Client {
 	return &http.Client{
-		Timeout: HTTPTimeout,
+		Timeout: timeout,
 		Transport: &http.Transport{
 			DialContext:       l.DialContextFunc(src),
 			DisableKeepAlives: true,
@@ -213,7 +236,7 @@ func (l *Lab) Get(ctx context.Context, src netip.Addr, url string) (HTTPReply, e
 	if err != nil {
 		return out, err
 	}
-	resp, err := l.HTTPClient(src).Do(req)
+	resp, err := l.httpClient(src, timeouts(ctx).request).Do(req)
 	if err != nil {
 		return out, err
 	}

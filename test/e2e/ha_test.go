@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -29,11 +30,15 @@ type haPair struct {
 
 func writeKey(t *testing.T, path string) {
 	t.Helper()
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
+	// As the docs say to make one (openssl rand -base64 48): raw random
+	// bytes would lose a last byte that happens to be a newline, which
+	// the key file's format strips, once in 128 keys.
+	raw := make([]byte, 48)
+	if _, err := rand.Read(raw); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(path, key, 0o600); err != nil {
+	key := base64.StdEncoding.AppendEncode(nil, raw)
+	if err := os.WriteFile(path, append(key, '\n'), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -3,6 +3,7 @@ package demo
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -147,10 +148,14 @@ func (d *clusterDemo) result() error {
 
 func (d *clusterDemo) writeConfigs() error {
 	l := d.l
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
+	// A key as the README makes one (openssl rand -base64 48): raw bytes
+	// would lose a last byte that is a newline, which the file format
+	// strips, and then be too short once in 128 runs.
+	raw := make([]byte, 48)
+	if _, err := rand.Read(raw); err != nil {
 		return err
 	}
+	key := append(base64.StdEncoding.AppendEncode(nil, raw), '\n')
 	keyPath := filepath.Join(l.RunDir(), "mirror.key")
 	pwPath := filepath.Join(l.RunDir(), "bgp.pw")
 	if err := os.WriteFile(keyPath, key, 0o600); err != nil {

@@ -1,7 +1,8 @@
 // Package statuspage is the read-only status page on the metrics listener,
 // HAProxy-stats style: each virtual server with its members (state, health
 // and last error, active connections, new connections per second), each
-// persistence table's fill and churn, the HA peers, and a form that finds
+// persistence table's fill and churn, the HA peers, the BGP sessions and
+// each VIP's announcement (or why it is withdrawn), and a form that finds
 // which server a client is persisted to.
 //
 // It is rendered with html/template, so everything it shows is escaped,

@@ -14,6 +14,7 @@ import (
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/test/chromium"
 	"github.com/limpet-lb/limpet/userspace/admin"
+	"github.com/limpet-lb/limpet/userspace/bgp"
 	"github.com/limpet-lb/limpet/userspace/metrics"
 )
 
@@ -71,7 +72,30 @@ func newFake() *fakeSource {
 		}}},
 		Tables:    []admin.Table{{ID: 0, Profile: "sticky", VirtualServer: "web", Entries: 700, MaxEntries: 1000, PurgeWhenFull: true, Timeout: 300}},
 		Mirroring: []admin.MirrorPeer{{Address: "192.0.2.3:7946", State: "up", Since: time.Now().Add(-time.Minute), Sent: 10, LastError: hostile}},
+		Cluster:   &admin.Cluster{Mode: "active_active", Synced: true, PeersUp: 1, Peers: 1},
+		BGP:       fakeBGP(),
 	}}
+}
+
+// fakeBGP has one session up, one failing with a hostile description and
+// error, and a VIP in each announce state the page words differently.
+func fakeBGP() *bgp.Status {
+	now := time.Now()
+	at := now.Add(30 * time.Second)
+	return &bgp.Status{ASN: 65001, RouterID: "192.0.2.1", DampingSeconds: 60,
+		Sessions: []bgp.Session{
+			{Neighbor: "192.0.2.254", Description: "core-1", PeerASN: 65000, LocalASN: 65001, PeerRouterID: "192.0.2.254", State: "established",
+				Since: now.Add(-75 * time.Second), UptimeSeconds: 75, HoldTimeSeconds: 9, PrefixesSent: 1, PrefixesReceived: 3,
+				Families: []string{"ipv4_unicast"}, Password: true},
+			{Neighbor: "2001:db8::fe", Description: hostile, PeerASN: 65000, LocalASN: 65001, State: "active", Since: now.Add(-10 * time.Second),
+				Families: []string{"ipv6_unicast"}, Flaps: 2, LastError: hostile},
+		},
+		Announcements: []bgp.Announcement{
+			{Prefix: "192.0.2.10/32", VirtualServers: []string{"web"}, Announced: true, Reason: bgp.ReasonAnnounced, Since: now.Add(-time.Minute),
+				Changes: 1, Communities: []string{"65001:100"}, LocalPreference: 200},
+			{Prefix: "192.0.2.11/32", VirtualServers: []string{hostile}, Reason: bgp.ReasonDamping, Detail: hostile, Since: now, AnnounceAt: &at},
+			{Prefix: "2001:db8::10/128", VirtualServers: []string{"web6"}, Reason: bgp.ReasonNoMember, Detail: "no member in service in web6", Since: now},
+		}}
 }
 
 func get(t *testing.T, srv *httptest.Server, path string) (int, http.Header, string) {
@@ -123,6 +147,59 @@ func TestPageEscapesAndIsReadOnly(t *testing.T) {
 	}
 	if code, _, _ := get(t, srv, "/nope"); code != 404 {
 		t.Errorf("/nope: %d", code)
+	}
+}
+
+// The BGP section shows what bgp.Status holds: each session with its
+// state, MD5 and prefix counts; each VIP announced or withdrawn, and why.
+func TestBGPSection(t *testing.T) {
+	srv := httptest.NewServer(New(newFake(), nil))
+	defer srv.Close()
+	_, _, body := get(t, srv, "/")
+	i := strings.Index(body, `<section id="bgp">`)
+	if i < 0 {
+		t.Fatalf("no BGP section:\n%s", body)
+	}
+	sec := body[i:]
+	esc := "&lt;script&gt;window.pwned=1&lt;/script&gt;"
+	for _, want := range []string{
+		`id="bgp-asn">65001<`, `id="bgp-router-id">192.0.2.1<`, `damping interval 1m00s`, `id="bgp-sync" class="ok">finished<`,
+		`data-bgp-neighbor="192.0.2.254" data-state="established"`, `class="description">core-1<`, `class="peer-asn">65000<`,
+		`class="state">established<`, `class="since">1m15s<`, `class="md5">on<`, `class="num received">3<`, `class="num sent">1<`,
+		`data-bgp-neighbor="2001:db8::fe" data-state="active"`, `class="md5">off<`, `class="description">` + esc,
+		`class="detail last-error">` + esc,
+		`data-prefix="192.0.2.10/32" data-reason="announced"`, `class="announced">announced<`, `communities 65001:100 · local preference 200`,
+		`data-prefix="192.0.2.11/32" data-reason="damping"`, `class="announced">withdrawn<`, `damping: servable again`, `(announced in `,
+		`data-prefix="2001:db8::10/128" data-reason="no_member_in_service"`, `no healthy member in service`,
+	} {
+		if !strings.Contains(sec, want) {
+			t.Errorf("the BGP section lacks %q", want)
+		}
+	}
+	if strings.Contains(sec, "<script>window") || strings.Contains(sec, "<img src=x") {
+		t.Fatalf("the BGP section carries hostile markup unescaped:\n%s", sec)
+	}
+	if strings.Contains(sec, `id="bgp-draining"`) {
+		t.Error("a node that does not drain is shown draining")
+	}
+
+	// Draining, and a node without a bgp section.
+	f := newFake()
+	f.st.BGP.Draining = true
+	f.st.BGP.Announcements[0] = bgp.Announcement{Prefix: "192.0.2.10/32", Reason: bgp.ReasonDraining}
+	f.st.Cluster = &admin.Cluster{Peers: 2, SyncDetail: "waiting for 192.0.2.3:7946"}
+	srv2 := httptest.NewServer(New(f, nil))
+	defer srv2.Close()
+	_, _, body = get(t, srv2, "/")
+	for _, want := range []string{`id="bgp-draining"`, `data-prefix="192.0.2.10/32" data-reason="draining"`, `draining: limpet drain`,
+		`class="drain">not finished: waiting for 192.0.2.3:7946<`} {
+		if !strings.Contains(body, want) {
+			t.Errorf("a draining node's page lacks %q", want)
+		}
+	}
+	f.st.BGP = nil
+	if _, _, body = get(t, srv2, "/"); strings.Contains(body, `id="bgp"`) {
+		t.Error("a node without a bgp section shows a BGP section")
 	}
 }
 
@@ -234,6 +311,10 @@ func TestBrowserRendersHostileTextAndRefreshes(t *testing.T) {
 		Uptime   string `json:"uptime"`
 		VSRate   string `json:"vs_rate"`
 		Refreshd string `json:"refreshed"`
+		BGPDesc  string `json:"bgp_desc"`
+		BGPErr   string `json:"bgp_err"`
+		BGPState string `json:"bgp_state"`
+		VIPWhy   string `json:"vip_why"`
 	}
 	read := func() {
 		t.Helper()
@@ -253,6 +334,10 @@ func TestBrowserRendersHostileTextAndRefreshes(t *testing.T) {
 				uptime: q('#uptime').textContent,
 				vs_rate: q('[data-vs="web"] .vs-rate').textContent,
 				refreshed: q('#refresh-state').textContent,
+				bgp_desc: q('tr[data-bgp-neighbor="2001:db8::fe"] .description').textContent,
+				bgp_err: q('tr[data-bgp-neighbor="2001:db8::fe"] .last-error').textContent,
+				bgp_state: q('tr[data-bgp-neighbor="2001:db8::fe"] .state').textContent,
+				vip_why: q('tr[data-prefix="192.0.2.11/32"] .why').textContent,
 			};
 		})()`, &got)
 	}
@@ -260,7 +345,8 @@ func TestBrowserRendersHostileTextAndRefreshes(t *testing.T) {
 	if got.Pwned != nil {
 		t.Fatalf("a hostile script ran: window.pwned = %v", got.Pwned)
 	}
-	for what, text := range map[string]string{"member name": got.Member, "health detail": got.Detail, "reload error": got.Reload, "peer error": got.Peer} {
+	for what, text := range map[string]string{"member name": got.Member, "health detail": got.Detail, "reload error": got.Reload, "peer error": got.Peer,
+		"BGP neighbor description": got.BGPDesc, "BGP session error": got.BGPErr, "VIP detail": got.VIPWhy} {
 		if !strings.Contains(text, hostile) {
 			t.Errorf("the %s reads %q, want the hostile string as text", what, text)
 		}
@@ -277,8 +363,13 @@ func TestBrowserRendersHostileTextAndRefreshes(t *testing.T) {
 
 	// The refresh: new counters arrive without a reload; what the user
 	// typed in the form stays.
+	if got.BGPState != "active" {
+		t.Errorf("the failing BGP session reads %q, want active", got.BGPState)
+	}
 	f.mu.Lock()
 	f.flows = 5000
+	f.st.BGP = fakeBGP()
+	f.st.BGP.Sessions[1].State, f.st.BGP.Sessions[1].UptimeSeconds = "established", 1
 	f.mu.Unlock()
 	p.Eval(`(() => { document.getElementById('client').value = '192.0.2.55'; window.marker = 'same page'; return true; })()`, nil)
 	deadline := time.Now().Add(3 * RefreshSeconds * time.Second)
@@ -296,6 +387,9 @@ func TestBrowserRendersHostileTextAndRefreshes(t *testing.T) {
 			}
 			if got.VSRate == "–" || got.VSRate == "0" {
 				t.Fatalf("after the refresh the rate is %q, want the new connections per second", got.VSRate)
+			}
+			if got.BGPState != "established" {
+				t.Fatalf("after the refresh the BGP session reads %q, want established", got.BGPState)
 			}
 			break
 		}

@@ -4,9 +4,11 @@ import (
 	"fmt"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/limpet-lb/limpet/userspace/admin"
+	"github.com/limpet-lb/limpet/userspace/bgp"
 )
 
 // The view: what the template shows, in display terms. pageOf is the one
@@ -26,8 +28,10 @@ type pageView struct {
 	VirtualServers []vsView
 	Tables         []tableView
 	Peers          []peerView
-	Lookup         *lookupView
-	Errors         []string
+	// BGP is nil without a bgp section.
+	BGP    *bgpView
+	Lookup *lookupView
+	Errors []string
 }
 
 type vsView struct {
@@ -66,6 +70,52 @@ type peerView struct {
 	Queue                            int
 	Lag                              string
 	Class                            string
+}
+
+// bgpView is the node's speaker, its sessions and its VIPs, from the same
+// bgp.Status that 'limpet status -o json' prints under "bgp".
+type bgpView struct {
+	ASN        uint32
+	RouterID   string
+	ListenPort int
+	Damping    string
+	Draining   bool
+	// Sync is the HA bulk sync that gates announcing, when the node
+	// mirrors: "finished", or what it waits for.
+	Sync, SyncClass string
+	Sessions        []sessionView
+	Announcements   []announcementView
+}
+
+type sessionView struct {
+	Neighbor, Description, PeerRouterID string
+	PeerASN, LocalASN                   uint32
+	// State is GoBGP's FSM state, as in the JSON; Since is how long it has
+	// been in it (the uptime while established).
+	State, Since string
+	Hold         int
+	Families     string
+	MD5          bool
+	Received     uint64
+	Sent         uint64
+	Flaps        uint64
+	LastError    string
+	Class        string
+}
+
+type announcementView struct {
+	Prefix, VirtualServers string
+	Announced              bool
+	// Reason is the JSON's reason code; Why says it in words.
+	Reason, Why, Detail string
+	Since               string
+	Changes             uint64
+	Communities         string
+	LocalPref           uint32
+	// AnnounceIn is, while damping, the time left before the VIP is
+	// announced if it stays servable.
+	AnnounceIn string
+	Class      string
 }
 
 type lookupView struct {
@@ -166,7 +216,74 @@ func pageOf(st admin.Status, r Rates, now time.Time) pageView {
 		}
 		p.Peers = append(p.Peers, pv)
 	}
+	if st.BGP != nil {
+		p.BGP = bgpOf(st.BGP, st.Cluster, now)
+	}
 	return p
+}
+
+// reasonText says why a VIP is or is not announced, for the page; the
+// reason codes are bgp's.
+var reasonText = map[bgp.Reason]string{
+	bgp.ReasonAnnounced:     "servable: a member in service, the datapath forwarding, the HA sync done",
+	bgp.ReasonStopping:      "shutting down: withdrawn while open connections finish (shutdown grace)",
+	bgp.ReasonDraining:      "draining: limpet drain (limpet drain --cancel announces again)",
+	bgp.ReasonNotForwarding: "the datapath does not forward",
+	bgp.ReasonNoMember:      "no healthy member in service",
+	bgp.ReasonWaitingSync:   "waiting for the HA bulk sync",
+	bgp.ReasonDamping:       "damping: servable again, held back until it has been for a whole damping interval",
+}
+
+func bgpOf(b *bgp.Status, cl *admin.Cluster, now time.Time) *bgpView {
+	bv := &bgpView{ASN: b.ASN, RouterID: b.RouterID, ListenPort: b.ListenPort, Draining: b.Draining,
+		Damping: formatDuration(time.Duration(b.DampingSeconds * float64(time.Second)))}
+	if cl != nil && cl.Peers > 0 {
+		bv.Sync, bv.SyncClass = "finished", "ok"
+		if !cl.Synced {
+			bv.Sync, bv.SyncClass = "not finished", "drain"
+			if cl.SyncDetail != "" {
+				bv.Sync += ": " + cl.SyncDetail
+			}
+		}
+	}
+	for _, s := range b.Sessions {
+		sv := sessionView{Neighbor: s.Neighbor, Description: s.Description, PeerRouterID: s.PeerRouterID, PeerASN: s.PeerASN,
+			LocalASN: s.LocalASN, State: s.State, Hold: s.HoldTimeSeconds, Families: strings.Join(s.Families, ", "), MD5: s.Password,
+			Received: s.PrefixesReceived, Sent: s.PrefixesSent, Flaps: s.Flaps, LastError: s.LastError, Class: "down"}
+		switch {
+		case s.Established():
+			sv.Since = formatDuration(time.Duration(s.UptimeSeconds * float64(time.Second)))
+			sv.Class = "ok"
+		case !s.Since.IsZero():
+			sv.Since = formatDuration(now.Sub(s.Since))
+		}
+		if sv.Class != "ok" && (s.State == "opensent" || s.State == "openconfirm") {
+			sv.Class = "drain"
+		}
+		bv.Sessions = append(bv.Sessions, sv)
+	}
+	for _, a := range b.Announcements {
+		av := announcementView{Prefix: a.Prefix, VirtualServers: strings.Join(a.VirtualServers, ", "), Announced: a.Announced,
+			Reason: string(a.Reason), Why: reasonText[a.Reason], Detail: a.Detail, Changes: a.Changes,
+			Communities: strings.Join(a.Communities, " "), LocalPref: a.LocalPreference, Class: "down"}
+		if av.Why == "" {
+			av.Why = string(a.Reason)
+		}
+		if !a.Since.IsZero() {
+			av.Since = formatDuration(now.Sub(a.Since))
+		}
+		switch {
+		case a.Announced:
+			av.Class = "ok"
+		case a.Reason == bgp.ReasonDamping || a.Reason == bgp.ReasonWaitingSync || a.Reason == bgp.ReasonDraining || a.Reason == bgp.ReasonStopping:
+			av.Class = "drain"
+		}
+		if a.AnnounceAt != nil {
+			av.AnnounceIn = formatDuration(a.AnnounceAt.Sub(now))
+		}
+		bv.Announcements = append(bv.Announcements, av)
+	}
+	return bv
 }
 
 func memberOf(pool string, m *admin.Member, r Rates) memberView {

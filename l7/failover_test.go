@@ -12,6 +12,7 @@ import (
 
 	"github.com/limpet-lb/limpet/l7/balance"
 	"github.com/limpet-lb/limpet/l7/cookie"
+	"github.com/limpet-lb/limpet/userspace/ids"
 )
 
 // pinned gets a cookie and returns its value and the member it names.
@@ -93,7 +94,7 @@ func TestDisabledMemberLosesItsClientsEvenWithNever(t *testing.T) {
 	ms := twoMembers(t)
 	h := startProxy(t, cookieYAML("cookie_name: LB\nserver_down: never", ""), ms, nil)
 	v, mine, other := pinned(t, h, ms, "LB")
-	h.srv.SetMemberAdmin(MemberID{Pool: "p", Member: mine.name}, balance.Disabled)
+	h.srv.SetMemberAdmin(ids.MemberRef{Pool: "p", Member: mine.name}, balance.Disabled)
 	resp, body := get(t, &http.Client{}, h.urls["web"], "Cookie", "LB="+v)
 	if resp.StatusCode != 200 || body != "member="+other.name+"\n" || len(setCookies(resp, "LB")) != 1 {
 		t.Fatalf("disabled member: %d %q", resp.StatusCode, body)
@@ -107,7 +108,7 @@ func TestGracefulDisabledKeepsPersistedClientsOnly(t *testing.T) {
 	ms := twoMembers(t)
 	h := startProxy(t, cookieYAML("cookie_name: LB", ""), ms, nil)
 	v, mine, other := pinned(t, h, ms, "LB")
-	h.srv.SetMemberAdmin(MemberID{Pool: "p", Member: mine.name}, balance.Draining)
+	h.srv.SetMemberAdmin(ids.MemberRef{Pool: "p", Member: mine.name}, balance.Draining)
 	for i := 0; i < 4; i++ {
 		if _, body := get(t, &http.Client{}, h.urls["web"], "Cookie", "LB="+v); body != "member="+mine.name+"\n" {
 			t.Fatalf("persisted client left a draining member: %q", body)
@@ -138,11 +139,11 @@ func TestMemberRemovedFromPoolIsUnknownMember(t *testing.T) {
 // fakeHealth is a HealthSource the test drives.
 type fakeHealth struct {
 	mu      sync.Mutex
-	update  func(MemberID, bool)
+	update  func(ids.MemberRef, bool)
 	started chan struct{}
 }
 
-func (f *fakeHealth) Watch(ctx context.Context, update func(MemberID, bool)) error {
+func (f *fakeHealth) Watch(ctx context.Context, update func(ids.MemberRef, bool)) error {
 	f.mu.Lock()
 	f.update = update
 	f.mu.Unlock()
@@ -151,7 +152,7 @@ func (f *fakeHealth) Watch(ctx context.Context, update func(MemberID, bool)) err
 	return nil
 }
 
-func (f *fakeHealth) set(id MemberID, up bool) {
+func (f *fakeHealth) set(id ids.MemberRef, up bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.update(id, up)
@@ -163,7 +164,7 @@ func TestHealthSourceDrivesServerDown(t *testing.T) {
 	h := startProxy(t, cookieYAML("cookie_name: LB", ""), ms, &harnessOpts{health: hs})
 	<-hs.started
 	v, mine, other := pinned(t, h, ms, "LB")
-	hs.set(MemberID{Pool: "p", Member: mine.name}, false)
+	hs.set(ids.MemberRef{Pool: "p", Member: mine.name}, false)
 	resp, body := get(t, &http.Client{}, h.urls["web"], "Cookie", "LB="+v)
 	if body != "member="+other.name+"\n" || len(setCookies(resp, "LB")) != 1 {
 		t.Fatalf("monitor said down, client stayed: %q", body)
@@ -171,7 +172,7 @@ func TestHealthSourceDrivesServerDown(t *testing.T) {
 	if l := h.log.last(t, 2); str(l, "reason") != "member_down" {
 		t.Errorf("access log: %v", l)
 	}
-	hs.set(MemberID{Pool: "p", Member: mine.name}, true)
+	hs.set(ids.MemberRef{Pool: "p", Member: mine.name}, true)
 	if _, body := get(t, &http.Client{}, h.urls["web"], "Cookie", "LB="+v); body != "member="+mine.name+"\n" {
 		t.Fatalf("member back up, old cookie should reach it again: %q", body)
 	}
@@ -183,7 +184,7 @@ type recorder struct {
 	got []string
 }
 
-func (r *recorder) ConnectResult(id MemberID, addr netip.AddrPort, err error) {
+func (r *recorder) ConnectResult(id ids.MemberRef, addr netip.AddrPort, err error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	s := id.Member + ":ok"
@@ -211,7 +212,7 @@ func TestPassiveFailuresReportedAndRetriedWithBody(t *testing.T) {
 	if l := h.log.last(t, 1); num(l, "retries") != 1 || str(l, "reason") != "connect_failed" || str(l, "member") != "b" {
 		t.Errorf("access log: %v", l)
 	}
-	a := h.srv.Member(MemberID{Pool: "p", Member: "a"})[0]
+	a := h.srv.Member(ids.MemberRef{Pool: "p", Member: "a"})[0]
 	if a.ConsecutiveFailures() != 1 || !a.Healthy(h.clock.now()) {
 		t.Fatalf("one failure of max_fails 2 must not mark down: failures %d", a.ConsecutiveFailures())
 	}

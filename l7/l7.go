@@ -20,26 +20,22 @@ import (
 	"github.com/limpet-lb/limpet/l7/balance"
 	"github.com/limpet-lb/limpet/l7/persist"
 	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/ids"
 )
-
-// MemberID names a pool member as the config does.
-type MemberID struct {
-	Pool, Member string
-}
 
 // HealthSource is where member health comes from; the control plane's
 // monitors implement it. Watch calls update with the state of the members it
 // knows, then with every change, until ctx is done. A member it never
 // mentions stays up (passive health still applies).
 type HealthSource interface {
-	Watch(ctx context.Context, update func(id MemberID, up bool)) error
+	Watch(ctx context.Context, update func(id ids.MemberRef, up bool)) error
 }
 
 // FailureReporter hears the outcome of every new connection the proxy opens
 // to a member: err is nil on success. A passive monitor counts consecutive
 // failures from it. It is called on the proxy's request path and must not block.
 type FailureReporter interface {
-	ConnectResult(id MemberID, addr netip.AddrPort, err error)
+	ConnectResult(id ids.MemberRef, addr netip.AddrPort, err error)
 }
 
 // Options tune a Server beyond the config file. The zero value is usable.
@@ -72,7 +68,7 @@ type Server struct {
 	log     *slog.Logger
 	now     func() time.Time
 	vss     []*virtualServer
-	members map[MemberID][]*balance.Member
+	members map[ids.MemberRef][]*balance.Member
 	sinks   *accesslog.Sinks
 	memory  *persist.MemoryProvider // nil when the caller provides tables
 	gc      time.Duration
@@ -101,7 +97,7 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 		opts:    opts,
 		log:     opts.Logger,
 		now:     opts.Now,
-		members: map[MemberID][]*balance.Member{},
+		members: map[ids.MemberRef][]*balance.Member{},
 		ready:   make(chan struct{}),
 		bound:   map[string]net.Addr{},
 	}
@@ -185,7 +181,7 @@ func (s *Server) pool(cfg *config.Config, vc *config.VirtualServer, pools map[st
 			m.SetAdmin(balance.Draining)
 		}
 		members = append(members, m)
-		id := MemberID{Pool: pc.Name, Member: mc.Name}
+		id := ids.MemberRef{Pool: pc.Name, Member: mc.Name}
 		s.members[id] = append(s.members[id], m)
 	}
 	p, err := balance.NewPool(pc.Name, pc.Algorithm, members)
@@ -198,7 +194,7 @@ func (s *Server) pool(cfg *config.Config, vc *config.VirtualServer, pools map[st
 
 // SetMemberUp applies a monitor verdict to a member (every copy of it).
 // It reports whether the member is known.
-func (s *Server) SetMemberUp(id MemberID, up bool) bool {
+func (s *Server) SetMemberUp(id ids.MemberRef, up bool) bool {
 	ms, ok := s.members[id]
 	for _, m := range ms {
 		m.SetMonitorUp(up)
@@ -208,7 +204,7 @@ func (s *Server) SetMemberUp(id MemberID, up bool) bool {
 
 // SetMemberAdmin changes a member's administrative state at run time. It
 // reports whether the member is known.
-func (s *Server) SetMemberAdmin(id MemberID, a balance.Admin) bool {
+func (s *Server) SetMemberAdmin(id ids.MemberRef, a balance.Admin) bool {
 	ms, ok := s.members[id]
 	for _, m := range ms {
 		m.SetAdmin(a)
@@ -218,7 +214,7 @@ func (s *Server) SetMemberAdmin(id MemberID, a balance.Admin) bool {
 
 // Member returns the member objects the proxy uses for id (one per distinct
 // port when the member's port follows the virtual server's).
-func (s *Server) Member(id MemberID) []*balance.Member { return s.members[id] }
+func (s *Server) Member(id ids.MemberRef) []*balance.Member { return s.members[id] }
 
 // Ready is closed once every listener is bound (or Serve failed to bind one).
 func (s *Server) Ready() <-chan struct{} { return s.ready }
@@ -276,7 +272,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	if s.opts.Health != nil {
 		wg.Go(func() {
-			err := s.opts.Health.Watch(ctx, func(id MemberID, up bool) {
+			err := s.opts.Health.Watch(ctx, func(id ids.MemberRef, up bool) {
 				if s.SetMemberUp(id, up) {
 					s.log.Info("member health", "pool", id.Pool, "member", id.Member, "up", up)
 				}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/limpet-lb/limpet/l7/balance"
+	"github.com/limpet-lb/limpet/userspace/ids"
 )
 
 // errServerTimeout cancels a request whose member stalled mid-body.
@@ -68,7 +69,7 @@ func (v *virtualServer) dial(ctx context.Context, network, addr string) (net.Con
 
 func (v *virtualServer) report(m *balance.Member, err error) {
 	if f := v.srv.opts.Failures; f != nil {
-		f.ConnectResult(MemberID{Pool: m.Pool, Member: m.Name}, m.Addr, err)
+		f.ConnectResult(ids.MemberRef{Pool: m.Pool, Member: m.Name}, m.Addr, err)
 	}
 }
 

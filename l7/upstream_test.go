@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/limpet-lb/limpet/userspace/ids"
 )
 
 // A member that closes a keep-alive connection without saying so (an idle
@@ -54,7 +56,7 @@ func TestMemberClosingIdleConnectionsIsInvisible(t *testing.T) {
 			t.Errorf("access log: %v", l)
 		}
 	}
-	if ms := h.srv.Member(MemberID{Pool: "p", Member: "raw"}); len(ms) != 1 || !ms[0].Healthy(time.Now()) {
+	if ms := h.srv.Member(ids.MemberRef{Pool: "p", Member: "raw"}); len(ms) != 1 || !ms[0].Healthy(time.Now()) {
 		t.Errorf("closed idle connections counted against the member's health")
 	}
 }

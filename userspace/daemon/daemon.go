@@ -24,6 +24,7 @@ import (
 	"github.com/limpet-lb/limpet/userspace/gc"
 	"github.com/limpet-lb/limpet/userspace/health"
 	"github.com/limpet-lb/limpet/userspace/health/l7health"
+	"github.com/limpet-lb/limpet/userspace/ids"
 	"github.com/limpet-lb/limpet/userspace/metrics"
 	"github.com/limpet-lb/limpet/userspace/mirror"
 	"github.com/limpet-lb/limpet/userspace/notify"
@@ -362,7 +363,7 @@ func (d *daemon) updateHealth(cfg *config.Config) error {
 // setMemberHealth is the checker's sink: a member found down leaves its
 // pool (and its persisted clients follow the profile's server_down
 // policy); found up again, it returns.
-func (d *daemon) setMemberHealth(id health.MemberID, up bool, reason string) {
+func (d *daemon) setMemberHealth(id ids.MemberRef, up bool, reason string) {
 	err := d.exec(func() error {
 		d.mu.Lock()
 		meta := d.meta

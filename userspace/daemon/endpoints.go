@@ -14,7 +14,7 @@ import (
 	"github.com/limpet-lb/limpet/userspace/admin"
 	"github.com/limpet-lb/limpet/userspace/config"
 	"github.com/limpet-lb/limpet/userspace/gc"
-	"github.com/limpet-lb/limpet/userspace/health"
+	"github.com/limpet-lb/limpet/userspace/ids"
 	"github.com/limpet-lb/limpet/userspace/metrics"
 	"github.com/limpet-lb/limpet/userspace/mirror"
 	"github.com/limpet-lb/limpet/userspace/plan"
@@ -316,7 +316,7 @@ func (d *daemon) decorateHealth(m *admin.Member, pool, name string) {
 	if d.checker == nil || m.Monitor == "" {
 		return
 	}
-	st, ok := d.checker.Member(health.MemberID{Pool: pool, Member: name})
+	st, ok := d.checker.Member(ids.MemberRef{Pool: pool, Member: name})
 	if !ok {
 		return
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/ids"
 )
 
 // ErrClosed is returned by Update after Close.
@@ -36,7 +37,7 @@ type Checker struct {
 	loops  sync.WaitGroup // probe loops
 
 	mu      sync.Mutex
-	members map[MemberID]*member
+	members map[ids.MemberRef]*member
 	closed  bool
 
 	// Reports wait in queue for the dispatcher goroutine, so that neither
@@ -51,7 +52,7 @@ type Checker struct {
 }
 
 type report struct {
-	id     MemberID
+	id     ids.MemberRef
 	up     bool
 	reason string
 }
@@ -88,13 +89,13 @@ type member struct {
 // nothing until Update gives it targets.
 func NewChecker(sink Sink, opts Options) *Checker {
 	if sink == nil {
-		sink = SinkFunc(func(MemberID, bool, string) {})
+		sink = SinkFunc(func(ids.MemberRef, bool, string) {})
 	}
 	c := &Checker{
 		sink:    sink,
 		log:     opts.Logger,
 		now:     opts.Now,
-		members: map[MemberID]*member{},
+		members: map[ids.MemberRef]*member{},
 		qdone:   make(chan struct{}),
 	}
 	if c.log == nil {
@@ -111,14 +112,14 @@ func NewChecker(sink Sink, opts Options) *Checker {
 }
 
 // Update makes targets the monitored set. A member that stays (same
-// MemberID) keeps its verdict and counters, even when its monitor's settings
+// ids.MemberRef) keeps its verdict and counters, even when its monitor's settings
 // change; its consecutive counts restart only when the probed address, port or
 // monitor type changes. Removed members stop being probed; one that was down
 // is reported up ("no longer monitored"), as an unmonitored member is in
 // service. New members start up. Update checks every target first and
 // changes nothing when one is wrong.
 func (c *Checker) Update(targets []Target) error {
-	seen := make(map[MemberID]bool, len(targets))
+	seen := make(map[ids.MemberRef]bool, len(targets))
 	for i := range targets {
 		t := &targets[i]
 		if seen[t.ID] {
@@ -431,7 +432,7 @@ func (c *Checker) Status() []MemberStatus {
 }
 
 // Member returns one member's status.
-func (c *Checker) Member(id MemberID) (MemberStatus, bool) {
+func (c *Checker) Member(id ids.MemberRef) (MemberStatus, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	m := c.members[id]
@@ -443,10 +444,10 @@ func (c *Checker) Member(id MemberID) (MemberStatus, bool) {
 
 // Down lists the members whose verdict is down, so that a caller that
 // rebuilt its state (a reload) can apply them again.
-func (c *Checker) Down() []MemberID {
+func (c *Checker) Down() []ids.MemberRef {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var out []MemberID
+	var out []ids.MemberRef
 	for id, m := range c.members {
 		if !m.up {
 			out = append(out, id)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/ids"
 )
 
 // flipServer is an HTTP member whose answer the test sets, and which logs
@@ -82,7 +83,7 @@ func TestRiseFall(t *testing.T) {
 	rec := newRecorder()
 	c := NewChecker(rec, Options{})
 	defer c.Close()
-	id := MemberID{"web", "m1"}
+	id := ids.MemberRef{Pool: "web", Member: "m1"}
 	if err := c.Update([]Target{target("web", "m1", srv.ap, mon(config.MonitorHTTP, interval, rise, fall))}); err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +180,7 @@ func TestTCPMemberStopsAndComesBack(t *testing.T) {
 	rec := newRecorder()
 	c := NewChecker(rec, Options{})
 	defer c.Close()
-	id := MemberID{"p", "tcp1"}
+	id := ids.MemberRef{Pool: "p", Member: "tcp1"}
 	if err := c.Update([]Target{target("p", "tcp1", ap, mon(config.MonitorTCP, interval, 2, 2))}); err != nil {
 		t.Fatal(err)
 	}
@@ -233,8 +234,8 @@ func TestEveryTypeThroughChecker(t *testing.T) {
 	}
 	if hasRoot() {
 		targets = append(targets,
-			Target{ID: MemberID{"p", "icmp-ok4"}, Addr: netip.MustParseAddr("127.0.0.1"), Monitor: icmpMonitor(interval)},
-			Target{ID: MemberID{"p", "icmp-ok6"}, Addr: netip.MustParseAddr("::1"), Monitor: icmpMonitor(interval)},
+			Target{ID: ids.MemberRef{Pool: "p", Member: "icmp-ok4"}, Addr: netip.MustParseAddr("127.0.0.1"), Monitor: icmpMonitor(interval)},
+			Target{ID: ids.MemberRef{Pool: "p", Member: "icmp-ok6"}, Addr: netip.MustParseAddr("::1"), Monitor: icmpMonitor(interval)},
 		)
 	}
 	rec := newRecorder()
@@ -244,7 +245,7 @@ func TestEveryTypeThroughChecker(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"http-bad", "https-bad", "tcp-bad", "udp-bad"} {
-		rec.wait(t, 0, MemberID{"p", name}, false, 2*time.Second)
+		rec.wait(t, 0, ids.MemberRef{Pool: "p", Member: name}, false, 2*time.Second)
 	}
 	time.Sleep(2 * interval)
 	for _, e := range rec.all() {
@@ -273,7 +274,7 @@ func TestUpdateKeepsState(t *testing.T) {
 	rec := newRecorder()
 	c := NewChecker(rec, Options{})
 	defer c.Close()
-	a, b := MemberID{"web", "a"}, MemberID{"web", "b"}
+	a, b := ids.MemberRef{Pool: "web", Member: "a"}, ids.MemberRef{Pool: "web", Member: "b"}
 	m := mon(config.MonitorHTTP, interval, 3, 2)
 	if err := c.Update([]Target{target("web", "a", good.ap, m), target("web", "b", bad.ap, m)}); err != nil {
 		t.Fatal(err)
@@ -296,7 +297,7 @@ func TestUpdateKeepsState(t *testing.T) {
 	if after.Up || after.ConsecutiveFailures <= before.ConsecutiveFailures || !after.Since.Equal(before.Since) || after.Reason != before.Reason {
 		t.Errorf("b's state was reset by the reload:\nbefore %+v\nafter  %+v", before, after)
 	}
-	if st, ok := c.Member(MemberID{"web", "c"}); !ok || !st.Up || st.Reason != "new member: starts up" {
+	if st, ok := c.Member(ids.MemberRef{Pool: "web", Member: "c"}); !ok || !st.Up || st.Reason != "new member: starts up" {
 		t.Errorf("new member c: %+v", st)
 	}
 
@@ -387,7 +388,7 @@ func TestCloseStopsEverything(t *testing.T) {
 			target("passive", string(rune('a'+i)), ok.ap, passive),
 		)
 		if hasRoot() {
-			targets = append(targets, Target{ID: MemberID{"icmp", string(rune('a' + i))}, Addr: netip.MustParseAddr("::1"), Monitor: icmpMonitor(interval)})
+			targets = append(targets, Target{ID: ids.MemberRef{Pool: "icmp", Member: string(rune('a' + i))}, Addr: netip.MustParseAddr("::1"), Monitor: icmpMonitor(interval)})
 		}
 	}
 	if err := c.Update(targets); err != nil {
@@ -395,7 +396,7 @@ func TestCloseStopsEverything(t *testing.T) {
 	}
 	p := c.Passive()
 	for i := range 10 {
-		p.ConnectResult(MemberID{"passive", string(rune('a' + i))}, ok.ap, errors.New("refused"))
+		p.ConnectResult(ids.MemberRef{Pool: "passive", Member: string(rune('a' + i))}, ok.ap, errors.New("refused"))
 	}
 	time.Sleep(3 * interval)
 	start := time.Now()
@@ -408,7 +409,7 @@ func TestCloseStopsEverything(t *testing.T) {
 	if err := c.Update(targets); !errors.Is(err, ErrClosed) {
 		t.Errorf("Update after Close: %v", err)
 	}
-	p.ConnectResult(MemberID{"passive", "a"}, ok.ap, nil)
+	p.ConnectResult(ids.MemberRef{Pool: "passive", Member: "a"}, ok.ap, nil)
 	time.Sleep(2 * interval)
 	if len(rec.all()) != n {
 		t.Errorf("reports after Close: %+v", rec.all()[n:])
@@ -422,7 +423,7 @@ func TestSlowSinkDoesNotStallProbes(t *testing.T) {
 	release := make(chan struct{})
 	var mu sync.Mutex
 	var got []string
-	sink := SinkFunc(func(id MemberID, up bool, _ string) {
+	sink := SinkFunc(func(id ids.MemberRef, up bool, _ string) {
 		<-release
 		mu.Lock()
 		got = append(got, id.Member+"="+upDown(up))
@@ -440,8 +441,8 @@ func TestSlowSinkDoesNotStallProbes(t *testing.T) {
 	go func() {
 		defer close(done)
 		for _, m := range []string{"x", "y"} {
-			p.ConnectResult(MemberID{"p", m}, ap, errors.New("boom"))
-			p.ConnectResult(MemberID{"p", m}, ap, nil)
+			p.ConnectResult(ids.MemberRef{Pool: "p", Member: m}, ap, errors.New("boom"))
+			p.ConnectResult(ids.MemberRef{Pool: "p", Member: m}, ap, nil)
 		}
 	}()
 	select {

@@ -23,32 +23,25 @@ import (
 	"time"
 
 	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/ids"
 )
-
-// MemberID names a pool member as the config does. It has the layout of
-// l7.MemberID, so either converts to the other.
-type MemberID struct {
-	Pool, Member string
-}
-
-func (id MemberID) String() string { return id.Pool + "/" + id.Member }
 
 // Sink receives every change of a member's verdict: up or down, and why.
 // Calls come from one goroutine at a time, in the order the changes
 // happened; a slow sink delays later reports but never the probes.
 type Sink interface {
-	SetMemberHealth(id MemberID, up bool, reason string)
+	SetMemberHealth(id ids.MemberRef, up bool, reason string)
 }
 
 // SinkFunc adapts a function to a Sink.
-type SinkFunc func(id MemberID, up bool, reason string)
+type SinkFunc func(id ids.MemberRef, up bool, reason string)
 
 // SetMemberHealth calls f.
-func (f SinkFunc) SetMemberHealth(id MemberID, up bool, reason string) { f(id, up, reason) }
+func (f SinkFunc) SetMemberHealth(id ids.MemberRef, up bool, reason string) { f(id, up, reason) }
 
 // Tee is a Sink that passes every report to each of sinks, in order.
 func Tee(sinks ...Sink) Sink {
-	return SinkFunc(func(id MemberID, up bool, reason string) {
+	return SinkFunc(func(id ids.MemberRef, up bool, reason string) {
 		for _, s := range sinks {
 			s.SetMemberHealth(id, up, reason)
 		}
@@ -179,7 +172,7 @@ func (m *Monitor) check() error {
 
 // Target is one member to monitor.
 type Target struct {
-	ID   MemberID
+	ID   ids.MemberRef
 	Addr netip.Addr
 	// Port is the member's port; 0 means DefaultPort, the port of the
 	// virtual server the pool serves.
@@ -240,7 +233,7 @@ func Targets(cfg *config.Config) (targets []Target, warnings []string, err error
 				return nil, nil, fmt.Errorf("pool %q member %q: %w", p.Name, mc.Name, err)
 			}
 			t := Target{
-				ID:          MemberID{Pool: p.Name, Member: mc.Name},
+				ID:          ids.MemberRef{Pool: p.Name, Member: mc.Name},
 				Addr:        addr.Unmap(),
 				Port:        uint16(mc.Port),
 				DefaultPort: def,

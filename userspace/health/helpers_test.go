@@ -10,11 +10,12 @@ import (
 	"time"
 
 	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/ids"
 )
 
 // event is one report the recorder heard.
 type event struct {
-	id     MemberID
+	id     ids.MemberRef
 	up     bool
 	reason string
 	at     time.Time
@@ -29,7 +30,7 @@ type recorder struct {
 
 func newRecorder() *recorder { return &recorder{signal: make(chan struct{}, 1)} }
 
-func (r *recorder) SetMemberHealth(id MemberID, up bool, reason string) {
+func (r *recorder) SetMemberHealth(id ids.MemberRef, up bool, reason string) {
 	r.mu.Lock()
 	r.events = append(r.events, event{id, up, reason, time.Now()})
 	r.mu.Unlock()
@@ -46,7 +47,7 @@ func (r *recorder) all() []event {
 }
 
 // wait returns the first event at index >= from that matches id and up.
-func (r *recorder) wait(t *testing.T, from int, id MemberID, up bool, within time.Duration) event {
+func (r *recorder) wait(t *testing.T, from int, id ids.MemberRef, up bool, within time.Duration) event {
 	t.Helper()
 	deadline := time.After(within)
 	for {
@@ -128,7 +129,7 @@ func mon(typ string, interval time.Duration, rise, fall int) Monitor {
 }
 
 func target(pool, name string, ap netip.AddrPort, m Monitor) Target {
-	return Target{ID: MemberID{pool, name}, Addr: ap.Addr(), Port: ap.Port(), Monitor: m}
+	return Target{ID: ids.MemberRef{Pool: pool, Member: name}, Addr: ap.Addr(), Port: ap.Port(), Monitor: m}
 }
 
 func mustAddrPort(t *testing.T, s string) netip.AddrPort {

@@ -16,6 +16,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/ids"
 )
 
 func icmpMonitor(timeout time.Duration) Monitor {
@@ -192,7 +193,7 @@ func TestICMPFailures(t *testing.T) {
 	const interval = 100 * time.Millisecond
 	m := icmpMonitor(interval)
 	m.Timeout, m.Rise, m.Fall = 50*time.Millisecond, 2, 2
-	v4, v6 := MemberID{"p", "v4"}, MemberID{"p", "v6"}
+	v4, v6 := ids.MemberRef{Pool: "p", Member: "v4"}, ids.MemberRef{Pool: "p", Member: "v6"}
 	if err := c2.Update([]Target{
 		{ID: v4, Addr: netip.MustParseAddr("127.0.0.1"), Monitor: m},
 		{ID: v6, Addr: netip.MustParseAddr("::1"), Monitor: m},
@@ -206,7 +207,7 @@ func TestICMPFailures(t *testing.T) {
 	sysctl(t, ns, "net/ipv4/icmp_echo_ignore_all", "1")
 	sysctl(t, ns, "net/ipv6/icmp/echo_ignore_all", "1")
 	silenced := time.Now()
-	for _, id := range []MemberID{v4, v6} {
+	for _, id := range []ids.MemberRef{v4, v6} {
 		e := rec.wait(t, 0, id, false, 2*time.Second)
 		if d := e.at.Sub(silenced); d > 2*interval+m.Timeout+slack {
 			t.Errorf("%s down %v after echo stopped; fall 2 at %v", id, d, interval)
@@ -217,7 +218,7 @@ func TestICMPFailures(t *testing.T) {
 	}
 	sysctl(t, ns, "net/ipv4/icmp_echo_ignore_all", "0")
 	sysctl(t, ns, "net/ipv6/icmp/echo_ignore_all", "0")
-	for _, id := range []MemberID{v4, v6} {
+	for _, id := range []ids.MemberRef{v4, v6} {
 		rec.wait(t, 2, id, true, 2*time.Second)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/limpet-lb/limpet/userspace/ids"
 )
 
 // Passive counts the outcomes of the connections the L7 proxy opens to
@@ -20,7 +22,7 @@ import (
 type Passive struct{ c *Checker }
 
 // ConnectResult records one connection attempt to a member; err is nil on success.
-func (p *Passive) ConnectResult(id MemberID, addr netip.AddrPort, err error) {
+func (p *Passive) ConnectResult(id ids.MemberRef, addr netip.AddrPort, err error) {
 	c := p.c
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/ids"
 )
 
 var errRefused = errors.New("dial tcp 10.0.0.1:80: connect: connection refused")
@@ -18,7 +19,7 @@ func TestPassive(t *testing.T) {
 	rec := newRecorder()
 	c := NewChecker(rec, Options{})
 	defer c.Close()
-	id := MemberID{"web", "a"}
+	id := ids.MemberRef{Pool: "web", Member: "a"}
 	ap := mustAddrPort(t, "10.0.0.1:80")
 	passive := Monitor{Name: "conn-fails", Type: config.MonitorPassive, MaxFails: 3, FailTimeout: hold}
 	active := mon(config.MonitorTCP, time.Hour, 1, 1) // never probes twice: max_fails 0
@@ -79,8 +80,8 @@ func TestPassive(t *testing.T) {
 
 	// Members whose monitor has no max_fails, and unknown members, are ignored.
 	for range 10 {
-		p.ConnectResult(MemberID{"web", "b"}, ap, errRefused)
-		p.ConnectResult(MemberID{"web", "nobody"}, ap, errRefused)
+		p.ConnectResult(ids.MemberRef{Pool: "web", Member: "b"}, ap, errRefused)
+		p.ConnectResult(ids.MemberRef{Pool: "web", Member: "nobody"}, ap, errRefused)
 	}
 	time.Sleep(20 * time.Millisecond)
 	if ev := rec.all(); len(ev) != 4 {
@@ -103,7 +104,7 @@ func TestPassiveWithActive(t *testing.T) {
 	rec := newRecorder()
 	c := NewChecker(rec, Options{})
 	defer c.Close()
-	healthy, dead := MemberID{"p", "healthy"}, MemberID{"p", "dead"}
+	healthy, dead := ids.MemberRef{Pool: "p", Member: "healthy"}, ids.MemberRef{Pool: "p", Member: "dead"}
 	if err := c.Update([]Target{target("p", "healthy", tcpOK, m), target("p", "dead", refused, m2)}); err != nil {
 		t.Fatal(err)
 	}

@@ -321,19 +321,6 @@ func TestHelloRoundTrip(t *testing.T) {
 	}
 }
 
-func TestProfileOfTable(t *testing.T) {
-	for in, want := range map[string]string{
-		"profile:sticky":        "sticky",
-		"profile:sticky/vs:web": "sticky",
-		"sticky":                "",
-		"profile:":              "",
-	} {
-		if got := ProfileOfTable(in); got != want {
-			t.Errorf("ProfileOfTable(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // FuzzDecodeMessage: any payload decodes or fails cleanly, and what decodes
 // encodes back to a payload that decodes to the same message.
 func FuzzDecodeMessage(f *testing.F) {

@@ -2,10 +2,10 @@ package mirror
 
 import (
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/ids"
 )
 
 // FromConfig turns a validated ha_mirroring section into a Config, reading
@@ -45,8 +45,7 @@ func FromConfig(h *config.HAMirroring) (Config, error) {
 }
 
 // ScopeFromConfig returns the scope of cfg: the tables of profiles with
-// ha_mirroring: true, by table key (plan.TableKey's form: "profile:NAME"
-// for a shared table, "profile:NAME/vs:VS" for a private one). The daemon
+// ha_mirroring: true, by table key (ids.TableKey's stored form). The daemon
 // calls SetScope with it after every reload.
 func ScopeFromConfig(cfg *config.Config) func(table string) bool {
 	mirrored := map[string]bool{}
@@ -56,17 +55,7 @@ func ScopeFromConfig(cfg *config.Config) func(table string) bool {
 		}
 	}
 	return func(table string) bool {
-		return mirrored[ProfileOfTable(table)]
+		k, err := ids.ParseTableKey(table)
+		return err == nil && mirrored[k.Profile]
 	}
-}
-
-// ProfileOfTable returns the profile name of a table key: "sticky" for
-// "profile:sticky" and "profile:sticky/vs:web"; "" for another form.
-func ProfileOfTable(table string) string {
-	name, ok := strings.CutPrefix(table, "profile:")
-	if !ok {
-		return ""
-	}
-	name, _, _ = strings.Cut(name, "/vs:")
-	return name
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/ids"
 	"github.com/limpet-lb/limpet/userspace/pooltable"
 )
 
@@ -213,15 +214,6 @@ func MemberKey(pool string, addr netip.Addr, port int) string {
 	return fmt.Sprintf("%s/%s", pool, netip.AddrPortFrom(addr.Unmap(), uint16(port)))
 }
 
-// TableKey identifies a persistence table: one per profile when shared, one
-// per profile and virtual server otherwise.
-func TableKey(profile string, shared bool, vs string) string {
-	if shared {
-		return "profile:" + profile
-	}
-	return "profile:" + profile + "/vs:" + vs
-}
-
 // idAllocator hands out the smallest free id, reusing previous ids by key.
 type idAllocator struct {
 	prev  map[string]uint32
@@ -318,7 +310,7 @@ func Build(cfg *config.Config, prev *Meta) (loader.State, *Meta, error) {
 	for _, vs := range l4 {
 		vsNames = append(vsNames, vs.Name)
 		if p := cfg.Profile(vs.Persistence); p != nil {
-			tableKeys = append(tableKeys, TableKey(p.Name, p.SharePersistence, vs.Name))
+			tableKeys = append(tableKeys, ids.TableOf(p.Name, p.SharePersistence, vs.Name).String())
 		}
 	}
 	poolIDs := newAllocator("pools", loader.MaxPools, prevPools, poolNames)
@@ -370,7 +362,7 @@ func Build(cfg *config.Config, prev *Meta) (loader.State, *Meta, error) {
 		vm := VirtualServerMeta{ID: vid, Name: vs.Name, Address: vip.String(), Port: vs.Port, Protocol: vs.Protocol,
 			Forwarding: vs.Forwarding, Pool: vs.Pool, Profile: vs.Persistence, TableID: loader.TableNone}
 		if p := cfg.Profile(vs.Persistence); p != nil {
-			key := TableKey(p.Name, p.SharePersistence, vs.Name)
+			key := ids.TableOf(p.Name, p.SharePersistence, vs.Name).String()
 			tid, ok := tableByKey[key]
 			if !ok {
 				idx, err := tableIDs.get(key)

@@ -19,6 +19,7 @@ import (
 	"github.com/limpet-lb/limpet/l7/persist"
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/ids"
 	"github.com/limpet-lb/limpet/userspace/mirror"
 	"github.com/limpet-lb/limpet/userspace/plan"
 )
@@ -73,7 +74,7 @@ func (p *Provider) Table(spec persist.Spec) (persist.Store, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if spec.Type == config.ProfileSourceIP && spec.Shared && p.meta != nil {
-		key := plan.TableKey(spec.Profile, true, "")
+		key := ids.SharedTable(spec.Profile).String()
 		for _, t := range p.meta.Tables {
 			if t.Key != key {
 				continue
@@ -90,7 +91,7 @@ func (p *Provider) Table(spec persist.Spec) (persist.Store, error) {
 	if err != nil || !spec.Mirrored || p.publish == nil {
 		return st, err
 	}
-	key := plan.TableKey(spec.Profile, spec.Shared, spec.VirtualServer)
+	key := ids.TableOf(spec.Profile, spec.Shared, spec.VirtualServer).String()
 	if m, ok := p.mirrored[key]; ok {
 		return m, nil
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/limpet-lb/limpet/l7"
 	"github.com/limpet-lb/limpet/userspace/health"
+	"github.com/limpet-lb/limpet/userspace/ids"
 )
 
 // FailureReporter returns an l7.FailureReporter that feeds p.
@@ -17,8 +18,8 @@ func FailureReporter(p *health.Passive) l7.FailureReporter { return reporter{p} 
 
 type reporter struct{ p *health.Passive }
 
-func (r reporter) ConnectResult(id l7.MemberID, addr netip.AddrPort, err error) {
-	r.p.ConnectResult(health.MemberID(id), addr, err)
+func (r reporter) ConnectResult(id ids.MemberRef, addr netip.AddrPort, err error) {
+	r.p.ConnectResult(id, addr, err)
 }
 
 // Source is an l7.HealthSource and a health.Sink: give it to the checker
@@ -27,7 +28,7 @@ func (r reporter) ConnectResult(id l7.MemberID, addr netip.AddrPort, err error) 
 // started later (a reload) learns the current states first.
 type Source struct {
 	mu       sync.Mutex
-	states   map[health.MemberID]bool
+	states   map[ids.MemberRef]bool
 	watchers map[*watcher]struct{}
 }
 
@@ -38,7 +39,7 @@ var (
 
 // NewSource returns an empty Source.
 func NewSource() *Source {
-	return &Source{states: map[health.MemberID]bool{}, watchers: map[*watcher]struct{}{}}
+	return &Source{states: map[ids.MemberRef]bool{}, watchers: map[*watcher]struct{}{}}
 }
 
 type watcher struct {
@@ -48,7 +49,7 @@ type watcher struct {
 }
 
 type update struct {
-	id health.MemberID
+	id ids.MemberRef
 	up bool
 }
 
@@ -63,7 +64,7 @@ func (w *watcher) push(u update) {
 }
 
 // SetMemberHealth records a verdict and passes it to every watcher. It never blocks.
-func (s *Source) SetMemberHealth(id health.MemberID, up bool, _ string) {
+func (s *Source) SetMemberHealth(id ids.MemberRef, up bool, _ string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.states[id] = up
@@ -74,7 +75,7 @@ func (s *Source) SetMemberHealth(id health.MemberID, up bool, _ string) {
 
 // Watch calls update with every known verdict, then with every change,
 // until ctx is done; it returns nil then.
-func (s *Source) Watch(ctx context.Context, fn func(id l7.MemberID, up bool)) error {
+func (s *Source) Watch(ctx context.Context, fn func(id ids.MemberRef, up bool)) error {
 	w := &watcher{signal: make(chan struct{}, 1)}
 	s.mu.Lock()
 	for id, up := range s.states {
@@ -93,7 +94,7 @@ func (s *Source) Watch(ctx context.Context, fn func(id l7.MemberID, up bool)) er
 		w.queue = nil
 		w.mu.Unlock()
 		for _, u := range batch {
-			fn(l7.MemberID(u.id), u.up)
+			fn(u.id, u.up)
 		}
 		select {
 		case <-ctx.Done():

@@ -13,12 +13,13 @@ import (
 	"github.com/limpet-lb/limpet/l7"
 	"github.com/limpet-lb/limpet/userspace/config"
 	"github.com/limpet-lb/limpet/userspace/health"
+	"github.com/limpet-lb/limpet/userspace/ids"
 )
 
 func TestSourceWatch(t *testing.T) {
 	before := runtime.NumGoroutine()
 	s := NewSource()
-	a, b := health.MemberID{Pool: "p", Member: "a"}, health.MemberID{Pool: "p", Member: "b"}
+	a, b := ids.MemberRef{Pool: "p", Member: "a"}, ids.MemberRef{Pool: "p", Member: "b"}
 	s.SetMemberHealth(a, false, "down")
 
 	var mu sync.Mutex
@@ -27,7 +28,7 @@ func TestSourceWatch(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() {
-		done <- s.Watch(ctx, func(id l7.MemberID, up bool) {
+		done <- s.Watch(ctx, func(id ids.MemberRef, up bool) {
 			mu.Lock()
 			got = append(got, id.Member+map[bool]string{true: "+", false: "-"}[up])
 			mu.Unlock()
@@ -64,20 +65,20 @@ func TestFailureReporter(t *testing.T) {
 	c := health.NewChecker(src, health.Options{})
 	defer c.Close()
 	mon := health.Monitor{Name: "pass", Type: config.MonitorPassive, MaxFails: 2, FailTimeout: time.Hour}
-	id := health.MemberID{Pool: "p", Member: "a"}
+	id := ids.MemberRef{Pool: "p", Member: "a"}
 	if err := c.Update([]health.Target{{ID: id, Addr: netip.MustParseAddr("127.0.0.1"), Port: 8080, Monitor: mon}}); err != nil {
 		t.Fatal(err)
 	}
 	var fr l7.FailureReporter = FailureReporter(c.Passive())
 	ap := netip.MustParseAddrPort("127.0.0.1:8080")
-	fr.ConnectResult(l7.MemberID{Pool: "p", Member: "a"}, ap, errors.New("refused"))
-	fr.ConnectResult(l7.MemberID{Pool: "p", Member: "a"}, ap, errors.New("refused"))
+	fr.ConnectResult(ids.MemberRef{Pool: "p", Member: "a"}, ap, errors.New("refused"))
+	fr.ConnectResult(ids.MemberRef{Pool: "p", Member: "a"}, ap, errors.New("refused"))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	var down bool
-	_ = src.Watch(ctx, func(got l7.MemberID, up bool) {
-		if got == (l7.MemberID{Pool: "p", Member: "a"}) && !up {
+	_ = src.Watch(ctx, func(got ids.MemberRef, up bool) {
+		if got == (ids.MemberRef{Pool: "p", Member: "a"}) && !up {
 			down = true
 			cancel()
 		}

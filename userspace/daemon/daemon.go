@@ -350,7 +350,7 @@ func (d *daemon) exec(fn func() error) error {
 
 // updateHealth gives the checker the members of cfg's monitored pools.
 func (d *daemon) updateHealth(cfg *config.Config) error {
-	targets, warnings, err := health.Targets(cfg)
+	targets, warnings, err := plan.Monitors(cfg)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/limpet-lb/limpet/userspace/config"
 	"github.com/limpet-lb/limpet/userspace/health"
 	"github.com/limpet-lb/limpet/userspace/health/l7health"
+	"github.com/limpet-lb/limpet/userspace/plan"
 )
 
 func countVirtualServers(cfg *config.Config) (l4, http int) {
@@ -86,7 +87,7 @@ func runL7Only(ctx context.Context, opts Options, cfg *config.Config, log *slog.
 	src := l7health.NewSource()
 	checker := health.NewChecker(src, health.Options{Logger: log})
 	defer checker.Close()
-	targets, warnings, err := health.Targets(cfg)
+	targets, warnings, err := plan.Monitors(cfg)
 	if err != nil {
 		return &ConfigError{err}
 	}
@@ -143,7 +144,7 @@ func runL7Only(ctx context.Context, opts Options, cfg *config.Config, log *slog.
 			}
 			cfg = next
 			_, n = countVirtualServers(cfg)
-			if targets, _, err := health.Targets(cfg); err == nil {
+			if targets, _, err := plan.Monitors(cfg); err == nil {
 				_ = checker.Update(targets)
 			}
 			opts.Notify.Ready(status(n, nil))

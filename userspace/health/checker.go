@@ -10,7 +10,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/limpet-lb/limpet/userspace/config"
 	"github.com/limpet-lb/limpet/userspace/ids"
 )
 
@@ -132,7 +131,7 @@ func (c *Checker) Update(targets []Target) error {
 		if err := t.Monitor.check(); err != nil {
 			return fmt.Errorf("health: member %s: monitor %q: %w", t.ID, t.Monitor.Name, err)
 		}
-		if t.needsPort() && t.ProbeAddr().Port() == 0 {
+		if t.NeedsPort() && t.ProbeAddr().Port() == 0 {
 			return fmt.Errorf("health: member %s: monitor %q needs a port", t.ID, t.Monitor.Name)
 		}
 	}
@@ -353,11 +352,11 @@ func (c *Checker) dispatch() {
 
 // MemberStatus is one member's health, for limpet status.
 type MemberStatus struct {
-	Pool    string `json:"pool"`
-	Member  string `json:"member"`
-	Address string `json:"address"` // the probed address and port
-	Monitor string `json:"monitor"`
-	Type    string `json:"type"`
+	Pool    string      `json:"pool"`
+	Member  string      `json:"member"`
+	Address string      `json:"address"` // the probed address and port
+	Monitor string      `json:"monitor"`
+	Type    MonitorType `json:"type"`
 	// State is "up" or "down": the verdict last reported.
 	State  string    `json:"state"`
 	Up     bool      `json:"up"`
@@ -408,7 +407,7 @@ func (m *member) status() MemberStatus {
 	if m.pDown {
 		st.PassiveDownUntil = m.pUntil
 	}
-	if m.t.Monitor.Type == config.MonitorICMP || m.t.Monitor.Type == config.MonitorPassive {
+	if m.t.Monitor.Type == MonitorICMP || m.t.Monitor.Type == MonitorPassive {
 		st.Address = m.t.Addr.String()
 	}
 	return st

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/limpet-lb/limpet/userspace/config"
 	"github.com/limpet-lb/limpet/userspace/ids"
 )
 
@@ -84,7 +83,7 @@ func TestRiseFall(t *testing.T) {
 	c := NewChecker(rec, Options{})
 	defer c.Close()
 	id := ids.MemberRef{Pool: "web", Member: "m1"}
-	if err := c.Update([]Target{target("web", "m1", srv.ap, mon(config.MonitorHTTP, interval, rise, fall))}); err != nil {
+	if err := c.Update([]Target{target("web", "m1", srv.ap, mon(MonitorHTTP, interval, rise, fall))}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -151,7 +150,7 @@ func TestFallBoundary(t *testing.T) {
 	rec := newRecorder()
 	c := NewChecker(rec, Options{})
 	defer c.Close()
-	if err := c.Update([]Target{target("web", "m1", srv.ap, mon(config.MonitorHTTP, interval, 1, 3))}); err != nil {
+	if err := c.Update([]Target{target("web", "m1", srv.ap, mon(MonitorHTTP, interval, 1, 3))}); err != nil {
 		t.Fatal(err)
 	}
 	for range 3 {
@@ -181,7 +180,7 @@ func TestTCPMemberStopsAndComesBack(t *testing.T) {
 	c := NewChecker(rec, Options{})
 	defer c.Close()
 	id := ids.MemberRef{Pool: "p", Member: "tcp1"}
-	if err := c.Update([]Target{target("p", "tcp1", ap, mon(config.MonitorTCP, interval, 2, 2))}); err != nil {
+	if err := c.Update([]Target{target("p", "tcp1", ap, mon(MonitorTCP, interval, 2, 2))}); err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(3 * interval)
@@ -220,15 +219,15 @@ func TestEveryTypeThroughChecker(t *testing.T) {
 	udpSilent := udpServer(t, "[::1]:0", func([]byte) []byte { return nil })
 
 	with := func(m Monitor, f func(*Monitor)) Monitor { f(&m); return m }
-	udp := with(mon(config.MonitorUDP, interval, 1, 2), func(m *Monitor) { m.Send, m.Receive = "ping", "ping" })
-	https := with(mon(config.MonitorHTTPS, interval, 1, 2), func(m *Monitor) { m.ResponseBody = "secure" })
+	udp := with(mon(MonitorUDP, interval, 1, 2), func(m *Monitor) { m.Send, m.Receive = "ping", "ping" })
+	https := with(mon(MonitorHTTPS, interval, 1, 2), func(m *Monitor) { m.ResponseBody = "secure" })
 	targets := []Target{
-		target("p", "http-ok", okHTTP.ap, mon(config.MonitorHTTP, interval, 1, 2)),
-		target("p", "http-bad", badHTTP.ap, mon(config.MonitorHTTP, interval, 1, 2)),
+		target("p", "http-ok", okHTTP.ap, mon(MonitorHTTP, interval, 1, 2)),
+		target("p", "http-bad", badHTTP.ap, mon(MonitorHTTP, interval, 1, 2)),
 		target("p", "https-ok", netip.MustParseAddrPort(tlsSrv.Listener.Addr().String()), https),
 		target("p", "https-bad", okHTTP.ap, https), // TLS to a plain server
-		target("p", "tcp-ok", tcpOK, mon(config.MonitorTCP, interval, 1, 2)),
-		target("p", "tcp-bad", closedPort(t, "tcp"), mon(config.MonitorTCP, interval, 1, 2)),
+		target("p", "tcp-ok", tcpOK, mon(MonitorTCP, interval, 1, 2)),
+		target("p", "tcp-bad", closedPort(t, "tcp"), mon(MonitorTCP, interval, 1, 2)),
 		target("p", "udp-ok", udpOK, udp),
 		target("p", "udp-bad", udpSilent, udp),
 	}
@@ -275,7 +274,7 @@ func TestUpdateKeepsState(t *testing.T) {
 	c := NewChecker(rec, Options{})
 	defer c.Close()
 	a, b := ids.MemberRef{Pool: "web", Member: "a"}, ids.MemberRef{Pool: "web", Member: "b"}
-	m := mon(config.MonitorHTTP, interval, 3, 2)
+	m := mon(MonitorHTTP, interval, 3, 2)
 	if err := c.Update([]Target{target("web", "a", good.ap, m), target("web", "b", bad.ap, m)}); err != nil {
 		t.Fatal(err)
 	}
@@ -376,14 +375,14 @@ func TestCloseStopsEverything(t *testing.T) {
 
 	rec := newRecorder()
 	c := NewChecker(rec, Options{})
-	udp := mon(config.MonitorUDP, interval, 1, 1)
+	udp := mon(MonitorUDP, interval, 1, 1)
 	udp.Send = "x"
-	passive := Monitor{Name: "pass", Type: config.MonitorPassive, MaxFails: 1, FailTimeout: time.Hour}
+	passive := Monitor{Name: "pass", Type: MonitorPassive, MaxFails: 1, FailTimeout: time.Hour}
 	var targets []Target
 	for i := range 10 {
 		targets = append(targets,
-			target("slow", string(rune('a'+i)), netip.MustParseAddrPort(slow.Listener.Addr().String()), mon(config.MonitorHTTP, interval, 1, 1)),
-			target("ok", string(rune('a'+i)), ok.ap, mon(config.MonitorHTTP, interval, 1, 1)),
+			target("slow", string(rune('a'+i)), netip.MustParseAddrPort(slow.Listener.Addr().String()), mon(MonitorHTTP, interval, 1, 1)),
+			target("ok", string(rune('a'+i)), ok.ap, mon(MonitorHTTP, interval, 1, 1)),
 			target("udp", string(rune('a'+i)), silent, udp),
 			target("passive", string(rune('a'+i)), ok.ap, passive),
 		)
@@ -431,7 +430,7 @@ func TestSlowSinkDoesNotStallProbes(t *testing.T) {
 	})
 	c := NewChecker(sink, Options{})
 	defer c.Close()
-	passive := Monitor{Name: "pass", Type: config.MonitorPassive, MaxFails: 1, FailTimeout: time.Hour}
+	passive := Monitor{Name: "pass", Type: MonitorPassive, MaxFails: 1, FailTimeout: time.Hour}
 	ap := mustAddrPort(t, "127.0.0.1:1")
 	if err := c.Update([]Target{target("p", "x", ap, passive), target("p", "y", ap, passive)}); err != nil {
 		t.Fatal(err)

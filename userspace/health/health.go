@@ -17,12 +17,13 @@
 package health
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"time"
 
-	"github.com/limpet-lb/limpet/userspace/config"
 	"github.com/limpet-lb/limpet/userspace/ids"
 )
 
@@ -48,12 +49,37 @@ func Tee(sinks ...Sink) Sink {
 	})
 }
 
-// Monitor is the runtime form of a config.HealthMonitor.
+// MonitorType says how a monitor probes: its config spelling.
+type MonitorType string
+
+// The monitor types.
+const (
+	MonitorTCP     MonitorType = "tcp"
+	MonitorHTTP    MonitorType = "http"
+	MonitorHTTPS   MonitorType = "https"
+	MonitorUDP     MonitorType = "udp"
+	MonitorICMP    MonitorType = "icmp"
+	MonitorPassive MonitorType = "passive"
+)
+
+// Header is a request header an http or https monitor sends.
+type Header struct{ Name, Value string }
+
+// CodeRange is an inclusive range of accepted HTTP status codes.
+type CodeRange struct{ Lo, Hi int }
+
+func (r CodeRange) String() string {
+	if r.Lo == r.Hi {
+		return strconv.Itoa(r.Lo)
+	}
+	return fmt.Sprintf("%d-%d", r.Lo, r.Hi)
+}
+
+// Monitor is a compiled health monitor (plan.Compile builds them from the
+// config, with every default applied).
 type Monitor struct {
 	Name string
-	// Type is one of config.MonitorTCP, MonitorHTTP, MonitorHTTPS,
-	// MonitorUDP, MonitorICMP or MonitorPassive.
-	Type string
+	Type MonitorType
 	// Interval between probe starts; Timeout of one probe (at most Interval).
 	Interval, Timeout time.Duration
 	// Rise consecutive successes bring a member up, Fall consecutive failures take it down.
@@ -66,13 +92,14 @@ type Monitor struct {
 
 	// HTTP and HTTPS.
 	Method, Path, Host string
-	Headers            []config.MonitorHeader
+	Headers            []Header
 	RequestBody        string
-	Codes              []config.CodeRange
+	Codes              []CodeRange
 	ResponseBody       string
 	TLSVerify          bool
-	TLSCAFile          string
-	TLSServerName      string
+	// RootCAs verifies the member's certificate; nil means the system's.
+	RootCAs       *x509.CertPool
+	TLSServerName string
 
 	// DataLength is the ICMP echo payload size.
 	DataLength int
@@ -85,75 +112,22 @@ type Monitor struct {
 }
 
 // Active reports whether the monitor sends probes.
-func (m *Monitor) Active() bool { return m.Type != config.MonitorPassive }
+func (m *Monitor) Active() bool { return m.Type != MonitorPassive }
 
-func seconds(f *float64, def float64) time.Duration {
-	v := def
-	if f != nil {
-		v = *f
-	}
-	return time.Duration(v * float64(time.Second))
-}
-
-func intOr(p *int, def int) int {
-	if p != nil {
-		return *p
-	}
-	return def
-}
-
-// MonitorFromConfig converts a validated config monitor.
-func MonitorFromConfig(c *config.HealthMonitor) (Monitor, error) {
-	m := Monitor{
-		Name:          c.Name,
-		Type:          c.Type,
-		Interval:      seconds(c.Interval, config.DefaultMonitorInterval),
-		Rise:          intOr(c.Rise, config.DefaultMonitorRise),
-		Fall:          intOr(c.Fall, config.DefaultMonitorFall),
-		Port:          uint16(c.Port),
-		Send:          c.Send,
-		Receive:       c.Receive,
-		Method:        c.Method,
-		Path:          c.Path,
-		Host:          c.Host,
-		Headers:       c.Headers,
-		RequestBody:   c.RequestBody,
-		ResponseBody:  c.ResponseBody,
-		TLSVerify:     c.TLSVerify,
-		TLSCAFile:     c.TLSCAFile,
-		TLSServerName: c.TLSServerName,
-		DataLength:    intOr(c.DataLength, config.DefaultICMPDataLength),
-		MaxFails:      intOr(c.MaxFails, 0),
-		FailTimeout:   seconds(c.FailTimeout, config.DefaultPassiveTimeout),
-	}
-	m.Timeout = seconds(c.Timeout, min(config.DefaultMonitorTimeout, m.Interval.Seconds()))
-	if m.Type == config.MonitorPassive {
-		m.MaxFails = intOr(c.MaxFails, config.DefaultPassiveMaxFails)
-		m.Interval, m.Timeout, m.Rise, m.Fall = 0, 0, 0, 0
-	}
-	for _, s := range c.ExpectedCodes {
-		r, err := config.ParseCodeRange(s)
-		if err != nil {
-			return Monitor{}, fmt.Errorf("monitor %q: expected_codes: %w", c.Name, err)
-		}
-		m.Codes = append(m.Codes, r)
-	}
-	if err := m.check(); err != nil {
-		return Monitor{}, fmt.Errorf("monitor %q: %w", c.Name, err)
-	}
-	return m, nil
-}
+// Check rejects what would make a probe loop misbehave: the config has
+// already told a user why, this guards hand-built monitors.
+func (m *Monitor) Check() error { return m.check() }
 
 // check rejects what would make a probe loop misbehave; the config package
 // has already said why to a user, this guards hand-built monitors.
 func (m *Monitor) check() error {
 	switch m.Type {
-	case config.MonitorPassive:
+	case MonitorPassive:
 		if m.MaxFails < 1 || m.FailTimeout <= 0 {
 			return errors.New("a passive monitor needs max_fails and fail_timeout")
 		}
 		return nil
-	case config.MonitorTCP, config.MonitorHTTP, config.MonitorHTTPS, config.MonitorUDP, config.MonitorICMP:
+	case MonitorTCP, MonitorHTTP, MonitorHTTPS, MonitorUDP, MonitorICMP:
 	default:
 		return fmt.Errorf("unknown monitor type %q", m.Type)
 	}
@@ -164,7 +138,7 @@ func (m *Monitor) check() error {
 		return fmt.Errorf("rise %d and fall %d must be at least 1", m.Rise, m.Fall)
 	case m.MaxFails < 0 || (m.MaxFails > 0 && m.FailTimeout <= 0):
 		return fmt.Errorf("max_fails %d with fail_timeout %v", m.MaxFails, m.FailTimeout)
-	case m.Type == config.MonitorUDP && m.Send == "":
+	case m.Type == MonitorUDP && m.Send == "":
 		return errors.New("a udp monitor needs a payload to send")
 	}
 	return nil
@@ -194,57 +168,8 @@ func (t *Target) ProbeAddr() netip.AddrPort {
 	return netip.AddrPortFrom(t.Addr.Unmap(), port)
 }
 
-func (t *Target) needsPort() bool {
-	return t.Monitor.Type != config.MonitorICMP && t.Monitor.Type != config.MonitorPassive
-}
-
-// Targets lists the members of every pool of cfg that has a health_monitor.
-// A member whose port is 0 follows the port of the first virtual server
-// (in config order) that uses its pool. Members that a port-based monitor
-// cannot reach (port 0, no monitor port, and no virtual server using the
-// pool) are left out and named in warnings; they stay up.
-func Targets(cfg *config.Config) (targets []Target, warnings []string, err error) {
-	monitors := map[string]Monitor{}
-	for i := range cfg.HealthMonitors {
-		m, err := MonitorFromConfig(&cfg.HealthMonitors[i])
-		if err != nil {
-			return nil, nil, err
-		}
-		monitors[m.Name] = m
-	}
-	for _, p := range cfg.Pools {
-		if p.HealthMonitor == "" {
-			continue
-		}
-		mon, ok := monitors[p.HealthMonitor]
-		if !ok {
-			return nil, nil, fmt.Errorf("pool %q: health monitor %q is not defined", p.Name, p.HealthMonitor)
-		}
-		var def uint16
-		for _, vs := range cfg.VirtualServers {
-			if vs.Pool == p.Name {
-				def = uint16(vs.Port)
-				break
-			}
-		}
-		for _, mc := range p.Members {
-			addr, err := netip.ParseAddr(mc.Address)
-			if err != nil {
-				return nil, nil, fmt.Errorf("pool %q member %q: %w", p.Name, mc.Name, err)
-			}
-			t := Target{
-				ID:          ids.MemberRef{Pool: p.Name, Member: mc.Name},
-				Addr:        addr.Unmap(),
-				Port:        uint16(mc.Port),
-				DefaultPort: def,
-				Monitor:     mon,
-			}
-			if t.needsPort() && t.ProbeAddr().Port() == 0 {
-				warnings = append(warnings, fmt.Sprintf("pool %q member %q: not monitored by %q: it has no port, the monitor sets none, and no virtual server uses the pool", p.Name, mc.Name, mon.Name))
-				continue
-			}
-			targets = append(targets, t)
-		}
-	}
-	return targets, warnings, nil
+// NeedsPort reports whether the monitor probes a port, so that a target
+// without one cannot be monitored.
+func (t *Target) NeedsPort() bool {
+	return t.Monitor.Type != MonitorICMP && t.Monitor.Type != MonitorPassive
 }

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/limpet-lb/limpet/userspace/config"
 	"github.com/limpet-lb/limpet/userspace/ids"
 )
 
@@ -114,9 +113,9 @@ const slack = 150 * time.Millisecond
 func hasRoot() bool { return os.Geteuid() == 0 }
 
 // mon is a monitor with tight timings for tests.
-func mon(typ string, interval time.Duration, rise, fall int) Monitor {
+func mon(typ MonitorType, interval time.Duration, rise, fall int) Monitor {
 	return Monitor{
-		Name:     "m-" + typ,
+		Name:     "m-" + string(typ),
 		Type:     typ,
 		Interval: interval,
 		Timeout:  interval * 8 / 10,
@@ -124,7 +123,7 @@ func mon(typ string, interval time.Duration, rise, fall int) Monitor {
 		Fall:     fall,
 		Method:   "GET",
 		Path:     "/",
-		Codes:    []config.CodeRange{{Lo: 200, Hi: 299}},
+		Codes:    []CodeRange{{Lo: 200, Hi: 299}},
 	}
 }
 

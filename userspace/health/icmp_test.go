@@ -20,7 +20,7 @@ import (
 )
 
 func icmpMonitor(timeout time.Duration) Monitor {
-	m := mon(config.MonitorICMP, timeout, 1, 1)
+	m := mon(MonitorICMP, timeout, 1, 1)
 	m.Timeout = timeout
 	m.DataLength = config.DefaultICMPDataLength
 	return m

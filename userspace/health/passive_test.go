@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/limpet-lb/limpet/userspace/config"
 	"github.com/limpet-lb/limpet/userspace/ids"
 )
 
@@ -21,8 +20,8 @@ func TestPassive(t *testing.T) {
 	defer c.Close()
 	id := ids.MemberRef{Pool: "web", Member: "a"}
 	ap := mustAddrPort(t, "10.0.0.1:80")
-	passive := Monitor{Name: "conn-fails", Type: config.MonitorPassive, MaxFails: 3, FailTimeout: hold}
-	active := mon(config.MonitorTCP, time.Hour, 1, 1) // never probes twice: max_fails 0
+	passive := Monitor{Name: "conn-fails", Type: MonitorPassive, MaxFails: 3, FailTimeout: hold}
+	active := mon(MonitorTCP, time.Hour, 1, 1) // never probes twice: max_fails 0
 	if err := c.Update([]Target{target("web", "a", ap, passive), target("web", "b", ap, active)}); err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +96,7 @@ func TestPassiveWithActive(t *testing.T) {
 	const interval = 100 * time.Millisecond
 	tcpOK := tcpServer(t, "tcp", "127.0.0.1:0", func(net.Conn) {})
 	refused := closedPort(t, "tcp")
-	m := mon(config.MonitorTCP, interval, 2, 1)
+	m := mon(MonitorTCP, interval, 2, 1)
 	m.MaxFails, m.FailTimeout = 2, time.Hour
 	m2 := m
 	m2.FailTimeout = 150 * time.Millisecond

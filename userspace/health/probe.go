@@ -15,8 +15,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/limpet-lb/limpet/userspace/config"
 )
 
 // maxRead bounds what a probe reads of an answer: the response body an http
@@ -38,13 +36,13 @@ func (c *Checker) newProber(t *Target) prober {
 	base := probeBase{addr: t.ProbeAddr(), timeout: t.Monitor.Timeout}
 	m := &t.Monitor
 	switch m.Type {
-	case config.MonitorTCP:
+	case MonitorTCP:
 		return &tcpProber{probeBase: base, send: []byte(m.Send), receive: []byte(m.Receive)}
-	case config.MonitorUDP:
+	case MonitorUDP:
 		return &udpProber{probeBase: base, send: []byte(m.Send), receive: []byte(m.Receive)}
-	case config.MonitorHTTP, config.MonitorHTTPS:
+	case MonitorHTTP, MonitorHTTPS:
 		return newHTTPProber(base, m)
-	case config.MonitorICMP:
+	case MonitorICMP:
 		return &icmpProber{probeBase: base, pingers: &c.icmp, size: m.DataLength}
 	}
 	return errProber{fmt.Errorf("unknown monitor type %q", m.Type)}
@@ -206,19 +204,13 @@ func newHTTPProber(base probeBase, m *Monitor) *httpProber {
 		DisableCompression:     true,
 		MaxResponseHeaderBytes: maxRead,
 	}
-	if m.Type == config.MonitorHTTPS {
+	if m.Type == MonitorHTTPS {
 		scheme = "https"
 		conf := &tls.Config{InsecureSkipVerify: !m.TLSVerify, ServerName: m.TLSServerName}
 		if conf.ServerName == "" && m.Host != "" {
 			conf.ServerName = hostOnly(m.Host)
 		}
-		if m.TLSCAFile != "" {
-			pool, err := config.LoadCAFile(m.TLSCAFile)
-			if err != nil {
-				p.setupErr = fmt.Errorf("tls_ca_file: %v", err)
-			}
-			conf.RootCAs = pool
-		}
+		conf.RootCAs = m.RootCAs
 		tr.TLSClientConfig = conf
 	}
 	p.tr = tr
@@ -294,7 +286,7 @@ func (p *httpProber) probe(ctx context.Context) error {
 	return fmt.Errorf("%s %s%s: status %d but the body lacks %q (%d bytes searched)", p.m.Method, p.addr, p.m.Path, resp.StatusCode, p.m.ResponseBody, len(b))
 }
 
-func codeList(rs []config.CodeRange) string {
+func codeList(rs []CodeRange) string {
 	s := make([]string, len(rs))
 	for i, r := range rs {
 		s[i] = r.String()

@@ -2,20 +2,17 @@ package health
 
 import (
 	"context"
-	"encoding/pem"
+	"crypto/x509"
 	"io"
 	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"os"
-	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/limpet-lb/limpet/userspace/config"
 )
 
 // runProbe runs one probe of m against ap with m's timeout.
@@ -99,7 +96,7 @@ func TestTCPProbe(t *testing.T) {
 	refused := closedPort(t, "tcp")
 
 	m := func(send, receive string) Monitor {
-		mm := mon(config.MonitorTCP, 2*time.Second, 1, 1)
+		mm := mon(MonitorTCP, 2*time.Second, 1, 1)
 		mm.Send, mm.Receive = send, receive
 		return mm
 	}
@@ -189,10 +186,9 @@ func TestHTTPProbe(t *testing.T) {
 	secure := netip.MustParseAddrPort(tlsSrv.Listener.Addr().String())
 	refused := closedPort(t, "tcp")
 
-	caFile := filepath.Join(t.TempDir(), "ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsSrv.Certificate().Raw}), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	// plan.Compile reads a monitor's tls_ca_file into this pool.
+	ca := x509.NewCertPool()
+	ca.AddCert(tlsSrv.Certificate())
 
 	type opt func(*Monitor)
 	path := func(p string) opt { return func(m *Monitor) { m.Path = p } }
@@ -200,16 +196,21 @@ func TestHTTPProbe(t *testing.T) {
 		return func(m *Monitor) {
 			m.Codes = nil
 			for _, c := range cs {
-				r, err := config.ParseCodeRange(c)
-				if err != nil {
-					t.Fatal(err)
+				lo, hi, isRange := strings.Cut(c, "-")
+				if !isRange {
+					hi = lo
 				}
-				m.Codes = append(m.Codes, r)
+				a, errA := strconv.Atoi(lo)
+				b, errB := strconv.Atoi(hi)
+				if errA != nil || errB != nil {
+					t.Fatalf("code range %q", c)
+				}
+				m.Codes = append(m.Codes, CodeRange{Lo: a, Hi: b})
 			}
 		}
 	}
 	body := func(s string) opt { return func(m *Monitor) { m.ResponseBody = s } }
-	mk := func(typ string, opts ...opt) Monitor {
+	mk := func(typ MonitorType, opts ...opt) Monitor {
 		m := mon(typ, 2*time.Second, 1, 1)
 		for _, o := range opts {
 			o(&m)
@@ -228,7 +229,7 @@ func TestHTTPProbe(t *testing.T) {
 		{"404 in a list of codes and ranges", plain, mk("http", path("/status/404"), codes("301", "400-404")), ""},
 		{"host, header and user agent", plain, mk("http", path("/host"), func(m *Monitor) {
 			m.Host = "shop.example"
-			m.Headers = []config.MonitorHeader{{Name: "X-Probe", Value: "1"}}
+			m.Headers = []Header{{Name: "X-Probe", Value: "1"}}
 		}, body("hello")), ""},
 		{"post with a body", plain, mk("http", path("/post"), func(m *Monitor) { m.Method, m.RequestBody = "POST", "ping" }, body("pong")), ""},
 		{"head", plain, mk("http", path("/head"), func(m *Monitor) { m.Method = "HEAD" }), ""},
@@ -240,13 +241,13 @@ func TestHTTPProbe(t *testing.T) {
 		{"refused", refused, mk("http"), "GET " + refused.String() + ": connection refused"},
 		{"timeout", plain, mk("http", path("/slow"), func(m *Monitor) { m.Timeout = 240 * time.Millisecond }), "no answer within 240ms"},
 		{"https without verification", secure, mk("https", path("/ok"), body("healthy")), ""},
-		{"https verified against a CA file", secure, mk("https", path("/ok"), func(m *Monitor) { m.TLSVerify, m.TLSCAFile = true, caFile }), ""},
+		{"https verified against a CA file", secure, mk("https", path("/ok"), func(m *Monitor) { m.TLSVerify, m.RootCAs = true, ca }), ""},
 		{"https verified, server name from host", secure, mk("https", path("/ok"), func(m *Monitor) {
-			m.TLSVerify, m.TLSCAFile, m.Host = true, caFile, "example.com:443"
+			m.TLSVerify, m.RootCAs, m.Host = true, ca, "example.com:443"
 		}), ""},
 		{"https verification fails", secure, mk("https", path("/ok"), func(m *Monitor) { m.TLSVerify = true }), "certificate"},
 		{"https wrong server name", secure, mk("https", path("/ok"), func(m *Monitor) {
-			m.TLSVerify, m.TLSCAFile, m.TLSServerName = true, caFile, "other.test"
+			m.TLSVerify, m.RootCAs, m.TLSServerName = true, ca, "other.test"
 		}), "other.test"},
 		{"https to a plain server", plain, mk("https", path("/ok")), "GET " + plain.String()},
 	} {
@@ -306,7 +307,7 @@ func TestUDPProbe(t *testing.T) {
 	drop := udpServer(t, "127.0.0.1:0", func([]byte) []byte { return nil })
 	refused := closedPort(t, "udp")
 	m := func(send, receive string) Monitor {
-		mm := mon(config.MonitorUDP, 2*time.Second, 1, 1)
+		mm := mon(MonitorUDP, 2*time.Second, 1, 1)
 		mm.Send, mm.Receive = send, receive
 		return mm
 	}

@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/limpet-lb/limpet/l7"
-	"github.com/limpet-lb/limpet/userspace/config"
 	"github.com/limpet-lb/limpet/userspace/health"
 	"github.com/limpet-lb/limpet/userspace/ids"
 )
@@ -64,7 +63,7 @@ func TestFailureReporter(t *testing.T) {
 	src := NewSource()
 	c := health.NewChecker(src, health.Options{})
 	defer c.Close()
-	mon := health.Monitor{Name: "pass", Type: config.MonitorPassive, MaxFails: 2, FailTimeout: time.Hour}
+	mon := health.Monitor{Name: "pass", Type: health.MonitorPassive, MaxFails: 2, FailTimeout: time.Hour}
 	id := ids.MemberRef{Pool: "p", Member: "a"}
 	if err := c.Update([]health.Target{{ID: id, Addr: netip.MustParseAddr("127.0.0.1"), Port: 8080, Monitor: mon}}); err != nil {
 		t.Fatal(err)

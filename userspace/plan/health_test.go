@@ -1,4 +1,4 @@
-package health
+package plan
 
 import (
 	"net/netip"
@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/health"
 )
 
 func TestTargetsFromConfig(t *testing.T) {
@@ -52,11 +53,11 @@ virtual_servers:
 	if err != nil {
 		t.Fatal(err)
 	}
-	targets, warnings, err := Targets(cfg)
+	targets, warnings, err := Monitors(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := map[string]Target{}
+	got := map[string]health.Target{}
 	for _, tg := range targets {
 		got[tg.ID.String()] = tg
 	}
@@ -80,9 +81,9 @@ virtual_servers:
 		t.Errorf("warnings %q", warnings)
 	}
 	m := got["web/w1"].Monitor
-	wantM := Monitor{
+	wantM := health.Monitor{
 		Name: "web-http", Type: "http", Interval: 2 * time.Second, Timeout: 2 * time.Second, Rise: 2, Fall: 4,
-		Method: "GET", Path: "/healthz", Codes: []config.CodeRange{{Lo: 200, Hi: 200}, {Lo: 300, Hi: 302}},
+		Method: "GET", Path: "/healthz", Codes: []health.CodeRange{{Lo: 200, Hi: 200}, {Lo: 300, Hi: 302}},
 		ResponseBody: "ok", DataLength: 56, MaxFails: 3, FailTimeout: 5 * time.Second,
 	}
 	if !reflect.DeepEqual(m, wantM) {
@@ -100,7 +101,7 @@ virtual_servers:
 
 	// Update would accept them (not run here: these addresses are not local).
 	for _, tg := range targets {
-		if err := tg.Monitor.check(); err != nil {
+		if err := tg.Monitor.Check(); err != nil {
 			t.Errorf("%s: %v", tg.ID, err)
 		}
 	}

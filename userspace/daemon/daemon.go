@@ -542,7 +542,7 @@ func (d *daemon) reloadConfig() (*config.Config, error) {
 	}
 	if d.mirror != nil {
 		// Peers and keys are fixed at start; the scope follows the profiles.
-		d.mirror.SetScope(mirror.ScopeFromConfig(cfg))
+		d.mirror.SetScope(plan.MirrorScope(cfg))
 	}
 	d.reloadBGP(cfg)
 	d.log.Info("reloaded", "config", d.opts.ConfigPath)

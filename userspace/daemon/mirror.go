@@ -25,7 +25,7 @@ func (d *daemon) startMirror(ctx context.Context, cfg *config.Config) error {
 	if cfg.HAMirroring == nil {
 		return nil
 	}
-	mcfg, err := mirror.FromConfig(cfg.HAMirroring)
+	mcfg, err := plan.MirrorConfig(cfg.HAMirroring)
 	if err != nil {
 		return &ConfigError{fmt.Errorf("ha_mirroring: %w", err)}
 	}
@@ -33,7 +33,7 @@ func (d *daemon) startMirror(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return &ConfigError{fmt.Errorf("ha_mirroring: %w", err)}
 	}
-	node.SetScope(mirror.ScopeFromConfig(cfg))
+	node.SetScope(plan.MirrorScope(cfg))
 	if addr, err := node.Listen(); err != nil {
 		return fmt.Errorf("ha_mirroring.listen: %w", err)
 	} else if addr != nil {

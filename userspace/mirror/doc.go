@@ -12,10 +12,10 @@
 // Apply, so entries are not echoed back. Publish never blocks. Status
 // describes every peer for limpet status.
 //
-// Only tables in scope are mirrored: SetScope (ScopeFromConfig for the
+// Only tables in scope are mirrored: SetScope (plan.MirrorScope for the
 // config's profiles with ha_mirroring: true) filters what Publish queues,
 // what a bulk sync sends and what Apply receives. Table keys are
-// plan.TableKey's: "profile:NAME" for a shared table, "profile:NAME/vs:VS"
+// ids.TableKey's: "profile:NAME" for a shared table, "profile:NAME/vs:VS"
 // for a private one, for L4 and L7 tables alike.
 //
 // # Peers and modes

@@ -1,22 +1,21 @@
-package mirror
+package plan
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/limpet-lb/limpet/userspace/config"
 	"github.com/limpet-lb/limpet/userspace/ids"
+	"github.com/limpet-lb/limpet/userspace/mirror"
 )
 
-// FromConfig turns a validated ha_mirroring section into a Config, reading
-// the key or certificate files. Scope is left nil; see ScopeFromConfig.
-func FromConfig(h *config.HAMirroring) (Config, error) {
-	mode, err := ParseMode(h.Mode)
+// MirrorConfig turns a validated ha_mirroring section into a mirror.Config,
+// reading the key or certificate files. Scope is left nil; see MirrorScope.
+func MirrorConfig(h *config.HAMirroring) (mirror.Config, error) {
+	mode, err := mirror.ParseMode(h.Mode)
 	if err != nil {
-		return Config{}, err
+		return mirror.Config{}, err
 	}
-	secs := func(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
-	c := Config{
+	c := mirror.Config{
 		Listen:            h.Listen,
 		Advertise:         h.Advertise,
 		Peers:             h.Peers,
@@ -30,24 +29,24 @@ func FromConfig(h *config.HAMirroring) (Config, error) {
 	switch {
 	case h.Auth.PSKFile != "":
 		if c.PSK, err = config.LoadMirrorPSK(h.Auth.PSKFile); err != nil {
-			return Config{}, fmt.Errorf("ha_mirroring.auth.psk_file: %w", err)
+			return mirror.Config{}, fmt.Errorf("ha_mirroring.auth.psk_file: %w", err)
 		}
 	case h.Auth.TLS != nil:
 		ca, cert, err := h.Auth.TLS.Load()
 		if err != nil {
-			return Config{}, fmt.Errorf("ha_mirroring.auth.tls: %w", err)
+			return mirror.Config{}, fmt.Errorf("ha_mirroring.auth.tls: %w", err)
 		}
-		c.TLS = &TLSAuth{CA: ca, Certificate: cert}
+		c.TLS = &mirror.TLSAuth{CA: ca, Certificate: cert}
 	default:
-		return Config{}, fmt.Errorf("ha_mirroring.auth: set psk_file or tls")
+		return mirror.Config{}, fmt.Errorf("ha_mirroring.auth: set psk_file or tls")
 	}
 	return c, nil
 }
 
-// ScopeFromConfig returns the scope of cfg: the tables of profiles with
-// ha_mirroring: true, by table key (ids.TableKey's stored form). The daemon
-// calls SetScope with it after every reload.
-func ScopeFromConfig(cfg *config.Config) func(table string) bool {
+// MirrorScope returns the scope of cfg: the tables of profiles with
+// ha_mirroring: true, by table key (ids.TableKey's stored form, as peers
+// send it). The daemon calls SetScope with it after every reload.
+func MirrorScope(cfg *config.Config) func(table string) bool {
 	mirrored := map[string]bool{}
 	for _, p := range cfg.Profiles {
 		if p.HAMirroring {

@@ -1,17 +1,21 @@
-package mirror
+package plan
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/mirror"
 )
 
-func TestFromConfig(t *testing.T) {
+var mirrorPSK = []byte("0123456789abcdef0123456789abcdef-test-key")
+
+func TestMirrorConfig(t *testing.T) {
 	key := filepath.Join(t.TempDir(), "mirror.key")
-	if err := os.WriteFile(key, append(testPSK, '\n'), 0o600); err != nil {
+	if err := os.WriteFile(key, append(mirrorPSK, '\n'), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg, err := config.Parse([]byte(`
@@ -34,18 +38,18 @@ ha_mirroring:
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := FromConfig(cfg.HAMirroring)
+	c, err := MirrorConfig(cfg.HAMirroring)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Listen != "127.0.0.1:7946" || c.Mode != ActiveActive || string(c.PSK) != string(testPSK) || c.TLS != nil ||
+	if c.Listen != "127.0.0.1:7946" || c.Mode != mirror.ActiveActive || string(c.PSK) != string(mirrorPSK) || c.TLS != nil ||
 		c.ReconnectMin != 250*time.Millisecond || c.ReconnectMax != 30*time.Second || c.HeartbeatTimeout != 5*time.Second || c.QueueSize != 65536 {
-		t.Errorf("FromConfig: %+v", c)
+		t.Errorf("MirrorConfig: %+v", c)
 	}
-	if _, err := New(c, newMemLocal(), nil); err != nil {
+	if _, err := mirror.New(c, noLocal{}, nil); err != nil {
 		t.Errorf("New: %v", err)
 	}
-	scope := ScopeFromConfig(cfg)
+	scope := MirrorScope(cfg)
 	for table, want := range map[string]bool{
 		"profile:sticky":        true,
 		"profile:sticky/vs:web": true,
@@ -58,3 +62,9 @@ ha_mirroring:
 		}
 	}
 }
+
+// noLocal is a mirror.Local with no tables.
+type noLocal struct{}
+
+func (noLocal) Snapshot(context.Context) ([]mirror.Entry, error) { return nil, nil }
+func (noLocal) Apply(mirror.Entry) error                         { return nil }

@@ -14,8 +14,9 @@
 // Codec seals; every key opens, so keys can rotate: add the new key first,
 // wait for the longest cookie lifetime, then drop the old one.
 //
-// The package depends only on the standard library so that the config
-// package and the operator CLI can use it without pulling in the proxy.
+// The package depends only on the standard library so that the operator
+// CLI can use it without pulling in the proxy. Key files and cookie names
+// are the config's (config.LoadKeyFile, config.ValidName).
 package cookie
 
 import (
@@ -26,11 +27,9 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 	"time"
 	"unsafe"
@@ -252,75 +251,6 @@ func unmarshalView(b []byte) (View, error) {
 	return View{Member: netip.AddrPortFrom(addr, port), IssuedUnix: secs, VirtualServer: b[11:]}, nil
 }
 
-// ParseKey accepts a key as 32 raw bytes, or as text (surrounding white
-// space ignored) in standard or URL base64, padded or not, or in hex.
-func ParseKey(data []byte) ([]byte, error) {
-	if len(data) == KeySize && !printable(data) {
-		return append([]byte(nil), data...), nil
-	}
-	s := strings.TrimSpace(string(data))
-	if s == "" {
-		return nil, errors.New("key is empty")
-	}
-	// 64 hex digits are also valid base64 (of 48 bytes): try hex first.
-	if len(s) == 2*KeySize {
-		if k, err := hex.DecodeString(s); err == nil {
-			return k, nil
-		}
-	}
-	for _, e := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
-		if k, err := e.DecodeString(s); err == nil {
-			if len(k) != KeySize {
-				return nil, fmt.Errorf("key decodes (base64) to %d bytes; AES-256 needs %d", len(k), KeySize)
-			}
-			return k, nil
-		}
-	}
-	if k, err := hex.DecodeString(s); err == nil {
-		if len(k) != KeySize {
-			return nil, fmt.Errorf("key decodes (hex) to %d bytes; AES-256 needs %d", len(k), KeySize)
-		}
-		return k, nil
-	}
-	return nil, fmt.Errorf("key must be %d raw bytes, or base64 or hex text of %d bytes", KeySize, KeySize)
-}
-
-// printable reports whether b looks like text, in which case a 32-byte key
-// file is parsed as text (32 hex digits, say, are 16 bytes, not a key).
-func printable(b []byte) bool {
-	for _, c := range b {
-		if c < 0x20 || c >= 0x7f {
-			if c != '\n' && c != '\r' && c != '\t' {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-// LoadKeyFile reads and parses a key file (see ParseKey).
-func LoadKeyFile(path string) ([]byte, error) {
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	if fi.Size() > 4096 {
-		return nil, fmt.Errorf("%s is %d bytes; a key file holds one 32-byte key", path, fi.Size())
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	k, err := ParseKey(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return k, nil
-}
-
 // NameLen is the length of a derived cookie name.
 const NameLen = 8
 
@@ -340,21 +270,6 @@ func DeriveName(key []byte, scope string) string {
 		b[i] = 'A' + sum[i]%26
 	}
 	return string(b[:])
-}
-
-// ValidName reports whether s is a usable cookie name: an RFC 6265 token of
-// at most 64 characters.
-func ValidName(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c <= 0x20 || c >= 0x7f || strings.IndexByte("()<>@,;:\\\"/[]?={}", c) >= 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // Decode opens a value with the given keys, for operators. The value may be

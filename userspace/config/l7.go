@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
-
-	"github.com/limpet-lb/limpet/l7/cookie"
 )
 
 // L7 profile defaults and limits.
@@ -31,7 +29,8 @@ const (
 )
 
 // L7Options are the options of http_cookie, app_cookie and generic profiles.
-// The L7 proxy owns their meaning; they live here so one file configures both layers.
+// The L7 proxy owns their meaning, the config their syntax (key files,
+// cookie names), so that one file configures both layers.
 type L7Options struct {
 	// CookieName is, for http_cookie, the name of the cookie limpet inserts
 	// (empty: an eight-letter name derived from the first key); for
@@ -75,7 +74,7 @@ func (k CookieKey) Bytes() ([]byte, error) {
 	case k.File != "" && k.Base64 != "":
 		return nil, fmt.Errorf("set file or base64, not both")
 	case k.File != "":
-		return cookie.LoadKeyFile(k.File)
+		return LoadKeyFile(k.File)
 	case k.Base64 != "":
 		b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(k.Base64))
 		if err != nil {
@@ -84,8 +83,8 @@ func (k CookieKey) Bytes() ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("base64 key is not valid base64")
 		}
-		if len(b) != cookie.KeySize {
-			return nil, fmt.Errorf("base64 key decodes to %d bytes; AES-256 needs %d", len(b), cookie.KeySize)
+		if len(b) != CookieKeySize {
+			return nil, fmt.Errorf("base64 key decodes to %d bytes; AES-256 needs %d", len(b), CookieKeySize)
 		}
 		return b, nil
 	default:
@@ -332,7 +331,7 @@ func (p *Profile) validateL7(v *validator, field string) {
 		if p.MaxEntries != nil {
 			v.add(field+".max_entries", "does not apply to http_cookie profiles: the client holds the state")
 		}
-		if o.CookieName != "" && !cookie.ValidName(o.CookieName) {
+		if o.CookieName != "" && !ValidName(o.CookieName) {
 			v.add(field+".cookie_name", "%q must be 1-64 characters of an HTTP token (no spaces, separators or controls)", o.CookieName)
 		}
 		p.validateKeys(v, field)
@@ -359,7 +358,7 @@ func (p *Profile) validateL7(v *validator, field string) {
 			switch {
 			case o.CookieName == "":
 				v.add(field+".cookie_name", "is required: it names the server cookie whose value is learned")
-			case !cookie.ValidName(o.CookieName):
+			case !ValidName(o.CookieName):
 				v.add(field+".cookie_name", "%q must be 1-64 characters of an HTTP token", o.CookieName)
 			}
 			return
@@ -373,10 +372,10 @@ func (p *Profile) validateL7(v *validator, field string) {
 		if n != 1 {
 			v.add(field, "a generic profile takes its key from exactly one of header_name, cookie_name or query_param")
 		}
-		if o.HeaderName != "" && !cookie.ValidName(o.HeaderName) {
+		if o.HeaderName != "" && !ValidName(o.HeaderName) {
 			v.add(field+".header_name", "%q is not a valid header name", o.HeaderName)
 		}
-		if o.CookieName != "" && !cookie.ValidName(o.CookieName) {
+		if o.CookieName != "" && !ValidName(o.CookieName) {
 			v.add(field+".cookie_name", "%q must be 1-64 characters of an HTTP token", o.CookieName)
 		}
 		if o.QueryParam != "" && (len(o.QueryParam) > 128 || strings.ContainsAny(o.QueryParam, "&=#? ")) {
@@ -390,8 +389,8 @@ func (p *Profile) validateKeys(v *validator, field string) {
 	case len(p.Keys) == 0:
 		v.add(field+".keys", "at least one 32-byte key is required, so that cookies survive restarts and every node opens them")
 		return
-	case len(p.Keys) > cookie.MaxKeys:
-		v.add(field+".keys", "%d keys exceed the limit of %d", len(p.Keys), cookie.MaxKeys)
+	case len(p.Keys) > MaxCookieKeys:
+		v.add(field+".keys", "%d keys exceed the limit of %d", len(p.Keys), MaxCookieKeys)
 	}
 	var seen [][]byte
 	for i, k := range p.Keys {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/limpet-lb/limpet/l7"
 	"github.com/limpet-lb/limpet/l7/cookie"
+	"github.com/limpet-lb/limpet/userspace/config"
 )
 
 func cookieCommand(env *Env) *cli.Command {
@@ -40,7 +41,7 @@ func cookieCommand(env *Env) *cli.Command {
 				}
 				keys := make([][]byte, 0, len(files))
 				for _, f := range files {
-					k, err := cookie.LoadKeyFile(f)
+					k, err := config.LoadKeyFile(f)
 					if err != nil {
 						return usagef("--key-file: %v", err)
 					}

@@ -16,25 +16,8 @@ import (
 
 	"github.com/limpet-lb/limpet/l7/cookie"
 	"github.com/limpet-lb/limpet/test/chromium"
+	"github.com/limpet-lb/limpet/test/testutil"
 )
-
-// needTool returns the path of an external tool. Without it the test is
-// skipped, except in CI (CI=true) or when LIMPET_REQUIRE_ROOT=1, where a
-// missing tool must fail rather than hide.
-func needTool(t *testing.T, names ...string) string {
-	t.Helper()
-	for _, n := range names {
-		if p, err := exec.LookPath(n); err == nil {
-			return p
-		}
-	}
-	msg := fmt.Sprintf("%s not installed (apt-get install -y %s)", names[0], names[0])
-	if os.Getenv("CI") == "true" || os.Getenv("LIMPET_REQUIRE_ROOT") == "1" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
 
 // curlResult is one curl exchange.
 type curlResult struct {
@@ -71,7 +54,7 @@ func (r curlResult) cookie(name string) string {
 }
 
 func TestCurlCookieJarSticks(t *testing.T) {
-	bin := needTool(t, "curl")
+	bin := testutil.NeedTool(t, "curl", "curl")
 	for _, tc := range []struct {
 		name, profile, maxAge string
 	}{
@@ -137,7 +120,7 @@ func jarLine(jar, name string) []string {
 }
 
 func TestCurlFailover(t *testing.T) {
-	bin := needTool(t, "curl")
+	bin := testutil.NeedTool(t, "curl", "curl")
 	for _, policy := range []string{"immediate", "never"} {
 		t.Run(policy, func(t *testing.T) {
 			ms := twoMembers(t)

@@ -10,26 +10,26 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
-	fixturepkg "github.com/limpet-lb/limpet/test/fixture"
+	"github.com/limpet-lb/limpet/test/testutil"
 )
 
 // The fixture world (test/fixture): a client-facing and a member-facing
 // link in a private netns, with static neighbours, so FIB lookups are
 // deterministic.
 var (
-	vip4     = fixturepkg.VIP4
-	vip6     = fixturepkg.VIP6
+	vip4     = testutil.VIP4
+	vip6     = testutil.VIP6
 	client4a = netip.MustParseAddr("198.51.100.7")
 	client4b = netip.MustParseAddr("198.51.100.8")
 	client6a = netip.MustParseAddr("2001:db8:c1::7")
 	client6b = netip.MustParseAddr("2001:db8:c1::8")
-	gwMAC    = fixturepkg.GatewayMAC
-	member4  = fixturepkg.Member4[:3]
-	member6  = fixturepkg.Member6[:3]
-	unresolv = fixturepkg.Unresolved4
+	gwMAC    = testutil.GatewayMAC
+	member4  = testutil.Member4[:3]
+	member6  = testutil.Member6[:3]
+	unresolv = testutil.Unresolved4
 )
 
-func memberMAC(i int) net.HardwareAddr { return fixturepkg.MemberMAC(i) }
+func memberMAC(i int) net.HardwareAddr { return testutil.MemberMAC(i) }
 
 type fixture struct {
 	t        *testing.T
@@ -41,8 +41,8 @@ type fixture struct {
 }
 
 type (
-	fixtureWorld = fixturepkg.World
-	fixtureLink  = fixturepkg.Link
+	fixtureWorld = testutil.World
+	fixtureLink  = testutil.Link
 )
 
 // newFixture builds the fixture world and loads a datapath. Every program
@@ -51,7 +51,7 @@ type (
 func newFixture(t *testing.T, opts Options) *fixture {
 	t.Helper()
 	requirePrivileges(t)
-	w := fixturepkg.New(t)
+	w := testutil.NewWorld(t)
 	f := &fixture{t: t, world: w, cli: w.Client, mem: w.Member, cliMAC: w.Client.MAC, memMAC: w.Member.MAC}
 	f.d = loadTemp(t, opts)
 	return f

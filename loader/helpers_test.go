@@ -5,11 +5,11 @@ import (
 	"path/filepath"
 	"testing"
 
-	"github.com/limpet-lb/limpet/test/privileged"
+	"github.com/limpet-lb/limpet/test/testutil"
 )
 
 // requirePrivileges skips without root unless LIMPET_REQUIRE_ROOT=1.
-func requirePrivileges(tb testing.TB) { privileged.Require(tb) }
+func requirePrivileges(tb testing.TB) { testutil.RequireRoot(tb) }
 
 // loadTemp loads a fresh datapath pinned in a per-test directory that is
 // removed, with everything in it, when the test ends.

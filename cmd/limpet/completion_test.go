@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/limpet-lb/limpet/test/testutil"
 )
 
 // limpetBinary is $LIMPET_BIN (make test), or a build of this package.
@@ -19,20 +21,6 @@ func limpetBinary(t *testing.T) string {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
 	return bin
-}
-
-// needShell finds a shell, and fails where the tests must run (CI).
-func needShell(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" || os.Getenv("LIMPET_REQUIRE_ROOT") == "1" {
-		t.Fatalf("%s is not installed (apt-get install %s)", name, name)
-	}
-	t.Skipf("%s is not installed", name)
-	return ""
 }
 
 // shellEnv puts the binary first on PATH, as the package installs it.
@@ -66,7 +54,7 @@ printf '%s\n' "${COMPREPLY[@]}"`
 }
 
 func TestBashCompletion(t *testing.T) {
-	bash := needShell(t, "bash")
+	bash := testutil.NeedTool(t, "bash", "bash")
 	bin := limpetBinary(t)
 	modes := []bool{false}
 	if _, err := os.Stat("/usr/share/bash-completion/bash_completion"); err == nil {
@@ -97,7 +85,7 @@ func TestBashCompletion(t *testing.T) {
 }
 
 func TestZshCompletion(t *testing.T) {
-	zsh := needShell(t, "zsh")
+	zsh := testutil.NeedTool(t, "zsh", "zsh")
 	bin := limpetBinary(t)
 	dir := t.TempDir()
 	out, err := exec.Command(bin, "completion", "zsh").Output()

@@ -8,7 +8,7 @@ import (
 	"runtime"
 	"testing"
 
-	"github.com/limpet-lb/limpet/test/privileged"
+	"github.com/limpet-lb/limpet/test/testutil"
 )
 
 // The parts as Go benchmarks, with the report's sizes and one run each:
@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 // or one built for this run.
 func testEnv(b *testing.B) Env {
 	b.Helper()
-	privileged.Require(b)
+	testutil.RequireRoot(b)
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..")
 	env := Env{Templates: filepath.Join(root, "scripts", "bench"), Log: b.Logf}
@@ -46,7 +46,7 @@ func testEnv(b *testing.B) Env {
 }
 
 func BenchmarkDatapath(b *testing.B) {
-	privileged.Require(b)
+	testutil.RequireRoot(b)
 	o := ReportOptions(1).Datapath
 	o.Log = b.Logf
 	for range b.N {

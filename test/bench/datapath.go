@@ -9,10 +9,10 @@ import (
 	"os"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/test/packets"
+	"github.com/limpet-lb/limpet/test/testutil"
+	"github.com/vishvananda/netlink"
 )
 
 // Part 1: the datapath's cost per packet, through BPF_PROG_RUN.
@@ -81,6 +81,9 @@ type DatapathResult struct {
 // Fixed world of the micro benchmarks: a client-facing and a member-facing
 // veth in a private namespace with static neighbours, so bpf_fib_lookup
 // answers deterministically, and routes for the client ranges.
+// errSanity marks a measurement whose packet did not do what it should.
+var errSanity = errors.New("sanity check failed")
+
 var (
 	dpVIP4     = netip.MustParseAddr("203.0.113.10")
 	dpVIP6     = netip.MustParseAddr("2001:db8:f::10")
@@ -105,115 +108,47 @@ const (
 	dpPortNew          = 30000
 )
 
-func dpMemberMAC(i int) net.HardwareAddr {
-	return net.HardwareAddr{0x02, 0, 0, 0, 0x01, byte(0x11 + i)}
-}
+func dpMemberMAC(i int) net.HardwareAddr { return testutil.MemberMAC(i) }
 
-// dpWorld is the namespace of the micro benchmarks.
-type dpWorld struct {
-	ns     *nsThread
-	cliIdx int
-	memIdx int
-	cliMAC net.HardwareAddr
-	memMAC net.HardwareAddr
-}
-
-func newDPWorld() (*dpWorld, error) {
-	ns, err := newNSThread()
-	if err != nil {
-		return nil, err
-	}
-	w := &dpWorld{ns: ns}
-	if err := ns.do(w.setup); err != nil {
-		ns.close()
-		return nil, fmt.Errorf("micro benchmark namespace: %w", err)
-	}
-	return w, nil
-}
-
-func (w *dpWorld) close() { w.ns.close() }
-
-func (w *dpWorld) setup() error {
-	for _, k := range []string{"/proc/sys/net/ipv4/conf/all/forwarding", "/proc/sys/net/ipv6/conf/all/forwarding"} {
-		if err := os.WriteFile(k, []byte("1"), 0o644); err != nil {
-			return err
-		}
-	}
-	lo, err := netlink.LinkByName("lo")
-	if err != nil {
-		return err
-	}
-	if err := netlink.LinkSetUp(lo); err != nil {
-		return err
-	}
-	cli, err := dpVeth("bcli", "192.0.2.1/24", "2001:db8:c::1/64")
-	if err != nil {
-		return err
-	}
-	mem, err := dpVeth("bmem", "10.1.0.1/24", "fd00:1::1/64")
-	if err != nil {
-		return err
-	}
-	w.cliIdx, w.cliMAC = cli.Attrs().Index, cli.Attrs().HardwareAddr
-	w.memIdx, w.memMAC = mem.Attrs().Index, mem.Attrs().HardwareAddr
-	errs := []error{
-		dpNeigh(cli, netip.MustParseAddr("192.0.2.254"), dpGwMAC),
-		dpNeigh(cli, netip.MustParseAddr("2001:db8:c::fe"), dpGwMAC),
-		dpRoute("100.64.0.0/10", "192.0.2.254", cli),
-		dpRoute("2001:db8:c1::/48", "2001:db8:c::fe", cli),
+// dpNet is the network of the micro benchmarks' world.
+func dpNet() testutil.NetSpec {
+	gw4, gw6 := netip.MustParseAddr("192.0.2.254"), netip.MustParseAddr("2001:db8:c::fe")
+	n := testutil.NetSpec{
+		Links: []testutil.LinkSpec{
+			{Name: "bcli", Prefixes: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/24"), netip.MustParsePrefix("2001:db8:c::1/64")}},
+			{Name: "bmem", Prefixes: []netip.Prefix{netip.MustParsePrefix("10.1.0.1/24"), netip.MustParsePrefix("fd00:1::1/64")}},
+		},
+		Neighbours: []testutil.NeighbourSpec{{Link: "bcli", IP: gw4, MAC: dpGwMAC}, {Link: "bcli", IP: gw6, MAC: dpGwMAC}},
+		Routes: []testutil.RouteSpec{
+			{Dst: netip.MustParsePrefix("100.64.0.0/10"), Via: gw4, Link: "bcli"},
+			{Dst: netip.MustParsePrefix("2001:db8:c1::/48"), Via: gw6, Link: "bcli"},
+		},
 	}
 	for i := range dpMembers4 {
-		errs = append(errs, dpNeigh(mem, dpMembers4[i], dpMemberMAC(i)), dpNeigh(mem, dpMembers6[i], dpMemberMAC(i)))
+		n.Neighbours = append(n.Neighbours,
+			testutil.NeighbourSpec{Link: "bmem", IP: dpMembers4[i], MAC: dpMemberMAC(i)},
+			testutil.NeighbourSpec{Link: "bmem", IP: dpMembers6[i], MAC: dpMemberMAC(i)})
 	}
-	return errors.Join(errs...)
+	return n
 }
 
-func dpVeth(name, a4, a6 string) (netlink.Link, error) {
-	la := netlink.NewLinkAttrs()
-	la.Name = name
-	if err := netlink.LinkAdd(&netlink.Veth{LinkAttrs: la, PeerName: name + "p"}); err != nil {
-		return nil, fmt.Errorf("add veth %s: %w", name, err)
-	}
-	l, err := netlink.LinkByName(name)
+func newDPWorld() (*testutil.World, error) {
+	w, err := testutil.BuildWorld(dpNet())
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("micro benchmark namespace: %w", err)
 	}
-	for _, a := range []string{a4, a6} {
-		addr, err := netlink.ParseAddr(a)
-		if err != nil {
-			return nil, err
+	err = w.Do(func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err == nil {
+			err = netlink.LinkSetUp(lo)
 		}
-		addr.Flags = 0x80 // IFA_F_NODAD: usable at once
-		if err := netlink.AddrAdd(l, addr); err != nil {
-			return nil, err
-		}
-	}
-	for _, n := range []string{name, name + "p"} {
-		ln, err := netlink.LinkByName(n)
-		if err != nil {
-			return nil, err
-		}
-		if err := netlink.LinkSetUp(ln); err != nil {
-			return nil, err
-		}
-	}
-	return netlink.LinkByName(name)
-}
-
-func dpNeigh(l netlink.Link, ip netip.Addr, mac net.HardwareAddr) error {
-	fam := netlink.FAMILY_V4
-	if ip.Is6() {
-		fam = netlink.FAMILY_V6
-	}
-	return netlink.NeighAdd(&netlink.Neigh{LinkIndex: l.Attrs().Index, Family: fam, State: netlink.NUD_PERMANENT, IP: ip.AsSlice(), HardwareAddr: mac})
-}
-
-func dpRoute(dst, gw string, l netlink.Link) error {
-	_, n, err := net.ParseCIDR(dst)
-	if err != nil {
 		return err
+	})
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("micro benchmark namespace: lo: %w", err)
 	}
-	return netlink.RouteAdd(&netlink.Route{Dst: n, Gw: net.ParseIP(gw), LinkIndex: l.Attrs().Index})
+	return w, nil
 }
 
 // Table sizes, with n the larger of LargeEntries and Repeat: at most n
@@ -305,7 +240,7 @@ func RunDatapath(ctx context.Context, o DatapathOptions) (*DatapathResult, error
 	if err != nil {
 		return nil, err
 	}
-	defer w.close()
+	defer w.Close()
 	fl, err := loader.LoadFloor()
 	if err != nil {
 		return nil, err
@@ -330,9 +265,9 @@ func RunDatapath(ctx context.Context, o DatapathOptions) (*DatapathResult, error
 	for run := 0; run < o.Runs; run++ {
 		for _, fam := range dpFamilies {
 			// Without the driver, for reference.
-			syn := tcpFrame(netip.AddrPortFrom(fam.clientA, dpPortPersistSmall), netip.AddrPortFrom(fam.vip, dpVSPort), "S", dpGwMAC, w.cliMAC)
-			err := w.ns.do(func() error {
-				_, per, err := fl.BenchmarkFloor(syn, w.cliIdx, o.Repeat)
+			syn := tcpFrame(netip.AddrPortFrom(fam.clientA, dpPortPersistSmall), netip.AddrPortFrom(fam.vip, dpVSPort), "S", dpGwMAC, w.Client.MAC)
+			err := w.Do(func() error {
+				_, per, err := fl.BenchmarkFloor(syn, w.Client.Index, o.Repeat)
 				if err != nil {
 					return err
 				}
@@ -360,7 +295,7 @@ func RunDatapath(ctx context.Context, o DatapathOptions) (*DatapathResult, error
 }
 
 // dpRun measures the five cases on one fresh datapath.
-func dpRun(w *dpWorld, fl *loader.Floor, o DatapathOptions, fam dpFamily, large bool, flowSize, persistSize uint32, rows map[DatapathKey]*DatapathRow, res *DatapathResult) error {
+func dpRun(w *testutil.World, fl *loader.Floor, o DatapathOptions, fam dpFamily, large bool, flowSize, persistSize uint32, rows map[DatapathKey]*DatapathRow, res *DatapathResult) error {
 	pin := fmt.Sprintf("/sys/fs/bpf/limpet-bench-dp-%d", os.Getpid())
 	_ = loader.Detach(pin) // a crashed earlier run of this pid, if any
 	d, err := loader.Load(loader.Options{PinPath: pin, FlowTableSize: flowSize})
@@ -400,7 +335,7 @@ func dpRun(w *dpWorld, fl *loader.Floor, o DatapathOptions, fam dpFamily, large 
 	// (the floor leaves no state), and checks limpet's verdict.
 	measure := func(c DatapathCase, desc string, pkt []byte, ingress int, sw loader.Sweep, want loader.XDPAction, check func(before, after loader.VSCounters, n uint64) error) error {
 		row := rows[DatapathKey{Case: c, Family: fam.name, Large: large}]
-		return w.ns.do(func() error {
+		return w.Do(func() error {
 			before, err := d.VSCounters(fam.vsID)
 			if err != nil {
 				return err
@@ -435,8 +370,8 @@ func dpRun(w *dpWorld, fl *loader.Floor, o DatapathOptions, fam dpFamily, large 
 	cliA := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(fam.clientA, port) }
 
 	// 1. Non-VIP pass: host traffic, nothing changes.
-	nonVIP := tcpFrame(cliA(persistPort), netip.AddrPortFrom(fam.other, dpVSPort), "S", dpGwMAC, w.cliMAC)
-	if err := measure(CaseNonVIP, "the same packet", nonVIP, w.cliIdx, loader.Sweep{}, loader.XDPPass, func(b, a loader.VSCounters, _ uint64) error {
+	nonVIP := tcpFrame(cliA(persistPort), netip.AddrPortFrom(fam.other, dpVSPort), "S", dpGwMAC, w.Client.MAC)
+	if err := measure(CaseNonVIP, "the same packet", nonVIP, w.Client.Index, loader.Sweep{}, loader.XDPPass, func(b, a loader.VSCounters, _ uint64) error {
 		if a.Packets != b.Packets {
 			return fmt.Errorf("non-VIP packets reached the virtual server (%d)", a.Packets-b.Packets)
 		}
@@ -445,7 +380,7 @@ func dpRun(w *dpWorld, fl *loader.Floor, o DatapathOptions, fam dpFamily, large 
 		return err
 	}
 	if !large {
-		err := w.ns.do(func() error {
+		err := w.Do(func() error {
 			_, per, err := d.BenchmarkPacket(nonVIP, o.Repeat)
 			if err != nil {
 				return err
@@ -468,7 +403,7 @@ func dpRun(w *dpWorld, fl *loader.Floor, o DatapathOptions, fam dpFamily, large 
 	if sw.Ports == 1 {
 		desc = fmt.Sprintf("each a new connection: %d clients, one each", sw.Clients)
 	}
-	if err := measure(CasePersistHit, desc, tcpFrame(cliA(persistPort), vipPort, "S", dpGwMAC, w.cliMAC), w.cliIdx, sw, loader.XDPRedirect,
+	if err := measure(CasePersistHit, desc, tcpFrame(cliA(persistPort), vipPort, "S", dpGwMAC, w.Client.MAC), w.Client.Index, sw, loader.XDPRedirect,
 		func(b, a loader.VSCounters, n uint64) error {
 			if a.PersistHits-b.PersistHits != n || a.NewFlows-b.NewFlows != n {
 				return fmt.Errorf("%d packets: %d persistence hits and %d new flows", n, a.PersistHits-b.PersistHits, a.NewFlows-b.NewFlows)
@@ -484,7 +419,7 @@ func dpRun(w *dpWorld, fl *loader.Floor, o DatapathOptions, fam dpFamily, large 
 	if large {
 		sw, desc = loader.Sweep{Clients: uint32(persisted)}, fmt.Sprintf("%d flows in turn", persisted)
 	}
-	if err := measure(CaseFlowHit, desc, tcpFrame(cliA(persistPort), vipPort, "A", dpGwMAC, w.cliMAC), w.cliIdx, sw, loader.XDPRedirect,
+	if err := measure(CaseFlowHit, desc, tcpFrame(cliA(persistPort), vipPort, "A", dpGwMAC, w.Client.MAC), w.Client.Index, sw, loader.XDPRedirect,
 		func(b, a loader.VSCounters, n uint64) error {
 			if a.NewFlows != b.NewFlows || a.Packets-b.Packets != n {
 				return fmt.Errorf("%d packets: %d counted, %d new flows", n, a.Packets-b.Packets, a.NewFlows-b.NewFlows)
@@ -495,9 +430,9 @@ func dpRun(w *dpWorld, fl *loader.Floor, o DatapathOptions, fam dpFamily, large 
 	}
 
 	// 4. Reverse NAT: member 0 answers those connections.
-	reply := tcpFrame(member0, cliA(persistPort), "A", dpMemberMAC(0), w.memMAC)
+	reply := tcpFrame(member0, cliA(persistPort), "A", dpMemberMAC(0), w.Member.MAC)
 	sw.Reply = true
-	if err := measure(CaseReverse, desc, reply, w.memIdx, sw, loader.XDPRedirect, func(b, a loader.VSCounters, n uint64) error {
+	if err := measure(CaseReverse, desc, reply, w.Member.Index, sw, loader.XDPRedirect, func(b, a loader.VSCounters, n uint64) error {
 		if a.ReplyPackets-b.ReplyPackets != n {
 			return fmt.Errorf("%d replies, %d rewritten", n, a.ReplyPackets-b.ReplyPackets)
 		}
@@ -509,8 +444,8 @@ func dpRun(w *dpWorld, fl *loader.Floor, o DatapathOptions, fam dpFamily, large 
 	// 5. New client: a client never seen, every packet; the pool chooses
 	// and the entry and both flow entries are inserted.
 	sw = loader.Sweep{Clients: uint32(o.Repeat) * 2} // never wraps, even if a signal restarts the run
-	syn := tcpFrame(netip.AddrPortFrom(fam.clientB, dpPortNew), vipPort, "S", dpGwMAC, w.cliMAC)
-	return measure(CaseNewClient, "each from a new client", syn, w.cliIdx, sw, loader.XDPRedirect, func(b, a loader.VSCounters, n uint64) error {
+	syn := tcpFrame(netip.AddrPortFrom(fam.clientB, dpPortNew), vipPort, "S", dpGwMAC, w.Client.MAC)
+	return measure(CaseNewClient, "each from a new client", syn, w.Client.Index, sw, loader.XDPRedirect, func(b, a loader.VSCounters, n uint64) error {
 		if a.PersistMisses-b.PersistMisses != n || a.NewFlows-b.NewFlows != n {
 			return fmt.Errorf("%d packets: %d misses and %d new flows", n, a.PersistMisses-b.PersistMisses, a.NewFlows-b.NewFlows)
 		}

@@ -3,17 +3,10 @@ package bench
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -25,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/limpet-lb/limpet/test/testutil"
 	"github.com/limpet-lb/limpet/userspace/lab"
 )
 
@@ -647,29 +641,14 @@ func trimPprof(out string) string {
 // loopback address: cert and key PEM files (limpet), and both in one file
 // (HAProxy).
 func writeBenchCert(dir string) (cert, key, both string, err error) {
-	pk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	c, err := testutil.MintSelfSigned("limpet bench", l7Addr)
 	if err != nil {
 		return "", "", "", err
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "limpet bench"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.ParseIP(l7Addr)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &pk.PublicKey, pk)
+	cp, kp, err := testutil.EncodePEM(c)
 	if err != nil {
 		return "", "", "", err
 	}
-	kder, err := x509.MarshalPKCS8PrivateKey(pk)
-	if err != nil {
-		return "", "", "", err
-	}
-	cp := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	kp := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
 	cert, key, both = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), filepath.Join(dir, "both.pem")
 	err = errors.Join(os.WriteFile(cert, cp, 0o600), os.WriteFile(key, kp, 0o600), os.WriteFile(both, append(cp, kp...), 0o600))
 	return cert, key, both, err

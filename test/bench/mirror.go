@@ -2,18 +2,13 @@ package bench
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"fmt"
-	"math/big"
 	"net/netip"
 	"sync/atomic"
 	"time"
 
+	"github.com/limpet-lb/limpet/test/testutil"
 	"github.com/limpet-lb/limpet/userspace/mirror"
 )
 
@@ -49,7 +44,7 @@ func (c *countingLocal) Apply(mirror.Entry) error {
 // loopback, with a pre-shared key and with mutual TLS, Runs times each.
 func RunMirror(ctx context.Context, o MirrorOptions) (*MirrorResult, error) {
 	res := &MirrorResult{Opts: o}
-	ca, err := newBenchCA()
+	ca, err := testutil.MintCA("limpet bench CA")
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +64,7 @@ func RunMirror(ctx context.Context, o MirrorOptions) (*MirrorResult, error) {
 	return res, nil
 }
 
-func mirrorOnce(ctx context.Context, auth string, ca *benchCA, n int) (float64, error) {
+func mirrorOnce(ctx context.Context, auth string, ca *testutil.CA, n int) (float64, error) {
 	base := func() mirror.Config {
 		return mirror.Config{Listen: "127.0.0.1:0", Mode: mirror.ActiveStandby, QueueSize: 1 << 16,
 			HeartbeatInterval: 200 * time.Millisecond, HeartbeatTimeout: 10 * time.Second,
@@ -84,11 +79,11 @@ func mirrorOnce(ctx context.Context, auth string, ca *benchCA, n int) (float64, 
 		cfgA.PSK, cfgB.PSK = psk, psk
 	} else {
 		for _, c := range []*mirror.Config{&cfgA, &cfgB} {
-			cert, err := ca.issue()
+			cert, err := ca.Mint("limpet node", testutil.PeerUsages)
 			if err != nil {
 				return 0, err
 			}
-			c.TLS = &mirror.TLSAuth{CA: ca.pool, Certificate: cert}
+			c.TLS = &mirror.TLSAuth{CA: ca.Pool, Certificate: cert}
 		}
 	}
 	recv := &countingLocal{want: int64(n), done: make(chan struct{})}
@@ -138,46 +133,6 @@ func mirrorOnce(ctx context.Context, auth string, ca *benchCA, n int) (float64, 
 		return 0, fmt.Errorf("peer received %d of %d entries", recv.n.Load(), n)
 	}
 	return float64(n) / time.Since(start).Seconds(), nil
-}
-
-type benchCA struct {
-	key  *ecdsa.PrivateKey
-	cert *x509.Certificate
-	pool *x509.CertPool
-}
-
-func newBenchCA() (*benchCA, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "limpet bench CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		return nil, err
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &benchCA{key: key, cert: cert, pool: pool}, nil
-}
-
-func (ca *benchCA) issue() (tls.Certificate, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "limpet node"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: nil}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		return tls.Certificate{}, err
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
 func writeMirror(w interface{ Write([]byte) (int, error) }, r *Results) {

@@ -16,23 +16,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/limpet-lb/limpet/test/testutil"
 )
 
 // Find returns Chromium's path. Without it the test is skipped, except in
 // CI (CI=true) or with LIMPET_REQUIRE_ROOT=1, where it fails.
 func Find(t testing.TB) string {
 	t.Helper()
-	for _, n := range []string{"chromium", "chromium-browser"} {
-		if p, err := exec.LookPath(n); err == nil {
-			return p
-		}
-	}
-	msg := "chromium is not installed (apt-get install -y chromium)"
-	if os.Getenv("CI") == "true" || os.Getenv("LIMPET_REQUIRE_ROOT") == "1" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
+	return testutil.NeedTool(t, "chromium", "chromium", "chromium-browser")
 }
 
 // Browser is one Chromium process. Commands go to fd 3, replies come from

@@ -6,7 +6,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/limpet-lb/limpet/test/fixture"
+	"github.com/limpet-lb/limpet/test/testutil"
 	"github.com/limpet-lb/limpet/test/model"
 	"github.com/limpet-lb/limpet/userspace/pooltable"
 )
@@ -71,24 +71,24 @@ func (r *reader) weighted(ws ...int) int {
 // FIB answer. Clients include some that share a prefix, one whose masked
 // prefix is a VIP, unrouted and unresolved ones, and a member.
 var (
-	goodMembers = [2][]netip.Addr{fixture.Member4, fixture.Member6}
+	goodMembers = [2][]netip.Addr{testutil.Member4, testutil.Member6}
 	badMembers  = [2][]netip.Addr{
-		{fixture.Unresolved4, netip.MustParseAddr("10.9.0.5"), netip.MustParseAddr("10.9.1.5"), netip.MustParseAddr("10.9.2.5"),
+		{testutil.Unresolved4, netip.MustParseAddr("10.9.0.5"), netip.MustParseAddr("10.9.1.5"), netip.MustParseAddr("10.9.2.5"),
 			netip.MustParseAddr("10.1.0.1"), netip.MustParseAddr("172.31.0.5")},
-		{fixture.Unresolved6, netip.MustParseAddr("2001:db8:b0::5"), netip.MustParseAddr("2001:db8:b1::5"), netip.MustParseAddr("2001:db8:b2::5"),
+		{testutil.Unresolved6, netip.MustParseAddr("2001:db8:b0::5"), netip.MustParseAddr("2001:db8:b1::5"), netip.MustParseAddr("2001:db8:b2::5"),
 			netip.MustParseAddr("fd00:1::1"), netip.MustParseAddr("2001:db8:dead::5")},
 	}
 	vipPool = [2][]netip.Addr{
-		{fixture.VIP4, netip.MustParseAddr("203.0.113.11"), netip.MustParseAddr("198.51.100.0")},
-		{fixture.VIP6, netip.MustParseAddr("2001:db8:f::11"), netip.MustParseAddr("2001:db8:c1::")},
+		{testutil.VIP4, netip.MustParseAddr("203.0.113.11"), netip.MustParseAddr("198.51.100.0")},
+		{testutil.VIP6, netip.MustParseAddr("2001:db8:f::11"), netip.MustParseAddr("2001:db8:c1::")},
 	}
 	clientPool = [2][]netip.Addr{
 		{netip.MustParseAddr("198.51.100.7"), netip.MustParseAddr("198.51.100.8"), netip.MustParseAddr("198.51.100.9"),
 			netip.MustParseAddr("198.51.100.200"), netip.MustParseAddr("198.51.100.129"), netip.MustParseAddr("100.64.0.7"),
-			netip.MustParseAddr("192.0.2.50"), fixture.Member4[0]},
+			netip.MustParseAddr("192.0.2.50"), testutil.Member4[0]},
 		{netip.MustParseAddr("2001:db8:c1::7"), netip.MustParseAddr("2001:db8:c1::8"), netip.MustParseAddr("2001:db8:c1:1::7"),
 			netip.MustParseAddr("2001:db8:c1:ffff::9"), netip.MustParseAddr("2001:db8:c2::7"), netip.MustParseAddr("2001:db8:c::50"),
-			fixture.Member6[0]},
+			testutil.Member6[0]},
 	}
 	otherDst     = [2]netip.Addr{netip.MustParseAddr("203.0.113.99"), netip.MustParseAddr("2001:db8:f::99")}
 	vsPorts      = []uint16{80, 53, 443, 8080}

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/limpet-lb/limpet/loader"
-	"github.com/limpet-lb/limpet/test/fixture"
+	"github.com/limpet-lb/limpet/test/testutil"
 	"github.com/limpet-lb/limpet/test/model"
 	"github.com/limpet-lb/limpet/test/packets"
 )
@@ -281,7 +281,7 @@ func (s *seq) genClient(r *reader) genPacket {
 	if r.chance(8) {
 		in = s.w.fx.Member
 	}
-	spec.SrcMAC, spec.DstMAC = fixture.GatewayMAC, in.MAC
+	spec.SrcMAC, spec.DstMAC = testutil.GatewayMAC, in.MAC
 	return genPacket{what: "client packet", spec: spec, mg: genMangle(r), ingress: in.Index}
 }
 
@@ -319,7 +319,7 @@ func (s *seq) genReply(r *reader) genPacket {
 	if r.chance(8) {
 		in = s.w.fx.Client
 	}
-	spec.SrcMAC, spec.DstMAC = fixture.MemberMAC(0), in.MAC
+	spec.SrcMAC, spec.DstMAC = testutil.MemberMAC(0), in.MAC
 	return genPacket{what: "member reply", spec: spec, mg: genMangle(r), ingress: in.Index}
 }
 

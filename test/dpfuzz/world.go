@@ -15,13 +15,13 @@ import (
 
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/test/dptest"
-	"github.com/limpet-lb/limpet/test/fixture"
+	"github.com/limpet-lb/limpet/test/testutil"
 	"github.com/limpet-lb/limpet/test/model"
 )
 
 // World is a datapath in the fixture world, with the model of its network.
 type World struct {
-	fx   *fixture.World
+	fx   *testutil.World
 	dp   *loader.Datapath
 	net  model.Network
 	cpu  int
@@ -45,7 +45,7 @@ const flowTableSize = 1 << 16
 // only on one CPU.
 func NewWorld(tb testing.TB, cpu int) *World {
 	tb.Helper()
-	fx := fixture.New(tb)
+	fx := testutil.NewWorld(tb)
 	dw := dptest.New(tb, loader.State{}, flowTableSize)
 	w := &World{fx: fx, dp: dw.DP, cpu: cpu % runtime.NumCPU(), macs: map[string]int{}}
 	w.net = networkOf(fx)
@@ -71,7 +71,7 @@ func NewWorld(tb testing.TB, cpu int) *World {
 }
 
 // networkOf describes the fixture world's network to the model.
-func networkOf(fx *fixture.World) model.Network {
+func networkOf(fx *testutil.World) model.Network {
 	var n model.Network
 	idx := map[string]int{}
 	for _, l := range fx.Links() {
@@ -87,9 +87,9 @@ func networkOf(fx *fixture.World) model.Network {
 	for _, nb := range fx.Spec.Neighbours {
 		n.Neighbours = append(n.Neighbours, model.Neighbour{Link: idx[nb.Link], IP: nb.IP, MAC: nb.MAC})
 	}
-	kinds := map[fixture.RouteKind]model.RouteKind{
-		fixture.RouteUnicast: model.Unicast, fixture.RouteBlackhole: model.Blackhole,
-		fixture.RouteUnreachable: model.Unreachable, fixture.RouteProhibit: model.Prohibit,
+	kinds := map[testutil.RouteKind]model.RouteKind{
+		testutil.RouteUnicast: model.Unicast, testutil.RouteBlackhole: model.Blackhole,
+		testutil.RouteUnreachable: model.Unreachable, testutil.RouteProhibit: model.Prohibit,
 	}
 	for _, r := range fx.Spec.Routes {
 		n.Routes = append(n.Routes, model.Route{Dst: r.Dst, Kind: kinds[r.Kind], Via: r.Via, Link: idx[r.Link]})

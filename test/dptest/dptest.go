@@ -17,7 +17,7 @@ import (
 
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/test/packets"
-	"github.com/limpet-lb/limpet/test/privileged"
+	"github.com/limpet-lb/limpet/test/testutil"
 )
 
 // World is a loaded datapath and the test that owns it.
@@ -30,7 +30,7 @@ type World struct {
 // New loads a datapath with state applied; it is detached when tb ends.
 func New(tb testing.TB, s loader.State, flowTable uint32) *World {
 	tb.Helper()
-	privileged.Require(tb)
+	testutil.RequireRoot(tb)
 	pin := fmt.Sprintf("/sys/fs/bpf/limpet-dptest-%d-%d", os.Getpid(), rand.Uint32())
 	dp, err := loader.Load(loader.Options{PinPath: pin, FlowTableSize: flowTable})
 	if err != nil {

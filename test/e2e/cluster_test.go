@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/limpet-lb/limpet/test/privileged"
+	"github.com/limpet-lb/limpet/test/testutil"
 	"github.com/limpet-lb/limpet/userspace/lab"
 )
 
@@ -584,7 +584,7 @@ virtual_servers:
 // limpet demo --cluster checks its own claims and exits 0 only if they hold.
 func TestDemoCluster(t *testing.T) {
 	t.Parallel()
-	privileged.Require(t)
+	testutil.RequireRoot(t)
 	start := time.Now()
 	cmd := osexecCommand(limpetBin(t), "demo", "--cluster", "--clients", "40")
 	out, err := cmd.CombinedOutput()

@@ -25,7 +25,7 @@ import (
 	"time"
 
 	"github.com/limpet-lb/limpet/test/labtest"
-	"github.com/limpet-lb/limpet/test/privileged"
+	"github.com/limpet-lb/limpet/test/testutil"
 	"github.com/limpet-lb/limpet/userspace/lab"
 )
 
@@ -130,7 +130,7 @@ func limpetBin(t *testing.T) string {
 // newLab builds a lab for t (root only) and records it for the final check.
 func newLab(t *testing.T, spec lab.Spec) *lab.Lab {
 	t.Helper()
-	privileged.Require(t)
+	testutil.RequireRoot(t)
 	l := labtest.New(t, spec)
 	suite.Lock()
 	suite.suffixes = append(suite.suffixes, l.Suffix())

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/limpet-lb/limpet/test/privileged"
+	"github.com/limpet-lb/limpet/test/testutil"
 	"github.com/limpet-lb/limpet/userspace/lab"
 )
 
@@ -25,7 +25,7 @@ const (
 // mode implies, and `persistence dump` must list exactly one entry per client
 // naming the member that answered.
 func TestTCPPersistence(t *testing.T) {
-	privileged.Require(t)
+	testutil.RequireRoot(t)
 	t.Parallel()
 	for _, mode := range []string{"nat", "dsr"} {
 		t.Run(mode, func(t *testing.T) {

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/limpet-lb/limpet/test/privileged"
+	"github.com/limpet-lb/limpet/test/testutil"
 	"github.com/limpet-lb/limpet/userspace/lab"
 )
 
@@ -25,7 +25,7 @@ const EnvKeep = "LIMPET_LAB_KEEP"
 // started; with LIMPET_LAB_KEEP set it also keeps the lab.
 func New(t testing.TB, spec lab.Spec) *lab.Lab {
 	t.Helper()
-	privileged.Require(t)
+	testutil.RequireRoot(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	l, err := lab.New(ctx, spec)

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/limpet-lb/limpet/test/testutil"
 )
 
 // packagePaths lists what the .deb holds, as absolute paths.
@@ -55,9 +57,9 @@ func mode(t *testing.T, path string) fs.FileMode {
 // keeps a changed config; dpkg -r leaves nothing but the config; purge
 // (also on failure) restores the machine.
 func TestDebInstallRemove(t *testing.T) {
-	requireRoot(t)
-	needTool(t, "dpkg", "dpkg")
-	analyze := needTool(t, "systemd-analyze", "systemd")
+	testutil.RequireRoot(t)
+	testutil.NeedTool(t, "dpkg", "dpkg")
+	analyze := testutil.NeedTool(t, "systemd", "systemd-analyze")
 	deb := debPath(t)
 	machineLock(t)
 	if st := installed(t); st != "" && !strings.HasSuffix(st, "not-installed") {

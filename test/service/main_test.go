@@ -15,7 +15,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,8 +24,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/limpet-lb/limpet/test/privileged"
 )
 
 // lockPath serialises every package test on the machine.
@@ -89,21 +86,6 @@ func debPath(t *testing.T) string {
 	return abs
 }
 
-// needTool finds a program; where the tests must run (root, or CI), its
-// absence fails the test instead of skipping it.
-func needTool(t *testing.T, name, pkg string) string {
-	t.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	msg := fmt.Sprintf("%s is not installed (apt-get install %s)", name, pkg)
-	if os.Getenv("CI") == "true" || os.Getenv("LIMPET_REQUIRE_ROOT") == "1" {
-		t.Fatal(msg)
-	}
-	t.Skip(msg)
-	return ""
-}
-
 // run runs a command and returns its combined output; a failure fails t.
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
@@ -146,6 +128,3 @@ func dpkg(t *testing.T, args ...string) string {
 func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
-
-// requireRoot is the root gate of this package.
-func requireRoot(t *testing.T) { privileged.Require(t) }

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/limpet-lb/limpet/test/testutil"
 )
 
 // container is this machine booted under systemd-nspawn: its /usr, /etc
@@ -53,8 +55,8 @@ func (l *lockedBuffer) String() string {
 // bpffs for the container that the host never sees.
 func bootContainer(t *testing.T, debDir string) *container {
 	t.Helper()
-	nspawn := needTool(t, "systemd-nspawn", "systemd-container")
-	needTool(t, "nsenter", "util-linux")
+	nspawn := testutil.NeedTool(t, "systemd-container", "systemd-nspawn")
+	testutil.NeedTool(t, "util-linux", "nsenter")
 	root := t.TempDir()
 	for _, d := range []string{"usr", "etc", "var", "proc", "sys", "dev", "run", "tmp", "root", "ci"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
@@ -266,7 +268,7 @@ virtual_servers:
 // adopts the pinned datapath without the XDP program ever leaving the NIC;
 // stop leaves it pinned; 'dpkg -r' detaches it and leaves only the config.
 func TestServiceUnderSystemd(t *testing.T) {
-	requireRoot(t)
+	testutil.RequireRoot(t)
 	deb := debPath(t)
 	machineLock(t)
 	c := bootContainer(t, filepath.Dir(deb))

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/limpet-lb/limpet/test/privileged"
+	"github.com/limpet-lb/limpet/test/testutil"
 	"github.com/limpet-lb/limpet/userspace/config"
 )
 
@@ -360,7 +360,7 @@ func serve(t *testing.T, h Handler) (string, func()) {
 }
 
 func TestListenSocket(t *testing.T) {
-	privileged.Require(t)
+	testutil.RequireRoot(t)
 	h := &fakeHandler{status: sampleStatus()}
 	path, stop := serve(t, h)
 	fi, err := os.Lstat(path)
@@ -494,7 +494,7 @@ func runAsNobody(t *testing.T, path string) string {
 // A peer that is not root is refused: by the socket's mode, and, should it
 // get through (here the socket is opened up on purpose), by SO_PEERCRED.
 func TestNonRootRefused(t *testing.T) {
-	privileged.Require(t)
+	testutil.RequireRoot(t)
 	h := &fakeHandler{status: sampleStatus()}
 	path, _ := serve(t, h)
 

@@ -1,18 +1,13 @@
 package config
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/limpet-lb/limpet/test/testutil"
 )
 
 // mirrorConfig is a valid config with the given ha_mirroring section
@@ -113,36 +108,15 @@ type mirrorPKI struct{ ca, cert, key, foreignCert, foreignKey, serverOnly, serve
 func newMirrorPKI(t *testing.T) mirrorPKI {
 	t.Helper()
 	dir := t.TempDir()
-	newCA := func(name string) (*x509.Certificate, *ecdsa.PrivateKey, []byte) {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, NotBefore: time.Now().Add(-time.Hour),
-			NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c, _ := x509.ParseCertificate(der)
-		return c, key, der
+	ca, other := testutil.NewCA(t, "mirror CA"), testutil.NewCA(t, "other CA")
+	issue := func(ca *testutil.CA, name string, usages ...x509.ExtKeyUsage) (string, string) {
+		return testutil.WritePEM(t, dir, name+".pem", name+".key", ca.Issue(t, name, usages))
 	}
-	issue := func(ca *x509.Certificate, caKey *ecdsa.PrivateKey, name string, usages ...x509.ExtKeyUsage) (string, string) {
-		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: name}, NotBefore: time.Now().Add(-time.Hour),
-			NotAfter: time.Now().Add(time.Hour), KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: usages}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &key.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kder, _ := x509.MarshalPKCS8PrivateKey(key)
-		return writeFile(t, dir, name+".pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))),
-			writeFile(t, dir, name+".key", string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})))
-	}
-	ca, caKey, caDER := newCA("mirror CA")
-	other, otherKey, _ := newCA("other CA")
 	var p mirrorPKI
-	p.ca = writeFile(t, dir, "ca.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})))
-	p.cert, p.key = issue(ca, caKey, "node", x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
-	p.foreignCert, p.foreignKey = issue(other, otherKey, "foreign", x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
-	p.serverOnly, p.serverOnlyKey = issue(ca, caKey, "server-only", x509.ExtKeyUsageServerAuth)
+	p.ca = writeFile(t, dir, "ca.pem", string(ca.PEM()))
+	p.cert, p.key = issue(ca, "node", testutil.PeerUsages...)
+	p.foreignCert, p.foreignKey = issue(other, "foreign", testutil.PeerUsages...)
+	p.serverOnly, p.serverOnlyKey = issue(ca, "server-only", x509.ExtKeyUsageServerAuth)
 	return p
 }
 

@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/limpet-lb/limpet/loader"
-	"github.com/limpet-lb/limpet/test/privileged"
+	"github.com/limpet-lb/limpet/test/testutil"
 	"github.com/limpet-lb/limpet/userspace/notify"
 )
 
@@ -128,7 +128,7 @@ func (r *recordingNotifier) Ready(status string) { r.ready <- status }
 // starts inert: the datapath is loaded and nothing is attached, and its
 // status says how to make it forward.
 func TestRunWithoutInterfacesIsInert(t *testing.T) {
-	privileged.Require(t)
+	testutil.RequireRoot(t)
 	pin := fmt.Sprintf("/sys/fs/bpf/limpet-daemontest-%d", os.Getpid())
 	t.Cleanup(func() {
 		_ = loader.Detach(pin)

@@ -2,7 +2,6 @@ package health
 
 import (
 	"net/netip"
-	"os"
 	"runtime"
 	"strings"
 	"sync"
@@ -93,24 +92,10 @@ func noLeaks(t *testing.T) {
 	})
 }
 
-// needRoot skips without root, unless LIMPET_REQUIRE_ROOT=1.
-func needRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("LIMPET_REQUIRE_ROOT") == "1" {
-		t.Fatal("this test needs root (LIMPET_REQUIRE_ROOT=1)")
-	}
-	t.Skip("needs root")
-}
-
 // slack is what timing checks allow for a loaded machine's scheduling
 // noise (the race detector, two CPUs, other tests running) beyond what the
 // design promises.
 const slack = 150 * time.Millisecond
-
-func hasRoot() bool { return os.Geteuid() == 0 }
 
 // mon is a monitor with tight timings for tests.
 func mon(typ MonitorType, interval time.Duration, rise, fall int) Monitor {

@@ -3,10 +3,8 @@ package health
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"net/netip"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/limpet-lb/limpet/test/testutil"
 	"github.com/limpet-lb/limpet/userspace/config"
 	"github.com/limpet-lb/limpet/userspace/ids"
 )
@@ -27,7 +26,7 @@ func icmpMonitor(timeout time.Duration) Monitor {
 }
 
 func TestICMPProbe(t *testing.T) {
-	needRoot(t)
+	testutil.RequireRoot(t)
 	noLeaks(t)
 	c := NewChecker(nil, Options{})
 	defer c.Close()
@@ -76,9 +75,9 @@ func TestICMPProbe(t *testing.T) {
 // machine's network. It goes away when the test ends and its sockets close.
 func throwawayNetns(t *testing.T) netns.NsHandle {
 	t.Helper()
-	needRoot(t)
+	testutil.RequireRoot(t)
 	var ns netns.NsHandle
-	err := inThread(func() error {
+	err := testutil.InThread(func() error {
 		var err error
 		ns, err = netns.New() // switches this thread
 		return err
@@ -87,7 +86,7 @@ func throwawayNetns(t *testing.T) netns.NsHandle {
 		t.Fatalf("create netns: %v", err)
 	}
 	t.Cleanup(func() { ns.Close() })
-	err = inNetns(ns, func() error {
+	err = testutil.InNetns(ns, func() error {
 		lo, err := netlink.LinkByName("lo")
 		if err != nil {
 			return err
@@ -100,41 +99,9 @@ func throwawayNetns(t *testing.T) netns.NsHandle {
 	return ns
 }
 
-// inThread runs fn on a locked OS thread whose namespace is restored after.
-func inThread(fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			errc <- err
-			return // the locked thread ends with the goroutine
-		}
-		defer orig.Close()
-		err = fn()
-		if serr := netns.Set(orig); serr != nil {
-			errc <- errors.Join(err, serr)
-			return // leave the thread locked: it is discarded
-		}
-		runtime.UnlockOSThread()
-		errc <- err
-	}()
-	return <-errc
-}
-
-// inNetns runs fn with the calling thread in ns; sockets opened by fn stay in ns.
-func inNetns(ns netns.NsHandle, fn func() error) error {
-	return inThread(func() error {
-		if err := netns.Set(ns); err != nil {
-			return err
-		}
-		return fn()
-	})
-}
-
 func sysctl(t *testing.T, ns netns.NsHandle, path, value string) {
 	t.Helper()
-	err := inNetns(ns, func() error { return os.WriteFile("/proc/sys/"+path, []byte(value), 0o644) })
+	err := testutil.InNetns(ns, func() error { return os.WriteFile("/proc/sys/"+path, []byte(value), 0o644) })
 	if err != nil {
 		t.Fatalf("sysctl %s=%s in the test netns: %v", path, value, err)
 	}
@@ -149,7 +116,7 @@ func TestICMPFailures(t *testing.T) {
 	c := NewChecker(nil, Options{})
 	defer c.Close()
 	c.icmp.open = func(v6 bool) (p *pinger, err error) {
-		err = inNetns(ns, func() error { p, err = openPinger(v6); return err })
+		err = testutil.InNetns(ns, func() error { p, err = openPinger(v6); return err })
 		return p, err
 	}
 	for _, tc := range []struct {
@@ -230,7 +197,7 @@ func TestICMPPingSocket(t *testing.T) {
 	noLeaks(t)
 	sysctl(t, ns, "net/ipv4/ping_group_range", "0 0")
 	ps := &pingers{open: func(v6 bool) (p *pinger, err error) {
-		err = inNetns(ns, func() error {
+		err = testutil.InNetns(ns, func() error {
 			conn, err := listenPingSocket(v6)
 			if err != nil {
 				return err

@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/limpet-lb/limpet/test/labtest"
-	"github.com/limpet-lb/limpet/test/privileged"
+	"github.com/limpet-lb/limpet/test/testutil"
 	"github.com/limpet-lb/limpet/userspace/lab"
 	"github.com/limpet-lb/limpet/userspace/veth"
 )
@@ -372,7 +372,7 @@ func TestProcess(t *testing.T) {
 }
 
 func TestParallelLabs(t *testing.T) {
-	privileged.Require(t)
+	testutil.RequireRoot(t)
 	sfx := make(chan string, 2)
 	for _, name := range []string{"a", "b"} {
 		t.Run(name, func(t *testing.T) {
@@ -428,7 +428,7 @@ func TestHA(t *testing.T) {
 }
 
 func TestCloseLeavesNothing(t *testing.T) {
-	privileged.Require(t)
+	testutil.RequireRoot(t)
 	l, err := lab.New(testCtx(t), lab.Spec{MemberCount: 2, DynamicNeighbours: true})
 	if err != nil {
 		t.Fatal(err)
@@ -526,7 +526,7 @@ func startHelper(t *testing.T, mode string) (*exec.Cmd, string) {
 }
 
 func TestHandleSignals(t *testing.T) {
-	privileged.Require(t)
+	testutil.RequireRoot(t)
 	cmd, sfx := startHelper(t, "signal")
 	if left, _ := lab.LeftoversOf(sfx); len(left) == 0 {
 		t.Fatal("helper lab not found")
@@ -545,7 +545,7 @@ func TestHandleSignals(t *testing.T) {
 }
 
 func TestCleanAbandonedLab(t *testing.T) {
-	privileged.Require(t)
+	testutil.RequireRoot(t)
 	// A live lab of this process must survive lab.Clean.
 	live := labtest.New(t, lab.Spec{MemberCount: 1})
 

@@ -16,7 +16,7 @@ import (
 	"github.com/limpet-lb/limpet/l7"
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/test/packets"
-	"github.com/limpet-lb/limpet/test/privileged"
+	"github.com/limpet-lb/limpet/test/testutil"
 	"github.com/limpet-lb/limpet/userspace/config"
 	"github.com/limpet-lb/limpet/userspace/plan"
 	"github.com/limpet-lb/limpet/userspace/sharedtable"
@@ -44,7 +44,7 @@ func members(t *testing.T) (port int, addrs []netip.Addr) {
 }
 
 func TestL4AndL7ShareOneTable(t *testing.T) {
-	privileged.Require(t)
+	testutil.RequireRoot(t)
 	mport, addrs := members(t)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

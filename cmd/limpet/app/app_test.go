@@ -15,7 +15,7 @@ import (
 	"github.com/gopacket/gopacket/layers"
 
 	"github.com/limpet-lb/limpet/loader"
-	"github.com/limpet-lb/limpet/test/privileged"
+	"github.com/limpet-lb/limpet/test/testutil"
 	"github.com/limpet-lb/limpet/userspace/config"
 	"github.com/limpet-lb/limpet/userspace/plan"
 )
@@ -128,7 +128,7 @@ func TestVersion(t *testing.T) {
 // pinned loads a datapath with cfg applied, at a private pin path.
 func pinned(t *testing.T, body string) (*loader.Datapath, string) {
 	t.Helper()
-	privileged.Require(t)
+	testutil.RequireRoot(t)
 	cfg, err := config.Parse([]byte(body))
 	if err != nil {
 		t.Fatal(err)

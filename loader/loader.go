@@ -461,13 +461,20 @@ func removePins(dir string) error {
 	return os.Remove(dir)
 }
 
+// PinName flattens a pin path into one file name ("/sys/fs/bpf/limpet-lab"
+// is "sys_fs_bpf_limpet-lab"), for the files named after a datapath: its
+// lock, and the admin socket of the daemon that manages it.
+func PinName(pinPath string) string {
+	return strings.ReplaceAll(strings.Trim(filepath.Clean(pinPath), "/"), "/", "_")
+}
+
 // acquireLock takes an exclusive, non-blocking flock that names the pin path.
 // It is released when the process exits, however it exits.
 func acquireLock(pinPath string) (*os.File, error) {
 	if err := os.MkdirAll(lockDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create lock directory: %w", err)
 	}
-	name := strings.ReplaceAll(strings.Trim(filepath.Clean(pinPath), "/"), "/", "_") + ".lock"
+	name := PinName(pinPath) + ".lock"
 	f, err := os.OpenFile(filepath.Join(lockDir, name), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock: %w", err)

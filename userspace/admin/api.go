@@ -16,8 +16,10 @@ package admin
 
 import (
 	"errors"
+	"path/filepath"
 	"time"
 
+	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/userspace/bgp"
 	"github.com/limpet-lb/limpet/userspace/config"
 )
@@ -28,11 +30,20 @@ const DefaultSocket = "/run/limpet/admin.sock"
 
 // SocketPath returns the socket of a config's settings.admin_socket: the
 // setting, or DefaultSocket when it is empty.
-func SocketPath(setting string) string {
-	if setting == "" {
+func SocketPath(setting string) string { return SocketFor(setting, "") }
+
+// SocketFor is the admin socket of the daemon of a pin path: the configured
+// one, or one derived from the pin path, so that daemons of different pin
+// paths (labs running side by side) do not collide. The default pin path
+// (or none) keeps DefaultSocket.
+func SocketFor(setting, pinPath string) string {
+	if setting != "" {
+		return setting
+	}
+	if pinPath == "" || pinPath == loader.DefaultPinPath {
 		return DefaultSocket
 	}
-	return setting
+	return filepath.Join(filepath.Dir(DefaultSocket), loader.PinName(pinPath)+".sock")
 }
 
 // Handler is what the daemon implements. Status may run concurrently with

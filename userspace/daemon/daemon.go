@@ -59,21 +59,6 @@ type ConfigError struct{ Err error }
 func (e *ConfigError) Error() string { return e.Err.Error() }
 func (e *ConfigError) Unwrap() error { return e.Err }
 
-// AdminSocketFor is the admin socket of a daemon: the configured one, or one
-// derived from the pin path, so that daemons of different pin paths (labs
-// running side by side) do not collide. The default pin path keeps the
-// default socket.
-func AdminSocketFor(setting, pinPath string) string {
-	if setting != "" {
-		return setting
-	}
-	if pinPath == "" || pinPath == loader.DefaultPinPath {
-		return admin.DefaultSocket
-	}
-	name := strings.ReplaceAll(strings.Trim(pinPath, "/"), "/", "_")
-	return "/run/limpet/" + name + ".sock"
-}
-
 type daemon struct {
 	opts    Options
 	log     *slog.Logger
@@ -177,7 +162,7 @@ func Run(ctx context.Context, opts Options) error {
 		metricsLn = mln
 		defer metricsLn.Close()
 	}
-	adminSocket := AdminSocketFor(cfg.Settings.AdminSocket, pinPath)
+	adminSocket := admin.SocketFor(cfg.Settings.AdminSocket, pinPath)
 	aln, err := admin.Listen(adminSocket)
 	if err != nil {
 		return fmt.Errorf("admin socket: %w", err)
@@ -386,7 +371,7 @@ func (d *daemon) setMemberHealth(id ids.MemberRef, up bool, reason string) {
 		if err != nil {
 			return err
 		}
-		if err := d.writePool(pool, members, !up); err != nil {
+		if err := d.dp.WritePool(pool, members, !up); err != nil {
 			return err
 		}
 		d.evaluateBGP()
@@ -613,29 +598,6 @@ func (d *daemon) interfaceWarnings() []veth.Problem {
 		out = append(out, ps...)
 	}
 	return out
-}
-
-// setMemberState writes one pool after an admin or health change.
-func (d *daemon) writePool(pool loader.Pool, members []loader.Member, goingDown bool) error {
-	// Going down, leave the eligible list before the member reads as down;
-	// coming up, the reverse.
-	steps := []func() error{func() error { return d.dp.SetPool(pool) }, func() error {
-		for _, m := range members {
-			if err := d.dp.SetMember(m); err != nil {
-				return err
-			}
-		}
-		return nil
-	}}
-	if !goingDown {
-		steps[0], steps[1] = steps[1], steps[0]
-	}
-	for _, step := range steps {
-		if err := step(); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 func writeSysctl(path, value string) error {

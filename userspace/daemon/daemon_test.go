@@ -132,7 +132,7 @@ func TestRunWithoutInterfacesIsInert(t *testing.T) {
 	pin := fmt.Sprintf("/sys/fs/bpf/limpet-daemontest-%d", os.Getpid())
 	t.Cleanup(func() {
 		_ = loader.Detach(pin)
-		_ = os.Remove("/run/limpet/" + strings.ReplaceAll(strings.Trim(pin, "/"), "/", "_") + ".lock")
+		_ = os.Remove("/run/limpet/" + loader.PinName(pin) + ".lock")
 	})
 	path := filepath.Join(t.TempDir(), "limpet.yaml")
 	cfg := `

@@ -294,7 +294,7 @@ func (d *daemon) SetMember(pool, member string, enabled bool) error {
 		if err != nil {
 			return err
 		}
-		if err := d.writePool(p, members, !enabled); err != nil {
+		if err := d.dp.WritePool(p, members, !enabled); err != nil {
 			return err
 		}
 		d.log.Info("member admin state", "pool", pool, "member", mm.Name, "enabled", enabled)

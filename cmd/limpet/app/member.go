@@ -69,23 +69,8 @@ func setMemberDown(env *Env, c *cli.Context, down bool) error {
 	if err != nil {
 		return err
 	}
-	// Going down, leave the eligible list before the member reads as down;
-	// coming up, the reverse.
-	steps := []func() error{func() error { return v.dp.SetPool(p) }, func() error {
-		for _, mem := range members {
-			if err := v.dp.SetMember(mem); err != nil {
-				return err
-			}
-		}
-		return nil
-	}}
-	if !down {
-		steps[0], steps[1] = steps[1], steps[0]
-	}
-	for _, step := range steps {
-		if err := step(); err != nil {
-			return err
-		}
+	if err := v.dp.WritePool(p, members, down); err != nil {
+		return err
 	}
 	doc, err := v.meta.Marshal()
 	if err != nil {

@@ -13,7 +13,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/limpet-lb/limpet/userspace/admin"
-	"github.com/limpet-lb/limpet/userspace/daemon"
 )
 
 // adminSocketFlag selects the daemon's admin socket.
@@ -46,7 +45,7 @@ func adminSocketOf(c *cli.Context) string {
 	}
 	// Nothing pinned (or written by a daemon that did not record its
 	// socket): where a daemon of this pin path listens by default.
-	return daemon.AdminSocketFor("", pinPath)
+	return admin.SocketFor("", pinPath)
 }
 
 func adminContext(env *Env) (context.Context, context.CancelFunc) {

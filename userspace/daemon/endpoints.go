@@ -393,11 +393,8 @@ func (d *daemon) LookupClient(client netip.Addr) ([]statuspage.Match, error) {
 		}
 		if ok {
 			m.Found, m.Conns = true, e.Conns
-			m.Server = e.Server.Addr().String()
-			if e.Server.Port() != 0 {
-				m.Server = e.Server.String()
-			}
-			if mm := meta.Member(e.MemberID); mm != nil && mm.Address == e.Server.Addr().String() {
+			m.Server = plan.EntryServer(e)
+			if mm := meta.EntryMember(e); mm != nil {
 				m.Member = mm.Name
 			}
 			m.State, m.Expires = t.EntryState(e, now)

@@ -156,8 +156,3 @@ func outputFormat(c *cli.Context) (string, error) {
 }
 
 var outputFlag = &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "table or json"}
-
-// openPinned opens the pinned datapath named by --pin-path.
-func openPinned(c *cli.Context) (*loader.Datapath, error) {
-	return loader.OpenPinned(c.String("pin-path"))
-}

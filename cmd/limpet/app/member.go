@@ -60,23 +60,23 @@ func setMemberDown(env *Env, c *cli.Context, down bool) error {
 	if err != nil {
 		return err
 	}
-	defer v.dp.Close()
-	m, err := v.meta.FindMember(pool, which)
+	defer v.DP.Close()
+	m, err := v.Meta.FindMember(pool, which)
 	if err != nil {
 		return &usageError{err}
 	}
-	p, members, err := v.meta.SetAdminDown(m.ID, down, nil)
+	p, members, err := v.Meta.SetAdminDown(m.ID, down, nil)
 	if err != nil {
 		return err
 	}
-	if err := v.dp.WritePool(p, members, down); err != nil {
+	if err := v.DP.WritePool(p, members, down); err != nil {
 		return err
 	}
-	doc, err := v.meta.Marshal()
+	doc, err := v.Meta.Marshal()
 	if err != nil {
 		return err
 	}
-	if err := v.dp.WriteMeta(doc); err != nil {
+	if err := v.DP.WriteMeta(doc); err != nil {
 		return err
 	}
 	fmt.Fprintf(env.Stdout, "member %s (%s) of pool %s %s\n", m.Name, endpoint(m.Address, m.Port), m.Pool, state)

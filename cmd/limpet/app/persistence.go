@@ -80,51 +80,16 @@ func (f tagFilter) match(t *plan.TableMeta) bool {
 	return false
 }
 
-// pinnedView is the pinned datapath with its names, indexed: a dump labels
-// a million entries.
-type pinnedView struct {
-	dp      *loader.Datapath
-	meta    *plan.Meta
-	vsName  map[uint32]string
-	members map[uint32]*plan.MemberMeta
-}
-
-func openView(c *cli.Context) (*pinnedView, error) {
-	dp, err := openPinned(c)
-	if err != nil {
-		return nil, err
-	}
-	raw, err := dp.ReadMeta()
-	if err != nil {
-		dp.Close()
-		return nil, err
-	}
-	meta, err := plan.ParseMeta(raw)
-	if err != nil {
-		dp.Close()
-		return nil, err
-	}
-	if meta == nil {
-		meta = &plan.Meta{}
-	}
-	v := &pinnedView{dp: dp, meta: meta, vsName: map[uint32]string{}, members: map[uint32]*plan.MemberMeta{}}
-	for _, vs := range meta.VirtualServers {
-		v.vsName[vs.ID] = vs.Name
-	}
-	for i := range meta.Members {
-		v.members[meta.Members[i].ID] = &meta.Members[i]
-	}
-	return v, nil
-}
+func openView(c *cli.Context) (*plan.View, error) { return plan.OpenView(c.String("pin-path")) }
 
 // selectTables applies --vs and --profile, and fails on names that do not exist.
-func (v *pinnedView) selectTables(vs, profile string, tags []tagFilter) ([]plan.TableMeta, error) {
-	if vs != "" && v.meta.VirtualServerByName(vs) == nil {
+func selectTables(v *plan.View, vs, profile string, tags []tagFilter) ([]plan.TableMeta, error) {
+	if vs != "" && v.Meta.VirtualServerByName(vs) == nil {
 		return nil, usagef("--vs %q: no such l4 virtual server in the running config", vs)
 	}
 	if profile != "" {
 		found := false
-		for _, t := range v.meta.Tables {
+		for _, t := range v.Meta.Tables {
 			found = found || t.Profile == profile
 		}
 		if !found {
@@ -132,13 +97,13 @@ func (v *pinnedView) selectTables(vs, profile string, tags []tagFilter) ([]plan.
 		}
 	}
 	var out []plan.TableMeta
-	for _, t := range v.meta.Tables {
+	for _, t := range v.Meta.Tables {
 		if profile != "" && t.Profile != profile {
 			continue
 		}
 		if vs != "" {
 			uses := false
-			for _, id := range v.meta.TablesOf(vs) {
+			for _, id := range v.Meta.TablesOf(vs) {
 				uses = uses || id == t.ID
 			}
 			if !uses {
@@ -188,15 +153,12 @@ func clientLabel(e loader.PersistEntry, t *plan.TableMeta) string {
 	return e.Client.String()
 }
 
-func (v *pinnedView) entryView(e loader.PersistEntry, t *plan.TableMeta, now time.Duration) EntryView {
+func entryView(v *plan.View, e loader.PersistEntry, t *plan.TableMeta, now time.Duration) EntryView {
 	ev := EntryView{Profile: t.Profile, Table: loader.TableIndex(t.ID), Client: clientLabel(e, t),
 		Connections: e.Conns, AgeSeconds: loader.Age(e.Created, now).Seconds()}
-	ev.VirtualServer = v.vsName[e.VSID]
-	ev.Server = e.Server.Addr().String()
-	if e.Server.Port() != 0 {
-		ev.Server = e.Server.String()
-	}
-	if mm := v.members[e.MemberID]; mm != nil && mm.Address == e.Server.Addr().String() {
+	ev.VirtualServer = v.VirtualServerName(e.VSID)
+	ev.Server = plan.EntryServer(e)
+	if mm := v.EntryMember(e); mm != nil {
 		ev.Member = mm.Name
 	}
 	for _, tg := range t.Tags {
@@ -237,19 +199,19 @@ func persistenceDump(env *Env, c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer v.dp.Close()
-	tables, err := v.selectTables(c.String("vs"), c.String("profile"), tags)
+	defer v.DP.Close()
+	tables, err := selectTables(v, c.String("vs"), c.String("profile"), tags)
 	if err != nil {
 		return err
 	}
-	now, err := v.dp.Now()
+	now, err := v.DP.Now()
 	if err != nil {
 		return err
 	}
 	rows := []EntryView{}
 	for i := range tables {
 		t := &tables[i]
-		entries, err := v.dp.TableEntries(t.ID)
+		entries, err := v.DP.TableEntries(t.ID)
 		if err != nil {
 			return err
 		}
@@ -258,7 +220,7 @@ func persistenceDump(env *Env, c *cli.Context) error {
 			if clientNet.IsValid() && !clientNet.Overlaps(netip.PrefixFrom(e.Client, prefixBits(t, e.Client))) {
 				continue
 			}
-			rows = append(rows, v.entryView(e, t, now))
+			rows = append(rows, entryView(v, e, t, now))
 		}
 	}
 	sort.Slice(rows, func(i, j int) bool {
@@ -332,15 +294,15 @@ func persistenceDelete(env *Env, c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer v.dp.Close()
-	tables, err := v.selectTables(c.String("vs"), "", nil)
+	defer v.DP.Close()
+	tables, err := selectTables(v, c.String("vs"), "", nil)
 	if err != nil {
 		return err
 	}
 	deleted := 0
 	for _, t := range tables {
 		key := t.ClientKey(client)
-		if err := v.dp.DeleteEntry(t.ID, key); err == nil {
+		if err := v.DP.DeleteEntry(t.ID, key); err == nil {
 			deleted++
 			fmt.Fprintf(env.Stdout, "deleted %s from table %d (profile %s)\n", key, loader.TableIndex(t.ID), t.Profile)
 		}
@@ -359,14 +321,14 @@ func persistenceFlush(env *Env, c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer v.dp.Close()
-	tables, err := v.selectTables(c.String("vs"), c.String("profile"), nil)
+	defer v.DP.Close()
+	tables, err := selectTables(v, c.String("vs"), c.String("profile"), nil)
 	if err != nil {
 		return err
 	}
 	total := 0
 	for _, t := range tables {
-		n, err := v.dp.FlushTable(t.ID)
+		n, err := v.DP.FlushTable(t.ID)
 		if err != nil {
 			return err
 		}

@@ -124,11 +124,11 @@ func stats(env *Env, c *cli.Context) error {
 	if err != nil {
 		return err
 	}
-	defer v.dp.Close()
+	defer v.DP.Close()
 	out := StatsView{VirtualServers: []VSStatsView{}, Members: []MemberStatsView{}, Tables: []TableStatsView{},
 		DroppedPackets: map[string]uint64{}, ExceptionPackets: map[string]uint64{}, RedirectErrors: []RedirectErrorsView{}}
-	for _, vs := range v.meta.VirtualServers {
-		cnt, err := v.dp.VSCounters(vs.ID)
+	for _, vs := range v.Meta.VirtualServers {
+		cnt, err := v.DP.VSCounters(vs.ID)
 		if err != nil {
 			return err
 		}
@@ -139,25 +139,25 @@ func stats(env *Env, c *cli.Context) error {
 			DroppedPackets: map[string]uint64{"server_down": cnt.ServerDownDrops, "no_member": cnt.NoMemberDrops}})
 	}
 	conns := map[uint32]uint32{}
-	if mc, err := v.dp.MemberConns(); err == nil {
+	if mc, err := v.DP.MemberConns(); err == nil {
 		for _, m := range mc {
 			conns[m.ID] = m.Conns
 		}
 	}
-	for _, m := range v.meta.Members {
-		cnt, err := v.dp.MemberCounters(m.ID)
+	for _, m := range v.Meta.Members {
+		cnt, err := v.DP.MemberCounters(m.ID)
 		if err != nil {
 			return err
 		}
 		out.Members = append(out.Members, MemberStatsView{Pool: m.Pool, Member: m.Name, Address: m.Address, Port: m.Port,
 			Packets: cnt.Packets, Bytes: cnt.Bytes, NewConnections: cnt.NewFlows, ActiveConnections: conns[m.ID]})
 	}
-	for _, t := range v.meta.Tables {
-		cnt, err := v.dp.TableCounters(t.ID)
+	for _, t := range v.Meta.Tables {
+		cnt, err := v.DP.TableCounters(t.ID)
 		if err != nil {
 			return err
 		}
-		es, err := v.dp.TableEntries(t.ID)
+		es, err := v.DP.TableEntries(t.ID)
 		if err != nil {
 			return err
 		}
@@ -165,7 +165,7 @@ func stats(env *Env, c *cli.Context) error {
 			Entries: len(es), MaxEntries: t.MaxEntries, Inserts: cnt.Inserts, Hits: cnt.Hits, Misses: cnt.Misses,
 			Rejects: cnt.Rejects, Expiries: cnt.Expired})
 	}
-	reasons, err := v.dp.ReasonCounters()
+	reasons, err := v.DP.ReasonCounters()
 	if err != nil {
 		return err
 	}
@@ -176,13 +176,13 @@ func stats(env *Env, c *cli.Context) error {
 			out.ExceptionPackets[loader.ReasonNames[i]] = n
 		}
 	}
-	redirects, err := v.dp.RedirectErrors()
+	redirects, err := v.DP.RedirectErrors()
 	if err != nil {
 		return err
 	}
 	// The targets are named after the interfaces limpet is attached to,
 	// from the pinned links: this command may run in another namespace.
-	names, _ := v.dp.AttachedIfindexes()
+	names, _ := v.DP.AttachedIfindexes()
 	for _, r := range redirects {
 		name, ok := names[r.Ifindex]
 		if !ok {

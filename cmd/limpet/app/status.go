@@ -38,9 +38,9 @@ func adminSocketOf(c *cli.Context) string {
 	}
 	pinPath := c.String("pin-path")
 	if v, err := openView(c); err == nil {
-		v.dp.Close()
-		if v.meta.AdminSocket != "" {
-			return v.meta.AdminSocket
+		v.DP.Close()
+		if v.Meta.AdminSocket != "" {
+			return v.Meta.AdminSocket
 		}
 	}
 	// Nothing pinned (or written by a daemon that did not record its

@@ -1,0 +1,209 @@
+package plan
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"time"
+
+	"github.com/limpet-lb/limpet/loader"
+	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/ids"
+	"github.com/limpet-lb/limpet/userspace/pooltable"
+)
+
+var algorithms = map[string]uint32{
+	config.AlgoRoundRobin:              loader.AlgoRoundRobin,
+	config.AlgoWeightedRoundRobin:      loader.AlgoWeightedRoundRobin,
+	config.AlgoLeastConnection:         loader.AlgoLeastConnection,
+	config.AlgoWeightedLeastConnection: loader.AlgoWeightedLeastConnection,
+	config.AlgoIPHash:                  loader.AlgoIPHash,
+}
+
+// buildPool describes a pool to the datapath: the members that may take new
+// clients (enabled, in config order), their weights, and the schedule or
+// Maglev table its algorithm balances with.
+func buildPool(pm PoolMeta, members []MemberMeta) (loader.Pool, error) {
+	pool := loader.Pool{ID: pm.ID, Algorithm: algorithms[pm.Algorithm]}
+	var keys []string
+	var weights []int
+	for _, m := range members {
+		if m.Effective() != config.MemberEnabled {
+			continue
+		}
+		w := max(m.Weight, 1)
+		pool.Eligible = append(pool.Eligible, m.ID)
+		pool.Weights = append(pool.Weights, uint16(w))
+		keys = append(keys, m.Key)
+		weights = append(weights, w)
+	}
+	switch pm.Algorithm {
+	case config.AlgoWeightedRoundRobin:
+		for _, i := range pooltable.Schedule(weights) {
+			pool.Table = append(pool.Table, pool.Eligible[i])
+		}
+	case config.AlgoIPHash:
+		if len(keys) == 0 {
+			break
+		}
+		size := pm.MaglevTableSize
+		if size == 0 {
+			size = config.DefaultMaglevTableSize
+		}
+		idx, err := pooltable.Maglev(keys, weights, size)
+		if err != nil {
+			return pool, fmt.Errorf("pool %s: %w", pm.Name, err)
+		}
+		pool.Table = make([]uint32, len(idx))
+		for i, k := range idx {
+			pool.Table[i] = pool.Eligible[k]
+		}
+	}
+	return pool, nil
+}
+
+// Build computes the datapath state for the l4 virtual servers of cfg,
+// reusing the ids in prev (which may be nil).
+func Build(cfg *config.Config, prev *Meta) (loader.State, *Meta, error) {
+	var st loader.State
+	meta := &Meta{Version: metaVersion, AppliedAt: time.Now().UTC(), IdleTimeouts: cfg.Settings.IdleTimeouts}
+	if prev == nil {
+		prev = &Meta{}
+	}
+	adminDown := map[string]bool{}
+	for _, k := range prev.AdminDown {
+		adminDown[k] = true
+	}
+
+	var l4 []config.VirtualServer
+	for _, vs := range cfg.VirtualServers {
+		if vs.Type == config.VSTypeL4 {
+			l4 = append(l4, vs)
+		}
+	}
+
+	// Which pools serve l4 traffic, and in which modes.
+	poolNAT := map[string]bool{}
+	poolUsed := map[string]bool{}
+	for _, vs := range l4 {
+		poolUsed[vs.Pool] = true
+		if vs.Forwarding == config.ForwardNAT {
+			poolNAT[vs.Pool] = true
+		}
+	}
+
+	prevPools, prevMembers, prevVS, prevTables := map[string]uint32{}, map[string]uint32{}, map[string]uint32{}, map[string]uint32{}
+	for _, p := range prev.Pools {
+		prevPools[p.Name] = p.ID
+	}
+	for _, m := range prev.Members {
+		prevMembers[m.Key] = m.ID
+	}
+	for _, v := range prev.VirtualServers {
+		prevVS[v.Name] = v.ID
+	}
+	for _, t := range prev.Tables {
+		prevTables[t.Key] = loader.TableIndex(t.ID)
+	}
+
+	var poolNames, memberKeys, vsNames, tableKeys []string
+	for _, p := range cfg.Pools {
+		if !poolUsed[p.Name] {
+			continue
+		}
+		poolNames = append(poolNames, p.Name)
+		for _, m := range p.Members {
+			memberKeys = append(memberKeys, MemberKey(p.Name, netip.MustParseAddr(m.Address), m.Port))
+		}
+	}
+	for _, vs := range l4 {
+		vsNames = append(vsNames, vs.Name)
+		if p := cfg.Profile(vs.Persistence); p != nil {
+			tableKeys = append(tableKeys, ids.TableOf(p.Name, p.SharePersistence, vs.Name).String())
+		}
+	}
+	poolIDs := newAllocator("pools", loader.MaxPools, prevPools, poolNames)
+	memberIDs := newAllocator("members", loader.MaxMembers, prevMembers, memberKeys)
+	vsIDs := newAllocator("l4 virtual servers", loader.MaxVirtualServers, prevVS, vsNames)
+	tableIDs := newAllocator("persistence tables", loader.MaxPersistTables, prevTables, tableKeys)
+
+	poolID := map[string]uint32{}
+	for _, p := range cfg.Pools {
+		if !poolUsed[p.Name] {
+			continue
+		}
+		pid, err := poolIDs.get(p.Name)
+		if err != nil {
+			return st, nil, err
+		}
+		poolID[p.Name] = pid
+		pm := PoolMeta{ID: pid, Name: p.Name, Algorithm: p.Algorithm, MaglevTableSize: p.MaglevTableSize}
+		meta.Pools = append(meta.Pools, pm)
+		for _, m := range p.Members {
+			addr := netip.MustParseAddr(m.Address).Unmap()
+			key := MemberKey(p.Name, addr, m.Port)
+			mid, err := memberIDs.get(key)
+			if err != nil {
+				return st, nil, err
+			}
+			if adminDown[key] {
+				meta.AdminDown = append(meta.AdminDown, key)
+			}
+			meta.Members = append(meta.Members, MemberMeta{ID: mid, Key: key, Pool: p.Name, Name: m.Name, Address: addr.String(),
+				Port: m.Port, State: m.State, AdminDown: adminDown[key], Weight: m.Weight, MaxConnections: m.MaxConnections, NAT: poolNAT[p.Name]})
+		}
+	}
+
+	tableByKey := map[string]uint32{}
+	for _, vs := range l4 {
+		vid, err := vsIDs.get(vs.Name)
+		if err != nil {
+			return st, nil, err
+		}
+		vip := netip.MustParseAddr(vs.Address).Unmap()
+		lv := loader.VirtualServer{
+			ID: vid, VIP: netip.AddrPortFrom(vip, uint16(vs.Port)), PoolID: poolID[vs.Pool],
+			TableID: loader.TableNone, DSR: vs.Forwarding == config.ForwardDSR, Proto: loader.ProtoTCP,
+		}
+		if vs.Protocol == config.ProtoUDP {
+			lv.Proto = loader.ProtoUDP
+		}
+		vm := VirtualServerMeta{ID: vid, Name: vs.Name, Address: vip.String(), Port: vs.Port, Protocol: vs.Protocol,
+			Forwarding: vs.Forwarding, Pool: vs.Pool, Profile: vs.Persistence, TableID: loader.TableNone}
+		if p := cfg.Profile(vs.Persistence); p != nil {
+			key := ids.TableOf(p.Name, p.SharePersistence, vs.Name).String()
+			tid, ok := tableByKey[key]
+			if !ok {
+				idx, err := tableIDs.get(key)
+				if err != nil {
+					return st, nil, err
+				}
+				tid = loader.TableID(idx, *p.PurgeWhenFull)
+				tableByKey[key] = tid
+				st.Tables = append(st.Tables, loader.Table{ID: tid, MaxEntries: uint32(*p.MaxEntries), Mirror: p.HAMirroring})
+				tm := TableMeta{ID: tid, Key: key, Profile: p.Name, Shared: p.SharePersistence,
+					Timeout: *p.Timeout, MaxEntries: *p.MaxEntries, PurgeWhenFull: *p.PurgeWhenFull,
+					IPv4Prefix: *p.IPv4Prefix, IPv6Prefix: *p.IPv6Prefix, ServerDown: p.ServerDown,
+					HAMirroring: p.HAMirroring, Tags: p.Tags}
+				if !p.SharePersistence {
+					tm.VirtualServer = vs.Name
+				}
+				meta.Tables = append(meta.Tables, tm)
+			}
+			lv.TableID = tid
+			lv.Timeout = time.Duration(*p.Timeout) * time.Second
+			lv.IPv4Prefix = uint8(*p.IPv4Prefix)
+			lv.IPv6Prefix = uint8(*p.IPv6Prefix)
+			lv.ServerDownNever = p.ServerDown == config.ServerDownNever
+			vm.TableID = tid
+		}
+		st.VirtualServers = append(st.VirtualServers, lv)
+		meta.VirtualServers = append(meta.VirtualServers, vm)
+	}
+	sort.Strings(meta.AdminDown)
+	var err error
+	if st.Members, st.Pools, err = meta.MembersAndPools(nil); err != nil {
+		return st, nil, err
+	}
+	return st, meta, nil
+}

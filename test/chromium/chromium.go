@@ -5,7 +5,6 @@ package chromium
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -37,7 +36,7 @@ type Browser struct {
 	pending map[int]chan message
 	events  chan message
 	done    chan struct{}
-	stderr  *lockedBuffer
+	stderr  *testutil.Buffer
 }
 
 type message struct {
@@ -49,17 +48,6 @@ type message struct {
 	Error     *struct {
 		Message string `json:"message"`
 	} `json:"error,omitempty"`
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
 }
 
 // Options adjust the browser.
@@ -87,7 +75,7 @@ func Start(t testing.TB, bin string, opts Options) *Browser {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := &Browser{w: fromUs, pending: map[int]chan message{}, events: make(chan message, 1024), done: make(chan struct{}), stderr: &lockedBuffer{}}
+	b := &Browser{w: fromUs, pending: map[int]chan message{}, events: make(chan message, 1024), done: make(chan struct{}), stderr: &testutil.Buffer{}}
 	b.cmd = exec.Command(bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
 		"--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",
 		"--disable-default-apps", "--no-proxy-server", "--mute-audio", "--hide-scrollbars",
@@ -191,9 +179,7 @@ func (b *Browser) Call(session, method string, params any) (json.RawMessage, err
 
 // StderrTail is the end of what Chromium wrote to stderr.
 func (b *Browser) StderrTail() string {
-	b.stderr.mu.Lock()
-	defer b.stderr.mu.Unlock()
-	s := b.stderr.b.String()
+	s := b.stderr.String()
 	if len(s) > 2000 {
 		s = s[len(s)-2000:]
 	}

@@ -6,8 +6,8 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/limpet-lb/limpet/test/testutil"
 	"github.com/limpet-lb/limpet/test/model"
+	"github.com/limpet-lb/limpet/test/testutil"
 	"github.com/limpet-lb/limpet/userspace/pooltable"
 )
 

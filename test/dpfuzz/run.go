@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/limpet-lb/limpet/loader"
-	"github.com/limpet-lb/limpet/test/testutil"
 	"github.com/limpet-lb/limpet/test/model"
 	"github.com/limpet-lb/limpet/test/packets"
+	"github.com/limpet-lb/limpet/test/testutil"
 )
 
 // Stats count what a run did.

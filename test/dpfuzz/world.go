@@ -15,8 +15,8 @@ import (
 
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/test/dptest"
-	"github.com/limpet-lb/limpet/test/testutil"
 	"github.com/limpet-lb/limpet/test/model"
+	"github.com/limpet-lb/limpet/test/testutil"
 )
 
 // World is a datapath in the fixture world, with the model of its network.

@@ -1,7 +1,6 @@
 package service_test
 
 import (
-	"bytes"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -27,26 +25,9 @@ type container struct {
 	t      *testing.T
 	name   string
 	cmd    *exec.Cmd
-	out    *lockedBuffer
+	out    *testutil.Buffer
 	leader int // the container's systemd, as the host sees it
 	exited chan struct{}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // bootContainer boots one. nspawn runs in a private mount namespace, with a
@@ -103,7 +84,7 @@ func bootContainer(t *testing.T, debDir string) *container {
 	}
 	script := `mkdir -p /run/systemd/nspawn && mount -t tmpfs -o mode=0755 tmpfs /run/systemd/nspawn &&
 mount -t bpf -o mode=0700 bpffs "$BPFFS" && exec "$0" "$@"`
-	c := &container{t: t, name: name, out: &lockedBuffer{}, exited: make(chan struct{})}
+	c := &container{t: t, name: name, out: &testutil.Buffer{}, exited: make(chan struct{})}
 	c.cmd = exec.Command("sh", append([]string{"-c", script, nspawn}, args...)...)
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
 	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out

@@ -106,7 +106,9 @@ func (ca *CA) Issue(tb testing.TB, name string, usages []x509.ExtKeyUsage, hosts
 }
 
 // PEM is the CA's certificate, PEM-encoded.
-func (ca *CA) PEM() []byte { return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw}) }
+func (ca *CA) PEM() []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})
+}
 
 // MintSelfSigned makes a self-signed server certificate for hosts.
 func MintSelfSigned(name string, hosts ...string) (tls.Certificate, error) {

@@ -1,7 +1,6 @@
 package metrics
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,12 +11,13 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	limpettest "github.com/limpet-lb/limpet/test/testutil"
 	"golang.org/x/sys/unix"
 
 	"github.com/limpet-lb/limpet/loader"
@@ -410,7 +410,7 @@ func TestCollectorReadsOnScrape(t *testing.T) {
 func TestHandlerPartialFailure(t *testing.T) {
 	src := newFake()
 	src.errs = map[string]error{"members": errors.New("member map gone")}
-	var logBuf syncBuffer
+	var logBuf limpettest.Buffer
 	log := slog.New(slog.NewTextHandler(&logBuf, nil))
 	body, code := scrape(t, src, log)
 	if code != http.StatusOK {
@@ -425,23 +425,6 @@ func TestHandlerPartialFailure(t *testing.T) {
 	if !strings.Contains(logBuf.String(), "member map gone") {
 		t.Errorf("error not logged: %q", logBuf.String())
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // scrape serves src on a loopback port and GETs /metrics once.

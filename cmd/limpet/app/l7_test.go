@@ -14,11 +14,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/limpet-lb/limpet/l7/cookie"
+	"github.com/limpet-lb/limpet/test/testutil"
 )
 
 func writeKey(t *testing.T, k []byte) string {
@@ -88,7 +88,7 @@ virtual_servers:
   - {name: site, type: http, address: 127.0.0.1, port: %d, pool: p, persistence: web}
 `, keyFile, mport, port))
 	ctx, cancel := context.WithCancel(context.Background())
-	var out, errOut syncWriter
+	var out, errOut testutil.Buffer
 	done := make(chan int, 1)
 	go func() {
 		done <- Main(&Env{Stdout: &out, Stderr: &errOut, Context: ctx}, []string{"limpet", "l7", "-c", cfg})
@@ -147,22 +147,4 @@ virtual_servers: [{name: v, address: 10.0.0.100, port: 80, protocol: tcp, pool: 
 	if code, _, errOut := limpet(t, "l7", "-c", l4only); code != ExitUsage || !strings.Contains(errOut, "no virtual server of type http") {
 		t.Errorf("l4-only config: %d %q", code, errOut)
 	}
-}
-
-// syncWriter is a buffer the command and the test may use at once.
-type syncWriter struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *syncWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
-}
-
-func (w *syncWriter) String() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.String()
 }

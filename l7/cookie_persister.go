@@ -9,7 +9,7 @@ import (
 
 	"github.com/limpet-lb/limpet/l7/balance"
 	"github.com/limpet-lb/limpet/l7/cookie"
-	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/l7/spec"
 )
 
 // maxCookieCandidates bounds the persistence cookies one request may make
@@ -35,11 +35,8 @@ type cookiePersister struct {
 	pool       *balance.Pool
 }
 
-func newCookiePersister(s *Server, cfg *config.Config, vc *config.VirtualServer, prof *config.Profile, pool *balance.Pool) (*cookiePersister, error) {
-	keys, err := prof.CookieKeys()
-	if err != nil {
-		return nil, err
-	}
+func newCookiePersister(s *Server, vc *spec.VirtualServer, prof *spec.Profile, pool *balance.Pool) (*cookiePersister, error) {
+	keys := prof.Keys
 	codec, err := cookie.NewCodec(keys)
 	if err != nil {
 		return nil, err
@@ -48,24 +45,20 @@ func newCookiePersister(s *Server, cfg *config.Config, vc *config.VirtualServer,
 		codec:      codec,
 		vs:         vc.Name,
 		accept:     map[string]bool{vc.Name: true},
-		anyPort:    prof.SharePersistence,
+		anyPort:    prof.Shared,
+		timeout:    prof.Timeout,
 		persistent: prof.IsPersistentCookie,
 		alwaysSend: prof.AlwaysSend,
 		pool:       pool,
 	}
-	if prof.Timeout != nil {
-		p.timeout = time.Duration(*prof.Timeout) * time.Minute
+	for _, o := range prof.Accept {
+		p.accept[o] = true
 	}
+	// A shared profile is one persistence across its virtual servers: a
+	// cookie from one is honoured by the others, under one name.
 	scope := "vs:" + vc.Name
-	if prof.SharePersistence {
-		// One persistence across every virtual server of the profile: a
-		// cookie from one is honoured by the others.
+	if prof.Shared {
 		scope = "profile:" + prof.Name
-		for _, o := range cfg.VirtualServers {
-			if o.Type == config.VSTypeHTTP && o.Persistence == prof.Name {
-				p.accept[o.Name] = true
-			}
-		}
 	}
 	p.name = prof.CookieName
 	if p.name == "" {
@@ -77,29 +70,20 @@ func newCookiePersister(s *Server, cfg *config.Config, vc *config.VirtualServer,
 		}
 	}
 	var b strings.Builder
-	path := prof.Path
-	if path == "" {
-		path = config.DefaultCookiePath
-	}
-	b.WriteString("; Path=" + path)
+	b.WriteString("; Path=" + prof.Path)
 	if prof.Domain != "" {
 		b.WriteString("; Domain=" + prof.Domain)
 	}
 	p.scope = b.String()
 	var flags strings.Builder
-	if prof.CookieSecure(vc) {
+	if prof.Secure {
 		flags.WriteString("; Secure")
 	}
 	if prof.HTTPOnly {
 		flags.WriteString("; HttpOnly")
 	}
-	switch prof.SameSite {
-	case config.SameSiteLax:
-		flags.WriteString("; SameSite=Lax")
-	case config.SameSiteStrict:
-		flags.WriteString("; SameSite=Strict")
-	case config.SameSiteNone:
-		flags.WriteString("; SameSite=None")
+	if prof.SameSite != "" {
+		flags.WriteString("; SameSite=" + prof.SameSite)
 	}
 	p.flags = flags.String()
 	p.delAttrs = p.scope + "; Max-Age=0" + p.flags
@@ -118,7 +102,7 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-func (p *cookiePersister) kind() string { return config.ProfileHTTPCookie }
+func (p *cookiePersister) kind() string { return spec.ProfileHTTPCookie }
 
 // ours reports whether name is the persistence cookie, and whether it is
 // an old (rotated-out) name.

@@ -16,7 +16,7 @@ import (
 
 	"github.com/limpet-lb/limpet/l7/balance"
 	"github.com/limpet-lb/limpet/l7/h1"
-	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/l7/spec"
 )
 
 // Forwarding a request to its member and the response back, in place of
@@ -358,7 +358,7 @@ func (v *virtualServer) nextMember(rs *reqState, err error) error {
 	failed := rs.member
 	rs.tried = append(rs.tried, failed)
 	rs.release()
-	if rs.decision == decPersisted && v.serverDown == config.ServerDownNever {
+	if rs.decision == decPersisted && v.serverDown == spec.ServerDownNever {
 		return &serverDownError{cause: err}
 	}
 	if rs.retries >= v.retries {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/limpet-lb/limpet/test/testutil"
 	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/plan"
 )
 
 // testKey is a fixed 32-byte key; testKey2 another one.
@@ -196,7 +197,7 @@ func startProxy(t testing.TB, yaml string, members map[string]*member, ho *harne
 		opts.Health = ho.health
 		opts.Failures = ho.failures
 	}
-	srv, err := New(cfg, opts)
+	srv, err := New(compile(t, cfg), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,4 +304,14 @@ func str(m map[string]any, k string) string {
 func num(m map[string]any, k string) int {
 	f, _ := m[k].(float64)
 	return int(f)
+}
+
+// compile is what the daemon runs the proxy on: the config compiled by plan.
+func compile(t testing.TB, cfg *config.Config) Spec {
+	t.Helper()
+	sp, err := plan.L7(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sp
 }

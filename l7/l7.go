@@ -19,7 +19,7 @@ import (
 	"github.com/limpet-lb/limpet/l7/accesslog"
 	"github.com/limpet-lb/limpet/l7/balance"
 	"github.com/limpet-lb/limpet/l7/persist"
-	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/l7/spec"
 	"github.com/limpet-lb/limpet/userspace/ids"
 )
 
@@ -58,11 +58,11 @@ type Options struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// GCInterval is how often in-memory tables are swept; 0 means the
-	// config's settings.gc_interval.
+	// Spec's (settings.gc_interval).
 	GCInterval time.Duration
 }
 
-// Server runs every http virtual server of a config.
+// Server runs every http virtual server of a Spec.
 type Server struct {
 	opts    Options
 	log     *slog.Logger
@@ -80,19 +80,23 @@ type Server struct {
 	bound     map[string]net.Addr
 }
 
-// Run serves every http virtual server of cfg until ctx is done, then shuts
+// Spec is what the proxy runs: the compiled http virtual servers of a
+// config (plan.L7 builds it).
+type Spec = spec.Spec
+
+// Run serves every http virtual server of sp until ctx is done, then shuts
 // down gracefully. It returns nil after a clean shutdown.
-func Run(ctx context.Context, cfg *config.Config, logger *slog.Logger) error {
-	s, err := New(cfg, Options{Logger: logger})
+func Run(ctx context.Context, sp Spec, logger *slog.Logger) error {
+	s, err := New(sp, Options{Logger: logger})
 	if err != nil {
 		return err
 	}
 	return s.Serve(ctx)
 }
 
-// New builds a server for the http virtual servers of cfg, which must have
-// been validated (config.Parse or config.Load). It opens no sockets yet.
-func New(cfg *config.Config, opts Options) (*Server, error) {
+// New builds a server for the http virtual servers of sp. It opens no
+// sockets yet.
+func New(sp Spec, opts Options) (*Server, error) {
 	s := &Server{
 		opts:    opts,
 		log:     opts.Logger,
@@ -113,24 +117,18 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 	}
 	s.gc = opts.GCInterval
 	if s.gc <= 0 {
-		s.gc = time.Duration(cfg.Settings.GCInterval * float64(time.Second))
-		if s.gc <= 0 {
-			s.gc = time.Second
-		}
+		s.gc = sp.GCInterval
 	}
 	s.sinks = accesslog.NewSinks(opts.Stdout, opts.Stderr)
 	pools := map[string]*balance.Pool{}
-	for i := range cfg.VirtualServers {
-		vc := &cfg.VirtualServers[i]
-		if vc.Type != config.VSTypeHTTP {
-			continue
-		}
-		pool, err := s.pool(cfg, vc, pools)
+	for i := range sp.VirtualServers {
+		vc := &sp.VirtualServers[i]
+		pool, err := s.pool(vc, pools)
 		if err != nil {
 			s.sinks.Close()
 			return nil, err
 		}
-		vs, err := newVirtualServer(s, cfg, vc, pool)
+		vs, err := newVirtualServer(s, vc, pool)
 		if err != nil {
 			s.sinks.Close()
 			return nil, fmt.Errorf("virtual server %q: %w", vc.Name, err)
@@ -148,15 +146,12 @@ func New(cfg *config.Config, opts Options) (*Server, error) {
 // virtual servers, so that connection counts and health are per server,
 // except that members with port 0 take the virtual server's port, and so
 // differ between virtual servers on different ports.
-func (s *Server) pool(cfg *config.Config, vc *config.VirtualServer, pools map[string]*balance.Pool) (*balance.Pool, error) {
-	pc := cfg.Pool(vc.Pool)
-	if pc == nil {
-		return nil, fmt.Errorf("virtual server %q: pool %q is not defined", vc.Name, vc.Pool)
-	}
+func (s *Server) pool(vc *spec.VirtualServer, pools map[string]*balance.Pool) (*balance.Pool, error) {
+	pc := &vc.Pool
 	key := pc.Name
 	for _, m := range pc.Members {
 		if m.Port == 0 {
-			key = fmt.Sprintf("%s:%d", pc.Name, vc.Port)
+			key = fmt.Sprintf("%s:%d", pc.Name, vc.Listen.Port())
 			break
 		}
 	}
@@ -165,19 +160,15 @@ func (s *Server) pool(cfg *config.Config, vc *config.VirtualServer, pools map[st
 	}
 	members := make([]*balance.Member, 0, len(pc.Members))
 	for _, mc := range pc.Members {
-		addr, err := netip.ParseAddr(mc.Address)
-		if err != nil {
-			return nil, fmt.Errorf("pool %q member %q: %w", pc.Name, mc.Name, err)
-		}
 		port := mc.Port
 		if port == 0 {
-			port = vc.Port
+			port = vc.Listen.Port()
 		}
-		m := balance.NewMember(pc.Name, mc.Name, netip.AddrPortFrom(addr.Unmap(), uint16(port)), mc.Weight)
-		switch mc.State {
-		case config.MemberDisabled:
+		m := balance.NewMember(pc.Name, mc.Name, netip.AddrPortFrom(mc.Addr, port), mc.Weight)
+		switch {
+		case mc.Disabled:
 			m.SetAdmin(balance.Disabled)
-		case config.MemberGracefulDisabled:
+		case mc.Draining:
 			m.SetAdmin(balance.Draining)
 		}
 		members = append(members, m)

@@ -226,7 +226,7 @@ virtual_servers:
 		t.Fatal(err)
 	}
 	out := &syncBuffer{}
-	s, err := New(cfg, Options{Stdout: out, Listeners: map[string]net.Listener{"web": vsln}})
+	s, err := New(compile(t, cfg), Options{Stdout: out, Listeners: map[string]net.Listener{"web": vsln}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,7 +271,7 @@ virtual_servers:
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, slog.New(slog.DiscardHandler)) }()
+	go func() { done <- Run(ctx, compile(t, cfg), slog.New(slog.DiscardHandler)) }()
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	var resp *http.Response
 	for i := 0; i < 100; i++ {
@@ -314,7 +314,7 @@ virtual_servers: [{name: web, type: http, address: 127.0.0.1, port: %d, pool: p}
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = Run(context.Background(), cfg, nil)
+	err = Run(context.Background(), compile(t, cfg), nil)
 	if err == nil || !strings.Contains(err.Error(), `virtual server "web"`) {
 		t.Fatalf("want a listen error naming the virtual server, got %v", err)
 	}

@@ -6,7 +6,7 @@ import (
 	"time"
 
 	"github.com/limpet-lb/limpet/l7/balance"
-	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/l7/spec"
 )
 
 // persister is one persistence method on one virtual server.
@@ -26,11 +26,11 @@ type persister interface {
 	respond(rs *reqState, h http.Header, now time.Time)
 }
 
-func newPersister(s *Server, cfg *config.Config, vc *config.VirtualServer, prof *config.Profile, pool *balance.Pool) (persister, error) {
+func newPersister(s *Server, vc *spec.VirtualServer, prof *spec.Profile, pool *balance.Pool) (persister, error) {
 	switch prof.Type {
-	case config.ProfileHTTPCookie:
-		return newCookiePersister(s, cfg, vc, prof, pool)
-	case config.ProfileAppCookie, config.ProfileGeneric, config.ProfileSourceIP:
+	case spec.ProfileHTTPCookie:
+		return newCookiePersister(s, vc, prof, pool)
+	case spec.ProfileAppCookie, spec.ProfileGeneric, spec.ProfileSourceIP:
 		return newTablePersister(s, vc, prof, pool)
 	}
 	return nil, fmt.Errorf("profile type %q is not served at L7", prof.Type)

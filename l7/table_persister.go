@@ -10,7 +10,7 @@ import (
 
 	"github.com/limpet-lb/limpet/l7/balance"
 	"github.com/limpet-lb/limpet/l7/persist"
-	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/l7/spec"
 )
 
 // tablePersister is app cookie, generic and source-IP persistence: a table
@@ -28,51 +28,36 @@ type tablePersister struct {
 	v4, v6     int
 }
 
-func newTablePersister(s *Server, vc *config.VirtualServer, prof *config.Profile, pool *balance.Pool) (*tablePersister, error) {
-	spec := persist.Spec{
+func newTablePersister(s *Server, vc *spec.VirtualServer, prof *spec.Profile, pool *balance.Pool) (*tablePersister, error) {
+	ts := persist.Spec{
 		Name:          prof.Name + "/" + vc.Name,
 		Profile:       prof.Name,
 		VirtualServer: vc.Name,
 		Type:          prof.Type,
-		MaxEntries:    config.DefaultPersistEntries,
-		PurgeWhenFull: true,
-		Shared:        prof.SharePersistence,
-		Mirrored:      prof.HAMirroring,
+		Timeout:       prof.Timeout,
+		MaxEntries:    prof.MaxEntries,
+		PurgeWhenFull: prof.PurgeWhenFull,
+		Shared:        prof.Shared,
+		Mirrored:      prof.Mirrored,
 	}
-	if prof.SharePersistence {
-		spec.Name, spec.VirtualServer = prof.Name, ""
+	if prof.Shared {
+		ts.Name, ts.VirtualServer = prof.Name, ""
 	}
-	if prof.Timeout != nil {
-		spec.Timeout = time.Duration(*prof.Timeout) * time.Second
-	}
-	if prof.MaxEntries != nil {
-		spec.MaxEntries = *prof.MaxEntries
-	}
-	if prof.PurgeWhenFull != nil {
-		spec.PurgeWhenFull = *prof.PurgeWhenFull
-	}
-	store, err := s.opts.Tables.Table(spec)
+	store, err := s.opts.Tables.Table(ts)
 	if err != nil {
 		return nil, err
 	}
-	p := &tablePersister{
+	return &tablePersister{
 		typ:        prof.Type,
 		store:      store,
 		pool:       pool,
-		anyPort:    prof.SharePersistence,
+		anyPort:    prof.Shared,
 		cookieName: prof.CookieName,
 		header:     prof.HeaderName,
 		query:      prof.QueryParam,
-		v4:         32,
-		v6:         128,
-	}
-	if prof.IPv4Prefix != nil {
-		p.v4 = *prof.IPv4Prefix
-	}
-	if prof.IPv6Prefix != nil {
-		p.v6 = *prof.IPv6Prefix
-	}
-	return p, nil
+		v4:         prof.IPv4Prefix,
+		v6:         prof.IPv6Prefix,
+	}, nil
 }
 
 func (p *tablePersister) kind() string { return p.typ }
@@ -91,12 +76,12 @@ func textKey(s string) persist.Key {
 // key extracts the request's persistence key.
 func (p *tablePersister) key(rs *reqState, r *http.Request) (persist.Key, bool) {
 	switch p.typ {
-	case config.ProfileSourceIP:
+	case spec.ProfileSourceIP:
 		if !rs.client.IsValid() {
 			return persist.Key{}, false
 		}
 		return persist.Key{Addr: maskedClient(rs.client.Addr(), p.v4, p.v6)}, true
-	case config.ProfileAppCookie:
+	case spec.ProfileAppCookie:
 		return cookieKey(r, p.cookieName)
 	}
 	switch {
@@ -154,7 +139,7 @@ func queryValue(raw, name string) (string, bool) {
 }
 
 func (p *tablePersister) setState(rs *reqState, state string) {
-	if p.typ == config.ProfileAppCookie {
+	if p.typ == spec.ProfileAppCookie {
 		switch state {
 		case keyNone:
 			rs.cookieState = cookieNone
@@ -195,7 +180,7 @@ func (p *tablePersister) admit(rs *reqState, now time.Time) error {
 	if !rs.hasKey {
 		return nil
 	}
-	if p.typ == config.ProfileAppCookie && rs.persisted == nil && rs.cookieState == cookieUnknownValue {
+	if p.typ == spec.ProfileAppCookie && rs.persisted == nil && rs.cookieState == cookieUnknownValue {
 		// A value the server never set through us: learn it from the
 		// response instead of trusting the client's word.
 		return nil
@@ -225,7 +210,7 @@ func (p *tablePersister) respond(rs *reqState, h http.Header, now time.Time) {
 		// A retry moved the request to another member after admit.
 		_ = p.store.Set(rs.key, m.Addr, now)
 	}
-	if p.typ != config.ProfileAppCookie {
+	if p.typ != spec.ProfileAppCookie {
 		return
 	}
 	for _, line := range h["Set-Cookie"] {

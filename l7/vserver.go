@@ -18,7 +18,7 @@ import (
 
 	"github.com/limpet-lb/limpet/l7/accesslog"
 	"github.com/limpet-lb/limpet/l7/balance"
-	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/l7/spec"
 )
 
 // defaultRetryAfter is the Retry-After of a 503 when nothing better is known.
@@ -68,88 +68,56 @@ type virtualServer struct {
 	tunnels      map[*hijackedConn]struct{}
 }
 
-func seconds(p *float64, def float64) time.Duration {
-	v := def
-	if p != nil {
-		v = *p
-	}
-	return time.Duration(v * float64(time.Second))
-}
-
-func intOr(p *int, def int) int {
-	if p != nil {
-		return *p
-	}
-	return def
-}
-
-func newVirtualServer(s *Server, cfg *config.Config, vc *config.VirtualServer, pool *balance.Pool) (*virtualServer, error) {
-	o := &vc.HTTPOptions
+func newVirtualServer(s *Server, vc *spec.VirtualServer, pool *balance.Pool) (*virtualServer, error) {
+	o := &vc.HTTP
 	v := &virtualServer{
 		srv:               s,
 		name:              vc.Name,
-		addr:              net.JoinHostPort(vc.Address, strconv.Itoa(vc.Port)),
+		addr:              vc.Listen.String(),
 		pool:              pool,
-		serverDown:        config.ServerDownImmediate,
+		serverDown:        spec.ServerDownImmediate,
 		log:               s.log.With("virtual_server", vc.Name),
 		now:               s.now,
-		readHeaderTimeout: seconds(o.ReadHeaderTimeout, config.DefaultReadHeaderTimeout),
-		requestTimeout:    seconds(o.RequestTimeout, config.DefaultRequestTimeout),
-		idleTimeout:       seconds(o.IdleTimeout, config.DefaultIdleTimeout),
-		writeTimeout:      seconds(o.WriteTimeout, config.DefaultWriteTimeout),
-		serverTimeout:     seconds(o.ServerTimeout, config.DefaultServerTimeout),
-		tunnelTimeout:     seconds(o.TunnelTimeout, config.DefaultTunnelTimeout),
-		shutdownTimeout:   seconds(o.ShutdownTimeout, config.DefaultShutdownTimeout),
+		readHeaderTimeout: o.ReadHeaderTimeout,
+		requestTimeout:    o.RequestTimeout,
+		idleTimeout:       o.IdleTimeout,
+		writeTimeout:      o.WriteTimeout,
+		serverTimeout:     o.ServerTimeout,
+		tunnelTimeout:     o.TunnelTimeout,
+		shutdownTimeout:   o.ShutdownTimeout,
 		maxHeaderBytes:    o.MaxHeaderBytes,
-		retries:           intOr(o.Retries, config.DefaultRetries),
-		maxFails:          intOr(o.MaxFails, config.DefaultMaxFails),
-		failTimeout:       seconds(o.FailTimeout, config.DefaultFailTimeout),
-		xffAppend:         o.ForwardedFor != config.ForwardedForReplace,
+		retries:           o.Retries,
+		maxFails:          o.MaxFails,
+		failTimeout:       o.FailTimeout,
+		xffAppend:         o.XFFAppend,
 		byAddr:            map[string]*balance.Member{},
 		tunnels:           map[*hijackedConn]struct{}{},
-	}
-	if v.maxHeaderBytes == 0 {
-		v.maxHeaderBytes = config.DefaultMaxHeaderBytes
 	}
 	for _, m := range pool.Members {
 		v.byAddr[m.Addr.String()] = m
 	}
 	var err error
-	dest := o.AccessLog
-	if dest == "" {
-		dest = config.AccessLogStdout
-	}
-	if v.access, err = s.sinks.Open(dest); err != nil {
+	if v.access, err = s.sinks.Open(o.AccessLog); err != nil {
 		return nil, err
 	}
-	if o.TLSCertFile != "" {
-		if v.tls, err = newTLSConfig(vc, s.log); err != nil {
+	if o.TLS() {
+		if v.tls, err = newTLSConfig(o, s.log); err != nil {
 			return nil, err
 		}
 	}
-	if vc.Persistence != "" {
-		prof := cfg.Profile(vc.Persistence)
-		if prof == nil {
-			return nil, fmt.Errorf("persistence profile %q is not defined", vc.Persistence)
-		}
-		if prof.ServerDown != "" {
-			v.serverDown = prof.ServerDown
-		}
-		if v.persist, err = newPersister(s, cfg, vc, prof, pool); err != nil {
+	if prof := vc.Persistence; prof != nil {
+		v.serverDown = prof.ServerDown
+		if v.persist, err = newPersister(s, vc, prof, pool); err != nil {
 			return nil, fmt.Errorf("persistence profile %q: %w", prof.Name, err)
 		}
 	}
 
-	v.dialer = net.Dialer{Timeout: seconds(o.ConnectTimeout, config.DefaultConnectTimeout), KeepAlive: 30 * time.Second}
-	maxIdle := o.MaxIdleConnsPerMember
-	if maxIdle <= 0 {
-		maxIdle = config.DefaultMaxIdlePerMember
-	}
-	v.up = newUpstreams(v, pool.Members, maxIdle, upstreamIdleTimeout)
+	v.dialer = net.Dialer{Timeout: o.ConnectTimeout, KeepAlive: 30 * time.Second}
+	v.up = newUpstreams(v, pool.Members, o.MaxIdleConnsPerMember, upstreamIdleTimeout)
 	v.h1 = newH1Server(v)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
-	if v.tls != nil && (o.HTTP2 == nil || *o.HTTP2) {
+	if v.tls != nil && o.HTTP2 {
 		protocols.SetHTTP2(true)
 		v.http2 = true
 	}
@@ -363,7 +331,7 @@ func (v *virtualServer) choose(rs *reqState, r *http.Request, now time.Time) {
 			if pm.Healthy(now) {
 				rs.reason = "member_full"
 			}
-			if v.serverDown == config.ServerDownNever {
+			if v.serverDown == spec.ServerDownNever {
 				rs.decision = decServerDown
 				rs.status = http.StatusServiceUnavailable
 				rs.retryAfter = v.retryAfter(rs, pm, now)
@@ -546,17 +514,13 @@ func writeStatus(w http.ResponseWriter, code, retryAfter int) {
 	fmt.Fprintf(w, "%d %s\n", code, http.StatusText(code))
 }
 
-func newTLSConfig(vc *config.VirtualServer, log *slog.Logger) (*tls.Config, error) {
-	cr, err := newCertReloader(vc.TLSCertFile, vc.TLSKeyFile, log)
+func newTLSConfig(o *spec.HTTPOptions, log *slog.Logger) (*tls.Config, error) {
+	cr, err := newCertReloader(o.TLSCertFile, o.TLSKeyFile, log)
 	if err != nil {
 		return nil, err
 	}
-	min := uint16(tls.VersionTLS12)
-	if vc.TLSMinVersion == "1.3" {
-		min = tls.VersionTLS13
-	}
 	return &tls.Config{
-		MinVersion:     min,
+		MinVersion:     o.TLSMinVersion,
 		GetCertificate: cr.get,
 	}, nil
 }

@@ -51,7 +51,11 @@ func (p *proxy) start(cfg *config.Config, tables persist.Provider) error {
 		p.stop()
 		return nil
 	}
-	srv, err := l7.New(cfg, l7.Options{Logger: p.log, Tables: tables, Health: p.health, Failures: p.failures})
+	sp, err := plan.L7(cfg)
+	if err != nil {
+		return err
+	}
+	srv, err := l7.New(sp, l7.Options{Logger: p.log, Tables: tables, Health: p.health, Failures: p.failures})
 	if err != nil {
 		return err
 	}

@@ -82,7 +82,11 @@ virtual_servers:
 		t.Fatal(err)
 	}
 	tables := sharedtable.New(dp, meta)
-	srv, err := l7.New(cfg, l7.Options{Tables: tables, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	sp, err := plan.L7(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := l7.New(sp, l7.Options{Tables: tables, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

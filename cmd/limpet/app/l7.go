@@ -5,6 +5,7 @@ import (
 
 	"github.com/limpet-lb/limpet/l7"
 	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/plan"
 )
 
 func l7Command(env *Env) *cli.Command {
@@ -40,7 +41,11 @@ func l7Command(env *Env) *cli.Command {
 			for _, w := range cfg.Warnings() {
 				log.Warn(w)
 			}
-			srv, err := l7.New(cfg, l7.Options{Logger: log, Stdout: env.Stdout, Stderr: env.Stderr})
+			sp, err := plan.L7(cfg)
+			if err != nil {
+				return &usageError{err}
+			}
+			srv, err := l7.New(sp, l7.Options{Logger: log, Stdout: env.Stdout, Stderr: env.Stderr})
 			if err != nil {
 				return &usageError{err}
 			}

@@ -1,6 +1,7 @@
 // Package spec is the compiled form of a config's http virtual servers, as
 // the L7 proxy runs them: addresses parsed, times as durations, key files
-// read and every default applied, once, by plan.Compile. It imports nothing
+// read and every default applied, once (config.Parse applies the
+// defaults, plan.L7 compiles). It imports nothing
 // of limpet's, so that plan builds it without importing the proxy, and the
 // proxy runs it without reading the config.
 package spec

@@ -51,13 +51,13 @@ func deps(t *testing.T, pkg string) []string {
 	return own
 }
 
-// The config is read by plan alone: it is a leaf, and the proxy, the
-// health monitors and the mirror run on what plan compiles from it.
+// The config is read by plan alone: it is a leaf, and the daemon, the
+// proxy, the health monitors and the mirror run on what plan compiles.
 func TestConfigIsReadByPlanAlone(t *testing.T) {
 	if own := deps(t, "userspace/config"); len(own) > 0 {
 		t.Errorf("userspace/config imports limpet packages: %s", strings.Join(own, ", "))
 	}
-	for _, pkg := range []string{"l7", "userspace/health", "userspace/mirror"} {
+	for _, pkg := range []string{"l7", "userspace/daemon", "userspace/health", "userspace/mirror", "userspace/admin", "userspace/desired"} {
 		for _, p := range deps(t, pkg) {
 			if p == "userspace/config" {
 				t.Errorf("%s imports userspace/config", pkg)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/desired"
 	"github.com/limpet-lb/limpet/userspace/gc"
 	"github.com/limpet-lb/limpet/userspace/plan"
 )
@@ -88,7 +89,7 @@ func RunScale(ctx context.Context, env Env, o ScaleOptions) (res *ScaleResult, e
 	}
 
 	res = &ScaleResult{Entries: o.Entries, KeyValueBytes: 24 + 56}
-	var lru, hash plan.TableMeta
+	var lru, hash desired.TableMeta
 	for _, t := range meta.Tables {
 		if t.PurgeWhenFull {
 			lru = t
@@ -119,7 +120,7 @@ func RunScale(ctx context.Context, env Env, o ScaleOptions) (res *ScaleResult, e
 	for _, vs := range state.VirtualServers {
 		vsOf[vs.TableID] = vs.ID
 	}
-	entries := func(t plan.TableMeta, now, stale time.Duration) []loader.PersistEntry {
+	entries := func(t desired.TableMeta, now, stale time.Duration) []loader.PersistEntry {
 		es := make([]loader.PersistEntry, o.Entries)
 		for i := range es {
 			m := state.Members[i%len(state.Members)]
@@ -151,7 +152,7 @@ func RunScale(ctx context.Context, env Env, o ScaleOptions) (res *ScaleResult, e
 			}
 			now += 2 * timeout
 		}
-		for _, t := range []plan.TableMeta{lru, hash} {
+		for _, t := range []desired.TableMeta{lru, hash} {
 			if _, err := dp.FlushTable(t.ID); err != nil {
 				return err
 			}

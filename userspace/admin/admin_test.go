@@ -22,6 +22,7 @@ import (
 
 	"github.com/limpet-lb/limpet/test/testutil"
 	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/plan"
 )
 
 // fakeHandler records what the API asked of it.
@@ -317,7 +318,7 @@ virtual_servers:
 		t.Fatal(err)
 	}
 	at := time.Unix(5, 0)
-	s := Summarize(cfg, "/etc/limpet.yaml", at)
+	s := Summarize(plan.Counts(cfg), cfg.Warnings(), "/etc/limpet.yaml", at)
 	if s.L4VirtualServers != 2 || s.HTTPVirtualServers != 0 || s.Pools != 1 || s.Members != 2 || s.Profiles != 1 || s.ConfigPath != "/etc/limpet.yaml" || !s.AppliedAt.Equal(at) {
 		t.Errorf("summary %+v", s)
 	}

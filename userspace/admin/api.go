@@ -21,7 +21,7 @@ import (
 
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/userspace/bgp"
-	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/desired"
 )
 
 // DefaultSocket is where the daemon listens unless settings.admin_socket
@@ -55,7 +55,8 @@ type Handler interface {
 	// Reload reads the config file again and applies it. A config that
 	// does not parse or validate must leave the running one in place and
 	// return an error that is, or wraps, a *ConfigError or a
-	// *config.FieldError; any other error is reported as a failure of the
+	// config error (one with a ConfigField method, as *config.FieldError
+	// has); any other error is reported as a failure of the
 	// daemon (HTTP 500).
 	Reload() (Summary, error)
 	// SetMember enables or disables a member ('limpet member enable' and
@@ -227,7 +228,7 @@ type Member struct {
 // disabled by an operator, and not found down by its monitor. (A member at
 // its connection limit also takes none, which Status does not show.)
 func (m *Member) InService() bool {
-	return !m.AdminDown && m.State == config.MemberEnabled && m.Health != HealthDown
+	return !m.AdminDown && m.State == desired.MemberEnabled && m.Health != HealthDown
 }
 
 // Table is one persistence table.
@@ -258,21 +259,10 @@ type Summary struct {
 	Warnings           []string  `json:"warnings,omitempty"`
 }
 
-// Summarize counts what a config holds, for Handler.Reload.
-func Summarize(cfg *config.Config, path string, appliedAt time.Time) Summary {
-	s := Summary{ConfigPath: path, AppliedAt: appliedAt, Pools: len(cfg.Pools), Profiles: len(cfg.Profiles), Warnings: cfg.Warnings()}
-	for _, vs := range cfg.VirtualServers {
-		switch vs.Type {
-		case config.VSTypeHTTP:
-			s.HTTPVirtualServers++
-		default:
-			s.L4VirtualServers++
-		}
-	}
-	for _, p := range cfg.Pools {
-		s.Members += len(p.Members)
-	}
-	return s
+// Summarize is what Handler.Reload returns for a config of counts c.
+func Summarize(c desired.Counts, warnings []string, path string, appliedAt time.Time) Summary {
+	return Summary{ConfigPath: path, AppliedAt: appliedAt, Pools: c.Pools, Profiles: c.Profiles, Members: c.Members,
+		L4VirtualServers: c.L4VirtualServers, HTTPVirtualServers: c.HTTPVirtualServers, Warnings: warnings}
 }
 
 // MemberChange is what POST /v1/members/... returns.

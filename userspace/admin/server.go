@@ -15,8 +15,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/limpet-lb/limpet/userspace/config"
 )
 
 // Listen creates the admin socket at path (DefaultSocket if empty): mode
@@ -285,7 +283,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // writeError answers a handler's error with the status its kind calls for.
 func writeError(w http.ResponseWriter, log *slog.Logger, what string, err error) {
 	var ce *ConfigError
-	var fe *config.FieldError
+	var fe interface{ ConfigField() string }
 	code, kind := http.StatusInternalServerError, kindInternal
 	switch {
 	case errors.As(err, &ce), errors.As(err, &fe):

@@ -16,6 +16,10 @@ type FieldError struct {
 
 func (e *FieldError) Error() string { return e.Field + ": " + e.Reason }
 
+// ConfigField names the field: the admin API answers errors that have it
+// as refused configs (HTTP 400) without importing this package.
+func (e *FieldError) ConfigField() string { return e.Field }
+
 // validator collects every problem so a user fixes the file in one pass.
 type validator struct{ errs []error }
 

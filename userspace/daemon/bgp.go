@@ -14,9 +14,8 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/limpet-lb/limpet/userspace/bgp"
-	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/desired"
 	"github.com/limpet-lb/limpet/userspace/mirror"
-	"github.com/limpet-lb/limpet/userspace/plan"
 )
 
 // bgpEvalInterval is how often the main loop re-evaluates what to
@@ -42,8 +41,8 @@ type bgpState struct {
 
 // startBGP starts the speaker when the config has a bgp section. Nothing
 // is announced until the first evaluation finds the node ready.
-func (d *daemon) startBGP(ctx context.Context, cfg *config.Config) error {
-	spec, err := plan.BGP(cfg)
+func (d *daemon) startBGP(ctx context.Context, want *desired.Desired) error {
+	spec, err := want.BGP, want.BGPErr
 	if err != nil {
 		return &ConfigError{err}
 	}
@@ -66,14 +65,14 @@ func (d *daemon) startBGP(ctx context.Context, cfg *config.Config) error {
 
 // reloadBGP follows a reload: the VIPs and their attributes change; the
 // speaker's own settings (ASN, neighbours, passwords) need a restart.
-func (d *daemon) reloadBGP(cfg *config.Config) {
+func (d *daemon) reloadBGP(want *desired.Desired) {
 	if d.bgp == nil {
-		if cfg.BGP != nil {
+		if want.HasBGP {
 			d.log.Warn("reload: a bgp section was added; it takes effect at the next start of limpet run")
 		}
 		return
 	}
-	spec, err := plan.BGP(cfg)
+	spec, err := want.BGP, want.BGPErr
 	if err != nil || spec == nil {
 		d.log.Warn("reload: the bgp section was removed or is invalid; the running BGP settings stay until the next start", "error", err)
 		return
@@ -194,7 +193,7 @@ func (d *daemon) inService() map[string]int {
 	meta, _, _, down := d.snapshot()
 	perPool := map[string]int{}
 	for _, m := range meta.Members {
-		if m.Effective() == config.MemberEnabled && !down[m.Key] {
+		if m.Effective() == desired.MemberEnabled && !down[m.Key] {
 			perPool[m.Pool]++
 		}
 	}

@@ -20,7 +20,7 @@ import (
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/userspace/admin"
 	"github.com/limpet-lb/limpet/userspace/bgp"
-	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/desired"
 	"github.com/limpet-lb/limpet/userspace/gc"
 	"github.com/limpet-lb/limpet/userspace/health"
 	"github.com/limpet-lb/limpet/userspace/health/l7health"
@@ -28,7 +28,6 @@ import (
 	"github.com/limpet-lb/limpet/userspace/metrics"
 	"github.com/limpet-lb/limpet/userspace/mirror"
 	"github.com/limpet-lb/limpet/userspace/notify"
-	"github.com/limpet-lb/limpet/userspace/plan"
 	"github.com/limpet-lb/limpet/userspace/sharedtable"
 	"github.com/limpet-lb/limpet/userspace/statuspage"
 	"github.com/limpet-lb/limpet/userspace/veth"
@@ -36,7 +35,10 @@ import (
 
 // Options configure a daemon run.
 type Options struct {
-	ConfigPath   string
+	ConfigPath string
+	// Compile reads the config file at ConfigPath and compiles it, reusing
+	// the ids of prev (plan.Load(ConfigPath) does both).
+	Compile      func(prev *desired.Meta) (*desired.Desired, error)
 	Interfaces   []string // added to the config's settings.interfaces
 	XDPMode      string   // overrides settings.xdp_mode when set
 	PinPath      string   // overrides settings.pin_path when set
@@ -91,8 +93,8 @@ type daemon struct {
 	// mu guards what scrapes and status requests read while the main
 	// loop works.
 	mu         sync.Mutex
-	cfg        *config.Config
-	meta       *plan.Meta
+	want       *desired.Desired
+	meta       *desired.Meta
 	lastReport gc.Report
 	sweeps     metrics.SweepStats
 	info       metrics.Info
@@ -118,18 +120,21 @@ func Run(ctx context.Context, opts Options) error {
 	if opts.Notify == nil {
 		opts.Notify = notify.Nop{}
 	}
-	cfg, err := config.Load(opts.ConfigPath)
+	if opts.Compile == nil {
+		return errors.New("daemon: Options.Compile is not set")
+	}
+	want, err := opts.Compile(nil)
 	if err != nil {
 		return &ConfigError{err}
 	}
-	for _, w := range cfg.Warnings() {
+	for _, w := range want.Warnings {
 		log.Warn("config", "warning", w)
 	}
-	pinPath := cfg.Settings.PinPath
+	pinPath := want.Settings.PinPath
 	if opts.PinPath != "" {
 		pinPath = opts.PinPath
 	}
-	modeName := cfg.Settings.XDPMode
+	modeName := want.Settings.XDPMode
 	if opts.XDPMode != "" {
 		modeName = opts.XDPMode
 	}
@@ -137,14 +142,13 @@ func Run(ctx context.Context, opts Options) error {
 	if err != nil {
 		return &ConfigError{err}
 	}
-	ifaces := interfacesOf(cfg, opts)
-	l4, http := countVirtualServers(cfg)
-	if l4 == 0 {
+	ifaces := interfacesOf(want.Settings, opts)
+	if l4, http := want.Counts.L4VirtualServers, want.Counts.HTTPVirtualServers; l4 == 0 {
 		// Only http virtual servers: no BPF, no interface, as 'limpet l7'.
 		if http == 0 {
 			return &ConfigError{errors.New("virtual_servers: nothing to serve")}
 		}
-		return runL7Only(ctx, opts, cfg, log)
+		return runL7Only(ctx, opts, want, log)
 	}
 	if len(ifaces) == 0 {
 		// The packaged example config: valid, inert until the operator
@@ -154,7 +158,7 @@ func Run(ctx context.Context, opts Options) error {
 	// Bind the endpoints before touching the datapath: a taken port or
 	// socket is a config problem, and should not leave a half-started daemon.
 	var metricsLn, adminLn interface{ Close() error }
-	mln, err := listenMetrics(cfg)
+	mln, err := listenMetrics(want.Settings)
 	if err != nil {
 		return &ConfigError{err}
 	}
@@ -162,7 +166,7 @@ func Run(ctx context.Context, opts Options) error {
 		metricsLn = mln
 		defer metricsLn.Close()
 	}
-	adminSocket := admin.SocketFor(cfg.Settings.AdminSocket, pinPath)
+	adminSocket := admin.SocketFor(want.Settings.AdminSocket, pinPath)
 	aln, err := admin.Listen(adminSocket)
 	if err != nil {
 		return fmt.Errorf("admin socket: %w", err)
@@ -176,7 +180,7 @@ func Run(ctx context.Context, opts Options) error {
 	life, stopLife := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLife()
 
-	dp, err := loader.Load(loader.Options{PinPath: pinPath, FlowTableSize: uint32(cfg.Settings.FlowTableSize)})
+	dp, err := loader.Load(loader.Options{PinPath: pinPath, FlowTableSize: uint32(want.Settings.FlowTableSize)})
 	if err != nil {
 		return err
 	}
@@ -187,7 +191,7 @@ func Run(ctx context.Context, opts Options) error {
 	if dp.Adopted() {
 		log.Info("adopted pinned datapath", "pin_path", pinPath)
 	} else {
-		log.Info("loaded datapath", "pin_path", pinPath, "flow_table_size", cfg.Settings.FlowTableSize)
+		log.Info("loaded datapath", "pin_path", pinPath, "flow_table_size", want.Settings.FlowTableSize)
 	}
 	defer func() {
 		if opts.DetachOnExit {
@@ -207,7 +211,13 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	d.meta = meta
-	if err := d.apply(cfg); err != nil {
+	if meta != nil {
+		// The ids the pinned maps use: compile again, reusing them.
+		if want, err = opts.Compile(meta); err != nil {
+			return &ConfigError{err}
+		}
+	}
+	if err := d.apply(want); err != nil {
 		return err
 	}
 	if err := d.attach(ifaces, mode); err != nil {
@@ -218,16 +228,16 @@ func Run(ctx context.Context, opts Options) error {
 	d.l7src = l7health.NewSource()
 	d.checker = health.NewChecker(health.Tee(health.SinkFunc(d.setMemberHealth), d.l7src), health.Options{Logger: log})
 	defer d.checker.Close()
-	if err := d.updateHealth(cfg); err != nil {
+	if err := d.updateHealth(want); err != nil {
 		return &ConfigError{err}
 	}
 	d.tables = sharedtable.New(dp, d.meta)
 	// Mirroring first: the proxy's mirrored tables need its publisher.
-	if err := d.startMirror(life, cfg); err != nil {
+	if err := d.startMirror(life, want); err != nil {
 		return err
 	}
 	// BGP after mirroring: nothing is announced before the bulk sync.
-	if err := d.startBGP(life, cfg); err != nil {
+	if err := d.startBGP(life, want); err != nil {
 		return err
 	}
 	defer func() {
@@ -240,16 +250,16 @@ func Run(ctx context.Context, opts Options) error {
 	d.proxy = newProxy(life, log)
 	d.proxy.health, d.proxy.failures = d.l7src, l7health.FailureReporter(d.checker.Passive())
 	defer d.proxy.stop()
-	if err := d.proxy.start(cfg, d.tables); err != nil {
+	if err := d.proxy.start(want, d.tables); err != nil {
 		return &ConfigError{err}
 	}
 	if mln != nil {
 		d.guard = metrics.NewGuard(log)
-		if err := d.setMetricsAuth(cfg); err != nil {
+		if err := d.setMetricsAuth(want); err != nil {
 			return &ConfigError{err}
 		}
 		go metrics.Serve(life, mln, d, log, metrics.Options{Page: statuspage.New(d, log), Guard: d.guard})
-		log.Info("metrics and status page", "listen", cfg.Settings.MetricsListen, "auth", authKind(cfg))
+		log.Info("metrics and status page", "listen", want.Settings.MetricsListen, "auth", want.Settings.MetricsAuthKind)
 	}
 	go (&admin.Server{Handler: d, Log: log}).Serve(life, aln)
 	log.Info("admin API", "socket", aln.Addr().String())
@@ -259,7 +269,7 @@ func Run(ctx context.Context, opts Options) error {
 	opts.Notify.Ready(d.statusLine())
 	log.Info("ready", "status", d.statusLine())
 
-	ticker := time.NewTicker(time.Duration(cfg.Settings.GCInterval * float64(time.Second)))
+	ticker := time.NewTicker(want.Settings.GCInterval)
 	defer ticker.Stop()
 	// The watchdog is fed from this loop, so a daemon wedged in a sweep, a
 	// reload or a job stops feeding it and systemd restarts it (the pinned
@@ -333,9 +343,9 @@ func (d *daemon) exec(fn func() error) error {
 	}
 }
 
-// updateHealth gives the checker the members of cfg's monitored pools.
-func (d *daemon) updateHealth(cfg *config.Config) error {
-	targets, warnings, err := plan.Monitors(cfg)
+// updateHealth gives the checker the members of the monitored pools.
+func (d *daemon) updateHealth(want *desired.Desired) error {
+	targets, warnings, err := want.Monitors, want.MonitorWarnings, want.MonitorsErr
 	if err != nil {
 		return err
 	}
@@ -405,25 +415,25 @@ func (d *daemon) sweep() {
 	}
 }
 
-func (d *daemon) readMeta() (*plan.Meta, error) {
+func (d *daemon) readMeta() (*desired.Meta, error) {
 	raw, err := d.dp.ReadMeta()
 	if err != nil {
 		return nil, err
 	}
-	return plan.ParseMeta(raw)
+	return desired.ParseMeta(raw)
 }
 
-// apply translates cfg and writes it to the datapath. The meta document is
+// apply writes the compiled L4 state to the datapath. The meta document is
 // written last, so ids in it always describe what the maps hold.
-func (d *daemon) apply(cfg *config.Config) error {
-	if uint32(cfg.Settings.FlowTableSize) != d.dp.FlowTableSize() {
+func (d *daemon) apply(want *desired.Desired) error {
+	if uint32(want.Settings.FlowTableSize) != d.dp.FlowTableSize() {
 		d.log.Warn("settings.flow_table_size differs from the pinned flow table; keeping the pinned size until 'limpet detach'",
-			"configured", cfg.Settings.FlowTableSize, "pinned", d.dp.FlowTableSize())
+			"configured", want.Settings.FlowTableSize, "pinned", d.dp.FlowTableSize())
 	}
 	d.mu.Lock()
-	prev, down := d.meta, d.healthDown
+	down := d.healthDown
 	d.mu.Unlock()
-	state, meta, err := plan.Build(cfg, prev)
+	state, meta, err := want.L4, want.Meta, want.L4Err
 	if err != nil {
 		return &ConfigError{err}
 	}
@@ -437,10 +447,10 @@ func (d *daemon) apply(cfg *config.Config) error {
 		return err
 	}
 	d.mu.Lock()
-	d.meta, d.cfg = meta, cfg
+	d.meta, d.want = meta, want
 	d.info.AppliedAt = meta.AppliedAt
 	d.mu.Unlock()
-	t := cfg.Settings.IdleTimeouts
+	t := meta.IdleTimeouts
 	timeouts := gc.Timeouts{
 		TCPEstablished: time.Duration(t.TCPEstablished) * time.Second,
 		TCPFin:         time.Duration(t.TCPFin) * time.Second,
@@ -463,7 +473,7 @@ func (d *daemon) apply(cfg *config.Config) error {
 	return nil
 }
 
-func (d *daemon) writeMeta(meta *plan.Meta) error {
+func (d *daemon) writeMeta(meta *desired.Meta) error {
 	meta.AdminSocket = d.adminSocket
 	doc, err := meta.Marshal()
 	if err != nil {
@@ -474,9 +484,9 @@ func (d *daemon) writeMeta(meta *plan.Meta) error {
 
 // reload re-reads the config file and applies it; a bad file changes
 // nothing. It runs in the main loop.
-func (d *daemon) reload() (*config.Config, error) {
+func (d *daemon) reload() (*desired.Desired, error) {
 	d.opts.Notify.Reloading()
-	cfg, err := d.reloadConfig()
+	want, err := d.reloadConfig()
 	defer func() { d.opts.Notify.Ready(d.statusLine()) }()
 	d.mu.Lock()
 	if err != nil {
@@ -489,14 +499,10 @@ func (d *daemon) reload() (*config.Config, error) {
 		d.reloadErr = ""
 	}
 	d.mu.Unlock()
-	return cfg, err
+	return want, err
 }
 
-func (d *daemon) reloadConfig() (*config.Config, error) {
-	cfg, err := config.Load(d.opts.ConfigPath)
-	if err != nil {
-		return nil, &ConfigError{err}
-	}
+func (d *daemon) reloadConfig() (*desired.Desired, error) {
 	// 'limpet member disable' without the daemon may have changed admin
 	// state since we last applied.
 	if m, err := d.readMeta(); err == nil && m != nil {
@@ -504,34 +510,41 @@ func (d *daemon) reloadConfig() (*config.Config, error) {
 		d.meta = m
 		d.mu.Unlock()
 	}
-	ifaces := interfacesOf(cfg, d.opts)
+	d.mu.Lock()
+	prev := d.meta
+	d.mu.Unlock()
+	want, err := d.opts.Compile(prev)
+	if err != nil {
+		return nil, &ConfigError{err}
+	}
+	ifaces := interfacesOf(want.Settings, d.opts)
 	if err := checkInterfaces(ifaces); err != nil {
 		return nil, &ConfigError{err}
 	}
-	if err := d.apply(cfg); err != nil {
+	if err := d.apply(want); err != nil {
 		return nil, err
 	}
 	if err := d.attach(ifaces, d.mode); err != nil {
 		return nil, err
 	}
-	if err := d.updateHealth(cfg); err != nil {
+	if err := d.updateHealth(want); err != nil {
 		d.log.Error("reload: health monitors", "error", err)
 	}
-	if err := d.setMetricsAuth(cfg); err != nil {
+	if err := d.setMetricsAuth(want); err != nil {
 		return nil, &ConfigError{err}
 	}
 	// The same provider: the L7 tables keep their entries across reloads.
 	d.tables.SetMeta(d.meta)
-	if err := d.proxy.start(cfg, d.tables); err != nil {
+	if err := d.proxy.start(want, d.tables); err != nil {
 		return nil, &ConfigError{err}
 	}
 	if d.mirror != nil {
 		// Peers and keys are fixed at start; the scope follows the profiles.
-		d.mirror.SetScope(plan.MirrorScope(cfg))
+		d.mirror.SetScope(want.MirrorScope)
 	}
-	d.reloadBGP(cfg)
+	d.reloadBGP(want)
 	d.log.Info("reloaded", "config", d.opts.ConfigPath)
-	return cfg, nil
+	return want, nil
 }
 
 func (d *daemon) attach(ifaces []string, mode loader.XDPMode) error {
@@ -606,8 +619,8 @@ func writeSysctl(path, value string) error {
 
 // interfacesOf is the interfaces a daemon attaches to: the config's and the
 // command line's.
-func interfacesOf(cfg *config.Config, opts Options) []string {
-	return slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(cfg.Settings.Interfaces), opts.Interfaces...))))
+func interfacesOf(s desired.Settings, opts Options) []string {
+	return slices.Compact(slices.Sorted(slices.Values(append(slices.Clone(s.Interfaces), opts.Interfaces...))))
 }
 
 // checkInterfaces makes a reload that names a missing interface fail before
@@ -626,8 +639,8 @@ func (d *daemon) statusLine() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	var l4, http int
-	if d.cfg != nil {
-		l4, http = countVirtualServers(d.cfg)
+	if d.want != nil {
+		l4, http = d.want.Counts.L4VirtualServers, d.want.Counts.HTTPVirtualServers
 	}
 	var b strings.Builder
 	if len(d.ifaces) == 0 {

@@ -18,6 +18,7 @@ import (
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/test/testutil"
 	"github.com/limpet-lb/limpet/userspace/notify"
+	"github.com/limpet-lb/limpet/userspace/plan"
 )
 
 func member(t *testing.T, name string) netip.AddrPort {
@@ -75,7 +76,7 @@ func TestRunServesHTTPVirtualServersAndReloads(t *testing.T) {
 	ready := make(chan struct{})
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Options{ConfigPath: path, Reload: reload, Ready: func() { close(ready) },
+		done <- Run(ctx, Options{ConfigPath: path, Compile: plan.Load(path), Reload: reload, Ready: func() { close(ready) },
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	}()
 	select {
@@ -146,7 +147,7 @@ virtual_servers: [{name: web, address: 192.0.2.10, port: 80, protocol: tcp, pool
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(ctx, Options{ConfigPath: path, PinPath: pin, Notify: n, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		done <- Run(ctx, Options{ConfigPath: path, Compile: plan.Load(path), PinPath: pin, Notify: n, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	}()
 	select {
 	case st := <-n.ready:

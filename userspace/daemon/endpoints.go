@@ -12,20 +12,19 @@ import (
 
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/userspace/admin"
-	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/desired"
 	"github.com/limpet-lb/limpet/userspace/gc"
 	"github.com/limpet-lb/limpet/userspace/ids"
 	"github.com/limpet-lb/limpet/userspace/metrics"
 	"github.com/limpet-lb/limpet/userspace/mirror"
-	"github.com/limpet-lb/limpet/userspace/plan"
 	"github.com/limpet-lb/limpet/userspace/statuspage"
 )
 
-func listenMetrics(cfg *config.Config) (net.Listener, error) {
-	if cfg.Settings.MetricsListen == "" {
+func listenMetrics(s desired.Settings) (net.Listener, error) {
+	if s.MetricsListen == "" {
 		return nil, nil
 	}
-	ln, err := metrics.Listen(cfg.Settings.MetricsListen)
+	ln, err := metrics.Listen(s.MetricsListen)
 	if err != nil {
 		return nil, fmt.Errorf("settings.metrics_listen: %w", err)
 	}
@@ -40,14 +39,14 @@ func (d *daemon) Info() metrics.Info {
 	return d.info
 }
 
-func (d *daemon) snapshot() (*plan.Meta, *config.Config, gc.Report, map[string]bool) {
+func (d *daemon) snapshot() (*desired.Meta, *desired.Desired, gc.Report, map[string]bool) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	down := make(map[string]bool, len(d.healthDown))
 	for k, v := range d.healthDown {
 		down[k] = v
 	}
-	return d.meta, d.cfg, d.lastReport, down
+	return d.meta, d.want, d.lastReport, down
 }
 
 func (d *daemon) VirtualServers() ([]metrics.VirtualServer, error) {
@@ -125,8 +124,8 @@ func (d *daemon) Sweeps() metrics.SweepStats {
 // Cluster is metrics.ClusterSource: BGP sessions and announcements, the
 // initial sync, the mirroring peers.
 func (d *daemon) Cluster() metrics.Cluster {
-	_, cfg, _, _ := d.snapshot()
-	peers, cl := d.clusterStatus(cfg)
+	_, want, _, _ := d.snapshot()
+	peers, cl := d.clusterStatus(want)
 	out := metrics.Cluster{BGP: d.bgpStatus()}
 	if cl != nil {
 		d.mu.Lock()
@@ -144,25 +143,22 @@ func (d *daemon) Cluster() metrics.Cluster {
 // ---- admin.Handler ----
 
 func (d *daemon) Status() admin.Status {
-	meta, cfg, rep, down := d.snapshot()
+	meta, want, rep, down := d.snapshot()
 	d.mu.Lock()
 	st := admin.Status{Version: d.opts.Version, PID: os.Getpid(), StartedAt: d.start, ConfigPath: d.opts.ConfigPath,
-		AppliedAt: meta.AppliedAt, LastReloadError: d.reloadErr, PinPath: d.pinPath, MetricsListen: cfg.Settings.MetricsListen}
+		AppliedAt: meta.AppliedAt, LastReloadError: d.reloadErr, PinPath: d.pinPath, MetricsListen: want.Settings.MetricsListen}
 	for _, name := range slices.Sorted(maps.Keys(d.ifaces)) {
 		st.Interfaces = append(st.Interfaces, admin.Interface{Name: name, XDPMode: d.ifaces[name]})
 	}
 	d.mu.Unlock()
 	conns, _ := d.memberConns()
-	for _, vs := range cfg.VirtualServers {
+	for _, vs := range want.VirtualServers {
 		st.VirtualServers = append(st.VirtualServers, admin.VirtualServer{Name: vs.Name, Type: vs.Type, Address: vs.Address,
-			Port: vs.Port, Protocol: vs.Protocol, Forwarding: vs.Forwarding, Pool: vs.Pool, Profile: vs.Persistence})
+			Port: vs.Port, Protocol: vs.Protocol, Forwarding: vs.Forwarding, Pool: vs.Pool, Profile: vs.Profile})
 	}
 	for _, p := range meta.Pools {
 		pool := admin.Pool{Name: p.Name, Algorithm: p.Algorithm}
-		var monitor string
-		if cp := cfg.Pool(p.Name); cp != nil {
-			monitor = poolMonitor(cp)
-		}
+		monitor := want.PoolMonitor[p.Name]
 		for _, m := range meta.Members {
 			if m.Pool != p.Name {
 				continue
@@ -181,7 +177,7 @@ func (d *daemon) Status() admin.Status {
 		}
 		st.Pools = append(st.Pools, pool)
 	}
-	st.Mirroring, st.Cluster = d.clusterStatus(cfg)
+	st.Mirroring, st.Cluster = d.clusterStatus(want)
 	st.BGP = d.bgpStatus()
 	for _, tm := range meta.Tables {
 		st.Tables = append(st.Tables, admin.Table{ID: loader.TableIndex(tm.ID), Profile: tm.Profile, Shared: tm.Shared,
@@ -220,14 +216,14 @@ func (d *daemon) RedirectErrors() ([]metrics.RedirectErrors, error) {
 }
 
 // clusterStatus is the mirroring peers and the node's cluster view.
-func (d *daemon) clusterStatus(cfg *config.Config) ([]admin.MirrorPeer, *admin.Cluster) {
+func (d *daemon) clusterStatus(want *desired.Desired) ([]admin.MirrorPeer, *admin.Cluster) {
 	if d.mirror == nil && d.bgp == nil {
 		return nil, nil
 	}
 	cl := &admin.Cluster{Synced: true}
 	var peers []admin.MirrorPeer
 	if d.mirror != nil {
-		cl.Mode = cfg.HAMirroring.Mode
+		cl.Mode = want.MirrorMode
 		for _, p := range d.mirror.Status() {
 			peers = append(peers, admin.MirrorPeer{Address: p.Addr, State: string(p.State), Since: p.Since,
 				Sent: p.Sent, Received: p.Received, Dropped: p.Dropped, QueueLen: p.QueueLen, LagSeconds: p.Lag.Seconds(), LastError: p.LastError,
@@ -257,9 +253,9 @@ func (d *daemon) Drain(on bool) error {
 }
 
 func (d *daemon) Reload() (admin.Summary, error) {
-	var cfg *config.Config
+	var want *desired.Desired
 	err := d.exec(func() (err error) {
-		cfg, err = d.reload()
+		want, err = d.reload()
 		return err
 	})
 	if err != nil {
@@ -272,7 +268,7 @@ func (d *daemon) Reload() (admin.Summary, error) {
 	d.mu.Lock()
 	at := d.meta.AppliedAt
 	d.mu.Unlock()
-	return admin.Summarize(cfg, d.opts.ConfigPath, at), nil
+	return admin.Summarize(want.Counts, want.Warnings, d.opts.ConfigPath, at), nil
 }
 
 func (d *daemon) SetMember(pool, member string, enabled bool) error {
@@ -281,10 +277,10 @@ func (d *daemon) SetMember(pool, member string, enabled bool) error {
 		meta, down := d.meta, d.healthDown
 		d.mu.Unlock()
 		mm, err := meta.FindMember(pool, member)
-		if errors.Is(err, plan.ErrNoMember) {
+		if errors.Is(err, desired.ErrNoMember) {
 			return fmt.Errorf("%w: %v", admin.ErrNotFound, err)
 		}
-		if errors.Is(err, plan.ErrAmbiguousMember) {
+		if errors.Is(err, desired.ErrAmbiguousMember) {
 			return fmt.Errorf("%w: %v", admin.ErrInvalid, err)
 		}
 		if err != nil {
@@ -305,9 +301,6 @@ func (d *daemon) SetMember(pool, member string, enabled bool) error {
 		return nil
 	})
 }
-
-// poolMonitor names a pool's health monitor.
-func poolMonitor(p *config.Pool) string { return p.HealthMonitor }
 
 // decorateHealth adds the monitor's detail to a member's status. The verdict
 // itself (m.Health) stays the one the datapath enforces, which the checker's
@@ -332,37 +325,15 @@ func (d *daemon) decorateHealth(m *admin.Member, pool, name string) {
 // setMetricsAuth reads settings.metrics_auth's secret into the guard. A
 // listener that was not opened (no metrics_listen at start) has no guard;
 // the listener itself changes only with a restart.
-func (d *daemon) setMetricsAuth(cfg *config.Config) error {
+func (d *daemon) setMetricsAuth(want *desired.Desired) error {
 	if d.guard == nil {
 		return nil
 	}
-	a := cfg.Settings.MetricsAuth
-	if a == nil {
-		d.guard.Set(nil)
-		return nil
+	if err := want.Settings.MetricsAuthErr; err != nil {
+		return err
 	}
-	switch a.Type {
-	case config.MetricsAuthBasic:
-		pw, err := config.LoadMetricsSecret(a.PasswordFile, 1)
-		if err != nil {
-			return fmt.Errorf("settings.metrics_auth.password_file: %w", err)
-		}
-		d.guard.Set(&metrics.Credentials{Username: a.Username, Secret: pw})
-	case config.MetricsAuthBearer:
-		tok, err := config.LoadMetricsSecret(a.TokenFile, config.MinMetricsTokenBytes)
-		if err != nil {
-			return fmt.Errorf("settings.metrics_auth.token_file: %w", err)
-		}
-		d.guard.Set(&metrics.Credentials{Bearer: true, Secret: tok})
-	}
+	d.guard.Set(want.Settings.MetricsAuth)
 	return nil
-}
-
-func authKind(cfg *config.Config) string {
-	if cfg.Settings.MetricsAuth == nil {
-		return "none"
-	}
-	return cfg.Settings.MetricsAuth.Type
 }
 
 // ---- statuspage.Source ----
@@ -393,7 +364,7 @@ func (d *daemon) LookupClient(client netip.Addr) ([]statuspage.Match, error) {
 		}
 		if ok {
 			m.Found, m.Conns = true, e.Conns
-			m.Server = plan.EntryServer(e)
+			m.Server = desired.EntryServer(e)
 			if mm := meta.EntryMember(e); mm != nil {
 				m.Member = mm.Name
 			}

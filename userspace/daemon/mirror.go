@@ -10,9 +10,8 @@ import (
 	"time"
 
 	"github.com/limpet-lb/limpet/loader"
-	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/desired"
 	"github.com/limpet-lb/limpet/userspace/mirror"
-	"github.com/limpet-lb/limpet/userspace/plan"
 )
 
 // mirrorLocal is the node's side of HA mirroring: its pinned tables, as
@@ -21,23 +20,23 @@ import (
 type mirrorLocal struct{ d *daemon }
 
 // startMirror starts mirroring when the config has an ha_mirroring section.
-func (d *daemon) startMirror(ctx context.Context, cfg *config.Config) error {
-	if cfg.HAMirroring == nil {
+func (d *daemon) startMirror(ctx context.Context, want *desired.Desired) error {
+	if want.MirrorErr != nil {
+		return &ConfigError{fmt.Errorf("ha_mirroring: %w", want.MirrorErr)}
+	}
+	if want.Mirror == nil {
 		return nil
 	}
-	mcfg, err := plan.MirrorConfig(cfg.HAMirroring)
-	if err != nil {
-		return &ConfigError{fmt.Errorf("ha_mirroring: %w", err)}
-	}
+	mcfg := *want.Mirror
 	node, err := mirror.New(mcfg, mirrorLocal{d}, d.log.With("component", "mirror"))
 	if err != nil {
 		return &ConfigError{fmt.Errorf("ha_mirroring: %w", err)}
 	}
-	node.SetScope(plan.MirrorScope(cfg))
+	node.SetScope(want.MirrorScope)
 	if addr, err := node.Listen(); err != nil {
 		return fmt.Errorf("ha_mirroring.listen: %w", err)
 	} else if addr != nil {
-		d.log.Info("mirroring", "listen", addr.String(), "peers", cfg.HAMirroring.Peers)
+		d.log.Info("mirroring", "listen", addr.String(), "peers", mcfg.Peers)
 	}
 	events, err := d.dp.Events()
 	if err != nil {
@@ -104,7 +103,7 @@ func (d *daemon) publishEvent(ev loader.Event) {
 // looked the client up a moment before the datapath created its entry.
 // Then e, which the peers are about to receive and may keep, must win here
 // as well, or the nodes would disagree for good.
-func (d *daemon) keepNewest(tm *plan.TableMeta, e mirror.Entry, created time.Duration, cm loader.ClockMap) error {
+func (d *daemon) keepNewest(tm *desired.TableMeta, e mirror.Entry, created time.Duration, cm loader.ClockMap) error {
 	defer d.entryLocks.lock(tm.ID, e.Client)()
 	cur, ok, err := d.dp.LookupEntry(tm.ID, e.Client)
 	if err != nil || !ok || cur.Dying {
@@ -165,10 +164,10 @@ func serverOf(a netip.AddrPort) netip.AddrPort {
 }
 
 // mirroredTables lists the tables of this node in the mirror's scope.
-func (d *daemon) mirroredTables() []plan.TableMeta {
+func (d *daemon) mirroredTables() []desired.TableMeta {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	var out []plan.TableMeta
+	var out []desired.TableMeta
 	for _, t := range d.meta.Tables {
 		if t.HAMirroring {
 			out = append(out, t)
@@ -208,7 +207,7 @@ func (l mirrorLocal) Snapshot(ctx context.Context) ([]mirror.Entry, error) {
 // holder's refresh.
 func (l mirrorLocal) Apply(e mirror.Entry) error {
 	d := l.d
-	var tm *plan.TableMeta
+	var tm *desired.TableMeta
 	for _, t := range d.mirroredTables() {
 		if t.Key == e.Table {
 			tm = &t
@@ -240,7 +239,7 @@ func (l mirrorLocal) Apply(e mirror.Entry) error {
 
 // applyEntry is one attempt of Apply, under the client's lock; it reports
 // whether to try again.
-func (d *daemon) applyEntry(tm *plan.TableMeta, client netip.Addr, e mirror.Entry, cm loader.ClockMap) (bool, error) {
+func (d *daemon) applyEntry(tm *desired.TableMeta, client netip.Addr, e mirror.Entry, cm loader.ClockMap) (bool, error) {
 	cur, ok, err := d.dp.LookupEntry(tm.ID, client)
 	if err != nil {
 		return false, err

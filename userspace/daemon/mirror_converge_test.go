@@ -11,8 +11,8 @@ import (
 
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/test/dptest"
+	"github.com/limpet-lb/limpet/userspace/desired"
 	"github.com/limpet-lb/limpet/userspace/mirror"
-	"github.com/limpet-lb/limpet/userspace/plan"
 	"github.com/limpet-lb/limpet/userspace/sharedtable"
 )
 
@@ -33,7 +33,7 @@ func convergeDaemon(t *testing.T, size int) (*daemon, uint32) {
 	t.Helper()
 	table := loader.TableID(0, true)
 	dp := dptest.New(t, loader.State{Tables: []loader.Table{{ID: table, MaxEntries: uint32(size), Mirror: true}}}, 1024).DP
-	meta := &plan.Meta{Tables: []plan.TableMeta{{ID: table, Key: convergeTable, Profile: "sticky", Shared: true,
+	meta := &desired.Meta{Tables: []desired.TableMeta{{ID: table, Key: convergeTable, Profile: "sticky", Shared: true,
 		Timeout: 300, MaxEntries: size, PurgeWhenFull: true, IPv4Prefix: 32, IPv6Prefix: 128, HAMirroring: true}}}
 	d := &daemon{dp: dp, meta: meta, log: slog.New(slog.NewTextHandler(io.Discard, nil)), tables: sharedtable.New(dp, meta)}
 	node, err := mirror.New(mirror.Config{Peers: []string{"127.0.0.1:9"}, Mode: mirror.ActiveActive, PSK: make([]byte, 32)}, mirrorLocal{d}, nil)

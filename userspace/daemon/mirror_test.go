@@ -9,9 +9,9 @@ import (
 
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/test/dptest"
+	"github.com/limpet-lb/limpet/userspace/desired"
 	"github.com/limpet-lb/limpet/userspace/gc"
 	"github.com/limpet-lb/limpet/userspace/mirror"
-	"github.com/limpet-lb/limpet/userspace/plan"
 	"github.com/limpet-lb/limpet/userspace/sharedtable"
 )
 
@@ -23,7 +23,7 @@ func TestMirrorApplyOnAFreshlyBootedStandby(t *testing.T) {
 	const timeout = 10 * time.Minute
 	table := loader.TableID(0, true)
 	dp := dptest.New(t, loader.State{Tables: []loader.Table{{ID: table, MaxEntries: 64, Mirror: true}}}, 1024).DP
-	meta := &plan.Meta{Tables: []plan.TableMeta{{ID: table, Key: "profile:sticky", Profile: "sticky", Shared: true,
+	meta := &desired.Meta{Tables: []desired.TableMeta{{ID: table, Key: "profile:sticky", Profile: "sticky", Shared: true,
 		Timeout: int(timeout / time.Second), MaxEntries: 64, PurgeWhenFull: true, IPv4Prefix: 32, IPv6Prefix: 128, HAMirroring: true}}}
 	if err := dp.SetClock(time.Minute); err != nil {
 		t.Fatal(err)

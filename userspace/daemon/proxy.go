@@ -9,22 +9,10 @@ import (
 
 	"github.com/limpet-lb/limpet/l7"
 	"github.com/limpet-lb/limpet/l7/persist"
-	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/desired"
 	"github.com/limpet-lb/limpet/userspace/health"
 	"github.com/limpet-lb/limpet/userspace/health/l7health"
-	"github.com/limpet-lb/limpet/userspace/plan"
 )
-
-func countVirtualServers(cfg *config.Config) (l4, http int) {
-	for _, vs := range cfg.VirtualServers {
-		if vs.Type == config.VSTypeHTTP {
-			http++
-		} else {
-			l4++
-		}
-	}
-	return l4, http
-}
 
 // proxy runs the L7 proxy for the http virtual servers of the current
 // config. A reload replaces it: the old server drains gracefully while the
@@ -46,16 +34,15 @@ func newProxy(ctx context.Context, log *slog.Logger) *proxy {
 
 // start serves cfg's http virtual servers with tables from the given
 // provider (nil: in-memory tables).
-func (p *proxy) start(cfg *config.Config, tables persist.Provider) error {
-	if _, http := countVirtualServers(cfg); http == 0 {
+func (p *proxy) start(want *desired.Desired, tables persist.Provider) error {
+	if want.Counts.HTTPVirtualServers == 0 {
 		p.stop()
 		return nil
 	}
-	sp, err := plan.L7(cfg)
-	if err != nil {
-		return err
+	if want.L7Err != nil {
+		return want.L7Err
 	}
-	srv, err := l7.New(sp, l7.Options{Logger: p.log, Tables: tables, Health: p.health, Failures: p.failures})
+	srv, err := l7.New(want.L7, l7.Options{Logger: p.log, Tables: tables, Health: p.health, Failures: p.failures})
 	if err != nil {
 		return err
 	}
@@ -86,12 +73,12 @@ func (p *proxy) stop() {
 }
 
 // runL7Only serves a config that has only http virtual servers.
-func runL7Only(ctx context.Context, opts Options, cfg *config.Config, log *slog.Logger) error {
+func runL7Only(ctx context.Context, opts Options, want *desired.Desired, log *slog.Logger) error {
 	p := newProxy(ctx, log)
 	src := l7health.NewSource()
 	checker := health.NewChecker(src, health.Options{Logger: log})
 	defer checker.Close()
-	targets, warnings, err := plan.Monitors(cfg)
+	targets, warnings, err := want.Monitors, want.MonitorWarnings, want.MonitorsErr
 	if err != nil {
 		return &ConfigError{err}
 	}
@@ -103,14 +90,14 @@ func runL7Only(ctx context.Context, opts Options, cfg *config.Config, log *slog.
 	}
 	p.health, p.failures = src, l7health.FailureReporter(checker.Passive())
 	defer p.stop()
-	if err := p.start(cfg, nil); err != nil {
+	if err := p.start(want, nil); err != nil {
 		return &ConfigError{err}
 	}
 	log.Info("serving http virtual servers only; no XDP datapath is loaded")
 	if opts.Ready != nil {
 		opts.Ready()
 	}
-	_, n := countVirtualServers(cfg)
+	n := want.Counts.HTTPVirtualServers
 	status := func(n int, refused error) string {
 		s := fmt.Sprintf("serving %s (no XDP datapath)", count(n, "http virtual server"))
 		if refused != nil {
@@ -137,7 +124,7 @@ func runL7Only(ctx context.Context, opts Options, cfg *config.Config, log *slog.
 			opts.Notify.Watchdog()
 		case <-opts.Reload:
 			opts.Notify.Reloading()
-			next, err := config.Load(opts.ConfigPath)
+			next, err := opts.Compile(nil)
 			if err == nil {
 				err = p.start(next, nil)
 			}
@@ -146,10 +133,9 @@ func runL7Only(ctx context.Context, opts Options, cfg *config.Config, log *slog.
 				opts.Notify.Ready(status(n, err))
 				continue
 			}
-			cfg = next
-			_, n = countVirtualServers(cfg)
-			if targets, _, err := plan.Monitors(cfg); err == nil {
-				_ = checker.Update(targets)
+			n = next.Counts.HTTPVirtualServers
+			if next.MonitorsErr == nil {
+				_ = checker.Update(next.Monitors)
 			}
 			opts.Notify.Ready(status(n, nil))
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/test/dptest"
 	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/desired"
 	"github.com/limpet-lb/limpet/userspace/plan"
 )
 
@@ -37,7 +38,7 @@ func poolConfig(algorithm string, members []string, persistence bool) string {
 
 type env struct {
 	*dptest.World
-	meta *plan.Meta
+	meta *desired.Meta
 }
 
 func load(t *testing.T, yaml string) *env {

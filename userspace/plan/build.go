@@ -1,74 +1,23 @@
 package plan
 
 import (
-	"fmt"
 	"net/netip"
 	"sort"
 	"time"
 
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/desired"
 	"github.com/limpet-lb/limpet/userspace/ids"
-	"github.com/limpet-lb/limpet/userspace/pooltable"
 )
-
-var algorithms = map[string]uint32{
-	config.AlgoRoundRobin:              loader.AlgoRoundRobin,
-	config.AlgoWeightedRoundRobin:      loader.AlgoWeightedRoundRobin,
-	config.AlgoLeastConnection:         loader.AlgoLeastConnection,
-	config.AlgoWeightedLeastConnection: loader.AlgoWeightedLeastConnection,
-	config.AlgoIPHash:                  loader.AlgoIPHash,
-}
-
-// buildPool describes a pool to the datapath: the members that may take new
-// clients (enabled, in config order), their weights, and the schedule or
-// Maglev table its algorithm balances with.
-func buildPool(pm PoolMeta, members []MemberMeta) (loader.Pool, error) {
-	pool := loader.Pool{ID: pm.ID, Algorithm: algorithms[pm.Algorithm]}
-	var keys []string
-	var weights []int
-	for _, m := range members {
-		if m.Effective() != config.MemberEnabled {
-			continue
-		}
-		w := max(m.Weight, 1)
-		pool.Eligible = append(pool.Eligible, m.ID)
-		pool.Weights = append(pool.Weights, uint16(w))
-		keys = append(keys, m.Key)
-		weights = append(weights, w)
-	}
-	switch pm.Algorithm {
-	case config.AlgoWeightedRoundRobin:
-		for _, i := range pooltable.Schedule(weights) {
-			pool.Table = append(pool.Table, pool.Eligible[i])
-		}
-	case config.AlgoIPHash:
-		if len(keys) == 0 {
-			break
-		}
-		size := pm.MaglevTableSize
-		if size == 0 {
-			size = config.DefaultMaglevTableSize
-		}
-		idx, err := pooltable.Maglev(keys, weights, size)
-		if err != nil {
-			return pool, fmt.Errorf("pool %s: %w", pm.Name, err)
-		}
-		pool.Table = make([]uint32, len(idx))
-		for i, k := range idx {
-			pool.Table[i] = pool.Eligible[k]
-		}
-	}
-	return pool, nil
-}
 
 // Build computes the datapath state for the l4 virtual servers of cfg,
 // reusing the ids in prev (which may be nil).
-func Build(cfg *config.Config, prev *Meta) (loader.State, *Meta, error) {
+func Build(cfg *config.Config, prev *desired.Meta) (loader.State, *desired.Meta, error) {
 	var st loader.State
-	meta := &Meta{Version: metaVersion, AppliedAt: time.Now().UTC(), IdleTimeouts: cfg.Settings.IdleTimeouts}
+	meta := &desired.Meta{Version: desired.MetaVersion, AppliedAt: time.Now().UTC(), IdleTimeouts: desired.IdleTimeouts(cfg.Settings.IdleTimeouts)}
 	if prev == nil {
-		prev = &Meta{}
+		prev = &desired.Meta{}
 	}
 	adminDown := map[string]bool{}
 	for _, k := range prev.AdminDown {
@@ -137,7 +86,7 @@ func Build(cfg *config.Config, prev *Meta) (loader.State, *Meta, error) {
 			return st, nil, err
 		}
 		poolID[p.Name] = pid
-		pm := PoolMeta{ID: pid, Name: p.Name, Algorithm: p.Algorithm, MaglevTableSize: p.MaglevTableSize}
+		pm := desired.PoolMeta{ID: pid, Name: p.Name, Algorithm: p.Algorithm, MaglevTableSize: p.MaglevTableSize}
 		meta.Pools = append(meta.Pools, pm)
 		for _, m := range p.Members {
 			addr := netip.MustParseAddr(m.Address).Unmap()
@@ -149,7 +98,7 @@ func Build(cfg *config.Config, prev *Meta) (loader.State, *Meta, error) {
 			if adminDown[key] {
 				meta.AdminDown = append(meta.AdminDown, key)
 			}
-			meta.Members = append(meta.Members, MemberMeta{ID: mid, Key: key, Pool: p.Name, Name: m.Name, Address: addr.String(),
+			meta.Members = append(meta.Members, desired.MemberMeta{ID: mid, Key: key, Pool: p.Name, Name: m.Name, Address: addr.String(),
 				Port: m.Port, State: m.State, AdminDown: adminDown[key], Weight: m.Weight, MaxConnections: m.MaxConnections, NAT: poolNAT[p.Name]})
 		}
 	}
@@ -168,7 +117,7 @@ func Build(cfg *config.Config, prev *Meta) (loader.State, *Meta, error) {
 		if vs.Protocol == config.ProtoUDP {
 			lv.Proto = loader.ProtoUDP
 		}
-		vm := VirtualServerMeta{ID: vid, Name: vs.Name, Address: vip.String(), Port: vs.Port, Protocol: vs.Protocol,
+		vm := desired.VirtualServerMeta{ID: vid, Name: vs.Name, Address: vip.String(), Port: vs.Port, Protocol: vs.Protocol,
 			Forwarding: vs.Forwarding, Pool: vs.Pool, Profile: vs.Persistence, TableID: loader.TableNone}
 		if p := cfg.Profile(vs.Persistence); p != nil {
 			key := ids.TableOf(p.Name, p.SharePersistence, vs.Name).String()
@@ -181,10 +130,10 @@ func Build(cfg *config.Config, prev *Meta) (loader.State, *Meta, error) {
 				tid = loader.TableID(idx, *p.PurgeWhenFull)
 				tableByKey[key] = tid
 				st.Tables = append(st.Tables, loader.Table{ID: tid, MaxEntries: uint32(*p.MaxEntries), Mirror: p.HAMirroring})
-				tm := TableMeta{ID: tid, Key: key, Profile: p.Name, Shared: p.SharePersistence,
+				tm := desired.TableMeta{ID: tid, Key: key, Profile: p.Name, Shared: p.SharePersistence,
 					Timeout: *p.Timeout, MaxEntries: *p.MaxEntries, PurgeWhenFull: *p.PurgeWhenFull,
 					IPv4Prefix: *p.IPv4Prefix, IPv6Prefix: *p.IPv6Prefix, ServerDown: p.ServerDown,
-					HAMirroring: p.HAMirroring, Tags: p.Tags}
+					HAMirroring: p.HAMirroring, Tags: tags(p.Tags)}
 				if !p.SharePersistence {
 					tm.VirtualServer = vs.Name
 				}
@@ -206,4 +155,12 @@ func Build(cfg *config.Config, prev *Meta) (loader.State, *Meta, error) {
 		return st, nil, err
 	}
 	return st, meta, nil
+}
+
+func tags(ts []config.Tag) []desired.Tag {
+	var out []desired.Tag
+	for _, t := range ts {
+		out = append(out, desired.Tag{Scope: t.Scope, Tag: t.Tag})
+	}
+	return out
 }

@@ -17,11 +17,11 @@ import (
 	"time"
 
 	"github.com/limpet-lb/limpet/l7/persist"
+	l7spec "github.com/limpet-lb/limpet/l7/spec"
 	"github.com/limpet-lb/limpet/loader"
-	"github.com/limpet-lb/limpet/userspace/config"
+	"github.com/limpet-lb/limpet/userspace/desired"
 	"github.com/limpet-lb/limpet/userspace/ids"
 	"github.com/limpet-lb/limpet/userspace/mirror"
-	"github.com/limpet-lb/limpet/userspace/plan"
 )
 
 // Datapath is what the shared tables need of the loader.
@@ -42,20 +42,20 @@ type Provider struct {
 	dp       Datapath
 	memory   *persist.MemoryProvider
 	mu       sync.Mutex
-	meta     *plan.Meta
+	meta     *desired.Meta
 	stores   map[uint32]*Store
 	publish  func(mirror.Entry)
 	mirrored map[string]*mirroredStore // by table key
 }
 
 // New returns a provider over the datapath's tables as meta describes them.
-func New(dp Datapath, meta *plan.Meta) *Provider {
+func New(dp Datapath, meta *desired.Meta) *Provider {
 	return &Provider{dp: dp, meta: meta, memory: persist.NewMemoryProvider(), stores: map[uint32]*Store{},
 		mirrored: map[string]*mirroredStore{}}
 }
 
 // SetMeta follows a reload.
-func (p *Provider) SetMeta(meta *plan.Meta) {
+func (p *Provider) SetMeta(meta *desired.Meta) {
 	p.mu.Lock()
 	p.meta = meta
 	p.mu.Unlock()
@@ -73,7 +73,7 @@ func (p *Provider) SetPublisher(publish func(mirror.Entry)) {
 func (p *Provider) Table(spec persist.Spec) (persist.Store, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if spec.Type == config.ProfileSourceIP && spec.Shared && p.meta != nil {
+	if spec.Type == l7spec.ProfileSourceIP && spec.Shared && p.meta != nil {
 		key := ids.SharedTable(spec.Profile).String()
 		for _, t := range p.meta.Tables {
 			if t.Key != key {

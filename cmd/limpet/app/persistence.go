@@ -14,7 +14,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/limpet-lb/limpet/loader"
-	"github.com/limpet-lb/limpet/userspace/plan"
+	"github.com/limpet-lb/limpet/userspace/desired"
 )
 
 func persistenceCommand(env *Env) *cli.Command {
@@ -71,7 +71,7 @@ func parseTagFilter(s string) (tagFilter, error) {
 	return tagFilter{scope: scope, tag: tag}, nil
 }
 
-func (f tagFilter) match(t *plan.TableMeta) bool {
+func (f tagFilter) match(t *desired.TableMeta) bool {
 	for _, tg := range t.Tags {
 		if (f.scope == "" || tg.Scope == f.scope) && (f.tag == "" || tg.Tag == f.tag) {
 			return true
@@ -80,10 +80,10 @@ func (f tagFilter) match(t *plan.TableMeta) bool {
 	return false
 }
 
-func openView(c *cli.Context) (*plan.View, error) { return plan.OpenView(c.String("pin-path")) }
+func openView(c *cli.Context) (*desired.View, error) { return desired.OpenView(c.String("pin-path")) }
 
 // selectTables applies --vs and --profile, and fails on names that do not exist.
-func selectTables(v *plan.View, vs, profile string, tags []tagFilter) ([]plan.TableMeta, error) {
+func selectTables(v *desired.View, vs, profile string, tags []tagFilter) ([]desired.TableMeta, error) {
 	if vs != "" && v.Meta.VirtualServerByName(vs) == nil {
 		return nil, usagef("--vs %q: no such l4 virtual server in the running config", vs)
 	}
@@ -96,7 +96,7 @@ func selectTables(v *plan.View, vs, profile string, tags []tagFilter) ([]plan.Ta
 			return nil, usagef("--profile %q: no table uses that profile", profile)
 		}
 	}
-	var out []plan.TableMeta
+	var out []desired.TableMeta
 	for _, t := range v.Meta.Tables {
 		if profile != "" && t.Profile != profile {
 			continue
@@ -142,7 +142,7 @@ type EntryView struct {
 	Tags            []string `json:"tags,omitempty"`
 }
 
-func clientLabel(e loader.PersistEntry, t *plan.TableMeta) string {
+func clientLabel(e loader.PersistEntry, t *desired.TableMeta) string {
 	bits := t.IPv6Prefix
 	if e.Client.Is4() {
 		bits = t.IPv4Prefix
@@ -153,11 +153,11 @@ func clientLabel(e loader.PersistEntry, t *plan.TableMeta) string {
 	return e.Client.String()
 }
 
-func entryView(v *plan.View, e loader.PersistEntry, t *plan.TableMeta, now time.Duration) EntryView {
+func entryView(v *desired.View, e loader.PersistEntry, t *desired.TableMeta, now time.Duration) EntryView {
 	ev := EntryView{Profile: t.Profile, Table: loader.TableIndex(t.ID), Client: clientLabel(e, t),
 		Connections: e.Conns, AgeSeconds: loader.Age(e.Created, now).Seconds()}
 	ev.VirtualServer = v.VirtualServerName(e.VSID)
-	ev.Server = plan.EntryServer(e)
+	ev.Server = desired.EntryServer(e)
 	if mm := v.EntryMember(e); mm != nil {
 		ev.Member = mm.Name
 	}
@@ -256,7 +256,7 @@ func persistenceDump(env *Env, c *cli.Context) error {
 	return out.Flush()
 }
 
-func prefixBits(t *plan.TableMeta, a netip.Addr) int {
+func prefixBits(t *desired.TableMeta, a netip.Addr) int {
 	if a.Is4() {
 		return t.IPv4Prefix
 	}

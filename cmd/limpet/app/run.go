@@ -9,6 +9,7 @@ import (
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/userspace/daemon"
 	"github.com/limpet-lb/limpet/userspace/notify"
+	"github.com/limpet-lb/limpet/userspace/plan"
 )
 
 func runCommand(env *Env) *cli.Command {
@@ -50,6 +51,7 @@ func runCommand(env *Env) *cli.Command {
 			}
 			return daemon.Run(c.Context, daemon.Options{
 				ConfigPath:   c.String("config"),
+				Compile:      plan.Load(c.String("config")),
 				Interfaces:   c.StringSlice("iface"),
 				XDPMode:      c.String("xdp-mode"),
 				PinPath:      pin,

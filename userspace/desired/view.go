@@ -1,4 +1,4 @@
-package plan
+package desired
 
 import "github.com/limpet-lb/limpet/loader"
 

@@ -1,4 +1,4 @@
-package plan
+package desired
 
 import (
 	"encoding/json"
@@ -9,8 +9,23 @@ import (
 	"time"
 
 	"github.com/limpet-lb/limpet/loader"
-	"github.com/limpet-lb/limpet/userspace/config"
 )
+
+// IdleTimeouts are the flow idle timeouts, in seconds.
+type IdleTimeouts struct {
+	TCPEstablished int `json:"tcp_established"`
+	TCPFin         int `json:"tcp_fin"`
+	UDP            int `json:"udp"`
+}
+
+// Tag labels a persistence table for operators (scope=tag).
+type Tag struct {
+	Scope string `json:"scope"`
+	Tag   string `json:"tag"`
+}
+
+// MetaVersion is the version of the stored document this limpet writes.
+const MetaVersion = 1
 
 // Meta is stored next to the pinned maps: the names behind every id, so that
 // a CLI with no daemon can label what it reads, and a restarted daemon
@@ -24,11 +39,11 @@ type Meta struct {
 	Tables         []TableMeta         `json:"tables"`
 	// AdminDown lists members taken down with 'limpet member disable', by
 	// member key; they stay down across reloads until enabled again.
-	AdminDown    []string            `json:"admin_down,omitempty"`
-	IdleTimeouts config.IdleTimeouts `json:"idle_timeouts"`
+	AdminDown    []string     `json:"admin_down,omitempty"`
+	IdleTimeouts IdleTimeouts `json:"idle_timeouts"`
 	// AdminSocket is where the daemon that wrote this serves its admin
 	// API, so that the CLI finds it from the pin path alone whatever
-	// settings.admin_socket says. Set by the daemon, not by Build.
+	// settings.admin_socket says. Set by the daemon, not by plan.Build.
 	AdminSocket string `json:"admin_socket,omitempty"`
 }
 
@@ -75,7 +90,7 @@ type MemberMeta struct {
 // Effective is the state the datapath enforces.
 func (m *MemberMeta) Effective() string {
 	if m.AdminDown {
-		return config.MemberDisabled
+		return MemberDisabled
 	}
 	return m.State
 }
@@ -136,19 +151,19 @@ func (m *Meta) SetAdminDown(id uint32, adminDown bool, healthDown map[string]boo
 
 // TableMeta describes a persistence table.
 type TableMeta struct {
-	ID            uint32       `json:"id"`
-	Key           string       `json:"key"`
-	Profile       string       `json:"profile"`
-	Shared        bool         `json:"shared"`
-	VirtualServer string       `json:"virtual_server,omitempty"` // private tables only
-	Timeout       int          `json:"timeout"`                  // seconds
-	MaxEntries    int          `json:"max_entries"`
-	PurgeWhenFull bool         `json:"purge_when_full"`
-	IPv4Prefix    int          `json:"ipv4_prefix"`
-	IPv6Prefix    int          `json:"ipv6_prefix"`
-	ServerDown    string       `json:"server_down"`
-	HAMirroring   bool         `json:"ha_mirroring"`
-	Tags          []config.Tag `json:"tags,omitempty"`
+	ID            uint32 `json:"id"`
+	Key           string `json:"key"`
+	Profile       string `json:"profile"`
+	Shared        bool   `json:"shared"`
+	VirtualServer string `json:"virtual_server,omitempty"` // private tables only
+	Timeout       int    `json:"timeout"`                  // seconds
+	MaxEntries    int    `json:"max_entries"`
+	PurgeWhenFull bool   `json:"purge_when_full"`
+	IPv4Prefix    int    `json:"ipv4_prefix"`
+	IPv6Prefix    int    `json:"ipv6_prefix"`
+	ServerDown    string `json:"server_down"`
+	HAMirroring   bool   `json:"ha_mirroring"`
+	Tags          []Tag  `json:"tags,omitempty"`
 }
 
 // MembersAndPools describes every member and pool to the datapath, with
@@ -185,13 +200,13 @@ func (m *Meta) poolState(pm PoolMeta, down map[string]bool) (loader.Pool, []load
 		if mm.Pool != pm.Name {
 			continue
 		}
-		if down[mm.Key] && mm.Effective() != config.MemberDisabled {
-			mm.State, mm.AdminDown = config.MemberDisabled, false
+		if down[mm.Key] && mm.Effective() != MemberDisabled {
+			mm.State, mm.AdminDown = MemberDisabled, false
 		}
 		in = append(in, mm)
 		out = append(out, loader.Member{
 			ID: mm.ID, PoolID: pm.ID, Addr: netip.AddrPortFrom(netip.MustParseAddr(mm.Address), uint16(mm.Port)),
-			Up: mm.Effective() != config.MemberDisabled, NAT: mm.NAT, MaxConns: uint32(mm.MaxConnections),
+			Up: mm.Effective() != MemberDisabled, NAT: mm.NAT, MaxConns: uint32(mm.MaxConnections),
 		})
 	}
 	pool, err := buildPool(pm, in)
@@ -200,8 +215,6 @@ func (m *Meta) poolState(pm PoolMeta, down map[string]bool) (loader.Pool, []load
 
 // Marshal encodes meta for the datapath's meta map.
 func (m *Meta) Marshal() ([]byte, error) { return json.Marshal(m) }
-
-const metaVersion = 1
 
 // ParseMeta decodes a stored document; nil or empty input gives nil.
 func ParseMeta(b []byte) (*Meta, error) {
@@ -212,8 +225,8 @@ func ParseMeta(b []byte) (*Meta, error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return nil, fmt.Errorf("pinned metadata is corrupt: %w", err)
 	}
-	if m.Version != metaVersion {
-		return nil, fmt.Errorf("pinned metadata has version %d; this limpet reads version %d", m.Version, metaVersion)
+	if m.Version != MetaVersion {
+		return nil, fmt.Errorf("pinned metadata has version %d; this limpet reads version %d", m.Version, MetaVersion)
 	}
 	return &m, nil
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -133,8 +134,11 @@ func pinned(t *testing.T, body string) (*loader.Datapath, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pin := filepath.Join("/sys/fs/bpf", "limpet-clitest-"+strings.ReplaceAll(t.Name(), "/", "-"))
-	_ = loader.Detach(pin)
+	// The pid keeps two runs of these tests (two checkouts on one machine)
+	// off each other's pins: a name of the test alone made one run detach
+	// and lock the other's datapath.
+	pin := filepath.Join("/sys/fs/bpf", fmt.Sprintf("limpet-clitest-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "-")))
+	_ = loader.Detach(pin) // what a crashed run with this pid left
 	dp, err := loader.Load(loader.Options{PinPath: pin, FlowTableSize: 4096})
 	if err != nil {
 		t.Fatal(err)

@@ -119,7 +119,7 @@ func newApp(env *Env) *cli.App {
 			runCommand(env),
 			detachCommand(env),
 			persistenceCommand(env),
-			memberCommand(env),
+			memberCommand(env), memberDecapCommand(env),
 			statsCommand(env),
 			configCommand(env),
 			versionCommand(env),

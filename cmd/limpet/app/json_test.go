@@ -73,12 +73,14 @@ func TestEveryJSONOutputIsSnakeCase(t *testing.T) {
 	codec, _ := cookie.NewCodec([][]byte{k})
 	v, _ := codec.Seal(cookie.Payload{Member: netip.MustParseAddrPort("10.1.0.12:8080"), Issued: time.Now(), VirtualServer: "shop"})
 	keyFile := writeKey(t, k)
+	decapPin, _ := decapPinned(t)
 
 	runs := map[string][]string{
 		"stats":            {"--pin-path", pin, "stats", "-o", "json"},
 		"persistence dump": {"--pin-path", pin, "persistence", "dump", "-o", "json"},
 		"status":           {"status", "--socket", sock, "-o", "json"},
 		"cookie decode":    {"cookie", "decode", "--key-file", keyFile, "-o", "json", v},
+		"member-decap":     {"member-decap", "--decap-pin-path", decapPin, "--status", "-o", "json"},
 	}
 	env := &Env{Context: context.Background()}
 	cmds := jsonCommands(newApp(env).Commands, "")

@@ -1,0 +1,155 @@
+package app
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/limpet-lb/limpet/loader"
+)
+
+// DecapView is one interface of 'limpet member-decap --status -o json'.
+type DecapView struct {
+	Iface     string                `json:"iface"`
+	Ifindex   int                   `json:"ifindex"`
+	Gone      bool                  `json:"interface_gone"`
+	GUEPort   uint16                `json:"gue_port"`
+	ProgramID uint32                `json:"program_id"`
+	Counters  map[string]DecapCount `json:"counters"`
+}
+
+// DecapCount is one counter of a DecapView.
+type DecapCount struct {
+	Packets uint64 `json:"packets_total"`
+	Bytes   uint64 `json:"bytes_total"`
+}
+
+// DecapStatusView is 'limpet member-decap --status -o json'.
+type DecapStatusView struct {
+	PinPath    string      `json:"pin_path"`
+	Interfaces []DecapView `json:"interfaces"`
+}
+
+func memberDecapCommand(env *Env) *cli.Command {
+	return &cli.Command{
+		Name:  "member-decap",
+		Usage: "on a member: strip the IPIP/GUE header a balancer in forwarding mode ipip or gue adds (tc-BPF on the interface's ingress; stays attached after the command exits)",
+		Description: "Attach:  limpet member-decap --iface eth0 [--gue-port 6080]  (again: updates the program and the port, keeps the counters)\n" +
+			"Detach:  limpet member-decap --iface eth0 --detach\n" +
+			"Status:  limpet member-decap --status [--iface eth0] [-o json]\n" +
+			"The member must hold the virtual servers' addresses on a local interface (lo or a dummy), as for dsr.",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "iface", Aliases: []string{"i"}, Usage: "the member's `INTERFACE` that receives the encapsulated packets"},
+			&cli.UintFlag{Name: "gue-port", Value: loader.DefaultGUEPort, Usage: "UDP `PORT` of GUE (as the balancer's settings say)"},
+			&cli.BoolFlag{Name: "detach", Usage: "detach from --iface and remove its pins"},
+			&cli.BoolFlag{Name: "status", Usage: "show what is attached and its counters (every interface, or --iface)"},
+			&cli.StringFlag{Name: "decap-pin-path", Value: loader.DefaultDecapPinPath, EnvVars: []string{"LIMPET_DECAP_PIN_PATH"},
+				Usage: "bpffs `DIR` of the decapsulators' pins (one directory per interface)"},
+			outputFlag,
+		},
+		Action: func(c *cli.Context) error {
+			if err := noArgs(c); err != nil {
+				return err
+			}
+			format, err := outputFormat(c)
+			if err != nil {
+				return err
+			}
+			pin, iface := c.String("decap-pin-path"), c.String("iface")
+			if c.Bool("detach") && c.Bool("status") {
+				return usagef("member-decap: --detach and --status do not go together")
+			}
+			if c.Bool("status") {
+				return decapStatus(env.Stdout, pin, iface, format)
+			}
+			if iface == "" {
+				return usagef("member-decap: --iface is required (or --status)")
+			}
+			if c.Bool("detach") {
+				if c.IsSet("gue-port") {
+					return usagef("member-decap: --gue-port means nothing with --detach")
+				}
+				if err := loader.DetachDecap(pin, iface); err != nil {
+					if errors.Is(err, loader.ErrDecapNotAttached) || errors.Is(err, loader.ErrNoSuchIface) {
+						return &usageError{err}
+					}
+					return err
+				}
+				fmt.Fprintf(env.Stdout, "decapsulator detached from %s\n", iface)
+				return nil
+			}
+			port := c.Uint("gue-port")
+			if port == 0 || port > 65535 {
+				return usagef("member-decap: --gue-port %d: want a UDP port, 1-65535", port)
+			}
+			s, err := loader.AttachDecap(loader.DecapOptions{PinPath: pin, Iface: iface, GUEPort: uint16(port)})
+			if errors.Is(err, loader.ErrNoSuchIface) {
+				return &usageError{err}
+			}
+			if err != nil {
+				return err
+			}
+			if format == "json" {
+				return writeDecapJSON(env.Stdout, pin, []loader.DecapStatus{s})
+			}
+			fmt.Fprintf(env.Stdout, "decapsulating IPIP, IPv6-in-IP and GUE (UDP port %d) on %s (ifindex %d, program id %d); pinned under %s/%s\n",
+				s.GUEPort, s.Iface, s.Ifindex, s.ProgramID, pin, s.Iface)
+			return nil
+		},
+	}
+}
+
+func decapStatus(w io.Writer, pin, iface, format string) error {
+	var list []loader.DecapStatus
+	if iface != "" {
+		s, err := loader.DecapStatusOf(pin, iface)
+		if errors.Is(err, loader.ErrDecapNotAttached) || errors.Is(err, loader.ErrNoSuchIface) {
+			return &usageError{err}
+		}
+		if err != nil {
+			return err
+		}
+		list = []loader.DecapStatus{s}
+	} else {
+		var err error
+		if list, err = loader.DecapStatuses(pin); err != nil {
+			return err
+		}
+	}
+	if format == "json" {
+		return writeDecapJSON(w, pin, list)
+	}
+	if len(list) == 0 {
+		fmt.Fprintf(w, "no decapsulator attached (nothing pinned under %s)\n", pin)
+		return nil
+	}
+	for _, s := range list {
+		state := fmt.Sprintf("ifindex %d", s.Ifindex)
+		if s.Gone {
+			state = "interface gone: the link is defunct; detach it"
+		}
+		fmt.Fprintf(w, "%s: %s, GUE port %d, program id %d\n", s.Iface, state, s.GUEPort, s.ProgramID)
+		fmt.Fprintf(w, "  %-14s %14s %16s\n", "counter", "packets", "bytes")
+		for _, c := range s.Counts {
+			fmt.Fprintf(w, "  %-14s %14d %16d\n", c.Stat, c.Packets, c.Bytes)
+		}
+	}
+	return nil
+}
+
+func writeDecapJSON(w io.Writer, pin string, list []loader.DecapStatus) error {
+	v := DecapStatusView{PinPath: pin, Interfaces: []DecapView{}}
+	for _, s := range list {
+		dv := DecapView{Iface: s.Iface, Ifindex: s.Ifindex, Gone: s.Gone, GUEPort: s.GUEPort, ProgramID: s.ProgramID, Counters: map[string]DecapCount{}}
+		for _, c := range s.Counts {
+			dv.Counters[c.Stat.String()] = DecapCount{Packets: c.Packets, Bytes: c.Bytes}
+		}
+		v.Interfaces = append(v.Interfaces, dv)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

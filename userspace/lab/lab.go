@@ -19,6 +19,12 @@
 //	client ─┐            ┌─ lb  ─┐            ┌─ m1
 //	        └─ sw:brc ───┴─ lb1 ─┴─ sw:brm ───┴─ m2 ...
 //
+// With Spec.Routed, members sit on subnets of their own behind a router
+// host, and the balancer is one-armed on yet another (see routed.go):
+//
+//	client ── router ── lb
+//	                 ── m1, m2 ...
+//
 // Addressing (namespaces are private, so the ranges never leak; they are
 // benchmarking (198.18.0.0/15) and ULA (fd00:1e::/48) ranges on purpose). The
 // IPv6 address of a host reuses the decimal digits of its IPv4 address:
@@ -166,6 +172,12 @@ type Spec struct {
 	// on it with StartRouter) between the client and Balancers nodes
 	// (default 3) serving the VIPs in DSR mode.
 	Cluster bool
+	// Routed builds the topology of routed.go: members on subnets of
+	// their own behind a router, and a one-armed balancer on another,
+	// so that the balancer reaches members only through the router
+	// (encapsulated forwarding). Members hold the VIPs on loopback
+	// (DSR is implied) and answer clients through the router.
+	Routed bool
 
 	// HTTPPorts and UDPPorts the members listen on (empty means 80 and 53).
 	HTTPPorts []uint16
@@ -239,6 +251,7 @@ type Lab struct {
 
 	mu       sync.Mutex
 	procs    []*Process
+	relays   []*Relay
 	procSeq  int
 	active   int
 	closed   bool
@@ -347,6 +360,12 @@ func (s *Spec) normalize() error {
 		if !v.IsValid() || v.Zone() != "" || v.Is4In6() {
 			return fmt.Errorf("lab: VIP %v: want a plain IPv4 or IPv6 address", v)
 		}
+	}
+	if s.Routed {
+		if s.Cluster || s.Balancers > 1 {
+			return errors.New("lab: Routed has one balancer and no Cluster")
+		}
+		s.DSR = true
 	}
 	if s.Cluster {
 		s.DSR = true
@@ -558,10 +577,16 @@ func (l *Lab) Close() error {
 		return l.closeErr
 	}
 	l.closed = true
+	var errs []error
 	procs := append([]*Process(nil), l.procs...)
+	relays := append([]*Relay(nil), l.relays...)
 	l.mu.Unlock()
 
-	var errs []error
+	for _, r := range relays {
+		if err := r.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	for _, p := range procs {
 		if err := p.Stop(3 * time.Second); err != nil {
 			errs = append(errs, err)

@@ -61,6 +61,8 @@ func TestSpecNormalize(t *testing.T) {
 		{MemberCount: lab.MaxMembers + 1},
 		{Balancers: lab.MaxBalancers + 1},
 		{ClientAddrs4: 70000},
+		{Routed: true, Balancers: 2},
+		{Routed: true, Cluster: true},
 	} {
 		if err := bad.Normalize(); err == nil {
 			t.Errorf("spec %+v: no error", bad)

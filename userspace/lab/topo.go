@@ -263,6 +263,9 @@ func (l *Lab) build(ctx context.Context) error {
 	if l.spec.Cluster {
 		return l.buildCluster(ctx)
 	}
+	if l.spec.Routed {
+		return l.buildRouted(ctx)
+	}
 	s := l.spec
 	ha := s.Balancers > 1
 

@@ -96,9 +96,10 @@ func TestDebInstallRemove(t *testing.T) {
 		t.Fatalf("after dpkg -i the package is %q", st)
 	}
 	for path, want := range map[string]fs.FileMode{
-		"/usr/bin/limpet":                                 0o755,
-		"/usr/lib/systemd/system/limpet.service":          0o644,
-		"/usr/lib/systemd/system/limpet-bpffs.service":    0o644,
+		"/usr/bin/limpet":                                      0o755,
+		"/usr/lib/systemd/system/limpet.service":               0o644,
+		"/usr/lib/systemd/system/limpet-bpffs.service":         0o644,
+		"/usr/lib/systemd/system/limpet-member-decap@.service": 0o644,
 		"/etc/limpet":                                     0o750,
 		"/etc/limpet/limpet.yaml":                         0o640,
 		"/usr/share/man/man8/limpet.8.gz":                 0o644,
@@ -127,7 +128,8 @@ func TestDebInstallRemove(t *testing.T) {
 		t.Errorf("man limpet does not render the page:\n%.400s", out)
 	}
 	// The installed unit, with its binary now in place.
-	if out, err := runErr(analyze, "verify", "/usr/lib/systemd/system/limpet.service", "/usr/lib/systemd/system/limpet-bpffs.service"); err != nil || strings.TrimSpace(out) != "" {
+	if out, err := runErr(analyze, "verify", "/usr/lib/systemd/system/limpet.service", "/usr/lib/systemd/system/limpet-bpffs.service",
+		"/usr/lib/systemd/system/limpet-member-decap@.service"); err != nil || strings.TrimSpace(out) != "" {
 		t.Errorf("systemd-analyze verify limpet.service: %v\n%s", err, out)
 	}
 	sec := run(t, analyze, "security", "--offline=yes", "/usr/lib/systemd/system/limpet.service")
@@ -139,6 +141,14 @@ func TestDebInstallRemove(t *testing.T) {
 		t.Errorf("systemd-analyze security: exposure %s, want at most 3.0 (the hardening regressed)\n%s", m[1], sec)
 	}
 	t.Logf("systemd-analyze security: exposure %s", m[1])
+	sec = run(t, analyze, "security", "--offline=yes", "/usr/lib/systemd/system/limpet-member-decap@.service")
+	m = regexp.MustCompile(`Overall exposure level for limpet-member-decap@\S*: ([0-9.]+)`).FindStringSubmatch(sec)
+	if m == nil {
+		t.Fatalf("systemd-analyze security gave no exposure level for limpet-member-decap@.service:\n%s", sec)
+	}
+	if level, _ := strconv.ParseFloat(m[1], 64); level > 3.0 {
+		t.Errorf("systemd-analyze security limpet-member-decap@.service: exposure %s, want at most 3.0\n%s", m[1], sec)
+	}
 
 	// A changed config survives a reinstall (dpkg conffile; postinst
 	// leaves it alone).

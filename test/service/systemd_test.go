@@ -384,6 +384,24 @@ func TestServiceUnderSystemd(t *testing.T) {
 		t.Fatal("after stop the XDP program left the NIC")
 	}
 
+	// The member-side decapsulator's unit: attached with the options of
+	// /etc/default/limpet-member-decap, still attached after its command
+	// exited, detached by stop; and by the package's removal below.
+	decapUnit := "limpet-member-decap@lmpci1.service"
+	c.writeFile("/etc/default/limpet-member-decap", "LIMPET_DECAP_ARGS=\"--gue-port 7000\"\n")
+	if out, err := c.runErr("systemctl", "start", decapUnit); err != nil {
+		journal, _ := c.runErr("journalctl", "-u", decapUnit, "--no-pager", "-n", "50")
+		t.Fatalf("systemctl start %s: %v\n%s\n%s", decapUnit, err, out, journal)
+	}
+	if st := c.run("limpet", "member-decap", "--status"); !strings.Contains(st, "lmpci1: ifindex") || !strings.Contains(st, "GUE port 7000") {
+		t.Fatalf("after systemctl start %s, member-decap --status says:\n%s", decapUnit, st)
+	}
+	c.run("systemctl", "stop", decapUnit)
+	if st := c.run("limpet", "member-decap", "--status"); !strings.Contains(st, "no decapsulator attached") {
+		t.Fatalf("after systemctl stop %s, member-decap --status says:\n%s", decapUnit, st)
+	}
+	c.run("systemctl", "start", decapUnit)
+
 	// Removal detaches it and leaves only the config.
 	out = c.run("dpkg", "-r", "limpet")
 	t.Logf("# (in the container) dpkg -r limpet\n%s", out)
@@ -392,6 +410,9 @@ func TestServiceUnderSystemd(t *testing.T) {
 	}
 	if _, err := os.Stat(c.path("/sys/fs/bpf/limpet")); !os.IsNotExist(err) {
 		t.Errorf("after dpkg -r the pins remain (stat: %v)", err)
+	}
+	if _, err := os.Stat(c.path("/sys/fs/bpf/limpet-decap")); !os.IsNotExist(err) {
+		t.Errorf("after dpkg -r the decapsulator's pins remain (stat: %v)", err)
 	}
 	for _, unit := range []string{"limpet.service", "limpet-bpffs.service"} {
 		if p := c.show(unit, "LoadState", "ActiveState"); p["LoadState"] != "not-found" || p["ActiveState"] != "inactive" {

@@ -9,7 +9,9 @@
  *
  * Forms: IPPROTO_IPIP (4) and IPPROTO_IPV6 (41) in IPv4 or IPv6, and GUE
  * over UDP to the configured port (variant 0 with no optional fields, or variant 1,
- * direct IP) carrying IPv4 or IPv6. Everything else passes untouched. A
+ * direct IP) carrying IPv4 or IPv6, to any outer destination or, when the
+ * loader lists them, only to the member's own addresses (decap_dst).
+ * Everything else passes untouched. A
  * tunnel packet that is not well formed (truncated, bad outer header, a
  * fragment, an inner header of the wrong family, GUE options) passes
  * untouched too, counted by reason: the stack then drops it as it would any
@@ -50,6 +52,16 @@ struct {
 	__type(value, struct decap_config);
 } decap_cfg SEC(".maps");
 
+/* With decap_config.only_listed, the outer destinations to decapsulate: the
+ * member's own addresses, so that a host that also routes never unwraps
+ * tunnel traffic passing through it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, DECAP_MAX_DSTS);
+	__type(key, struct decap_dst_key);
+	__type(value, __u8);
+} decap_dst SEC(".maps");
+
 /* A tunnel packet found by the parser. */
 struct tunnel {
 	__u32 olen;         /* bytes after Ethernet to strip: outer IP (+ UDP + GUE) */
@@ -58,6 +70,7 @@ struct tunnel {
 	__u8 inner_family;  /* 4 or 6 */
 	__u8 outer_ecn;     /* DECAP_ECN_* of the outer header */
 	__u8 gue;           /* 1 for GUE, 0 for IPIP */
+	struct decap_dst_key dst; /* the outer destination */
 };
 
 static __always_inline void count(__u32 stat, __u32 bytes)
@@ -108,15 +121,13 @@ static __always_inline __u8 ipip_family(__u8 proto)
  * packet: l4len). Fills t->olen with the UDP and GUE bytes, to which the
  * caller adds its IP header. Returns DECAP_STAT_MAX when t describes a GUE
  * packet, or the reason it is not one. */
-static __always_inline __u32 parse_gue(void *l4, __u32 l4len, void *data_end, struct tunnel *t)
+static __always_inline __u32 parse_gue(void *l4, __u32 l4len, void *data_end, __be16 port, struct tunnel *t)
 {
 	struct decap_udp *udp = l4;
-	__u32 zero = 0;
 
 	if ((void *)(udp + 1) > data_end)
 		return DECAP_STAT_PASS;
-	struct decap_config *cfg = bpf_map_lookup_elem(&decap_cfg, &zero);
-	if (!cfg || !cfg->gue_port || udp->dport != cfg->gue_port)
+	if (!port || udp->dport != port)
 		return DECAP_STAT_PASS;
 	__u32 ulen = bpf_ntohs(udp->len);
 	if (ulen > l4len || ulen <= DECAP_UDP_HLEN)
@@ -155,7 +166,7 @@ static __always_inline __u32 parse_gue(void *l4, __u32 l4len, void *data_end, st
 	return DECAP_STAT_MAX;
 }
 
-static __always_inline __u32 parse_outer4(void *data, void *data_end, __u32 pkt_len, struct tunnel *t)
+static __always_inline __u32 parse_outer4(void *data, void *data_end, __u32 pkt_len, __be16 port, struct tunnel *t)
 {
 	struct decap_ip4 *ip = data + DECAP_ETH_HLEN;
 
@@ -174,7 +185,7 @@ static __always_inline __u32 parse_outer4(void *data, void *data_end, __u32 pkt_
 	if (proto == DECAP_IPPROTO_UDP) {
 		if (tot < ihl)
 			return DECAP_STAT_PASS;
-		__u32 r = parse_gue((void *)ip + ihl, tot - ihl, data_end, t);
+		__u32 r = parse_gue((void *)ip + ihl, tot - ihl, data_end, port, t);
 		if (r != DECAP_STAT_MAX)
 			return r;
 	} else {
@@ -189,11 +200,13 @@ static __always_inline __u32 parse_outer4(void *data, void *data_end, __u32 pkt_
 		return DECAP_STAT_BAD_OUTER;
 	if (ip->frag_off & bpf_htons(DECAP_IP4_FRAG_MASK))
 		return DECAP_STAT_FRAGMENT;
+	t->dst.family = 4;
+	__builtin_memcpy(t->dst.addr, &ip->daddr, 4);
 	t->olen += ihl;
 	return DECAP_STAT_MAX;
 }
 
-static __always_inline __u32 parse_outer6(void *data, void *data_end, __u32 pkt_len, struct tunnel *t)
+static __always_inline __u32 parse_outer6(void *data, void *data_end, __u32 pkt_len, __be16 port, struct tunnel *t)
 {
 	struct decap_ip6 *ip = data + DECAP_ETH_HLEN;
 
@@ -212,7 +225,7 @@ static __always_inline __u32 parse_outer6(void *data, void *data_end, __u32 pkt_
 	t->outer_family = 6;
 	t->outer_ecn = (vtf >> 20) & DECAP_ECN_MASK;
 	if (proto == DECAP_IPPROTO_UDP) {
-		__u32 r = parse_gue(ip + 1, plen, data_end, t);
+		__u32 r = parse_gue(ip + 1, plen, data_end, port, t);
 		if (r != DECAP_STAT_MAX)
 			return r;
 	} else {
@@ -222,6 +235,8 @@ static __always_inline __u32 parse_outer6(void *data, void *data_end, __u32 pkt_
 	}
 	if (plen > pkt_len - DECAP_ETH_HLEN - DECAP_IP6_HLEN)
 		return DECAP_STAT_BAD_OUTER;
+	t->dst.family = 6;
+	__builtin_memcpy(t->dst.addr, ip->daddr, 16);
 	t->olen += DECAP_IP6_HLEN;
 	return DECAP_STAT_MAX;
 }
@@ -308,18 +323,25 @@ int limpet_decap(struct __sk_buff *skb)
 	void *data_end = (void *)(long)skb->data_end;
 	struct decap_eth *eth = data;
 	struct tunnel t = {};
-	__u32 r;
+	__u32 r, zero = 0;
 
 	if ((void *)(eth + 1) > data_end) {
 		count(DECAP_STAT_PASS, pkt_len);
 		return DECAP_TC_ACT_OK;
 	}
+	struct decap_config *cfg = bpf_map_lookup_elem(&decap_cfg, &zero);
+	if (!cfg) {
+		count(DECAP_STAT_PASS, pkt_len);
+		return DECAP_TC_ACT_OK;
+	}
 	if (eth->proto == bpf_htons(DECAP_ETH_P_IP))
-		r = parse_outer4(data, data_end, pkt_len, &t);
+		r = parse_outer4(data, data_end, pkt_len, cfg->gue_port, &t);
 	else if (eth->proto == bpf_htons(DECAP_ETH_P_IPV6))
-		r = parse_outer6(data, data_end, pkt_len, &t);
+		r = parse_outer6(data, data_end, pkt_len, cfg->gue_port, &t);
 	else
 		r = DECAP_STAT_PASS;
+	if (r == DECAP_STAT_MAX && cfg->only_listed && !bpf_map_lookup_elem(&decap_dst, &t.dst))
+		r = DECAP_STAT_OTHER_DST;
 	if (r != DECAP_STAT_MAX) {
 		count(r, pkt_len);
 		return DECAP_TC_ACT_OK;

@@ -120,12 +120,23 @@ enum decap_stat {
 	DECAP_STAT_GUE_OPTIONS,  /* GUE variant 0 with optional fields or flags */
 	DECAP_STAT_ECN_DROP,     /* outer CE over a not-ECT inner packet: dropped (RFC 6040) */
 	DECAP_STAT_ADJUST_FAILED, /* bpf_skb_adjust_room refused the packet */
+	DECAP_STAT_OTHER_DST,    /* a tunnel packet to an address not in decap_dst (when listed) */
 	DECAP_STAT_MAX,
 };
 
+#define DECAP_MAX_DSTS 64
+
 struct decap_config {
-	__be16 gue_port; /* network byte order; 0: GUE off */
-	__u8 pad[6];
+	__be16 gue_port;  /* network byte order; 0: GUE off */
+	__u8 only_listed; /* 1: decapsulate only packets to an address of decap_dst */
+	__u8 pad[5];
+};
+
+/* An outer destination address the decapsulator serves. */
+struct decap_dst_key {
+	__u8 family; /* 4 or 6 */
+	__u8 pad[3];
+	__u8 addr[16]; /* an IPv4 address in the first 4 bytes, the rest zero */
 };
 
 struct decap_count {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
@@ -27,6 +28,7 @@ const (
 	decapPinProg   = "prog"
 	decapPinStats  = "stats"
 	decapPinConfig = "config"
+	decapPinDsts   = "destinations"
 )
 
 // ErrDecapNotAttached means no decapsulator is pinned for the interface.
@@ -58,6 +60,7 @@ const (
 	DecapGUEOptions   = DecapStat(decapDecapStatDECAP_STAT_GUE_OPTIONS)
 	DecapECNDrop      = DecapStat(decapDecapStatDECAP_STAT_ECN_DROP)
 	DecapAdjustFailed = DecapStat(decapDecapStatDECAP_STAT_ADJUST_FAILED)
+	DecapOtherDst     = DecapStat(decapDecapStatDECAP_STAT_OTHER_DST)
 	decapStatCount    = int(decapDecapStatDECAP_STAT_MAX)
 )
 
@@ -68,7 +71,11 @@ var decapStatNames = [...]string{
 	DecapTruncated: "truncated", DecapBadOuter: "bad_outer", DecapFragment: "fragment",
 	DecapBadInner: "bad_inner", DecapGUEVersion: "gue_version", DecapGUEProto: "gue_proto",
 	DecapGUEOptions: "gue_options", DecapECNDrop: "ecn_drop", DecapAdjustFailed: "adjust_failed",
+	DecapOtherDst: "other_destination",
 }
+
+// MaxDecapDestinations is how many addresses DecapOptions.OnlyTo may list.
+const MaxDecapDestinations = 64
 
 // String is the counter's snake_case name, as JSON and the CLI show it.
 func (s DecapStat) String() string {
@@ -98,6 +105,11 @@ type DecapOptions struct {
 	Iface string
 	// GUEPort is the UDP port of GUE (0 is DefaultGUEPort).
 	GUEPort uint16
+	// OnlyTo, when not empty, limits decapsulation to tunnel packets whose
+	// outer destination is one of these addresses (the member's own); the
+	// others pass untouched, counted other_destination. Empty: any
+	// destination, as an "external" ipip device does.
+	OnlyTo []netip.Addr
 }
 
 // DecapStatus is one attached decapsulator.
@@ -106,6 +118,8 @@ type DecapStatus struct {
 	Ifindex int  // of the link as attached; 0 when the interface is gone
 	Gone    bool // the interface no longer exists: the link is defunct
 	GUEPort uint16
+	// OnlyTo lists the outer destinations decapsulated (empty: any).
+	OnlyTo []netip.Addr
 	// ProgramID is the kernel's id of the attached program (bpftool prog show id N).
 	ProgramID uint32
 	Counts    []DecapCount
@@ -137,6 +151,14 @@ func AttachDecap(opts DecapOptions) (DecapStatus, error) {
 	if opts.GUEPort == 0 {
 		opts.GUEPort = DefaultGUEPort
 	}
+	if len(opts.OnlyTo) > MaxDecapDestinations {
+		return DecapStatus{}, fmt.Errorf("%d destination addresses: at most %d", len(opts.OnlyTo), MaxDecapDestinations)
+	}
+	for _, a := range opts.OnlyTo {
+		if !a.IsValid() || a.Zone() != "" || a.Is4In6() {
+			return DecapStatus{}, fmt.Errorf("destination %v: want a plain IPv4 or IPv6 address", a)
+		}
+	}
 	root := decapPinPath(opts.PinPath)
 	ifc, err := net.InterfaceByName(opts.Iface)
 	if err != nil {
@@ -150,32 +172,103 @@ func AttachDecap(opts DecapOptions) (DecapStatus, error) {
 	}
 	dir := filepath.Join(root, opts.Iface)
 	if _, err := os.Stat(filepath.Join(dir, decapPinLink)); err == nil {
-		err = replaceDecap(dir, ifc.Index, opts.GUEPort)
+		err = replaceDecap(dir, ifc.Index, opts)
 		if err != nil {
 			return DecapStatus{}, err
 		}
-	} else if err := createDecap(root, dir, ifc.Index, opts.GUEPort); err != nil {
+	} else if err := createDecap(root, dir, ifc.Index, opts); err != nil {
 		return DecapStatus{}, err
 	}
 	return decapStatus(root, opts.Iface)
 }
 
-func writeDecapConfig(m *ebpf.Map, port uint16) error {
-	if err := m.Put(uint32(0), decapDecapConfig{GuePort: htons(port)}); err != nil {
-		return fmt.Errorf("set the GUE port: %w", err)
+func dstKey(a netip.Addr) decapDecapDstKey {
+	k := decapDecapDstKey{Family: 6}
+	if a.Is4() {
+		k.Family = 4
+		b := a.As4()
+		copy(k.Addr[:], b[:])
+	} else {
+		k.Addr = a.As16()
+	}
+	return k
+}
+
+// writeDecapConfig sets the port and the destinations. New destinations go
+// in before old ones leave, and the filter is switched on last, so that no
+// packet to a listed address is passed during the change.
+func writeDecapConfig(cfg, dsts *ebpf.Map, port uint16, onlyTo []netip.Addr) error {
+	want := map[decapDecapDstKey]bool{}
+	for _, a := range onlyTo {
+		k := dstKey(a)
+		want[k] = true
+		if err := dsts.Put(k, uint8(1)); err != nil {
+			return fmt.Errorf("add destination %s: %w", a, err)
+		}
+	}
+	var stale []decapDecapDstKey
+	var k decapDecapDstKey
+	var v uint8
+	it := dsts.Iterate()
+	for it.Next(&k, &v) {
+		if !want[k] {
+			stale = append(stale, k)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("list destinations: %w", err)
+	}
+	c := decapDecapConfig{GuePort: htons(port)}
+	if len(onlyTo) > 0 {
+		c.OnlyListed = 1
+		for _, k := range stale {
+			if err := dsts.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("remove a destination: %w", err)
+			}
+		}
+	}
+	if err := cfg.Put(uint32(0), c); err != nil {
+		return fmt.Errorf("set the decapsulator's configuration: %w", err)
+	}
+	if len(onlyTo) == 0 {
+		// Off first, then emptied.
+		for _, k := range stale {
+			if err := dsts.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("remove a destination: %w", err)
+			}
+		}
 	}
 	return nil
 }
 
+func readDecapDsts(m *ebpf.Map) ([]netip.Addr, error) {
+	var out []netip.Addr
+	var k decapDecapDstKey
+	var v uint8
+	it := m.Iterate()
+	for it.Next(&k, &v) {
+		if k.Family == 4 {
+			out = append(out, netip.AddrFrom4([4]byte(k.Addr[:4])))
+		} else {
+			out = append(out, netip.AddrFrom16(k.Addr))
+		}
+	}
+	if err := it.Err(); err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Less(out[j]) })
+	return out, nil
+}
+
 // createDecap loads and attaches afresh, pinning into a temporary directory
 // that is renamed into place: a crash leaves no half-pinned decapsulator.
-func createDecap(root, dir string, ifindex int, port uint16) error {
+func createDecap(root, dir string, ifindex int, opts DecapOptions) error {
 	var objs decapObjects
 	if err := loadDecapObjects(&objs, nil); err != nil {
 		return fmt.Errorf("load the decapsulator: %w", verifierError(err))
 	}
 	defer objs.Close()
-	if err := writeDecapConfig(objs.DecapCfg, port); err != nil {
+	if err := writeDecapConfig(objs.DecapCfg, objs.DecapDst, opts.GUEPort, opts.OnlyTo); err != nil {
 		return err
 	}
 	tmp, err := os.MkdirTemp(filepath.Dir(root), filepath.Base(root)+"-tmp-")
@@ -184,7 +277,7 @@ func createDecap(root, dir string, ifindex int, port uint16) error {
 	}
 	defer os.RemoveAll(tmp)
 	for name, pin := range map[string]interface{ Pin(string) error }{
-		decapPinProg: objs.LimpetDecap, decapPinStats: objs.DecapStats, decapPinConfig: objs.DecapCfg,
+		decapPinProg: objs.LimpetDecap, decapPinStats: objs.DecapStats, decapPinConfig: objs.DecapCfg, decapPinDsts: objs.DecapDst,
 	} {
 		if err := pin.Pin(filepath.Join(tmp, name)); err != nil {
 			return fmt.Errorf("pin %s: %w", name, err)
@@ -212,7 +305,7 @@ func createDecap(root, dir string, ifindex int, port uint16) error {
 
 // replaceDecap loads this binary's program against the pinned maps and
 // swaps it into the pinned link.
-func replaceDecap(dir string, ifindex int, port uint16) error {
+func replaceDecap(dir string, ifindex int, o DecapOptions) error {
 	l, err := link.LoadPinnedLink(filepath.Join(dir, decapPinLink), nil)
 	if err != nil {
 		return fmt.Errorf("open the pinned link: %w (run 'limpet member-decap --detach' first)", err)
@@ -233,13 +326,18 @@ func replaceDecap(dir string, ifindex int, port uint16) error {
 		return fmt.Errorf("open the pinned configuration: %w", err)
 	}
 	defer cfg.Close()
+	dsts, err := ebpf.LoadPinnedMap(filepath.Join(dir, decapPinDsts), nil)
+	if err != nil {
+		return fmt.Errorf("open the pinned destinations: %w", err)
+	}
+	defer dsts.Close()
 	var objs decapObjects
-	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{"decap_stats": stats, "decap_cfg": cfg}}
+	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{"decap_stats": stats, "decap_cfg": cfg, "decap_dst": dsts}}
 	if err := loadDecapObjects(&objs, opts); err != nil {
 		return fmt.Errorf("load the decapsulator against the pinned maps: %w (run 'limpet member-decap --detach' first)", verifierError(err))
 	}
 	defer objs.Close()
-	if err := writeDecapConfig(cfg, port); err != nil {
+	if err := writeDecapConfig(cfg, dsts, o.GUEPort, o.OnlyTo); err != nil {
 		return err
 	}
 	if err := l.Update(objs.LimpetDecap); err != nil {
@@ -348,6 +446,17 @@ func decapStatus(root, iface string) (DecapStatus, error) {
 		return s, fmt.Errorf("read the configuration of %s: %w", iface, err)
 	}
 	s.GUEPort = htons(c.GuePort)
+	if c.OnlyListed != 0 {
+		dsts, err := ebpf.LoadPinnedMap(filepath.Join(dir, decapPinDsts), nil)
+		if err != nil {
+			return s, fmt.Errorf("open the destinations of %s: %w", iface, err)
+		}
+		s.OnlyTo, err = readDecapDsts(dsts)
+		dsts.Close()
+		if err != nil {
+			return s, fmt.Errorf("read the destinations of %s: %w", iface, err)
+		}
+	}
 	stats, err := ebpf.LoadPinnedMap(filepath.Join(dir, decapPinStats), nil)
 	if err != nil {
 		return s, fmt.Errorf("open the counters of %s: %w", iface, err)

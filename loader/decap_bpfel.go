@@ -14,15 +14,23 @@ import (
 )
 
 type decapDecapConfig struct {
-	_       structs.HostLayout
-	GuePort uint16
-	Pad     [6]uint8
+	_          structs.HostLayout
+	GuePort    uint16
+	OnlyListed uint8
+	Pad        [5]uint8
 }
 
 type decapDecapCount struct {
 	_       structs.HostLayout
 	Packets uint64
 	Bytes   uint64
+}
+
+type decapDecapDstKey struct {
+	_      structs.HostLayout
+	Family uint8
+	Pad    [3]uint8
+	Addr   [16]uint8
 }
 
 type decapDecapStat uint32
@@ -46,7 +54,8 @@ const (
 	decapDecapStatDECAP_STAT_GUE_OPTIONS   decapDecapStat = 15
 	decapDecapStatDECAP_STAT_ECN_DROP      decapDecapStat = 16
 	decapDecapStatDECAP_STAT_ADJUST_FAILED decapDecapStat = 17
-	decapDecapStatDECAP_STAT_MAX           decapDecapStat = 18
+	decapDecapStatDECAP_STAT_OTHER_DST     decapDecapStat = 18
+	decapDecapStatDECAP_STAT_MAX           decapDecapStat = 19
 )
 
 // Names of all BPF objects in the ELF.
@@ -54,6 +63,7 @@ const (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	decapMapDecapCfg           = "decap_cfg"
+	decapMapDecapDst           = "decap_dst"
 	decapMapDecapStats         = "decap_stats"
 	decapProgLimpetDecap       = "limpet_decap"
 	decapVarBtfAnchorDecapStat = "btf_anchor_decap_stat"
@@ -109,6 +119,7 @@ type decapProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type decapMapSpecs struct {
 	DecapCfg   *ebpf.MapSpec `ebpf:"decap_cfg"`
+	DecapDst   *ebpf.MapSpec `ebpf:"decap_dst"`
 	DecapStats *ebpf.MapSpec `ebpf:"decap_stats"`
 }
 
@@ -140,12 +151,14 @@ func (o *decapObjects) Close() error {
 // It can be passed to loadDecapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type decapMaps struct {
 	DecapCfg   *ebpf.Map `ebpf:"decap_cfg"`
+	DecapDst   *ebpf.Map `ebpf:"decap_dst"`
 	DecapStats *ebpf.Map `ebpf:"decap_stats"`
 }
 
 func (m *decapMaps) Close() error {
 	return _DecapClose(
 		m.DecapCfg,
+		m.DecapDst,
 		m.DecapStats,
 	)
 }

@@ -40,7 +40,7 @@ func newDecapFixture(t *testing.T, guePort uint16) *decapFixture {
 		t.Fatal(verifierError(err))
 	}
 	t.Cleanup(func() { f.objs.Close() })
-	if err := writeDecapConfig(f.objs.DecapCfg, guePort); err != nil {
+	if err := writeDecapConfig(f.objs.DecapCfg, f.objs.DecapDst, guePort, nil); err != nil {
 		t.Fatal(err)
 	}
 	return f
@@ -194,7 +194,7 @@ func TestDecapGUEPort(t *testing.T) {
 		f.run(t, at(7000), inner, 0, DecapGUE4in4)
 	})
 	t.Run("a new port takes effect without a reload", func(t *testing.T) {
-		if err := writeDecapConfig(f.objs.DecapCfg, 7001); err != nil {
+		if err := writeDecapConfig(f.objs.DecapCfg, f.objs.DecapDst, 7001, nil); err != nil {
 			t.Fatal(err)
 		}
 		f.run(t, at(7000), at(7000), 0, DecapPass)
@@ -268,4 +268,40 @@ func TestDecapMinimalInner(t *testing.T) {
 	tiny := framed(packets.Spec{Src: decapClient4, Dst: netip.AddrPortFrom(decapVIP4.Addr(), 53), UDP: true}).Bytes()[:14+28]
 	f.run(t, framed(packets.IPIP(decapLB6, decapMember6, tiny)).Bytes(), tiny, 0, DecapIPIP4in6)
 	f.run(t, framed(packets.GUE(netip.AddrPortFrom(decapLB6, 1), netip.AddrPortFrom(decapMember6, DefaultGUEPort), 0, tiny)).Bytes(), tiny, 0, DecapGUE4in6)
+}
+
+// With destinations listed, only tunnel packets to them are decapsulated;
+// an empty list again takes any destination.
+func TestDecapOnlyTo(t *testing.T) {
+	f := newDecapFixture(t, DefaultGUEPort)
+	inner4 := framed(packets.TCP(decapClient4, decapVIP4, "S")).Bytes()
+	inner6 := framed(packets.TCP(decapClient6, decapVIP6, "S")).Bytes()
+	other4, other6 := netip.MustParseAddr("192.0.2.99"), netip.MustParseAddr("2001:db8:b::99")
+	to4 := func(dst netip.Addr) []byte { return framed(packets.IPIP(decapLB4, dst, inner4)).Bytes() }
+	to6 := func(dst netip.Addr) []byte {
+		return framed(packets.GUE(netip.AddrPortFrom(decapLB6, 1), netip.AddrPortFrom(dst, DefaultGUEPort), 0, inner6)).Bytes()
+	}
+	set := func(addrs ...netip.Addr) {
+		t.Helper()
+		if err := writeDecapConfig(f.objs.DecapCfg, f.objs.DecapDst, DefaultGUEPort, addrs); err != nil {
+			t.Fatal(err)
+		}
+		got, err := readDecapDsts(f.objs.DecapDst)
+		if err != nil || len(got) != len(addrs) {
+			t.Fatalf("destinations %v (%v), want %v", got, err, addrs)
+		}
+	}
+	set(decapMember4, decapMember6)
+	f.run(t, to4(decapMember4), inner4, 0, DecapIPIP4in4)
+	f.run(t, to6(decapMember6), inner6, 0, DecapGUE6in6)
+	f.run(t, to4(other4), to4(other4), 0, DecapOtherDst)
+	f.run(t, to6(other6), to6(other6), 0, DecapOtherDst)
+	// The IPv4 address in IPv6 form is another address.
+	f.run(t, to6(netip.AddrFrom16(decapMember4.As16())), to6(netip.AddrFrom16(decapMember4.As16())), 0, DecapOtherDst)
+	set(other4)
+	f.run(t, to4(decapMember4), to4(decapMember4), 0, DecapOtherDst)
+	f.run(t, to4(other4), inner4, 0, DecapIPIP4in4)
+	set()
+	f.run(t, to4(decapMember4), inner4, 0, DecapIPIP4in4)
+	f.run(t, to6(other6), inner6, 0, DecapGUE6in6)
 }

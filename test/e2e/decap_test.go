@@ -107,7 +107,7 @@ func TestMemberDecapRouted(t *testing.T) {
 	members := l.Members()
 	for _, m := range members {
 		out := memberDecap(t, ctx, l, m.Name, "--iface", m.Iface.Name)
-		if !strings.Contains(out, "GUE (UDP port 6080) on "+m.Iface.Name) {
+		if !strings.Contains(out, "GUE (UDP port 6080) to any destination on "+m.Iface.Name) {
 			t.Fatalf("%s: attach said %q", m.Name, out)
 		}
 	}
@@ -226,6 +226,32 @@ func TestMemberDecapRouted(t *testing.T) {
 		t.Errorf("GUE on port 7000 after re-attach: %v", err)
 	}
 	relay.Close()
+
+	// --only-to: the member decapsulates only what is sent to the address
+	// listed, and counts the rest.
+	if out := memberDecap(t, ctx, l, m.Name, "--iface", m.Iface.Name, "--only-to", m.Addr4.String()); !strings.Contains(out, "to "+m.Addr4.String()+" on ") {
+		t.Fatalf("attach --only-to said %q", out)
+	}
+	c2, _ := decapCounters(t, ctx, l, m.Name)
+	for _, outerV6 := range []bool{false, true} {
+		relay, err := l.StartEncapRelay(lab.RelaySpec{Encap: lab.EncapIPIP, OuterV6: outerV6, Members: []string{m.Name}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := l.UDPQuery(ctx, l.ClientAddrs4()[0], netip.AddrPortFrom(l.VIP4(), 53), []byte("query"))
+		if !outerV6 && err != nil {
+			t.Errorf("--only-to %s: UDP tunnelled to it: %v", m.Addr4, err)
+		}
+		if outerV6 && err == nil {
+			t.Errorf("--only-to %s: UDP tunnelled to %s answered: %q", m.Addr4, m.Addr6, b)
+		}
+		relay.Close()
+	}
+	c3, _ := decapCounters(t, ctx, l, m.Name)
+	if c3["other_destination"] == c2["other_destination"] || c3["ipip_4in4"] == c2["ipip_4in4"] || c3["ipip_4in6"] != c2["ipip_4in6"] {
+		t.Errorf("--only-to %s: other_destination %d -> %d, ipip_4in4 %d -> %d, ipip_4in6 %d -> %d", m.Addr4,
+			c2["other_destination"], c3["other_destination"], c2["ipip_4in4"], c3["ipip_4in4"], c2["ipip_4in6"], c3["ipip_4in6"])
+	}
 
 	for _, m := range members {
 		if out := memberDecap(t, ctx, l, m.Name, "--iface", m.Iface.Name, "--detach"); !strings.Contains(out, "detached") {

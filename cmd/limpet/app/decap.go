@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
+	"strings"
 
 	"github.com/urfave/cli/v2"
 
@@ -17,6 +19,7 @@ type DecapView struct {
 	Ifindex   int                   `json:"ifindex"`
 	Gone      bool                  `json:"interface_gone"`
 	GUEPort   uint16                `json:"gue_port"`
+	OnlyTo    []string              `json:"only_to"`
 	ProgramID uint32                `json:"program_id"`
 	Counters  map[string]DecapCount `json:"counters"`
 }
@@ -37,13 +40,14 @@ func memberDecapCommand(env *Env) *cli.Command {
 	return &cli.Command{
 		Name:  "member-decap",
 		Usage: "on a member: strip the IPIP/GUE header a balancer in forwarding mode ipip or gue adds (tc-BPF on the interface's ingress; stays attached after the command exits)",
-		Description: "Attach:  limpet member-decap --iface eth0 [--gue-port 6080]  (again: updates the program and the port, keeps the counters)\n" +
+		Description: "Attach:  limpet member-decap --iface eth0 [--gue-port 6080] [--only-to ADDR]...  (again: updates the program, the port and the addresses, keeps the counters)\n" +
 			"Detach:  limpet member-decap --iface eth0 --detach\n" +
 			"Status:  limpet member-decap --status [--iface eth0] [-o json]\n" +
 			"The member must hold the virtual servers' addresses on a local interface (lo or a dummy), as for dsr.",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "iface", Aliases: []string{"i"}, Usage: "the member's `INTERFACE` that receives the encapsulated packets"},
 			&cli.UintFlag{Name: "gue-port", Value: loader.DefaultGUEPort, Usage: "UDP `PORT` of GUE (as the balancer's settings say)"},
+			&cli.StringSliceFlag{Name: "only-to", Usage: "decapsulate only tunnel packets to this `ADDRESS` (the member's own; repeat or comma-separate; default: any destination)"},
 			&cli.BoolFlag{Name: "detach", Usage: "detach from --iface and remove its pins"},
 			&cli.BoolFlag{Name: "status", Usage: "show what is attached and its counters (every interface, or --iface)"},
 			&cli.StringFlag{Name: "decap-pin-path", Value: loader.DefaultDecapPinPath, EnvVars: []string{"LIMPET_DECAP_PIN_PATH"},
@@ -69,8 +73,8 @@ func memberDecapCommand(env *Env) *cli.Command {
 				return usagef("member-decap: --iface is required (or --status)")
 			}
 			if c.Bool("detach") {
-				if c.IsSet("gue-port") {
-					return usagef("member-decap: --gue-port means nothing with --detach")
+				if c.IsSet("gue-port") || c.IsSet("only-to") {
+					return usagef("member-decap: --gue-port and --only-to mean nothing with --detach")
 				}
 				if err := loader.DetachDecap(pin, iface); err != nil {
 					if errors.Is(err, loader.ErrDecapNotAttached) || errors.Is(err, loader.ErrNoSuchIface) {
@@ -85,7 +89,18 @@ func memberDecapCommand(env *Env) *cli.Command {
 			if port == 0 || port > 65535 {
 				return usagef("member-decap: --gue-port %d: want a UDP port, 1-65535", port)
 			}
-			s, err := loader.AttachDecap(loader.DecapOptions{PinPath: pin, Iface: iface, GUEPort: uint16(port)})
+			var onlyTo []netip.Addr
+			for _, v := range c.StringSlice("only-to") {
+				a, err := netip.ParseAddr(strings.TrimSpace(v))
+				if err != nil || a.Zone() != "" || a.Is4In6() {
+					return usagef("member-decap: --only-to %q: want an IPv4 or IPv6 address", v)
+				}
+				onlyTo = append(onlyTo, a)
+			}
+			if len(onlyTo) > loader.MaxDecapDestinations {
+				return usagef("member-decap: --only-to: %d addresses, at most %d", len(onlyTo), loader.MaxDecapDestinations)
+			}
+			s, err := loader.AttachDecap(loader.DecapOptions{PinPath: pin, Iface: iface, GUEPort: uint16(port), OnlyTo: onlyTo})
 			if errors.Is(err, loader.ErrNoSuchIface) {
 				return &usageError{err}
 			}
@@ -95,8 +110,8 @@ func memberDecapCommand(env *Env) *cli.Command {
 			if format == "json" {
 				return writeDecapJSON(env.Stdout, pin, []loader.DecapStatus{s})
 			}
-			fmt.Fprintf(env.Stdout, "decapsulating IPIP, IPv6-in-IP and GUE (UDP port %d) on %s (ifindex %d, program id %d); pinned under %s/%s\n",
-				s.GUEPort, s.Iface, s.Ifindex, s.ProgramID, pin, s.Iface)
+			fmt.Fprintf(env.Stdout, "decapsulating IPIP, IPv6-in-IP and GUE (UDP port %d) to %s on %s (ifindex %d, program id %d); pinned under %s/%s\n",
+				s.GUEPort, destinations(s.OnlyTo), s.Iface, s.Ifindex, s.ProgramID, pin, s.Iface)
 			return nil
 		},
 	}
@@ -131,7 +146,7 @@ func decapStatus(w io.Writer, pin, iface, format string) error {
 		if s.Gone {
 			state = "interface gone: the link is defunct; detach it"
 		}
-		fmt.Fprintf(w, "%s: %s, GUE port %d, program id %d\n", s.Iface, state, s.GUEPort, s.ProgramID)
+		fmt.Fprintf(w, "%s: %s, GUE port %d, packets to %s, program id %d\n", s.Iface, state, s.GUEPort, destinations(s.OnlyTo), s.ProgramID)
 		fmt.Fprintf(w, "  %-14s %14s %16s\n", "counter", "packets", "bytes")
 		for _, c := range s.Counts {
 			fmt.Fprintf(w, "  %-14s %14d %16d\n", c.Stat, c.Packets, c.Bytes)
@@ -143,7 +158,10 @@ func decapStatus(w io.Writer, pin, iface, format string) error {
 func writeDecapJSON(w io.Writer, pin string, list []loader.DecapStatus) error {
 	v := DecapStatusView{PinPath: pin, Interfaces: []DecapView{}}
 	for _, s := range list {
-		dv := DecapView{Iface: s.Iface, Ifindex: s.Ifindex, Gone: s.Gone, GUEPort: s.GUEPort, ProgramID: s.ProgramID, Counters: map[string]DecapCount{}}
+		dv := DecapView{Iface: s.Iface, Ifindex: s.Ifindex, Gone: s.Gone, GUEPort: s.GUEPort, OnlyTo: []string{}, ProgramID: s.ProgramID, Counters: map[string]DecapCount{}}
+		for _, a := range s.OnlyTo {
+			dv.OnlyTo = append(dv.OnlyTo, a.String())
+		}
 		for _, c := range s.Counts {
 			dv.Counters[c.Stat.String()] = DecapCount{Packets: c.Packets, Bytes: c.Bytes}
 		}
@@ -152,4 +170,18 @@ func writeDecapJSON(w io.Writer, pin string, list []loader.DecapStatus) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+func destinations(onlyTo []netip.Addr) string {
+	if len(onlyTo) == 0 {
+		return "any destination"
+	}
+	var b strings.Builder
+	for i, a := range onlyTo {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(a.String())
+	}
+	return b.String()
 }

@@ -24,7 +24,8 @@ func decapPinned(t *testing.T) (pin, iface string) {
 	var code int
 	var out, errOut string
 	if err := w.Do(func() error {
-		code, out, errOut = limpet(t, "member-decap", "--decap-pin-path", pin, "--iface", iface, "--gue-port", "7000")
+		code, out, errOut = limpet(t, "member-decap", "--decap-pin-path", pin, "--iface", iface, "--gue-port", "7000",
+			"--only-to", "192.0.2.20,2001:db8::20", "--only-to", "192.0.2.21")
 		return nil
 	}); err != nil {
 		t.Fatal(err)
@@ -32,7 +33,7 @@ func decapPinned(t *testing.T) (pin, iface string) {
 	t.Cleanup(func() {
 		os.RemoveAll(pin)
 	})
-	if code != ExitOK || !strings.Contains(out, "GUE (UDP port 7000) on "+iface) {
+	if code != ExitOK || !strings.Contains(out, "GUE (UDP port 7000) to 192.0.2.20, 192.0.2.21, 2001:db8::20 on "+iface) {
 		t.Fatalf("attach: exit %d\n%s%s", code, out, errOut)
 	}
 	return pin, iface
@@ -48,7 +49,8 @@ func TestMemberDecapCLI(t *testing.T) {
 	code, out, _ = limpet(t, "member-decap", "--decap-pin-path", pin, "--status", "--iface", iface, "-o", "json")
 	var v DecapStatusView
 	if code != ExitOK || json.Unmarshal([]byte(out), &v) != nil || len(v.Interfaces) != 1 || v.Interfaces[0].GUEPort != 7000 ||
-		v.Interfaces[0].ProgramID == 0 || len(v.Interfaces[0].Counters) != 18 {
+		v.Interfaces[0].ProgramID == 0 || len(v.Interfaces[0].Counters) != 19 ||
+		strings.Join(v.Interfaces[0].OnlyTo, " ") != "192.0.2.20 192.0.2.21 2001:db8::20" {
 		t.Fatalf("status -o json: exit %d\n%s", code, out)
 	}
 
@@ -60,7 +62,9 @@ func TestMemberDecapCLI(t *testing.T) {
 		{[]string{"member-decap", "--iface", iface, "--gue-port", "0"}, "--gue-port 0: want a UDP port"},
 		{[]string{"member-decap", "--iface", iface, "--gue-port", "65536"}, "--gue-port 65536"},
 		{[]string{"member-decap", "--iface", iface, "--detach", "--status"}, "do not go together"},
-		{[]string{"member-decap", "--iface", iface, "--detach", "--gue-port", "9"}, "means nothing with --detach"},
+		{[]string{"member-decap", "--iface", iface, "--detach", "--gue-port", "9"}, "mean nothing with --detach"},
+		{[]string{"member-decap", "--iface", iface, "--only-to", "192.0.2.300"}, `--only-to "192.0.2.300": want an IPv4 or IPv6 address`},
+		{[]string{"member-decap", "--iface", iface, "--only-to", "fe80::1%eth0"}, `--only-to "fe80::1%eth0"`},
 		{[]string{"member-decap", "--iface", "no/such", "--status"}, `interface name "no/such"`},
 		{[]string{"member-decap", "--iface", "lmpnone0", "--detach"}, "no decapsulator is attached on lmpnone0"},
 		{[]string{"member-decap", "stray"}, "takes no arguments"},

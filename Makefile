@@ -58,14 +58,14 @@ demo: build ## balance real traffic in an embedded lab, show persistence, clean 
 demo-cluster: deps-test build ## 3 limpet nodes behind a BIRD router (ECMP, BGP, mirroring): drain and a crash under load, self-checking (as root, under 90 s)
 	$(BIN) demo --cluster
 
-bench: build ## benchmarks against the peers; prints and writes BENCHMARKS.md (as root, about 15 min; BASELINE=bin adds an earlier limpet to part 4)
-	GO=$(GO) scripts/bench/run.sh -command "make bench$(if $(BASELINE), BASELINE=$(BASELINE))" -out BENCHMARKS.md $(if $(BASELINE),-l7-baseline $(BASELINE))
+bench: build ## benchmarks against the peers; prints and writes BENCHMARKS.md (as root, about 20 min; BASELINE=commit measures that commit's datapath in part 1 too, BASELINE=bin adds an earlier limpet to part 4)
+	GO=$(GO) scripts/bench/run.sh -command "make bench$(if $(BASELINE), BASELINE=$(BASELINE))" -out BENCHMARKS.md $(if $(BASELINE),-baseline $(BASELINE))
 
 bench-l7: build ## part 4 only (L7 against HAProxy and Caddy, with profiles); writes bin/BENCHMARKS-l7.md (as root, about 8 min; RUNS=n, BASELINE=bin)
 	GO=$(GO) scripts/bench/run.sh -parts 4 -runs $(or $(RUNS),5) -command "make bench-l7" -out bin/BENCHMARKS-l7.md -l7-profile-dir bin/l7-profiles $(if $(BASELINE),-l7-baseline $(BASELINE))
 
-bench-smoke: build ## the benchmark harness once with tiny counts, exits non-zero if it broke (as root, under 1 min)
-	GO=$(GO) scripts/bench/run.sh -smoke -command "make bench-smoke" -out bin/BENCHMARKS-smoke.md -q
+bench-smoke: build ## the benchmark harness once with tiny counts, HEAD as part 1's baseline, exits non-zero if it broke (as root, under 90 s)
+	GO=$(GO) scripts/bench/run.sh -smoke -baseline HEAD -command "make bench-smoke" -out bin/BENCHMARKS-smoke.md -q
 
 clean: ## remove build output
 	rm -rf bin

@@ -76,6 +76,14 @@ type DatapathResult struct {
 	Repeat                  int
 	FlowTableSize           uint32
 	PersistTableSize        uint32
+
+	// Set when part 1 runs through agents (RunDatapathSides).
+	Name       string        // the datapath measured: a commit, this tree
+	Programs   []ProgramSize // its programs, as loaded
+	FlowMemory []FlowMemory  // its flow maps and the entries of a connection
+	// Baseline is the baseline commit's datapath, measured in turns with
+	// this one in the same runs (make bench BASELINE=<commit>).
+	Baseline *DatapathResult
 }
 
 // Fixed world of the micro benchmarks: a client-facing and a member-facing

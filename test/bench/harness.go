@@ -27,6 +27,9 @@ type Options struct {
 	Scale    ScaleOptions
 	Mirror   MirrorOptions
 	Parts    map[int]bool // which parts to run (1-6); nil: all
+	// Baseline is a commit whose datapath part 1 measures in turns with
+	// this tree's (make bench BASELINE=<commit>); "" for none.
+	Baseline string
 }
 
 // ReportOptions are the sizes of `make bench`.
@@ -87,6 +90,7 @@ func Run(ctx context.Context, env Env, o Options) (*Results, error) {
 		}
 	}
 	cleanStalePins(env)
+	cleanStaleBaselines(env, env.Repo)
 	res := &Results{Started: time.Now(), Opts: o, Errors: map[int]error{}, Machine: describeMachine(), LoadBefore: loadavg()}
 	want := func(p int) bool { return o.Parts == nil || o.Parts[p] }
 	part := func(p int, name string, fn func() error) {
@@ -104,7 +108,7 @@ func Run(ctx context.Context, env Env, o Options) (*Results, error) {
 	}
 	part(1, "datapath cost", func() (err error) {
 		o.Datapath.Log = env.Log
-		res.Datapath, err = RunDatapath(ctx, o.Datapath)
+		res.Datapath, err = runDatapathPart(ctx, env, o)
 		return err
 	})
 	part(5, "scale", func() (err error) {
@@ -157,6 +161,31 @@ func Run(ctx context.Context, env Env, o Options) (*Results, error) {
 		}
 	}
 	return res, errors.Join(errs...)
+}
+
+// runDatapathPart is part 1: this tree's datapath through its agent and,
+// with a baseline, the baseline's, built for the run and removed after it.
+func runDatapathPart(ctx context.Context, env Env, o Options) (*DatapathResult, error) {
+	current := AgentSide{Name: TreeName(ctx, env.Repo), Bin: env.AgentBin}
+	if o.Baseline == "" {
+		return RunDatapathSides(ctx, o.Datapath, current, nil)
+	}
+	start := time.Now()
+	b, err := BuildBaseline(ctx, env.Repo, o.Baseline, env.Repo, env.Go)
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	how := "its own agent"
+	if b.Copied {
+		how = "this tree's agent copied in"
+	}
+	env.logf("datapath: baseline %s built with %s in %.0fs", b.Side.Name, how, time.Since(start).Seconds())
+	res, err := RunDatapathSides(ctx, o.Datapath, current, &b.Side)
+	if res != nil {
+		res.Baseline.Name = fmt.Sprintf("%s %s", b.Side.Name, b.Subject)
+	}
+	return res, err
 }
 
 // Labs created by this process, for the leftover check.

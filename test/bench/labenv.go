@@ -22,7 +22,12 @@ import (
 type Env struct {
 	LimpetBin string // the limpet binary (make build)
 	Templates string // scripts/bench: config templates
-	Log       func(format string, args ...any)
+	// AgentBin is this tree's limpet-bench-agent: part 1 runs through it
+	// (in this process when empty).
+	AgentBin string
+	Repo     string // the git repository a baseline commit is built from
+	Go       string // the go command that builds the baseline's agent
+	Log      func(format string, args ...any)
 }
 
 // resolved makes the paths absolute: processes start in other directories.
@@ -36,6 +41,23 @@ func (e Env) resolved() (Env, error) {
 	}
 	if e.Templates, err = filepath.Abs(e.Templates); err != nil {
 		return e, err
+	}
+	if e.AgentBin != "" {
+		if e.AgentBin, err = filepath.Abs(e.AgentBin); err != nil {
+			return e, err
+		}
+		if _, err := os.Stat(e.AgentBin); err != nil {
+			return e, fmt.Errorf("datapath agent: %w", err)
+		}
+	}
+	if e.Repo == "" {
+		e.Repo = "."
+	}
+	if e.Repo, err = filepath.Abs(e.Repo); err != nil {
+		return e, err
+	}
+	if e.Go == "" {
+		e.Go = "go"
 	}
 	return e, nil
 }

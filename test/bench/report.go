@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -44,7 +45,7 @@ func WriteReport(w io.Writer, r *Results) {
 	writeMirror(w, r)
 
 	p("## Reproducing\n\n")
-	p("```sh\nsudo make bench        # about 15 minutes; installs haproxy, caddy, nftables and wrk when missing\nsudo make bench-l7     # part 4 alone, with its profiles: bin/BENCHMARKS-l7.md (RUNS=n; BASELINE=path adds another limpet build)\nsudo make bench-smoke  # under a minute: every part once with tiny counts\n```\n\n")
+	p("```sh\nsudo make bench        # about 20 minutes; installs haproxy, caddy, nftables and wrk when missing\nsudo make bench BASELINE=f5a5b22  # part 1 also measures that commit's datapath, in turns with this tree's\nsudo make bench-l7     # part 4 alone, with its profiles: bin/BENCHMARKS-l7.md (RUNS=n; BASELINE=path adds another limpet build)\nsudo make bench-smoke  # under 90 s: every part once with tiny counts, HEAD as part 1's baseline\n```\n\n")
 	p("The harness is `test/bench` (Go); `cmd/limpet-bench` runs it, writes this file and prints it. The configurations of limpet, nftables, HAProxy and Caddy are templates in `scripts/bench/`. Single parts run as Go benchmarks too: `sudo go test -run '^$' -bench Datapath ./test/bench` (also `Forward`, `ConnRate`, `L7`, `Scale`). The BPF programs the harness needs besides the datapath (floor, driver, generator, redirect, counter) are in `bpf/floor.c`, loaded through `loader/floor.go`.\n")
 }
 
@@ -102,6 +103,190 @@ func writeDatapath(w io.Writer, r *Results) {
 	}
 	p("\nWithout the driver (plain repeated BPF_PROG_RUN, possible because these packets are not rewritten): floor_tx %s ns (IPv4), %s ns (IPv6); limpet's non-VIP pass %s ns (IPv4), %s ns (IPv6). The difference to the driven rows is the driver's template copy and tail call.\n\n",
 		d.FloorPlain["IPv4"].Format(0), d.FloorPlain["IPv6"].Format(0), d.NonVIPPlain["IPv4"].Format(0), d.NonVIPPlain["IPv6"].Format(0))
+	writeDatapathBaseline(w, d)
+	writeDatapathSizes(w, d)
+}
+
+// writeDatapathBaseline is the before and after of part 1: the baseline
+// commit's datapath and this tree's, measured in turns in the same runs.
+func writeDatapathBaseline(w io.Writer, d *DatapathResult) {
+	b := d.Baseline
+	if b == nil {
+		return
+	}
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	p("### Before and after: %s against the baseline\n\n", d.Name)
+	p("The **baseline** is commit `%s`, checked out in a scratch worktree and built there with its own `go.mod`, loader and committed bpf2go output; its datapath is measured by its own part 1 (`limpet-bench-agent`, a process per run and side), in turns with this tree's in every run: this tree first in odd runs, the baseline first in even ones. Each side's floor is its own tree's `floor_tx` through its own driver; *÷ floor* is taken within a side and run, *this ÷ baseline* between the two sides of one run.\n\n", b.Name)
+	p("| path | family | table | baseline ns/packet | this ns/packet | baseline ÷ floor | this ÷ floor | this ÷ baseline |\n")
+	p("|---|---|---|---:|---:|---:|---:|---:|\n")
+	for _, large := range []bool{false, true} {
+		for _, fam := range []string{"IPv4", "IPv6"} {
+			for _, c := range DatapathCases {
+				k := DatapathKey{c, fam, large}
+				cur, base := d.Row(k), b.Row(k)
+				if cur == nil && base == nil {
+					continue
+				}
+				var cs, bs DatapathRow
+				if cur != nil {
+					cs = *cur
+				}
+				if base != nil {
+					bs = *base
+				}
+				p("| %s | %s | %s | %s | %s | %s | %s | %s |\n", c, fam, tableName(large), bs.Limpet.Format(0), cs.Limpet.Format(0),
+					Ratios(bs.Limpet, bs.Floor).FormatRatio(), Ratios(cs.Limpet, cs.Floor).FormatRatio(), Ratios(cs.Limpet, bs.Limpet).FormatRatio())
+			}
+		}
+	}
+	p("\n")
+	// The targets of issue 11: the hit paths against the floor, the
+	// new-flow paths and the large table against the baseline.
+	type target struct {
+		what  string
+		k     DatapathKey
+		floor bool
+		goal  string
+	}
+	targets := []target{
+		{"flow-table hit ÷ floor", DatapathKey{CaseFlowHit, "IPv4", false}, true, "≤ 4×"},
+		{"flow-table hit, IPv6 ÷ floor", DatapathKey{CaseFlowHit, "IPv6", false}, true, "≤ 5×"},
+		{"reverse NAT ÷ floor", DatapathKey{CaseReverse, "IPv4", false}, true, "≤ 5×"},
+		{"persistence hit, new flow ÷ baseline", DatapathKey{CasePersistHit, "IPv4", false}, false, "≤ 0.45×"},
+		{"new client ÷ baseline", DatapathKey{CaseNewClient, "IPv4", false}, false, "≤ 0.5×"},
+		{"flow-table hit, 1M flows ÷ baseline", DatapathKey{CaseFlowHit, "IPv4", true}, false, "≤ 0.5×"},
+	}
+	p("Against the datapath targets (IPv4 and the small table unless named; the baseline is the datapath the targets were set against only when it is f5a5b22):\n\n")
+	p("| path | baseline | this tree | target |\n|---|---:|---:|---:|\n")
+	for _, t := range targets {
+		cur, base := d.Row(t.k), b.Row(t.k)
+		if cur == nil || base == nil {
+			continue
+		}
+		if t.floor {
+			p("| %s | %s | %s | %s |\n", t.what, Ratios(base.Limpet, base.Floor).FormatRatio(), Ratios(cur.Limpet, cur.Floor).FormatRatio(), t.goal)
+		} else {
+			p("| %s | 1.00× | %s | %s |\n", t.what, Ratios(cur.Limpet, base.Limpet).FormatRatio(), t.goal)
+		}
+	}
+	if cm, bm := natConnMemory(d.FlowMemory, "IPv4"), natConnMemory(b.FlowMemory, "IPv4"); cm > 0 && bm > 0 {
+		p("| memory per NAT connection in the flow table (kernel's, IPv4) | %.0f B | %.0f B | ≤ 128 B |\n", bm, cm)
+	}
+	p("\n")
+}
+
+// natConnMemory is the kernel's memory of one connection of fam over every
+// flow map.
+func natConnMemory(mem []FlowMemory, fam string) float64 {
+	var sum float64
+	for _, m := range mem {
+		if m.Family == fam {
+			sum += m.MemlockPerConn()
+		}
+	}
+	return sum
+}
+
+func tableName(large bool) string {
+	if large {
+		return "1M"
+	}
+	return "small"
+}
+
+// writeDatapathSizes lists the programs part 1 ran and the flow table's
+// memory per NAT connection, for this tree and the baseline.
+func writeDatapathSizes(w io.Writer, d *DatapathResult) {
+	if d.Programs == nil {
+		return
+	}
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	sides := []*DatapathResult{d}
+	if d.Baseline != nil && d.Baseline.Programs != nil {
+		sides = append(sides, d.Baseline)
+	}
+	p("### Programs and flow memory\n\n")
+	p("The programs each side's agent held while it probed its datapath: the datapath's (those reached only through its prog arrays too) and the floor's two that part 1 runs. Sizes are `bpftool prog show`'s (*xlated* and *jited* bytes); *verified* is the instructions the verifier processed (`verified_insns`, from the program's fdinfo).\n\n")
+	p("| program | type |")
+	for _, s := range sides {
+		p(" %s: xlated / jited bytes | verified |", sideName(d, s))
+	}
+	if len(sides) == 2 {
+		p(" xlated, this ÷ baseline |")
+	}
+	p("\n|---|---|")
+	for range sides {
+		p("---:|---:|")
+	}
+	if len(sides) == 2 {
+		p("---:|")
+	}
+	p("\n")
+	var names []string
+	for _, s := range sides {
+		for _, prog := range s.Programs {
+			if partOneProgram(prog.Name) && !slices.Contains(names, prog.Name) {
+				names = append(names, prog.Name)
+			}
+		}
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		var typ string
+		var xl []int
+		cells := ""
+		for _, s := range sides {
+			pr, ok := findProgram(s.Programs, n)
+			if !ok {
+				cells += " absent | |"
+				xl = append(xl, 0)
+				continue
+			}
+			typ = pr.Type
+			cells += fmt.Sprintf(" %s / %s | %s |", fmtNum(float64(pr.XlatedBytes), 0), fmtNum(float64(pr.JitedBytes), 0), fmtNum(float64(pr.VerifiedInsns), 0))
+			xl = append(xl, pr.XlatedBytes)
+		}
+		p("| %s | %s |%s", n, typ, cells)
+		if len(sides) == 2 {
+			if xl[0] > 0 && xl[1] > 0 {
+				p(" %.2f× |", float64(xl[0])/float64(xl[1]))
+			} else {
+				p(" |")
+			}
+		}
+		p("\n")
+	}
+	p("\nMemory per NAT connection in the flow table: the probe opens %d new NAT connections per family (a SYN from a new client each, through the driver) on a fresh datapath and counts the entries they added to every flow map (`bpftool map dump`). *key + value* is the map's sizes; *kernel* is the map's memlock (what the kernel allocated, per-element overhead included, for every preallocated slot) divided by its slots.\n\n", probeConnections)
+	p("| datapath | map (type) | family | key + value bytes | entries per connection | key + value per connection | kernel bytes per slot | kernel bytes per connection |\n")
+	p("|---|---|---|---:|---:|---:|---:|---:|\n")
+	for _, s := range sides {
+		for _, m := range s.FlowMemory {
+			p("| %s | %s (%s) | %s | %d + %d | %.2f | %.0f B | %.0f B | %.0f B |\n", sideName(d, s), m.Map, m.Type, m.Family, m.KeyBytes, m.ValueBytes,
+				m.EntriesPerConn(), m.BytesPerConn(), float64(m.MemlockBytes)/float64(max(m.MaxEntries, 1)), m.MemlockPerConn())
+		}
+	}
+	p("\n")
+}
+
+func sideName(d, s *DatapathResult) string {
+	if s == d {
+		return "this tree"
+	}
+	return "baseline"
+}
+
+// partOneProgram: the floor's generator, counter and redirect serve part 2.
+func partOneProgram(name string) bool {
+	return !strings.HasPrefix(name, "floor_") || name == "floor_tx" || name == "floor_drive"
+}
+
+func findProgram(ps []ProgramSize, name string) (ProgramSize, bool) {
+	for _, pr := range ps {
+		if pr.Name == name {
+			return pr, true
+		}
+	}
+	return ProgramSize{}, false
 }
 
 func largeEntries(d *DatapathResult) int {

@@ -34,7 +34,10 @@ func main() {
 	quiet := flag.Bool("q", false, "do not print the report")
 	gotool := flag.String("go", "go", "the go command, for go tool pprof (part 4's profiles)")
 	profileDir := flag.String("l7-profile-dir", "", "keep part 4's raw pprof profiles in this directory")
-	baseline := flag.String("l7-baseline", "", "another limpet binary (an earlier build) to measure next to this one in part 4")
+	l7Baseline := flag.String("l7-baseline", "", "another limpet binary (an earlier build) to measure next to this one in part 4")
+	baseline := flag.String("baseline", "", "a commit whose datapath part 1 measures in turns with this tree's (built in a scratch worktree); a file: the same as -l7-baseline")
+	agent := flag.String("agent", "", "this tree's limpet-bench-agent, which part 1 runs (default: part 1 in this process)")
+	repo := flag.String("repo", ".", "the git repository of -baseline")
 	l7Profile := flag.Duration("l7-profile", -1, "length of part 4's profiles of limpet l7 (0: none; default: the report's)")
 	flag.Parse()
 
@@ -46,7 +49,16 @@ func main() {
 	if *smoke {
 		o = bench.SmokeOptions()
 	}
-	o.L7.GoTool, o.L7.ProfileDir, o.L7.Baseline = *gotool, *profileDir, *baseline
+	o.L7.GoTool, o.L7.ProfileDir, o.L7.Baseline = *gotool, *profileDir, *l7Baseline
+	// make bench BASELINE=x: an earlier limpet binary is part 4's
+	// baseline, as it always was; anything else names a commit.
+	if *baseline != "" {
+		if st, err := os.Stat(*baseline); err == nil && st.Mode().IsRegular() {
+			o.L7.Baseline = *baseline
+		} else {
+			o.Baseline = *baseline
+		}
+	}
 	if *l7Profile >= 0 {
 		o.L7.Profile = *l7Profile
 	}
@@ -69,7 +81,7 @@ func main() {
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "[%5.0fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
 	}
-	env := bench.Env{LimpetBin: *limpetBin, Templates: *templates, Log: logf}
+	env := bench.Env{LimpetBin: *limpetBin, Templates: *templates, AgentBin: *agent, Repo: *repo, Go: *gotool, Log: logf}
 	res, err := bench.Run(ctx, env, o)
 	if res != nil {
 		res.Smoke = *smoke

@@ -230,6 +230,11 @@ func BuildBaseline(ctx context.Context, repo, rev, agentSrc, gotool string) (_ *
 	cmd := exec.CommandContext(ctx, gotool, "build", "-trimpath", "-o", bin, "./test/bench/cmd/limpet-bench-agent")
 	cmd.Dir = tree
 	cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly")
+	// Interrupted, the go command's compilers go with it: they hold the
+	// output pipe, and the worktree must not vanish under them.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
 	if out, err := cmd.CombinedOutput(); err != nil {
 		how := "its own agent"
 		if b.Copied {

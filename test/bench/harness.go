@@ -30,6 +30,9 @@ type Options struct {
 	// Baseline is a commit whose datapath part 1 measures in turns with
 	// this tree's (make bench BASELINE=<commit>); "" for none.
 	Baseline string
+	// Current, if set, is a commit part 1 measures instead of this tree,
+	// built as the baseline is: a change and its parent, both committed.
+	Current string
 }
 
 // ReportOptions are the sizes of `make bench`.
@@ -163,29 +166,47 @@ func Run(ctx context.Context, env Env, o Options) (*Results, error) {
 	return res, errors.Join(errs...)
 }
 
-// runDatapathPart is part 1: this tree's datapath through its agent and,
-// with a baseline, the baseline's, built for the run and removed after it.
+// runDatapathPart is part 1: this tree's datapath through its agent (or
+// the Current commit's) and, with a baseline, the baseline's, built for the
+// run and removed after it.
 func runDatapathPart(ctx context.Context, env Env, o Options) (*DatapathResult, error) {
 	current := AgentSide{Name: TreeName(ctx, env.Repo), Bin: env.AgentBin}
+	if o.Current != "" {
+		c, err := buildSide(ctx, env, o.Current)
+		if err != nil {
+			return nil, err
+		}
+		defer c.Close()
+		current = c.Side
+		current.Name = c.Side.Name + " " + c.Subject
+	}
 	if o.Baseline == "" {
 		return RunDatapathSides(ctx, o.Datapath, current, nil)
 	}
-	start := time.Now()
-	b, err := BuildBaseline(ctx, env.Repo, o.Baseline, env.Repo, env.Go)
+	b, err := buildSide(ctx, env, o.Baseline)
 	if err != nil {
 		return nil, err
 	}
 	defer b.Close()
+	res, err := RunDatapathSides(ctx, o.Datapath, current, &b.Side)
+	if res != nil {
+		res.Baseline.Name = b.Side.Name + " " + b.Subject
+	}
+	return res, err
+}
+
+func buildSide(ctx context.Context, env Env, rev string) (*Baseline, error) {
+	start := time.Now()
+	b, err := BuildBaseline(ctx, env.Repo, rev, env.Repo, env.Go)
+	if err != nil {
+		return nil, err
+	}
 	how := "its own agent"
 	if b.Copied {
 		how = "this tree's agent copied in"
 	}
-	env.logf("datapath: baseline %s built with %s in %.0fs", b.Side.Name, how, time.Since(start).Seconds())
-	res, err := RunDatapathSides(ctx, o.Datapath, current, &b.Side)
-	if res != nil {
-		res.Baseline.Name = fmt.Sprintf("%s %s", b.Side.Name, b.Subject)
-	}
-	return res, err
+	env.logf("datapath: %s built with %s in %.0fs", b.Side.Name, how, time.Since(start).Seconds())
+	return b, nil
 }
 
 // Labs created by this process, for the leftover check.

@@ -37,7 +37,8 @@ func main() {
 	l7Baseline := flag.String("l7-baseline", "", "another limpet binary (an earlier build) to measure next to this one in part 4")
 	baseline := flag.String("baseline", "", "a commit whose datapath part 1 measures in turns with this tree's (built in a scratch worktree); a file: the same as -l7-baseline")
 	agent := flag.String("agent", "", "this tree's limpet-bench-agent, which part 1 runs (default: part 1 in this process)")
-	repo := flag.String("repo", ".", "the git repository of -baseline")
+	current := flag.String("current", "", "a commit part 1 measures instead of this tree, built as -baseline is (a change against its parent: -current C -baseline C^)")
+	repo := flag.String("repo", ".", "the git repository of -baseline and -current")
 	l7Profile := flag.Duration("l7-profile", -1, "length of part 4's profiles of limpet l7 (0: none; default: the report's)")
 	flag.Parse()
 
@@ -59,6 +60,7 @@ func main() {
 			o.Baseline = *baseline
 		}
 	}
+	o.Current = *current
 	if *l7Profile >= 0 {
 		o.L7.Profile = *l7Profile
 	}

@@ -25,8 +25,9 @@ import (
 // This file and cmd/limpet-bench-agent are copied into a commit that
 // predates them (BuildBaseline), so they use only what test/bench and
 // loader have offered since the first commit it supports (f5a5b22):
-// RunDatapath and its types, the micro benchmarks' world, loader.Load,
-// Apply, LoadFloor, Drive and VSCounters. Everything else is read through
+// RunDatapath and its types, loader.Load, Apply, LoadFloor, Drive and
+// VSCounters; the micro benchmarks' world through agent_world.go, which
+// BuildBaseline picks to fit the tree. Everything else is read through
 // bpftool, whatever the tree names its programs and maps.
 
 // AgentProtocol is the version of the agent's JSON output: the harness
@@ -144,11 +145,12 @@ const probeConnections = 256
 // probeConnections NAT connections per family through the driver to see
 // how many entries each takes in every flow map.
 func probeDatapath(ctx context.Context) ([]ProgramSize, []FlowMemory, error) {
-	w, err := newDPWorld()
+	w, err := openProbeWorld()
 	if err != nil {
 		return nil, nil, err
 	}
 	defer w.close()
+	cliIdx, cliMAC := w.client()
 	fl, err := loader.LoadFloor()
 	if err != nil {
 		return nil, nil, err
@@ -183,14 +185,14 @@ func probeDatapath(ctx context.Context) ([]ProgramSize, []FlowMemory, error) {
 				return nil, nil, err
 			}
 		}
-		syn := tcpFrame(netip.AddrPortFrom(fam.clientB, dpPortNew), netip.AddrPortFrom(fam.vip, dpVSPort), "S", dpGwMAC, w.cliMAC)
+		syn := tcpFrame(netip.AddrPortFrom(fam.clientB, dpPortNew), netip.AddrPortFrom(fam.vip, dpVSPort), "S", dpGwMAC, cliMAC)
 		var conns int
-		err := w.ns.do(func() error {
+		err := w.do(func() error {
 			b, err := d.VSCounters(fam.vsID)
 			if err != nil {
 				return err
 			}
-			r, err := fl.Drive(d, syn, loader.Sweep{Clients: probeConnections}, w.cliIdx, probeConnections)
+			r, err := fl.Drive(d, syn, loader.Sweep{Clients: probeConnections}, cliIdx, probeConnections)
 			if err != nil {
 				return err
 			}

@@ -220,8 +220,17 @@ func BuildBaseline(ctx context.Context, repo, rev, agentSrc, gotool string) (_ *
 	const agentMain = "test/bench/cmd/limpet-bench-agent/main.go"
 	if _, serr := os.Stat(filepath.Join(tree, agentMain)); serr != nil {
 		b.Copied = true
-		for _, f := range []string{"test/bench/agent.go", agentMain} {
-			if err := copyFile(filepath.Join(agentSrc, f), filepath.Join(tree, f)); err != nil {
+		// The probe's view of the world: the tree's world was a dpWorld
+		// on an nsThread while test/bench had netns.go.
+		world := "test/bench/agent_world.go"
+		if _, err := os.Stat(filepath.Join(tree, "test/bench/netns.go")); err == nil {
+			world = "test/bench/testdata/agent_world_nsthread.go"
+		}
+		for src, dst := range map[string]string{"test/bench/agent.go": "", agentMain: "", world: "test/bench/agent_world.go"} {
+			if dst == "" {
+				dst = src
+			}
+			if err := copyFile(filepath.Join(agentSrc, src), filepath.Join(tree, dst)); err != nil {
 				return nil, fmt.Errorf("copy the agent into the scratch worktree: %w", err)
 			}
 		}

@@ -249,6 +249,12 @@ func CheckLeftovers() error {
 func cleanStalePins(env Env) {
 	pins, _ := filepath.Glob("/sys/fs/bpf/limpet-bench-*-*")
 	for _, pin := range pins {
+		// A load in progress pins into PIN-tmp-RANDOM, whose last part is
+		// digits too: taking RANDOM for a dead pid removed another
+		// harness's maps in the middle of its load.
+		if strings.Contains(filepath.Base(pin), "-tmp-") {
+			continue
+		}
 		i := strings.LastIndexByte(pin, '-')
 		pid, err := strconv.Atoi(pin[i+1:])
 		if err != nil || pid == os.Getpid() {

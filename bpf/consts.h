@@ -82,9 +82,12 @@
 #define CS_INC (CS_GEN_ONE + 1)
 #define CS_DEC (CS_GEN_ONE - 1)
 
-/* Reasons a packet left the fast path; the loader knows which ones drop. */
+/* Reasons a packet left the fast path; the loader knows which ones drop.
+ * REASON_NONE is "no reason": helpers return it when the packet goes on, so
+ * a reason and a success share one return value without an offset. */
 enum reason {
-	REASON_TRUNC_ETH = 0,   /* drop */
+	REASON_NONE = 0,
+	REASON_TRUNC_ETH,       /* drop */
 	REASON_TRUNC_IP,        /* drop: short or inconsistent IP header */
 	REASON_TRUNC_L4,        /* drop: VIP packet with a short TCP/UDP header */
 	REASON_FRAGMENT,        /* drop: fragment for a VIP */
@@ -129,5 +132,32 @@ enum reason {
 #define GC_RES_SKIPPED 2
 #define GC_RES_NOT_FOUND 3
 #define GC_RES_BAD 4
+
+/* Errnos the datapath tells apart (the kernel's uapi errno-base.h). */
+#define EEXIST 17
+
+/* A flow's last_seen_ns is rewritten at most this often: writing it on every
+ * packet would bounce its cache line between CPUs for nothing, and idle
+ * timeouts are seconds long. */
+#define FLOW_TOUCH_INTERVAL_NS 250000000ull
+
+/* Where the checksum sits in the L4 header. */
+#define TCP_CSUM_OFF 16
+#define UDP_CSUM_OFF 6
+
+/* Masks that bound header offsets for the verifier: the L3 header starts in
+ * the first 255 bytes (Ethernet plus two tags is 22), the L4 header in the
+ * first 4095 (IPv4 options, IPv6 extension headers). */
+#define L3_OFF_MASK 0xff
+#define L4_OFF_MASK 0xfff
+
+/* The RST limpet answers a rejected SYN with. */
+#define IP_DF 0x4000
+#define RST_TTL 64
+#define TCP_DOFF_MIN_WORDS 5 /* a header without options, in 32-bit words */
+
+/* murmur3's 32-bit finaliser (hash_addr). */
+#define MURMUR3_C1 0x85ebca6bu
+#define MURMUR3_C2 0xc2b2ae35u
 
 #endif

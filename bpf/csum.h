@@ -37,19 +37,6 @@ static __always_inline void csum_replace2(__sum16 *check, __be16 from, __be16 to
 	*check = csum_fold(sum);
 }
 
-/* Replaces an address of 1 (IPv4) or 4 (IPv6) words. */
-static __always_inline void csum_replace_addr(__sum16 *check, const union addr *from,
-					      const union addr *to, __u8 family)
-{
-	if (family == FAMILY_V4) {
-		csum_replace4(check, from->v4, to->v4);
-		return;
-	}
-#pragma unroll
-	for (int i = 0; i < 4; i++)
-		csum_replace4(check, from->v6[i], to->v6[i]);
-}
-
 /* Sums n 16-bit words starting at p; the caller has bounds-checked them. */
 static __always_inline __u32 csum_words(const __u16 *p, int n, __u32 sum)
 {

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /* Header parsing with a cursor. Every read is preceded by a bounds check
- * against data_end; the helpers return 0 on success or a REASON_* + 1. */
+ * against data_end; the helpers return REASON_NONE on success, else the
+ * REASON_* that drops the packet. */
 #ifndef LIMPET_PARSE_H
 #define LIMPET_PARSE_H
 
@@ -97,7 +98,6 @@ struct packet {
 	__u8 ipv6_too_deep; /* more extension headers than we walk */
 	__u16 l3_off;
 	__u16 l4_off;
-	__u16 l3_len; /* IP header plus extension headers */
 	__u16 ip_len; /* the IP packet's own length: frames may carry padding */
 	__u32 pkt_len;
 };
@@ -107,7 +107,7 @@ static __always_inline int parse_eth(struct cursor *c, struct packet *p, __u16 *
 	struct ethhdr *eth = c->pos;
 
 	if ((void *)(eth + 1) > c->end)
-		return REASON_TRUNC_ETH + 1;
+		return REASON_TRUNC_ETH;
 	c->pos = eth + 1;
 	*proto = eth->h_proto;
 
@@ -117,12 +117,12 @@ static __always_inline int parse_eth(struct cursor *c, struct packet *p, __u16 *
 			break;
 		struct vlan_hdr *vh = c->pos;
 		if ((void *)(vh + 1) > c->end)
-			return REASON_TRUNC_ETH + 1;
+			return REASON_TRUNC_ETH;
 		c->pos = vh + 1;
 		*proto = vh->encap_proto;
 		p->vlan_depth++;
 	}
-	return 0;
+	return REASON_NONE;
 }
 
 static __always_inline int parse_ipv4(struct cursor *c, void *data, struct packet *p)
@@ -130,15 +130,15 @@ static __always_inline int parse_ipv4(struct cursor *c, void *data, struct packe
 	struct iphdr *ip = c->pos;
 
 	if ((void *)(ip + 1) > c->end)
-		return REASON_TRUNC_IP + 1;
+		return REASON_TRUNC_IP;
 	__u32 ihl = (ip->ihl_version & 0x0f) * 4;
 	if ((ip->ihl_version >> 4) != 4 || ihl < sizeof(*ip))
-		return REASON_TRUNC_IP + 1;
+		return REASON_TRUNC_IP;
 	if (c->pos + ihl > c->end)
-		return REASON_TRUNC_IP + 1;
+		return REASON_TRUNC_IP;
 	__u16 tot_len = bpf_ntohs(ip->tot_len);
 	if (tot_len < ihl || c->pos + tot_len > c->end)
-		return REASON_TRUNC_IP + 1;
+		return REASON_TRUNC_IP;
 
 	p->family = FAMILY_V4;
 	p->ip_len = tot_len;
@@ -148,10 +148,9 @@ static __always_inline int parse_ipv4(struct cursor *c, void *data, struct packe
 	p->ipv4_options = ihl > sizeof(*ip);
 	p->is_fragment = (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) != 0;
 	p->l3_off = c->pos - data;
-	p->l3_len = ihl;
 	c->pos += ihl;
 	p->l4_off = c->pos - data;
-	return 0;
+	return REASON_NONE;
 }
 
 /* Walks up to MAX_IPV6_EXT_HDRS hop-by-hop, routing and destination options
@@ -162,14 +161,14 @@ static __always_inline int parse_ipv6(struct cursor *c, void *data, struct packe
 	struct ipv6hdr *ip6 = c->pos;
 
 	if ((void *)(ip6 + 1) > c->end)
-		return REASON_TRUNC_IP + 1;
+		return REASON_TRUNC_IP;
 	if ((ip6->priority_version >> 4) != 6)
-		return REASON_TRUNC_IP + 1;
+		return REASON_TRUNC_IP;
 	/* Extension headers must lie inside the IP packet, not just the frame:
 	 * a frame may carry padding after it. */
 	void *ip_end = (void *)(ip6 + 1) + bpf_ntohs(ip6->payload_len);
 	if (ip_end > c->end)
-		return REASON_TRUNC_IP + 1;
+		return REASON_TRUNC_IP;
 	/* Hide from clang that ip_end <= end, or it drops the frame-end checks
 	 * below as implied by the IP-end ones; the verifier needs them. */
 	barrier_var(ip_end);
@@ -189,7 +188,7 @@ static __always_inline int parse_ipv6(struct cursor *c, void *data, struct packe
 			break;
 		struct ipv6_opt_hdr *opt = c->pos;
 		if ((void *)(opt + 1) > c->end || (void *)(opt + 1) > ip_end)
-			return REASON_TRUNC_IP + 1;
+			return REASON_TRUNC_IP;
 		if (next == IPPROTO_FRAGMENT) {
 			p->is_fragment = 1;
 			next = opt->nexthdr;
@@ -199,7 +198,7 @@ static __always_inline int parse_ipv6(struct cursor *c, void *data, struct packe
 			c->pos += (opt->hdrlen + 1) * 8;
 		}
 		if (c->pos > c->end || c->pos > ip_end)
-			return REASON_TRUNC_IP + 1;
+			return REASON_TRUNC_IP;
 		p->ipv6_ext = 1;
 	}
 	/* More headers than we walk: not ours to balance. A flag, not a
@@ -208,8 +207,7 @@ static __always_inline int parse_ipv6(struct cursor *c, void *data, struct packe
 			   next == IPPROTO_FRAGMENT;
 	p->proto = next;
 	p->l4_off = c->pos - data;
-	p->l3_len = p->l4_off - p->l3_off;
-	return 0;
+	return REASON_NONE;
 }
 
 /* Fills ports and flags. A TCP segment with no flags, or with SYN together
@@ -222,30 +220,30 @@ static __always_inline int parse_l4(struct cursor *c, struct packet *p)
 	if (p->proto == IPPROTO_TCP) {
 		struct tcphdr *th = c->pos;
 		if ((void *)(th + 1) > c->end || (__u32)p->l4_off + sizeof(*th) > ip_end)
-			return REASON_TRUNC_L4 + 1;
+			return REASON_TRUNC_L4;
 		__u32 doff = (th->doff_res >> 4) * 4;
 		if (doff < sizeof(*th) || c->pos + doff > c->end || (__u32)p->l4_off + doff > ip_end)
-			return REASON_TRUNC_L4 + 1;
+			return REASON_TRUNC_L4;
 		p->sport = th->source;
 		p->dport = th->dest;
 		p->tcp_flags = th->flags;
 		__u8 f = th->flags & (TCP_FIN | TCP_SYN | TCP_RST | TCP_PSH | TCP_ACK);
 		if (f == 0 || ((f & TCP_SYN) && (f & (TCP_FIN | TCP_RST))))
-			return REASON_TCP_FLAGS + 1;
-		return 0;
+			return REASON_TCP_FLAGS;
+		return REASON_NONE;
 	}
 	if (p->proto == IPPROTO_UDP) {
 		struct udphdr *uh = c->pos;
 		if ((void *)(uh + 1) > c->end || (__u32)p->l4_off + sizeof(*uh) > ip_end)
-			return REASON_TRUNC_L4 + 1;
+			return REASON_TRUNC_L4;
 		__u32 ulen = bpf_ntohs(uh->len);
 		if (ulen < sizeof(*uh) || c->pos + ulen > c->end || (__u32)p->l4_off + ulen > ip_end)
-			return REASON_TRUNC_L4 + 1;
+			return REASON_TRUNC_L4;
 		p->sport = uh->source;
 		p->dport = uh->dest;
-		return 0;
+		return REASON_NONE;
 	}
-	return 0;
+	return REASON_NONE;
 }
 
 #endif

@@ -10,7 +10,7 @@ import (
 
 // The datapath clock.
 //
-// The C program reads it in one place (now_ns in bpf/limpet.c): the boot
+// The C program reads it in one place (now_ns in bpf/common.h): the boot
 // clock, CLOCK_BOOTTIME, plus the offset in runtime_settings (zero but in
 // tests), in nanoseconds. It starts near zero when the machine boots, and
 // every timestamp in the maps (a flow's or an entry's creation and last

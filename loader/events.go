@@ -66,16 +66,16 @@ func (e *EventReader) Read() (Event, error) {
 		return Event{}, err
 	}
 	b := rec.RawSample
-	if len(b) < 48 {
-		return Event{}, fmt.Errorf("persistence event of %d bytes, want 48", len(b))
+	if len(b) < int(eventSize) {
+		return Event{}, fmt.Errorf("persistence event of %d bytes, want %d", len(b), eventSize)
 	}
-	fam := b[1]
+	fam := b[evFamily]
 	return Event{
-		Type:    EventType(b[0]),
-		TableID: le.Uint32(b[4:]),
-		Client:  addrFrom(b[8:24], fam),
-		Server:  netip.AddrPortFrom(addrFrom(b[24:40], fam), port(b[2:])),
-		Time:    time.Duration(le.Uint64(b[40:])),
+		Type:    EventType(b[evType]),
+		TableID: le.Uint32(b[evTableID:]),
+		Client:  addrFrom(b[evClient:evClient+addrLen], fam),
+		Server:  netip.AddrPortFrom(addrFrom(b[evServer:evServer+addrLen], fam), port(b[evServerPort:])),
+		Time:    time.Duration(le.Uint64(b[evTime:])),
 	}, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+	"unsafe"
 )
 
 // GCResult says what the in-kernel GC did with one request.
@@ -21,14 +22,14 @@ const (
 // ExpireFlow, ExpireEntry or Reconcile.
 type GCRequest struct {
 	op, arg, arg2 uint64
-	key           [40]byte // a flow key, or a persistence key in the first 24 bytes
+	key           [gcKeySize]byte // a flow key, or a persistence key at its start
 	Result        GCResult
 }
 
 // Client is the client of a persistence request, for its caller's bookkeeping.
 func (r GCRequest) Client() netip.Addr {
 	var k rawPersistKey
-	copy(k[:], r.key[:24])
+	copy(k[:], r.key[:])
 	_, c := k.decode()
 	return c
 }
@@ -72,34 +73,27 @@ func persistRequest(op uint64, e PersistEntry, arg, arg2 uint64) GCRequest {
 	return r
 }
 
-// gc_batch layout: count u32, pad u32, now u64, then items of 64 bytes:
-// op u32, result u32, arg u64, arg2 u64, key [40]byte.
-const (
-	gcHeaderSize = 16
-	gcItemSize   = 64
-)
-
 // RunGC executes the requests in the kernel, in batches, and fills in each
 // request's Result.
 func (d *Datapath) RunGC(reqs []GCRequest) error {
-	in := make([]byte, gcHeaderSize+gcItemSize*gcBatchMax)
+	in := make([]byte, unsafe.Sizeof(limpetGcBatch{}))
 	out := make([]byte, len(in))
 	for start := 0; start < len(reqs); start += gcBatchMax {
 		end := min(start+gcBatchMax, len(reqs))
 		clear(in)
 		le.PutUint32(in[0:], uint32(end-start))
 		for i := start; i < end; i++ {
-			it := in[gcHeaderSize+(i-start)*gcItemSize:]
-			le.PutUint32(it[0:], uint32(reqs[i].op))
-			le.PutUint64(it[8:], reqs[i].arg)
-			le.PutUint64(it[16:], reqs[i].arg2)
-			copy(it[24:64], reqs[i].key[:])
+			it := in[gcHeaderSize+uintptr(i-start)*gcItemSize:]
+			le.PutUint32(it[giOp:], uint32(reqs[i].op))
+			le.PutUint64(it[giArg:], reqs[i].arg)
+			le.PutUint64(it[giArg2:], reqs[i].arg2)
+			copy(it[giKey:gcItemSize], reqs[i].key[:])
 		}
 		if _, err := d.objs.LimpetGc.Run(&runOptions{Data: in, DataOut: out}); err != nil {
 			return fmt.Errorf("run GC program: %w", err)
 		}
 		for i := start; i < end; i++ {
-			reqs[i].Result = GCResult(le.Uint32(out[gcHeaderSize+(i-start)*gcItemSize+4:]))
+			reqs[i].Result = GCResult(le.Uint32(out[gcHeaderSize+uintptr(i-start)*gcItemSize+giResult:]))
 		}
 	}
 	return nil

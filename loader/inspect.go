@@ -44,17 +44,6 @@ func ExpireConnection(src, dst netip.AddrPort, proto uint8, idle time.Duration) 
 	return GCRequest{op: gcOpFlowExpire, arg: uint64(idle), key: encodeFlowKey(src, dst, proto)}
 }
 
-func encodeFlowKey(src, dst netip.AddrPort, proto uint8) (k rawFlowKey) {
-	sb, fam := addrBytes(src.Addr())
-	db, _ := addrBytes(dst.Addr())
-	copy(k[0:16], sb[:])
-	copy(k[16:32], db[:])
-	k[32], k[33] = byte(src.Port()>>8), byte(src.Port())
-	k[34], k[35] = byte(dst.Port()>>8), byte(dst.Port())
-	k[36], k[37] = proto, fam
-	return k
-}
-
 // PersistTable is an open handle on one persistence table, for reading it
 // entry by entry without looking the table up again each time. It goes
 // stale when Apply replaces the table (a resize or a change of kind).

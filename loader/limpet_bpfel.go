@@ -164,28 +164,29 @@ type limpetPoolInfo struct {
 type limpetReason uint32
 
 const (
-	limpetReasonREASON_TRUNC_ETH      limpetReason = 0
-	limpetReasonREASON_TRUNC_IP       limpetReason = 1
-	limpetReasonREASON_TRUNC_L4       limpetReason = 2
-	limpetReasonREASON_FRAGMENT       limpetReason = 3
-	limpetReasonREASON_TCP_FLAGS      limpetReason = 4
-	limpetReasonREASON_IPV6EXT        limpetReason = 5
-	limpetReasonREASON_NO_MEMBER      limpetReason = 6
-	limpetReasonREASON_SERVER_DOWN    limpetReason = 7
-	limpetReasonREASON_TABLE_FULL     limpetReason = 8
-	limpetReasonREASON_TTL_EXPIRED    limpetReason = 9
-	limpetReasonREASON_FIB_NO_NEIGH   limpetReason = 10
-	limpetReasonREASON_FIB_PASS       limpetReason = 11
-	limpetReasonREASON_FIB_DROP       limpetReason = 12
-	limpetReasonREASON_DSR_NO_NEIGH   limpetReason = 13
-	limpetReasonREASON_VLAN_PASS      limpetReason = 14
-	limpetReasonREASON_IPV4OPTIONS    limpetReason = 15
-	limpetReasonREASON_IPV6EXT_WALKED limpetReason = 16
-	limpetReasonREASON_NO_TABLE       limpetReason = 17
-	limpetReasonREASON_STRAY_TCP      limpetReason = 18
-	limpetReasonREASON_MEMBER_FULL    limpetReason = 19
-	limpetReasonREASON_EVENT_LOST     limpetReason = 20
-	limpetReasonREASON_MAX            limpetReason = 21
+	limpetReasonREASON_NONE           limpetReason = 0
+	limpetReasonREASON_TRUNC_ETH      limpetReason = 1
+	limpetReasonREASON_TRUNC_IP       limpetReason = 2
+	limpetReasonREASON_TRUNC_L4       limpetReason = 3
+	limpetReasonREASON_FRAGMENT       limpetReason = 4
+	limpetReasonREASON_TCP_FLAGS      limpetReason = 5
+	limpetReasonREASON_IPV6EXT        limpetReason = 6
+	limpetReasonREASON_NO_MEMBER      limpetReason = 7
+	limpetReasonREASON_SERVER_DOWN    limpetReason = 8
+	limpetReasonREASON_TABLE_FULL     limpetReason = 9
+	limpetReasonREASON_TTL_EXPIRED    limpetReason = 10
+	limpetReasonREASON_FIB_NO_NEIGH   limpetReason = 11
+	limpetReasonREASON_FIB_PASS       limpetReason = 12
+	limpetReasonREASON_FIB_DROP       limpetReason = 13
+	limpetReasonREASON_DSR_NO_NEIGH   limpetReason = 14
+	limpetReasonREASON_VLAN_PASS      limpetReason = 15
+	limpetReasonREASON_IPV4OPTIONS    limpetReason = 16
+	limpetReasonREASON_IPV6EXT_WALKED limpetReason = 17
+	limpetReasonREASON_NO_TABLE       limpetReason = 18
+	limpetReasonREASON_STRAY_TCP      limpetReason = 19
+	limpetReasonREASON_MEMBER_FULL    limpetReason = 20
+	limpetReasonREASON_EVENT_LOST     limpetReason = 21
+	limpetReasonREASON_MAX            limpetReason = 22
 )
 
 type limpetRedirectErrKey struct {
@@ -273,7 +274,6 @@ const (
 	limpetMapVirtualServers        = "virtual_servers"
 	limpetMapVsCounters            = "vs_counters"
 	limpetProgLimpetGc             = "limpet_gc"
-	limpetProgLimpetPass           = "limpet_pass"
 	limpetProgLimpetRedirectErr    = "limpet_redirect_err"
 	limpetProgLimpetXdp            = "limpet_xdp"
 	limpetVarBtfAnchorGcBatch      = "btf_anchor_gc_batch"
@@ -326,7 +326,6 @@ type limpetSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type limpetProgramSpecs struct {
 	LimpetGc          *ebpf.ProgramSpec `ebpf:"limpet_gc"`
-	LimpetPass        *ebpf.ProgramSpec `ebpf:"limpet_pass"`
 	LimpetRedirectErr *ebpf.ProgramSpec `ebpf:"limpet_redirect_err"`
 	LimpetXdp         *ebpf.ProgramSpec `ebpf:"limpet_xdp"`
 }
@@ -457,7 +456,6 @@ type limpetVariables struct {
 // It can be passed to loadLimpetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type limpetPrograms struct {
 	LimpetGc          *ebpf.Program `ebpf:"limpet_gc"`
-	LimpetPass        *ebpf.Program `ebpf:"limpet_pass"`
 	LimpetRedirectErr *ebpf.Program `ebpf:"limpet_redirect_err"`
 	LimpetXdp         *ebpf.Program `ebpf:"limpet_xdp"`
 }
@@ -465,7 +463,6 @@ type limpetPrograms struct {
 func (p *limpetPrograms) Close() error {
 	return _LimpetClose(
 		p.LimpetGc,
-		p.LimpetPass,
 		p.LimpetRedirectErr,
 		p.LimpetXdp,
 	)

@@ -10,28 +10,82 @@ import (
 // Bulk paths (sweeps, dumps of a million entries) move keys and values as
 // byte arrays: cilium/ebpf copies those without reflection, and decoding
 // them by hand is an order of magnitude faster than decoding the generated
-// structs field by field. The sizes are checked against the generated types.
+// structs field by field. Every size and offset below is taken from the
+// generated types, so a field that moves in the C structs moves here too,
+// at compile time.
 type (
-	rawPersistKey   [24]byte
-	rawPersistEntry [56]byte
-	rawFlowKey      [40]byte
-	rawFlowInfo     [72]byte
+	rawPersistKey   [unsafe.Sizeof(limpetPersistKey{})]byte
+	rawPersistEntry [unsafe.Sizeof(limpetPersistEntry{})]byte
+	rawFlowKey      [unsafe.Sizeof(limpetFlowKey{})]byte
+	rawFlowInfo     [unsafe.Sizeof(limpetFlowInfo{})]byte
 )
 
-func init() {
-	for _, c := range []struct{ raw, gen uintptr }{
-		{unsafe.Sizeof(rawPersistKey{}), unsafe.Sizeof(limpetPersistKey{})},
-		{unsafe.Sizeof(rawPersistEntry{}), unsafe.Sizeof(limpetPersistEntry{})},
-		{unsafe.Sizeof(rawFlowKey{}), unsafe.Sizeof(limpetFlowKey{})},
-		{unsafe.Sizeof(rawFlowInfo{}), unsafe.Sizeof(limpetFlowInfo{})},
-		{64, unsafe.Sizeof(limpetGcItem{})},
-		{16 + 64*gcBatchMax, unsafe.Sizeof(limpetGcBatch{})},
-	} {
-		if c.raw != c.gen {
-			panic("loader: raw layout out of step with the generated bindings")
-		}
-	}
-}
+const addrLen = 16 // union addr
+
+// struct persist_key
+const (
+	pkTableID = unsafe.Offsetof(limpetPersistKey{}.TableId)
+	pkFamily  = unsafe.Offsetof(limpetPersistKey{}.Family)
+	pkClient  = unsafe.Offsetof(limpetPersistKey{}.Client)
+)
+
+// struct persist_entry
+const (
+	peServer     = unsafe.Offsetof(limpetPersistEntry{}.Server)
+	peServerPort = unsafe.Offsetof(limpetPersistEntry{}.ServerPort)
+	peFamily     = unsafe.Offsetof(limpetPersistEntry{}.Family)
+	peVSID       = unsafe.Offsetof(limpetPersistEntry{}.VsId)
+	peMemberID   = unsafe.Offsetof(limpetPersistEntry{}.MemberId)
+	peConnState  = unsafe.Offsetof(limpetPersistEntry{}.ConnState)
+	peCreated    = unsafe.Offsetof(limpetPersistEntry{}.CreatedNs)
+	peLastSeen   = unsafe.Offsetof(limpetPersistEntry{}.LastSeenNs)
+)
+
+// struct flow_key
+const (
+	fkSrc    = unsafe.Offsetof(limpetFlowKey{}.Src)
+	fkDst    = unsafe.Offsetof(limpetFlowKey{}.Dst)
+	fkSport  = unsafe.Offsetof(limpetFlowKey{}.Sport)
+	fkDport  = unsafe.Offsetof(limpetFlowKey{}.Dport)
+	fkProto  = unsafe.Offsetof(limpetFlowKey{}.Proto)
+	fkFamily = unsafe.Offsetof(limpetFlowKey{}.Family)
+)
+
+// struct flow_info
+const (
+	fiAddr     = unsafe.Offsetof(limpetFlowInfo{}.Addr)
+	fiPort     = unsafe.Offsetof(limpetFlowInfo{}.Port)
+	fiFlags    = unsafe.Offsetof(limpetFlowInfo{}.Flags)
+	fiVSID     = unsafe.Offsetof(limpetFlowInfo{}.VsId)
+	fiMemberID = unsafe.Offsetof(limpetFlowInfo{}.MemberId)
+	fiPkey     = unsafe.Offsetof(limpetFlowInfo{}.Pkey)
+	fiLastSeen = unsafe.Offsetof(limpetFlowInfo{}.LastSeenNs)
+	fiCreated  = unsafe.Offsetof(limpetFlowInfo{}.CreatedNs)
+)
+
+// struct persist_event
+const (
+	evType       = unsafe.Offsetof(limpetPersistEvent{}.Type)
+	evFamily     = unsafe.Offsetof(limpetPersistEvent{}.Family)
+	evServerPort = unsafe.Offsetof(limpetPersistEvent{}.ServerPort)
+	evTableID    = unsafe.Offsetof(limpetPersistEvent{}.TableId)
+	evClient     = unsafe.Offsetof(limpetPersistEvent{}.Client)
+	evServer     = unsafe.Offsetof(limpetPersistEvent{}.Server)
+	evTime       = unsafe.Offsetof(limpetPersistEvent{}.TimeNs)
+	eventSize    = unsafe.Sizeof(limpetPersistEvent{})
+)
+
+// struct gc_batch and struct gc_item
+const (
+	gcHeaderSize = unsafe.Offsetof(limpetGcBatch{}.Items)
+	gcItemSize   = unsafe.Sizeof(limpetGcItem{})
+	giOp         = unsafe.Offsetof(limpetGcItem{}.Op)
+	giResult     = unsafe.Offsetof(limpetGcItem{}.Result)
+	giArg        = unsafe.Offsetof(limpetGcItem{}.Arg)
+	giArg2       = unsafe.Offsetof(limpetGcItem{}.Arg2)
+	giKey        = unsafe.Offsetof(limpetGcItem{}.Flow) // a union of the flow and persistence keys
+	gcKeySize    = gcItemSize - giKey
+)
 
 var le = binary.LittleEndian
 
@@ -45,32 +99,34 @@ func addrFrom(b []byte, family uint8) netip.Addr {
 // port reads a network-order port.
 func port(b []byte) uint16 { return binary.BigEndian.Uint16(b) }
 
+func putPort(b []byte, p uint16) { binary.BigEndian.PutUint16(b, p) }
+
 func (k *rawPersistKey) decode() (tableID uint32, client netip.Addr) {
-	return le.Uint32(k[0:]), addrFrom(k[8:24], k[4])
+	return le.Uint32(k[pkTableID:]), addrFrom(k[pkClient:pkClient+addrLen], k[pkFamily])
 }
 
 func encodePersistKey(tableID uint32, client netip.Addr) (k rawPersistKey) {
 	b, fam := addrBytes(client)
-	le.PutUint32(k[0:], tableID)
-	k[4] = fam
-	copy(k[8:], b[:])
+	le.PutUint32(k[pkTableID:], tableID)
+	k[pkFamily] = fam
+	copy(k[pkClient:], b[:])
 	return k
 }
 
 func decodeEntry(k *rawPersistKey, v *rawPersistEntry) PersistEntry {
 	tid, client := k.decode()
-	cs := le.Uint64(v[32:])
+	cs := le.Uint64(v[peConnState:])
 	return PersistEntry{
 		TableID:   tid,
 		Client:    client,
-		Server:    netip.AddrPortFrom(addrFrom(v[0:16], v[18]), port(v[16:])),
-		VSID:      le.Uint32(v[20:]),
-		MemberID:  le.Uint32(v[24:]),
+		Server:    netip.AddrPortFrom(addrFrom(v[peServer:peServer+addrLen], v[peFamily]), port(v[peServerPort:])),
+		VSID:      le.Uint32(v[peVSID:]),
+		MemberID:  le.Uint32(v[peMemberID:]),
 		Conns:     uint32(cs & csConnsMask),
 		Gen:       uint32(cs >> 32),
 		Dying:     cs&csDead != 0,
-		Created:   time.Duration(le.Uint64(v[40:])),
-		LastSeen:  time.Duration(le.Uint64(v[48:])),
+		Created:   time.Duration(le.Uint64(v[peCreated:])),
+		LastSeen:  time.Duration(le.Uint64(v[peLastSeen:])),
 		connState: cs,
 	}
 }
@@ -78,28 +134,42 @@ func decodeEntry(k *rawPersistKey, v *rawPersistEntry) PersistEntry {
 func encodeEntry(e PersistEntry) (k rawPersistKey, v rawPersistEntry) {
 	k = encodePersistKey(e.TableID, e.Client)
 	b, fam := addrBytes(e.Server.Addr())
-	copy(v[0:16], b[:])
-	binary.BigEndian.PutUint16(v[16:], e.Server.Port())
-	v[18] = fam
-	le.PutUint32(v[20:], e.VSID)
-	le.PutUint32(v[24:], e.MemberID)
-	le.PutUint64(v[32:], uint64(e.Gen)<<32|uint64(e.Conns))
-	le.PutUint64(v[40:], uint64(ClockTime(e.Created)))
-	le.PutUint64(v[48:], uint64(ClockTime(e.LastSeen)))
+	copy(v[peServer:peServer+addrLen], b[:])
+	putPort(v[peServerPort:], e.Server.Port())
+	v[peFamily] = fam
+	le.PutUint32(v[peVSID:], e.VSID)
+	le.PutUint32(v[peMemberID:], e.MemberID)
+	le.PutUint64(v[peConnState:], uint64(e.Gen)<<32|uint64(e.Conns))
+	le.PutUint64(v[peCreated:], uint64(ClockTime(e.Created)))
+	le.PutUint64(v[peLastSeen:], uint64(ClockTime(e.LastSeen)))
 	return k, v
 }
 
+func encodeFlowKey(src, dst netip.AddrPort, proto uint8) (k rawFlowKey) {
+	sb, fam := addrBytes(src.Addr())
+	db, _ := addrBytes(dst.Addr())
+	copy(k[fkSrc:fkSrc+addrLen], sb[:])
+	copy(k[fkDst:fkDst+addrLen], db[:])
+	putPort(k[fkSport:], src.Port())
+	putPort(k[fkDport:], dst.Port())
+	k[fkProto], k[fkFamily] = proto, fam
+	return k
+}
+
 func decodeFlow(k *rawFlowKey, v *rawFlowInfo) Flow {
-	fam := k[37]
-	flags := le.Uint32(v[20:])
+	fam := k[fkFamily]
+	flags := le.Uint32(v[fiFlags:])
+	var pk rawPersistKey
+	copy(pk[:], v[fiPkey:])
+	tableID, client := pk.decode()
 	f := Flow{
-		Src:           netip.AddrPortFrom(addrFrom(k[0:16], fam), port(k[32:])),
-		Dst:           netip.AddrPortFrom(addrFrom(k[16:32], fam), port(k[34:])),
-		Proto:         k[36],
-		Target:        netip.AddrPortFrom(addrFrom(v[0:16], fam), port(v[16:])),
-		VSID:          le.Uint32(v[24:]),
-		MemberID:      le.Uint32(v[28:]),
-		TableID:       le.Uint32(v[32:]),
+		Src:           netip.AddrPortFrom(addrFrom(k[fkSrc:fkSrc+addrLen], fam), port(k[fkSport:])),
+		Dst:           netip.AddrPortFrom(addrFrom(k[fkDst:fkDst+addrLen], fam), port(k[fkDport:])),
+		Proto:         k[fkProto],
+		Target:        netip.AddrPortFrom(addrFrom(v[fiAddr:fiAddr+addrLen], fam), port(v[fiPort:])),
+		VSID:          le.Uint32(v[fiVSID:]),
+		MemberID:      le.Uint32(v[fiMemberID:]),
+		TableID:       tableID,
 		Counted:       flags&flowCounted != 0,
 		MemberCounted: flags&flowMemberCounted != 0,
 		Reverse:       flags&flowReverse != 0,
@@ -109,14 +179,14 @@ func decodeFlow(k *rawFlowKey, v *rawFlowInfo) Flow {
 		FinServer:     flags&flowFinServer != 0,
 		RST:           flags&flowRST != 0,
 		DSR:           flags&flowDSR != 0,
-		LastSeen:      time.Duration(le.Uint64(v[56:])),
-		Created:       time.Duration(le.Uint64(v[64:])),
+		LastSeen:      time.Duration(le.Uint64(v[fiLastSeen:])),
+		Created:       time.Duration(le.Uint64(v[fiCreated:])),
 		key:           *k,
 	}
 	fin := flags & (flowFinClient | flowFinServer)
 	f.Closed = flags&flowRST != 0 || fin == flowFinClient|flowFinServer || (flags&flowDSR != 0 && flags&flowFinClient != 0)
 	if f.TableID != TableNone {
-		f.Client = addrFrom(v[40:56], v[36])
+		f.Client = client
 	}
 	return f
 }

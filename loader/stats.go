@@ -26,34 +26,68 @@ type TableCounters struct {
 	Inserts, Hits, Misses, Rejects, Expired uint64
 }
 
-// ReasonNames names each exception counter; Drops says which ones drop.
-var ReasonNames = []string{
-	"truncated_ethernet", "truncated_ip", "truncated_l4", "fragment", "bad_tcp_flags",
-	"ipv6_extension_unsupported", "no_member", "server_down", "table_full",
-	"ttl_expired", "fib_no_neighbour", "fib_pass", "fib_drop", "dsr_no_neighbour",
-	"vlan_pass", "ipv4_options", "ipv6_extension_walked", "no_table", "stray_tcp",
-	"member_full", "event_lost",
+// What a reason does to its packet.
+type reasonAction uint8
+
+const (
+	reasonCounts reasonAction = iota // counted only: the packet is forwarded all the same
+	reasonDrops
+	reasonPasses // handed to the kernel's stack (XDP_PASS)
+)
+
+// reasons describes every reason of the datapath's enum, keyed by the
+// generated constants. The array's length is REASON_MAX, so a reason added
+// to the C enum without a row here leaves an empty name that
+// TestReasonTableCoversEnum reports, and one removed fails to compile.
+var reasons = [limpetReasonREASON_MAX]struct {
+	name   string
+	action reasonAction
+}{
+	limpetReasonREASON_TRUNC_ETH:      {"truncated_ethernet", reasonDrops},
+	limpetReasonREASON_TRUNC_IP:       {"truncated_ip", reasonDrops},
+	limpetReasonREASON_TRUNC_L4:       {"truncated_l4", reasonDrops},
+	limpetReasonREASON_FRAGMENT:       {"fragment", reasonDrops},
+	limpetReasonREASON_TCP_FLAGS:      {"bad_tcp_flags", reasonDrops},
+	limpetReasonREASON_IPV6EXT:        {"ipv6_extension_unsupported", reasonDrops},
+	limpetReasonREASON_NO_MEMBER:      {"no_member", reasonDrops},
+	limpetReasonREASON_SERVER_DOWN:    {"server_down", reasonDrops},
+	limpetReasonREASON_TABLE_FULL:     {"table_full", reasonDrops}, // a TCP SYN is answered with a RST
+	limpetReasonREASON_TTL_EXPIRED:    {"ttl_expired", reasonPasses},
+	limpetReasonREASON_FIB_NO_NEIGH:   {"fib_no_neighbour", reasonPasses},
+	limpetReasonREASON_FIB_PASS:       {"fib_pass", reasonPasses},
+	limpetReasonREASON_FIB_DROP:       {"fib_drop", reasonDrops},
+	limpetReasonREASON_DSR_NO_NEIGH:   {"dsr_no_neighbour", reasonDrops},
+	limpetReasonREASON_VLAN_PASS:      {"vlan_pass", reasonPasses},
+	limpetReasonREASON_IPV4OPTIONS:    {"ipv4_options", reasonCounts},
+	limpetReasonREASON_IPV6EXT_WALKED: {"ipv6_extension_walked", reasonCounts},
+	limpetReasonREASON_NO_TABLE:       {"no_table", reasonDrops},
+	limpetReasonREASON_STRAY_TCP:      {"stray_tcp", reasonCounts},
+	limpetReasonREASON_MEMBER_FULL:    {"member_full", reasonDrops},
+	limpetReasonREASON_EVENT_LOST:     {"event_lost", reasonCounts},
 }
+
+// firstReason is the first real reason: REASON_NONE (0) counts nothing.
+const firstReason = limpetReasonREASON_NONE + 1
+
+// ReasonNames names each exception counter, in the order ReasonCounters
+// returns them: index i is the datapath's reason i+1 (after REASON_NONE).
+var ReasonNames = reasonColumn(func(r reasonAction, name string) string { return name })
 
 // ReasonPasses says whether the reason with that index hands the packet to
 // the kernel's stack (XDP_PASS); the reasons that neither drop nor pass only
 // count a packet that is forwarded all the same.
-var ReasonPasses = []bool{
-	false, false, false, false, false,
-	false, false, false, false,
-	true, true, true, false, false,
-	true, false, false, false, false,
-	false, false,
-}
+var ReasonPasses = reasonColumn(func(r reasonAction, _ string) bool { return r == reasonPasses })
 
 // ReasonDrops says whether the reason with that index drops the packet.
 // table_full drops a UDP datagram; a TCP SYN is answered with a RST.
-var ReasonDrops = []bool{
-	true, true, true, true, true,
-	true, true, true, true,
-	false, false, false, true, true,
-	false, false, false, true, false,
-	true, false,
+var ReasonDrops = reasonColumn(func(r reasonAction, _ string) bool { return r == reasonDrops })
+
+func reasonColumn[T any](f func(reasonAction, string) T) []T {
+	out := make([]T, 0, len(reasons)-int(firstReason))
+	for _, r := range reasons[firstReason:] {
+		out = append(out, f(r.action, r.name))
+	}
+	return out
 }
 
 func sumPerCPU[V any](m *ebpf.Map, key uint32, add func(*V, *V)) (V, error) {
@@ -116,10 +150,9 @@ func (d *Datapath) TableCounters(id uint32) (TableCounters, error) {
 // ReasonCounters returns every exception counter, indexed like ReasonNames,
 // with one batch lookup.
 func (d *Datapath) ReasonCounters() ([]uint64, error) {
-	keys := make([]uint32, len(ReasonNames))
-	for i := range keys {
-		keys[i] = uint32(i)
-	}
+	// A batch lookup of an array reads from index 0 (REASON_NONE, never
+	// counted) and writes the keys it read; the real reasons follow it.
+	keys := make([]uint32, limpetReasonREASON_MAX)
 	cpus, err := ebpf.PossibleCPU()
 	if err != nil {
 		return nil, err
@@ -133,10 +166,11 @@ func (d *Datapath) ReasonCounters() ([]uint64, error) {
 	if n != len(keys) {
 		return nil, fmt.Errorf("read reason counters: got %d of %d", n, len(keys))
 	}
-	out := make([]uint64, len(keys))
+	out := make([]uint64, len(ReasonNames))
 	for i := range out {
+		k := i + int(firstReason)
 		for c := 0; c < cpus; c++ {
-			out[i] += per[i*cpus+c]
+			out[i] += per[k*cpus+c]
 		}
 	}
 	return out, nil

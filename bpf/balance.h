@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* A client's packet to a virtual server: its flow, else a member chosen by
+ * persistence or the pool and a new flow, then forwarding. */
+#ifndef LIMPET_BALANCE_H
+#define LIMPET_BALANCE_H
+
+#include "common.h"
+#include "parse.h"
+#include "persist.h"
+#include "flow.h"
+#include "forward.h"
+#include "reject.h"
+
+/* Records a new flow to the member d chose, and takes the connections it
+ * holds. NAT flows get a reverse entry, so the member's replies find them. */
+static __always_inline void flow_create(struct scratch *sc, struct packet *p, struct vs_info *vs,
+					struct vs_stats *st, struct decision *d, const union addr *maddr,
+					__be16 mport, __u64 now)
+{
+	struct flow_info *nf = &sc->flow;
+	__u32 member_id = d->member_id;
+
+	__builtin_memset(nf, 0, sizeof(*nf));
+	nf->addr = *maddr;
+	nf->port = mport;
+	nf->vs_id = vs->vs_id;
+	nf->member_id = member_id;
+	nf->pkey = d->pkey;
+	nf->created_ns = now;
+	nf->last_seen_ns = now;
+	nf->flags = (vs->flags & VS_F_DSR) ? FLOW_F_DSR : FLOW_F_NAT;
+	if (p->proto == IPPROTO_UDP)
+		nf->flags |= FLOW_F_UDP;
+	nf->flags |= FLOW_F_MEMBER_COUNTED;
+	if (d->entry)
+		nf->flags |= FLOW_F_COUNTED;
+	if (bpf_map_update_elem(&flows, &sc->key, nf, BPF_NOEXIST))
+		return;
+	member_acquire(member_id);
+	if (d->entry) {
+		d->entry->last_seen_ns = now;
+		__sync_fetch_and_add(&d->entry->conn_state, CS_INC);
+	}
+	if (st)
+		st->new_flows++;
+	struct member_stats *ms = bpf_map_lookup_elem(&member_counters, &member_id);
+	if (ms)
+		ms->new_flows++;
+	if (vs->flags & VS_F_DSR)
+		return;
+	reverse_flow_key(&sc->reverse, &sc->key, maddr, mport);
+	nf->addr = p->dst;
+	nf->port = p->dport;
+	nf->flags = FLOW_F_REVERSE | FLOW_F_NAT; /* counts nothing */
+	nf->pkey.table_id = TABLE_NONE;
+	bpf_map_update_elem(&flows, &sc->reverse, nf, BPF_ANY);
+}
+
+static __always_inline int handle_vs(struct xdp_md *ctx, struct packet *p, struct vs_info *vs)
+{
+	struct vs_stats *st = bpf_map_lookup_elem(&vs_counters, &vs->vs_id);
+	__u64 now = now_ns();
+	struct scratch *sc = scratch_area();
+	struct flow_info *f;
+
+	if (!sc)
+		return XDP_DROP;
+	if (st) {
+		st->packets++;
+		st->bytes += p->pkt_len;
+	}
+	flow_key_of(&sc->key, p);
+	f = bpf_map_lookup_elem(&flows, &sc->key);
+	if (f) {
+		if (!flow_track_client(f, p, now)) {
+			flow_touch(f, now);
+			union addr maddr = f->addr;
+			return forward_to_member(ctx, p, vs->flags, &maddr, f->port, f->member_id);
+		}
+		bpf_map_delete_elem(&flows, &sc->key);
+	}
+
+	/* No flow. A FIN or RST cannot start a connection: forward it to the
+	 * persisted or chosen server, but do not record a flow for it. */
+	int create = !(p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_FIN | TCP_RST)));
+	struct decision d;
+	__builtin_memset(&d, 0, sizeof(d));
+	int r = choose_member(vs, p, now, &d, create);
+	if (r != REASON_NONE) {
+		if (r == REASON_NO_MEMBER && st)
+			st->no_member_drops++;
+		count_reason(r);
+		if (r == REASON_TABLE_FULL)
+			return reply_rst(ctx, p);
+		return XDP_DROP;
+	}
+	union addr maddr = d.member->addr;
+	__be16 mport = d.member->port ? d.member->port : p->dport;
+
+	if (create)
+		flow_create(sc, p, vs, st, &d, &maddr, mport, now);
+	else
+		count_reason(REASON_STRAY_TCP);
+	return forward_to_member(ctx, p, vs->flags, &maddr, mport, d.member_id);
+}
+
+#endif

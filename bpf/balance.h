@@ -56,6 +56,39 @@ static __always_inline void flow_create(struct scratch *sc, struct packet *p, st
 	bpf_map_update_elem(&flows, &sc->reverse, nf, BPF_ANY);
 }
 
+/* Copies the virtual server of a packet to a VIP into vs, or returns -1:
+ * the VIP's own entry holds the first VIP_INLINE_SERVERS, virtual_servers all
+ * of them. A copy, so the rest of the path is verified once, for one stack
+ * slot, not once per entry it could have come from. */
+static __always_inline int vip_server(struct vip_info *vip, const struct packet *p, struct vs_info *vs)
+{
+	__u32 want = (__u32)p->dport | (__u32)p->proto << 16;
+
+#pragma unroll
+	for (int i = 0; i < VIP_INLINE_SERVERS; i++) {
+		if (i >= vip->used)
+			break;
+		struct vip_server *s = &vip->servers[i];
+		if (((__u32)s->port | (__u32)s->proto << 16) == want) {
+			*vs = s->vs;
+			return 0;
+		}
+	}
+	if (!(vip->flags & VIP_F_OVERFLOW))
+		return -1;
+	struct vip_key vk;
+	__builtin_memset(&vk, 0, sizeof(vk));
+	vk.addr = p->dst;
+	vk.port = p->dport;
+	vk.proto = p->proto;
+	vk.family = p->family;
+	struct vs_info *o = bpf_map_lookup_elem(&virtual_servers, &vk);
+	if (!o)
+		return -1;
+	*vs = *o;
+	return 0;
+}
+
 static __always_inline int handle_vs(struct xdp_md *ctx, struct packet *p, struct vs_info *vs)
 {
 	struct vs_stats *st = bpf_map_lookup_elem(&vs_counters, &vs->vs_id);

@@ -37,6 +37,12 @@
 #define FAMILY_V4 4
 #define FAMILY_V6 6
 
+/* Virtual servers kept in a VIP's own vips entry, so a VIP packet finds
+ * its virtual server with the one lookup that tells it from host traffic.
+ * An address with more sets VIP_F_OVERFLOW: the rest are in virtual_servers. */
+#define VIP_INLINE_SERVERS 8
+#define VIP_F_OVERFLOW (1 << 0)
+
 /* vs_info.flags */
 #define VS_F_DSR (1 << 0)
 #define VS_F_PERSIST (1 << 1)

@@ -58,7 +58,8 @@ int limpet_xdp(struct xdp_md *ctx)
 	__builtin_memset(&ak, 0, sizeof(ak));
 	ak.addr = p.dst;
 	ak.family = p.family;
-	if (bpf_map_lookup_elem(&vips, &ak)) {
+	struct vip_info *vip = bpf_map_lookup_elem(&vips, &ak);
+	if (vip) {
 		if (p.is_fragment)
 			return verdict(REASON_FRAGMENT, XDP_DROP);
 		if (p.ipv6_too_deep)
@@ -68,20 +69,14 @@ int limpet_xdp(struct xdp_md *ctx)
 		r = parse_l4(&c, &p);
 		if (r != REASON_NONE)
 			return verdict(r, XDP_DROP);
-		struct vip_key vk;
-		__builtin_memset(&vk, 0, sizeof(vk));
-		vk.addr = p.dst;
-		vk.port = p.dport;
-		vk.proto = p.proto;
-		vk.family = p.family;
-		struct vs_info *vs = bpf_map_lookup_elem(&virtual_servers, &vk);
-		if (!vs)
+		struct vs_info vs;
+		if (vip_server(vip, &p, &vs))
 			return XDP_PASS;
 		if (p.ipv4_options)
 			count_reason(REASON_IPV4_OPTIONS);
 		if (p.ipv6_ext)
 			count_reason(REASON_IPV6_EXT_WALKED);
-		return handle_vs(ctx, &p, vs);
+		return handle_vs(ctx, &p, &vs);
 	}
 
 	ak.addr = p.src;

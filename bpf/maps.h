@@ -6,12 +6,13 @@
 #include <bpf/bpf_helpers.h>
 #include "structs.h"
 
-/* Addresses that are VIPs: one lookup tells host traffic from ours. */
+/* Addresses that are VIPs, with their virtual servers: one lookup tells
+ * host traffic from ours and finds the virtual server. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_VIPS);
 	__type(key, struct addr_key);
-	__type(value, __u32);
+	__type(value, struct vip_info);
 } vips SEC(".maps");
 
 /* Addresses of NAT members, so replies are looked up only when they can match. */
@@ -22,6 +23,8 @@ struct {
 	__type(value, __u32);
 } nat_members SEC(".maps");
 
+/* Every virtual server; the datapath reads it only for a VIP with more than
+ * VIP_INLINE_SERVERS of them (VIP_F_OVERFLOW). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, MAX_VIRTUAL_SERVERS);

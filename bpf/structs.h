@@ -38,6 +38,25 @@ struct vs_info {
 	__u64 timeout_ns; /* persistence entry timeout */
 };
 
+/* One virtual server of a VIP, in its vips entry. */
+struct vip_server {
+	__be16 port;
+	__u8 proto;
+	__u8 pad;
+	__u32 pad2;
+	struct vs_info vs;
+};
+
+/* A VIP address: its virtual servers (the first VIP_INLINE_SERVERS of
+ * them), so that host traffic and VIP traffic are told apart, and a VIP
+ * packet's virtual server found, with one hash lookup. */
+struct vip_info {
+	__u8 used;  /* entries of servers in use */
+	__u8 flags; /* VIP_F_* */
+	__u8 pad[6];
+	struct vip_server servers[VIP_INLINE_SERVERS];
+};
+
 struct pool_info {
 	__u32 n_eligible; /* members that may take new clients */
 	__u32 algorithm;  /* ALGO_* */

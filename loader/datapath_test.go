@@ -355,3 +355,34 @@ func TestDatapathUnresolvedNeighbour(t *testing.T) {
 		t.Fatalf("reason counters %v", r)
 	}
 }
+
+// A VIP keeps its first virtual servers in its own vips entry and finds the
+// others in virtual_servers: both kinds, and a port between them that no
+// virtual server uses, behave the same as with one lookup each.
+func TestDatapathVIPWithManyVirtualServers(t *testing.T) {
+	f := newFixture(t, Options{})
+	s := standardState()
+	const first, n = 9000, 12 // more than the vips entry holds with the standard ones
+	for i := range uint32(n) {
+		s.VirtualServers = append(s.VirtualServers, VirtualServer{
+			ID: 10 + i, VIP: netip.AddrPortFrom(vip4, uint16(first+2*i)), Proto: ProtoTCP, PoolID: 0, TableID: TableNone,
+		})
+	}
+	if err := f.d.Apply(s); err != nil {
+		t.Fatal(err)
+	}
+	for i := range uint32(n) {
+		port := uint16(first + 2*i)
+		act, _ := f.run(syn(client4a, vip4, 46000, port).build(t), f.cli)
+		if act != XDPRedirect {
+			t.Fatalf("port %d: verdict %v, want XDP_REDIRECT", port, act)
+		}
+		fl, ok, err := f.d.LookupFlow(netip.AddrPortFrom(client4a, 46000), netip.AddrPortFrom(vip4, port), ProtoTCP)
+		if err != nil || !ok || fl.VSID != 10+i {
+			t.Fatalf("port %d: flow %+v found %v (%v), want one of virtual server %d", port, fl, ok, err, 10+i)
+		}
+		if act, _ := f.run(syn(client4a, vip4, 46000, port+1).build(t), f.cli); act != XDPPass {
+			t.Fatalf("port %d, no virtual server: verdict %v, want XDP_PASS", port+1, act)
+		}
+	}
+}

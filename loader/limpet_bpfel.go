@@ -209,6 +209,14 @@ type limpetTableStats struct {
 	Expired uint64
 }
 
+type limpetVipInfo struct {
+	_       structs.HostLayout
+	Used    uint8
+	Flags   uint8
+	Pad     [6]uint8
+	Servers [8]limpetVipServer
+}
+
 type limpetVipKey struct {
 	_    structs.HostLayout
 	Addr struct {
@@ -218,6 +226,15 @@ type limpetVipKey struct {
 	Port   uint16
 	Proto  uint8
 	Family uint8
+}
+
+type limpetVipServer struct {
+	_     structs.HostLayout
+	Port  uint16
+	Proto uint8
+	Pad   uint8
+	Pad2  uint32
+	Vs    limpetVsInfo
 }
 
 type limpetVsInfo struct {

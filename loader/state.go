@@ -65,7 +65,7 @@ func (d *Datapath) Apply(s State) error {
 	}
 
 	wantVS := map[limpetVipKey]bool{}
-	wantVIPs := map[limpetAddrKey]bool{}
+	wantVIPs := map[limpetAddrKey]*limpetVipInfo{}
 	for _, vs := range s.VirtualServers {
 		b, fam := addrBytes(vs.VIP.Addr())
 		k := limpetVipKey{Port: htons(vs.VIP.Port()), Proto: vs.Proto, Family: fam}
@@ -89,17 +89,27 @@ func (d *Datapath) Apply(s State) error {
 		wantVS[k] = true
 		ak := limpetAddrKey{Family: fam}
 		ak.Addr.B = b
-		wantVIPs[ak] = true
+		vip := wantVIPs[ak]
+		if vip == nil {
+			vip = &limpetVipInfo{}
+			wantVIPs[ak] = vip
+		}
+		if int(vip.Used) < len(vip.Servers) {
+			vip.Servers[vip.Used] = limpetVipServer{Port: k.Port, Proto: k.Proto, Vs: info}
+			vip.Used++
+		} else {
+			vip.Flags |= vipOverflow
+		}
 	}
-	for ak := range wantVIPs {
-		if err := m.Vips.Put(&ak, uint32(1)); err != nil {
+	for ak, vip := range wantVIPs {
+		if err := m.Vips.Put(&ak, vip); err != nil {
 			return fmt.Errorf("write VIP: %w", err)
 		}
 	}
 
 	// Removals, outermost first.
 	var errs []error
-	errs = append(errs, deleteStale(m.Vips, func(k *limpetAddrKey) bool { return wantVIPs[*k] }))
+	errs = append(errs, deleteStale(m.Vips, func(k *limpetAddrKey) bool { return wantVIPs[*k] != nil }))
 	errs = append(errs, deleteStale(m.VirtualServers, func(k *limpetVipKey) bool { return wantVS[*k] }))
 	errs = append(errs, deleteStale(m.NatMembers, func(k *limpetAddrKey) bool { return natAddrs[*k] }))
 	errs = append(errs, deleteStale(m.Pools, func(k *uint32) bool { return wantPools[*k] }))

@@ -48,6 +48,7 @@ const (
 	gcOpMemberReconcile = 5
 	flowMemberCounted   = 1 << 8
 	tableMirror         = 1 << 0
+	vipOverflow         = 1 << 0
 	gcResultDone        = 1
 	gcResultSkipped     = 2
 	gcResultNotFound    = 3

@@ -12,7 +12,8 @@
 #include "reject.h"
 
 /* Records a new flow to the member d chose, and takes the connections it
- * holds. NAT flows get a reverse entry, so the member's replies find them. */
+ * holds. A NAT flow to a member address and port that serve several virtual
+ * servers gets a reverse entry, so the member's replies find it. */
 static __always_inline void flow_create(struct scratch *sc, struct packet *p, struct vs_info *vs,
 					struct vs_stats *st, struct decision *d, const union addr *maddr,
 					__be16 mport, __u64 now)
@@ -47,6 +48,11 @@ static __always_inline void flow_create(struct scratch *sc, struct packet *p, st
 	if (ms)
 		ms->new_flows++;
 	if (vs->flags & VS_F_DSR)
+		return;
+	/* Replies find the flow through member_vs, unless the member's address
+	 * and port serve several virtual servers and cannot name the VIP. */
+	struct member_vs_info *mv = member_vs_of(maddr, mport, p->proto, p->family);
+	if (!mv || !(mv->flags & MEMBER_VS_F_SHARED))
 		return;
 	reverse_flow_key(&sc->reverse, &sc->key, maddr, mport);
 	nf->addr = p->dst;

@@ -43,6 +43,14 @@
 #define VIP_INLINE_SERVERS 8
 #define VIP_F_OVERFLOW (1 << 0)
 
+/* member_vs entries: a (member address, port, protocol) per NAT virtual
+ * server it serves, four per member on average. */
+#define MAX_MEMBER_VS (MAX_MEMBERS * 4)
+/* member_vs.flags. SHARED: the member's address and port serve several
+ * virtual servers, so a reply cannot name its VIP: its connections keep a
+ * reverse flow entry (FLOW_F_REVERSE) instead. */
+#define MEMBER_VS_F_SHARED (1 << 0)
+
 /* vs_info.flags */
 #define VS_F_DSR (1 << 0)
 #define VS_F_PERSIST (1 << 1)

@@ -47,6 +47,20 @@ static __always_inline void forward_flow_key(struct flow_key *fk, const struct p
 	fk->family = reply->family;
 }
 
+/* The member_vs entry of a NAT member's address and port, as a packet's
+ * source (a reply) or as a flow's target. */
+static __always_inline struct member_vs_info *member_vs_of(const union addr *a, __be16 port, __u8 proto, __u8 family)
+{
+	struct member_vs_key k;
+
+	__builtin_memset(&k, 0, sizeof(k));
+	k.addr = *a;
+	k.port = port;
+	k.proto = proto;
+	k.family = family;
+	return bpf_map_lookup_elem(&member_vs, &k);
+}
+
 /* Ends a flow's hold on its persistence entry and on its member's active
  * connection count, exactly once, whoever (FIN, RST, GC) gets there first. */
 static __always_inline void flow_release(struct flow_info *f, __u64 now)

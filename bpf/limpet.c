@@ -79,12 +79,9 @@ int limpet_xdp(struct xdp_md *ctx)
 		return handle_vs(ctx, &p, &vs);
 	}
 
-	ak.addr = p.src;
-	if (!bpf_map_lookup_elem(&nat_members, &ak))
-		return XDP_PASS;
 	if (p.is_fragment || (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP))
 		return XDP_PASS;
-	/* Host traffic from a member that fails our checks is the stack's business. */
+	/* Host traffic that fails our checks is the stack's business. */
 	if (parse_l4(&c, &p) != REASON_NONE)
 		return XDP_PASS;
 	return handle_reply(ctx, &p);

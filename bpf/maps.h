@@ -15,13 +15,15 @@ struct {
 	__type(value, struct vip_info);
 } vips SEC(".maps");
 
-/* Addresses of NAT members, so replies are looked up only when they can match. */
+/* NAT members by address, port and protocol, with the virtual server each
+ * serves there: a reply that misses here is host traffic, one that hits finds
+ * its connection's forward flow. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, MAX_MEMBERS);
-	__type(key, struct addr_key);
-	__type(value, __u32);
-} nat_members SEC(".maps");
+	__uint(max_entries, MAX_MEMBER_VS);
+	__type(key, struct member_vs_key);
+	__type(value, struct member_vs_info);
+} member_vs SEC(".maps");
 
 /* Every virtual server; the datapath reads it only for a VIP with more than
  * VIP_INLINE_SERVERS of them (VIP_F_OVERFLOW). */

@@ -76,6 +76,24 @@ struct member_info {
 	__u32 pad;
 };
 
+/* A NAT member as its replies name it: address, port and protocol. */
+struct member_vs_key {
+	union addr addr;
+	__be16 port;
+	__u8 proto;
+	__u8 family;
+};
+
+/* The virtual server a NAT member serves on one address and port: its
+ * replies find their connection from it, with no reverse flow entry. */
+struct member_vs_info {
+	union addr vip;
+	__be16 vip_port;
+	__u8 flags; /* MEMBER_VS_F_* */
+	__u8 pad;
+	__u32 vs_id;
+};
+
 /* port 0 is the fallback key: "any member of this pool with this address". */
 struct member_addr_key {
 	__u32 pool_id;

@@ -106,6 +106,29 @@ type limpetMemberStats struct {
 	NewFlows uint64
 }
 
+type limpetMemberVsInfo struct {
+	_   structs.HostLayout
+	Vip struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+	VipPort uint16
+	Flags   uint8
+	Pad     uint8
+	VsId    uint32
+}
+
+type limpetMemberVsKey struct {
+	_    structs.HostLayout
+	Addr struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+	Port   uint16
+	Proto  uint8
+	Family uint8
+}
+
 type limpetPersistEntry struct {
 	_      structs.HostLayout
 	Server struct {
@@ -272,9 +295,9 @@ const (
 	limpetMapMemberAddrs           = "member_addrs"
 	limpetMapMemberConns           = "member_conns"
 	limpetMapMemberCounters        = "member_counters"
+	limpetMapMemberVs              = "member_vs"
 	limpetMapMembers               = "members"
 	limpetMapMeta                  = "meta"
-	limpetMapNatMembers            = "nat_members"
 	limpetMapPersistEvents         = "persist_events"
 	limpetMapPersistHashTables     = "persist_hash_tables"
 	limpetMapPersistLruTables      = "persist_lru_tables"
@@ -355,9 +378,9 @@ type limpetMapSpecs struct {
 	MemberAddrs       *ebpf.MapSpec `ebpf:"member_addrs"`
 	MemberConns       *ebpf.MapSpec `ebpf:"member_conns"`
 	MemberCounters    *ebpf.MapSpec `ebpf:"member_counters"`
+	MemberVs          *ebpf.MapSpec `ebpf:"member_vs"`
 	Members           *ebpf.MapSpec `ebpf:"members"`
 	Meta              *ebpf.MapSpec `ebpf:"meta"`
-	NatMembers        *ebpf.MapSpec `ebpf:"nat_members"`
 	PersistEvents     *ebpf.MapSpec `ebpf:"persist_events"`
 	PersistHashTables *ebpf.MapSpec `ebpf:"persist_hash_tables"`
 	PersistLruTables  *ebpf.MapSpec `ebpf:"persist_lru_tables"`
@@ -410,9 +433,9 @@ type limpetMaps struct {
 	MemberAddrs       *ebpf.Map `ebpf:"member_addrs"`
 	MemberConns       *ebpf.Map `ebpf:"member_conns"`
 	MemberCounters    *ebpf.Map `ebpf:"member_counters"`
+	MemberVs          *ebpf.Map `ebpf:"member_vs"`
 	Members           *ebpf.Map `ebpf:"members"`
 	Meta              *ebpf.Map `ebpf:"meta"`
-	NatMembers        *ebpf.Map `ebpf:"nat_members"`
 	PersistEvents     *ebpf.Map `ebpf:"persist_events"`
 	PersistHashTables *ebpf.Map `ebpf:"persist_hash_tables"`
 	PersistLruTables  *ebpf.Map `ebpf:"persist_lru_tables"`
@@ -436,9 +459,9 @@ func (m *limpetMaps) Close() error {
 		m.MemberAddrs,
 		m.MemberConns,
 		m.MemberCounters,
+		m.MemberVs,
 		m.Members,
 		m.Meta,
-		m.NatMembers,
 		m.PersistEvents,
 		m.PersistHashTables,
 		m.PersistLruTables,

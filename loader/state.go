@@ -25,7 +25,6 @@ func (d *Datapath) Apply(s State) error {
 		}
 	}
 
-	natAddrs := map[limpetAddrKey]bool{}
 	wantMemberAddrs := map[limpetMemberAddrKey]uint32{}
 	for _, mem := range s.Members {
 		if err := d.SetMember(mem); err != nil {
@@ -39,20 +38,19 @@ func (d *Datapath) Apply(s State) error {
 		if _, dup := wantMemberAddrs[k]; !dup {
 			wantMemberAddrs[k] = mem.ID
 		}
-		if mem.NAT {
-			ak := limpetAddrKey{Family: fam}
-			ak.Addr.B = b
-			natAddrs[ak] = true
-		}
 	}
 	for k, id := range wantMemberAddrs {
 		if err := m.MemberAddrs.Put(&k, id); err != nil {
 			return fmt.Errorf("write member address index: %w", err)
 		}
 	}
-	for ak := range natAddrs {
-		if err := m.NatMembers.Put(&ak, uint32(1)); err != nil {
-			return fmt.Errorf("write NAT member address: %w", err)
+	wantMemberVS := memberVirtualServers(s)
+	if len(wantMemberVS) > int(m.MemberVs.MaxEntries()) {
+		return fmt.Errorf("%d NAT member addresses and ports per virtual server, more than the datapath's %d", len(wantMemberVS), m.MemberVs.MaxEntries())
+	}
+	for k, v := range wantMemberVS {
+		if err := m.MemberVs.Put(&k, &v); err != nil {
+			return fmt.Errorf("write NAT member: %w", err)
 		}
 	}
 
@@ -111,7 +109,10 @@ func (d *Datapath) Apply(s State) error {
 	var errs []error
 	errs = append(errs, deleteStale(m.Vips, func(k *limpetAddrKey) bool { return wantVIPs[*k] != nil }))
 	errs = append(errs, deleteStale(m.VirtualServers, func(k *limpetVipKey) bool { return wantVS[*k] }))
-	errs = append(errs, deleteStale(m.NatMembers, func(k *limpetAddrKey) bool { return natAddrs[*k] }))
+	errs = append(errs, deleteStale(m.MemberVs, func(k *limpetMemberVsKey) bool {
+		_, ok := wantMemberVS[*k]
+		return ok
+	}))
 	errs = append(errs, deleteStale(m.Pools, func(k *uint32) bool { return wantPools[*k] }))
 	errs = append(errs, deleteStale(m.MemberAddrs, func(k *limpetMemberAddrKey) bool {
 		_, ok := wantMemberAddrs[*k]
@@ -123,6 +124,41 @@ func (d *Datapath) Apply(s State) error {
 	}
 	errs = append(errs, d.removeStaleTables(wantTables))
 	return errors.Join(errs...)
+}
+
+// memberVirtualServers maps each NAT member's address, port (port 0 made the
+// virtual server's) and protocol to the NAT virtual server it serves there,
+// so that its replies find their connection's forward flow. Where one serves
+// several virtual servers the entry says so (shared), and their connections
+// keep reverse flow entries instead.
+func memberVirtualServers(s State) map[limpetMemberVsKey]limpetMemberVsInfo {
+	out := map[limpetMemberVsKey]limpetMemberVsInfo{}
+	for _, vs := range s.VirtualServers {
+		if vs.DSR {
+			continue
+		}
+		vip, _ := addrBytes(vs.VIP.Addr())
+		for _, mem := range s.Members {
+			if !mem.NAT || mem.PoolID != vs.PoolID {
+				continue
+			}
+			port := mem.Addr.Port()
+			if port == 0 {
+				port = vs.VIP.Port()
+			}
+			b, mfam := addrBytes(mem.Addr.Addr())
+			k := limpetMemberVsKey{Port: htons(port), Proto: vs.Proto, Family: mfam}
+			k.Addr.B = b
+			if prev, ok := out[k]; ok && (prev.Flags&memberVSShared != 0 || prev.VsId != vs.ID) {
+				out[k] = limpetMemberVsInfo{Flags: memberVSShared}
+				continue
+			}
+			v := limpetMemberVsInfo{VipPort: htons(vs.VIP.Port()), VsId: vs.ID}
+			v.Vip.B = vip
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // SetMember rewrites one member, e.g. to take it down.

@@ -49,6 +49,7 @@ const (
 	flowMemberCounted   = 1 << 8
 	tableMirror         = 1 << 0
 	vipOverflow         = 1 << 0
+	memberVSShared      = 1 << 0
 	gcResultDone        = 1
 	gcResultSkipped     = 2
 	gcResultNotFound    = 3
@@ -118,7 +119,8 @@ type Member struct {
 	// members of the pool take new clients.
 	Up bool
 	// NAT is set when a NAT virtual server uses the member, so its replies
-	// are rewritten back to the VIP.
+	// are rewritten back to the VIP: they find their connection through the
+	// virtual servers of the member's pool (memberVirtualServers).
 	NAT bool
 	// MaxConns caps the member's active connections; 0: no limit.
 	MaxConns uint32

@@ -14,11 +14,14 @@ import (
 // are journalled until Commit, so that a caller can Rollback and try the
 // other answer to a question the model could not settle (see Chooser).
 type Model struct {
-	cfg        Config
-	vs         map[vsKey]*VirtualServer
-	vsByID     map[uint32]*VirtualServer
-	vips       map[netip.Addr]bool
-	natAddrs   map[netip.Addr]bool
+	cfg    Config
+	vs     map[vsKey]*VirtualServer
+	vsByID map[uint32]*VirtualServer
+	vips   map[netip.Addr]bool
+	// memberVS: how a NAT member's reply finds its connection, by the
+	// member's address and port (port 0 made the virtual server's) and
+	// protocol: the one virtual server it serves there, or shared.
+	memberVS   map[memberVSKey]memberVS
 	pools      map[uint32]*Pool
 	members    map[uint32]*Member
 	memberAddr map[memberAddrKey]uint32
@@ -106,7 +109,6 @@ func (m *Model) SetConfig(cfg Config) {
 	// duplicate is the last in config order.
 	m.members = map[uint32]*Member{}
 	m.memberAddr = map[memberAddrKey]uint32{}
-	m.natAddrs = map[netip.Addr]bool{}
 	for i := range m.cfg.Members {
 		mem := &m.cfg.Members[i]
 		m.members[mem.ID] = mem
@@ -115,8 +117,28 @@ func (m *Model) SetConfig(cfg Config) {
 		if _, ok := m.memberAddr[memberAddrKey{mem.Pool, a, 0}]; !ok {
 			m.memberAddr[memberAddrKey{mem.Pool, a, 0}] = mem.ID
 		}
-		if mem.NAT {
-			m.natAddrs[a] = true
+	}
+	// README (NAT replies): a reply finds its connection through the
+	// virtual server its member serves on that address and port; a member
+	// address and port that serve several virtual servers keep a reply
+	// translation per connection instead, made when it opens.
+	m.memberVS = map[memberVSKey]memberVS{}
+	for i := range m.cfg.VirtualServers {
+		v := &m.cfg.VirtualServers[i]
+		if v.Mode != NAT {
+			continue
+		}
+		for j := range m.cfg.Members {
+			mem := &m.cfg.Members[j]
+			if !mem.NAT || mem.Pool != v.Pool {
+				continue
+			}
+			k := memberVSKey{memberTarget(mem.Addr, v.VIP.Port()), v.Proto}
+			if prev, ok := m.memberVS[k]; ok && (prev.shared || prev.vs != v.ID) {
+				m.memberVS[k] = memberVS{shared: true}
+				continue
+			}
+			m.memberVS[k] = memberVS{vip: v.VIP, vs: v.ID}
 		}
 	}
 	m.tables = map[uint32]*Table{}
@@ -295,18 +317,67 @@ func (m *Model) Conn(k FlowKey) (Conn, bool) { c, ok := m.conns.m[k]; return c, 
 // Conns lists the connections, sorted by key.
 func (m *Model) Conns() []FlowKey { return sortedKeys(m.conns.m, FlowKey.Compare) }
 
-// Reply returns a reply translation.
+type memberVSKey struct {
+	member netip.AddrPort
+	proto  uint8
+}
+
+type memberVS struct {
+	vip    netip.AddrPort
+	vs     uint32
+	shared bool
+}
+
+// memberTarget is where a member takes a virtual server's connections:
+// port 0 is the virtual server's port.
+func memberTarget(a netip.AddrPort, vsPort uint16) netip.AddrPort {
+	if a.Port() == 0 {
+		return netip.AddrPortFrom(a.Addr(), vsPort)
+	}
+	return a
+}
+
+// replyConn finds the connection a NAT member's reply belongs to, and how it
+// is rewritten. For a member address and port that serve one virtual server
+// it is that virtual server's connection from the reply's client, if it goes
+// to this member; for one that serves several, the stored translation's.
+func (m *Model) replyConn(rk ReplyKey) (FlowKey, Translation, bool) {
+	mv, ok := m.memberVS[memberVSKey{rk.Member, rk.Proto}]
+	if !ok {
+		return FlowKey{}, Translation{}, false
+	}
+	if mv.shared {
+		t, ok := m.replies.get(rk)
+		return FlowKey{rk.Client, t.VIP, rk.Proto}, t, ok
+	}
+	fk := FlowKey{rk.Client, mv.vip, rk.Proto}
+	c, ok := m.conns.get(fk)
+	if !ok || c.Mode != NAT || c.Target != rk.Member {
+		return FlowKey{}, Translation{}, false
+	}
+	return fk, Translation{VIP: mv.vip, VS: c.VS, Member: c.Member}, true
+}
+
+// sharedReply says whether a NAT connection to target keeps a stored reply
+// translation: its member address and port serve several virtual servers.
+func (m *Model) sharedReply(target netip.AddrPort, proto uint8) bool {
+	return m.memberVS[memberVSKey{target, proto}].shared
+}
+
+// Reply returns a stored reply translation (kept only for member addresses
+// and ports that serve several virtual servers).
 func (m *Model) Reply(k ReplyKey) (Translation, bool) { t, ok := m.replies.m[k]; return t, ok }
 
 // Replies lists the reply translations, sorted.
 func (m *Model) Replies() []ReplyKey { return sortedKeys(m.replies.m, ReplyKey.Compare) }
 
-// ReplyKeys lists the reply translations in the order they were made.
+// ReplyKeys lists the replies that would find a connection, in the order
+// their connections were made.
 func (m *Model) ReplyKeys() []ReplyKey {
 	seen := make(map[ReplyKey]bool, len(m.replies.m))
 	out := m.replyOrder[:0]
 	for _, k := range m.replyOrder {
-		if _, ok := m.replies.m[k]; ok && !seen[k] {
+		if _, _, ok := m.replyConn(k); ok && !seen[k] {
 			seen[k] = true
 			out = append(out, k)
 		}

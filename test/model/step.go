@@ -159,7 +159,7 @@ func (m *Model) packet(o *Outcome, frame []byte, ingress int, now Instant) {
 	// Replies come from NAT members' addresses. Anything of theirs that is
 	// not a well-formed TCP or UDP reply to a connection of ours is host
 	// traffic, and the stack's business.
-	if !m.natAddrs[p.src] || p.fragment || (p.proto != ipProtoTCP && p.proto != ipProtoUDP) || p.tooDeep {
+	if p.fragment || (p.proto != ipProtoTCP && p.proto != ipProtoUDP) || p.tooDeep {
 		o.say("host traffic")
 		o.pass(frame)
 		return
@@ -229,7 +229,9 @@ func (m *Model) client(o *Outcome, p *packet, vs *VirtualServer, ingress int, no
 		m.memberCtr.update(d.member, func(c *MemberCounters) { c.NewFlows++ })
 		if vs.Mode == NAT {
 			rk := ReplyKey{target, key.Src, p.proto}
-			m.replies.set(rk, Translation{VIP: key.Dst, VS: vs.ID, Member: d.member})
+			if m.sharedReply(target, p.proto) {
+				m.replies.set(rk, Translation{VIP: key.Dst, VS: vs.ID, Member: d.member})
+			}
 			m.noteReply(rk)
 		}
 		o.say("new connection %s -> member %d %s", key, d.member, target)
@@ -578,17 +580,19 @@ func (m *Model) fib(o *Outcome, p *packet, out []byte, finish func([]byte, bool)
 // reply handles a packet from a NAT member's address.
 func (m *Model) reply(o *Outcome, p *packet, ingress int, now Instant) {
 	rk := ReplyKey{netip.AddrPortFrom(p.src, p.sport), netip.AddrPortFrom(p.dst, p.dport), p.proto}
-	t, ok := m.replies.get(rk)
+	fk, t, ok := m.replyConn(rk)
 	if !ok {
 		o.say("no connection for %s: host traffic", rk)
 		o.pass(p.frame)
 		return
 	}
-	// The member's FIN or RST ends the connection's half (README: "A TCP
+	// A reply keeps its connection alive as the client's packets do, so
+	// a UDP flow that only the server sends on does not expire; the
+	// member's FIN or RST ends the connection's half (README: "A TCP
 	// connection ends with a FIN from both sides, an RST").
-	if p.proto == ipProtoTCP && p.tcpFlags&(tcpFIN|tcpRST) != 0 {
-		fk := FlowKey{rk.Client, t.VIP, p.proto}
-		if c, ok := m.conns.get(fk); ok {
+	if c, ok := m.conns.get(fk); ok {
+		m.refresh(&c, now)
+		if p.proto == ipProtoTCP && p.tcpFlags&(tcpFIN|tcpRST) != 0 {
 			if p.tcpFlags&tcpRST != 0 {
 				c.RST = true
 				m.release(&c, now)
@@ -599,8 +603,8 @@ func (m *Model) reply(o *Outcome, p *packet, ingress int, now Instant) {
 					m.release(&c, now)
 				}
 			}
-			m.conns.set(fk, c)
 		}
+		m.conns.set(fk, c)
 	}
 	m.vsCtr.update(t.VS, func(c *VSCounters) { c.ReplyPackets++; c.ReplyBytes += uint64(len(p.frame)) })
 	o.say("reply %s -> from %s", rk, t.VIP)

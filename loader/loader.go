@@ -186,6 +186,10 @@ func (d *Datapath) adopt(spec *ebpf.CollectionSpec) error {
 			added = append(added, name)
 			continue
 		}
+		if errors.Is(err, os.ErrNotExist) {
+			closeAll()
+			return fmt.Errorf("the datapath pinned at %s was made by another version of limpet: it has no map %s; run 'limpet detach' to start afresh (its flows and persistence entries are lost), or the limpet that pinned it", d.pinPath, name)
+		}
 		if err != nil {
 			closeAll()
 			return fmt.Errorf("adopt pinned map %s: %w (run 'limpet detach' to start afresh)", name, err)

@@ -114,7 +114,7 @@ static __always_inline int handle_vs(struct xdp_md *ctx, struct packet *p, struc
 		if (!flow_track_client(f, p, now)) {
 			flow_touch(f, now);
 			union addr maddr = f->addr;
-			return forward_to_member(ctx, p, vs->flags, &maddr, f->port, f->member_id);
+			return forward_to_member(ctx, p, vs->flags, &maddr, f->port, f->member_id, now);
 		}
 		bpf_map_delete_elem(&flows, &sc->key);
 	}
@@ -140,7 +140,7 @@ static __always_inline int handle_vs(struct xdp_md *ctx, struct packet *p, struc
 		flow_create(sc, p, vs, st, &d, &maddr, mport, now);
 	else
 		count_reason(REASON_STRAY_TCP);
-	return forward_to_member(ctx, p, vs->flags, &maddr, mport, d.member_id);
+	return forward_to_member(ctx, p, vs->flags, &maddr, mport, d.member_id, now);
 }
 
 #endif

@@ -122,8 +122,18 @@ enum reason {
 	REASON_STRAY_TCP,       /* pass: FIN/RST for no flow and no entry */
 	REASON_MEMBER_FULL,     /* drop: persisted member at its connection limit, policy never */
 	REASON_EVENT_LOST,      /* counted only: the persistence event ring buffer was full */
+	REASON_NEXTHOP_MISS,    /* counted only: member's next hop not in the live cache, FIB asked */
+	REASON_NEXTHOP_MTU,     /* counted only: packet longer than the cached hop's MTU, FIB asked */
 	REASON_MAX,
 };
+
+/* Next-hop cache (nexthop.h). member_nexthops holds two generations of
+ * every member's next hop: slot member * NEXTHOP_GENERATIONS + gen % 2. The
+ * daemon writes a new generation into the half nobody reads, then flips
+ * nexthop_state.gen, so a packet never sees a half-written hop. */
+#define NEXTHOP_GENERATIONS 2
+#define NEXTHOP_SLOTS (MAX_MEMBERS * NEXTHOP_GENERATIONS)
+#define NEXTHOP_GEN_NONE 0 /* never published: a zeroed slot is never used */
 
 /* table_config flags */
 #define TABLE_F_MIRROR (1u << 0) /* publish persistence events for HA mirroring */

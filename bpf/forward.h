@@ -1,14 +1,17 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Forwarding: the NAT rewrite, TTL, and the next hop from the kernel's FIB
- * and neighbour table. The rest of the datapath calls two functions here,
+/* Forwarding: the NAT rewrite, TTL, and the next hop: from the next-hop
+ * cache (nexthop.h) when it has one, else from the kernel's FIB and
+ * neighbour table. The rest of the datapath calls two functions here,
  * forward_to_member (a client's packet) and forward_reply (a NAT member's
- * reply, with its VIP); how the next hop is found is this file's business. */
+ * reply, with its VIP and the hop its flow keeps); how the next hop is found
+ * is this file's business. */
 #ifndef LIMPET_FORWARD_H
 #define LIMPET_FORWARD_H
 
 #include "common.h"
 #include "parse.h"
 #include "csum.h"
+#include "nexthop.h"
 
 /* Set at load time. A router decrements TTL; a test harness may not want to. */
 const volatile __u8 cfg_decrement_ttl = 1;
@@ -108,16 +111,35 @@ static __always_inline void ttl_decrement(struct xdp_md *ctx, struct packet *p)
 	ip6->hop_limit--;
 }
 
-/* Sends the packet toward dst using the kernel's FIB and neighbour table. */
+/* Puts the next hop's MACs on the packet and sends it out of ifindex. */
+static __always_inline int xmit(struct xdp_md *ctx, struct packet *p, const __u8 *dmac, const __u8 *smac,
+				__u32 ifindex, int dsr)
+{
+	/* We route a NAT'ed packet we transmit; DSR only rewrites MACs. */
+	if (!dsr)
+		ttl_decrement(ctx, p);
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return XDP_DROP;
+	__builtin_memcpy(eth->h_dest, dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, smac, ETH_ALEN);
+	if (ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(ifindex, 0);
+}
+
+/* Sends the packet toward dst using the kernel's FIB and neighbour table.
+ * With store set, a successful lookup is kept there, in generation gen, for
+ * the flow's next replies. */
 static __always_inline int fib_forward(struct xdp_md *ctx, struct packet *p, const union addr *src,
-				       const union addr *dst, int dsr)
+				       const union addr *dst, int dsr, struct flow_nexthop *store, __u32 gen)
 {
 	struct scratch *sc = scratch_area();
 	if (!sc)
 		return XDP_DROP;
 	struct bpf_fib_lookup *fibp = &sc->fib;
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
 
 	__builtin_memset(fibp, 0, sizeof(*fibp));
 #define fib (*fibp)
@@ -162,26 +184,29 @@ static __always_inline int fib_forward(struct xdp_md *ctx, struct packet *p, con
 			return verdict(REASON_FIB_DROP, XDP_DROP);
 		return verdict(REASON_VLAN_PASS, XDP_PASS);
 	}
-	/* We route a NAT'ed packet we transmit; DSR only rewrites MACs. */
-	if (!dsr)
-		ttl_decrement(ctx, p);
-	data = (void *)(long)ctx->data;
-	data_end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = data;
-	if ((void *)(eth + 1) > data_end)
-		return XDP_DROP;
-	__builtin_memcpy(eth->h_dest, fib.dmac, ETH_ALEN);
-	__builtin_memcpy(eth->h_source, fib.smac, ETH_ALEN);
-	if (fib.ifindex == ctx->ingress_ifindex)
-		return XDP_TX;
-	return bpf_redirect(fib.ifindex, 0);
+	if (store)
+		flow_nexthop_store(store, gen, fib.dmac, fib.smac, fib.ifindex, p->ip_len);
+	return xmit(ctx, p, fib.dmac, fib.smac, fib.ifindex, dsr);
 #undef fib
+}
+
+/* The member's cached next hop, or NULL: then the FIB decides, as it does
+ * for a tagged packet (XDP cannot redirect into a VLAN device). */
+static __always_inline const struct nexthop *member_nexthop(struct packet *p, __u32 member_id, __u64 now)
+{
+	if (p->vlan_depth)
+		return NULL;
+	__u32 reason;
+	const struct nexthop *nh = nexthop_of_member(member_id, nexthop_gen(now), p->ip_len, &reason);
+	if (!nh && reason != REASON_NONE)
+		count_reason(reason);
+	return nh;
 }
 
 /* Sends a client's packet to its member: NAT rewrites the destination and
  * routes it; DSR (vs_flags & VS_F_DSR) rewrites only the MACs. */
 static __always_inline int forward_to_member(struct xdp_md *ctx, struct packet *p, __u8 vs_flags,
-					     const union addr *maddr, __be16 mport, __u32 member_id)
+					     const union addr *maddr, __be16 mport, __u32 member_id, __u64 now)
 {
 	struct member_stats *ms = bpf_map_lookup_elem(&member_counters, &member_id);
 
@@ -189,23 +214,35 @@ static __always_inline int forward_to_member(struct xdp_md *ctx, struct packet *
 		ms->packets++;
 		ms->bytes += p->pkt_len;
 	}
-	if (vs_flags & VS_F_DSR)
-		return fib_forward(ctx, p, &p->src, maddr, 1);
-	if (ttl_expiring(ctx, p))
-		return verdict(REASON_TTL_EXPIRED, XDP_PASS);
-	if (nat_rewrite(ctx, p, 0, maddr, mport))
-		return XDP_DROP;
-	return fib_forward(ctx, p, &p->src, maddr, 0);
+	int dsr = !!(vs_flags & VS_F_DSR);
+	if (!dsr) {
+		if (ttl_expiring(ctx, p))
+			return verdict(REASON_TTL_EXPIRED, XDP_PASS);
+		if (nat_rewrite(ctx, p, 0, maddr, mport))
+			return XDP_DROP;
+	}
+	const struct nexthop *nh = member_nexthop(p, member_id, now);
+	if (nh)
+		return xmit(ctx, p, nh->dmac, nh->smac, nh->ifindex, dsr);
+	return fib_forward(ctx, p, &p->src, maddr, dsr, NULL, NEXTHOP_GEN_NONE);
 }
 
-/* Sends a NAT member's reply back to its client from the VIP. */
-static __always_inline int forward_reply(struct xdp_md *ctx, struct packet *p, const union addr *vip, __be16 vport)
+/* Sends a NAT member's reply back to its client from the VIP, through the
+ * next hop its flow keeps (rnh, or NULL: the FIB each time), found by the
+ * flow's first reply. */
+static __always_inline int forward_reply(struct xdp_md *ctx, struct packet *p, const union addr *vip, __be16 vport,
+					 struct flow_nexthop *rnh, __u64 now)
 {
 	if (ttl_expiring(ctx, p))
 		return verdict(REASON_TTL_EXPIRED, XDP_PASS);
 	if (nat_rewrite(ctx, p, 1, vip, vport))
 		return XDP_DROP;
-	return fib_forward(ctx, p, vip, &p->dst, 0);
+	__u32 gen = nexthop_gen(now);
+	if (p->vlan_depth)
+		rnh = NULL;
+	else if (rnh && flow_nexthop_fits(rnh, gen, p->ip_len))
+		return xmit(ctx, p, rnh->dmac, rnh->smac, rnh->ifindex, 0);
+	return fib_forward(ctx, p, vip, &p->dst, 0, rnh, gen);
 }
 
 #endif

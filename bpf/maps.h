@@ -210,4 +210,20 @@ struct {
 	__type(value, __u64);
 } redirect_errors SEC(".maps");
 
+/* The next-hop cache (nexthop.h), written by the daemon from netlink
+ * neighbour, route and link events. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NEXTHOP_SLOTS);
+	__type(key, __u32);
+	__type(value, struct nexthop);
+} member_nexthops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nexthop_state);
+} nexthop_cache SEC(".maps");
+
 #endif

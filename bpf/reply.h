@@ -59,7 +59,8 @@ static __always_inline int handle_reply(struct xdp_md *ctx, struct packet *p)
 		st->reply_packets++;
 		st->reply_bytes += p->pkt_len;
 	}
-	return forward_reply(ctx, p, &vip, vport);
+	/* The forward flow keeps the replies' next hop (none without it). */
+	return forward_reply(ctx, p, &vip, vport, f ? &f->reply_nh : NULL, now);
 }
 
 #endif

@@ -120,6 +120,33 @@ struct persist_key {
 	union addr client; /* masked by the profile's prefix */
 };
 
+/* A next hop as the daemon resolved it from the kernel's routes and
+ * neighbours: what bpf_fib_lookup would have answered. */
+struct nexthop {
+	__u8 dmac[ETH_ALEN];
+	__u8 smac[ETH_ALEN];
+	__u32 ifindex;
+	__u32 mtu; /* the route's MTU: a longer IP packet asks the FIB */
+	__u32 gen; /* the generation this slot was written for */
+};
+
+struct nexthop_state {
+	__u32 gen; /* the live generation; NEXTHOP_GEN_NONE: no cache */
+	__u32 pad;
+	__u64 expires_ns; /* datapath clock: the daemon's lease, renewed while it runs */
+};
+
+/* The next hop of a NAT flow's replies, stored by its first reply's FIB
+ * lookup and good while the cache's generation has not moved. */
+struct flow_nexthop {
+	__u8 dmac[ETH_ALEN];
+	__u8 smac[ETH_ALEN];
+	__u32 ifindex;
+	__u32 gen;
+	__u16 fit_len; /* the longest IP packet the FIB has let through this hop */
+	__u16 pad;
+};
+
 struct flow_info {
 	union addr addr; /* forward: member; reverse: VIP */
 	__be16 port;     /* forward: member port; reverse: VIP port */
@@ -130,6 +157,7 @@ struct flow_info {
 	struct persist_key pkey; /* table_id TABLE_NONE: not persisted */
 	__u64 last_seen_ns;
 	__u64 created_ns;
+	struct flow_nexthop reply_nh; /* NAT forward entries: where their replies go */
 };
 
 struct persist_entry {

@@ -3,6 +3,7 @@ package loader
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"time"
 
@@ -31,7 +32,18 @@ type Flow struct {
 	UDP           bool
 	Created       time.Duration
 	LastSeen      time.Duration
-	key           rawFlowKey
+	// ReplyHop is the next hop a reverse entry keeps for its replies,
+	// from its first reply's FIB lookup; nil until then.
+	ReplyHop *FlowHop
+	key      rawFlowKey
+}
+
+// FlowHop is the next hop stored in a flow for its replies.
+type FlowHop struct {
+	Gen            uint32 // the cache generation it was found in
+	Ifindex        int
+	SrcMAC, DstMAC net.HardwareAddr
+	FitLen         int // the longest IP packet sent through it
 }
 
 // Flows reads the whole flow table with batch lookups.

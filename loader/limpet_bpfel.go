@@ -37,6 +37,7 @@ type limpetFlowInfo struct {
 	Pkey       limpetPersistKey
 	LastSeenNs uint64
 	CreatedNs  uint64
+	ReplyNh    limpetFlowNexthop
 }
 
 type limpetFlowKey struct {
@@ -54,6 +55,16 @@ type limpetFlowKey struct {
 	Proto  uint8
 	Family uint8
 	Pad    [2]uint8
+}
+
+type limpetFlowNexthop struct {
+	_       structs.HostLayout
+	Dmac    [6]uint8
+	Smac    [6]uint8
+	Ifindex uint32
+	Gen     uint32
+	FitLen  uint16
+	Pad     uint16
 }
 
 type limpetGcBatch struct {
@@ -127,6 +138,22 @@ type limpetMemberVsKey struct {
 	Port   uint16
 	Proto  uint8
 	Family uint8
+}
+
+type limpetNexthop struct {
+	_       structs.HostLayout
+	Dmac    [6]uint8
+	Smac    [6]uint8
+	Ifindex uint32
+	Mtu     uint32
+	Gen     uint32
+}
+
+type limpetNexthopState struct {
+	_         structs.HostLayout
+	Gen       uint32
+	Pad       uint32
+	ExpiresNs uint64
 }
 
 type limpetPersistEntry struct {
@@ -209,7 +236,9 @@ const (
 	limpetReasonREASON_STRAY_TCP      limpetReason = 19
 	limpetReasonREASON_MEMBER_FULL    limpetReason = 20
 	limpetReasonREASON_EVENT_LOST     limpetReason = 21
-	limpetReasonREASON_MAX            limpetReason = 22
+	limpetReasonREASON_NEXTHOP_MISS   limpetReason = 22
+	limpetReasonREASON_NEXTHOP_MTU    limpetReason = 23
+	limpetReasonREASON_MAX            limpetReason = 24
 )
 
 type limpetRedirectErrKey struct {
@@ -295,9 +324,11 @@ const (
 	limpetMapMemberAddrs           = "member_addrs"
 	limpetMapMemberConns           = "member_conns"
 	limpetMapMemberCounters        = "member_counters"
+	limpetMapMemberNexthops        = "member_nexthops"
 	limpetMapMemberVs              = "member_vs"
 	limpetMapMembers               = "members"
 	limpetMapMeta                  = "meta"
+	limpetMapNexthopCache          = "nexthop_cache"
 	limpetMapPersistEvents         = "persist_events"
 	limpetMapPersistHashTables     = "persist_hash_tables"
 	limpetMapPersistLruTables      = "persist_lru_tables"
@@ -378,9 +409,11 @@ type limpetMapSpecs struct {
 	MemberAddrs       *ebpf.MapSpec `ebpf:"member_addrs"`
 	MemberConns       *ebpf.MapSpec `ebpf:"member_conns"`
 	MemberCounters    *ebpf.MapSpec `ebpf:"member_counters"`
+	MemberNexthops    *ebpf.MapSpec `ebpf:"member_nexthops"`
 	MemberVs          *ebpf.MapSpec `ebpf:"member_vs"`
 	Members           *ebpf.MapSpec `ebpf:"members"`
 	Meta              *ebpf.MapSpec `ebpf:"meta"`
+	NexthopCache      *ebpf.MapSpec `ebpf:"nexthop_cache"`
 	PersistEvents     *ebpf.MapSpec `ebpf:"persist_events"`
 	PersistHashTables *ebpf.MapSpec `ebpf:"persist_hash_tables"`
 	PersistLruTables  *ebpf.MapSpec `ebpf:"persist_lru_tables"`
@@ -433,9 +466,11 @@ type limpetMaps struct {
 	MemberAddrs       *ebpf.Map `ebpf:"member_addrs"`
 	MemberConns       *ebpf.Map `ebpf:"member_conns"`
 	MemberCounters    *ebpf.Map `ebpf:"member_counters"`
+	MemberNexthops    *ebpf.Map `ebpf:"member_nexthops"`
 	MemberVs          *ebpf.Map `ebpf:"member_vs"`
 	Members           *ebpf.Map `ebpf:"members"`
 	Meta              *ebpf.Map `ebpf:"meta"`
+	NexthopCache      *ebpf.Map `ebpf:"nexthop_cache"`
 	PersistEvents     *ebpf.Map `ebpf:"persist_events"`
 	PersistHashTables *ebpf.Map `ebpf:"persist_hash_tables"`
 	PersistLruTables  *ebpf.Map `ebpf:"persist_lru_tables"`
@@ -459,9 +494,11 @@ func (m *limpetMaps) Close() error {
 		m.MemberAddrs,
 		m.MemberConns,
 		m.MemberCounters,
+		m.MemberNexthops,
 		m.MemberVs,
 		m.Members,
 		m.Meta,
+		m.NexthopCache,
 		m.PersistEvents,
 		m.PersistHashTables,
 		m.PersistLruTables,

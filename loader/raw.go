@@ -2,6 +2,7 @@ package loader
 
 import (
 	"encoding/binary"
+	"net"
 	"net/netip"
 	"time"
 	"unsafe"
@@ -61,6 +62,17 @@ const (
 	fiPkey     = unsafe.Offsetof(limpetFlowInfo{}.Pkey)
 	fiLastSeen = unsafe.Offsetof(limpetFlowInfo{}.LastSeenNs)
 	fiCreated  = unsafe.Offsetof(limpetFlowInfo{}.CreatedNs)
+	fiReplyNH  = unsafe.Offsetof(limpetFlowInfo{}.ReplyNh)
+)
+
+// struct flow_nexthop, from the start of struct flow_info
+const (
+	fnDmac    = fiReplyNH + unsafe.Offsetof(limpetFlowNexthop{}.Dmac)
+	fnSmac    = fiReplyNH + unsafe.Offsetof(limpetFlowNexthop{}.Smac)
+	fnIfindex = fiReplyNH + unsafe.Offsetof(limpetFlowNexthop{}.Ifindex)
+	fnGen     = fiReplyNH + unsafe.Offsetof(limpetFlowNexthop{}.Gen)
+	fnFitLen  = fiReplyNH + unsafe.Offsetof(limpetFlowNexthop{}.FitLen)
+	macLen    = 6
 )
 
 // struct persist_event
@@ -187,6 +199,13 @@ func decodeFlow(k *rawFlowKey, v *rawFlowInfo) Flow {
 	f.Closed = flags&flowRST != 0 || fin == flowFinClient|flowFinServer || (flags&flowDSR != 0 && flags&flowFinClient != 0)
 	if f.TableID != TableNone {
 		f.Client = client
+	}
+	if gen := le.Uint32(v[fnGen:]); gen != nexthopGenNone {
+		f.ReplyHop = &FlowHop{
+			Gen: gen, Ifindex: int(le.Uint32(v[fnIfindex:])), FitLen: int(le.Uint16(v[fnFitLen:])),
+			DstMAC: net.HardwareAddr(append([]byte(nil), v[fnDmac:fnDmac+macLen]...)),
+			SrcMAC: net.HardwareAddr(append([]byte(nil), v[fnSmac:fnSmac+macLen]...)),
+		}
 	}
 	return f
 }

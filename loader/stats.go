@@ -64,6 +64,8 @@ var reasons = [limpetReasonREASON_MAX]struct {
 	limpetReasonREASON_STRAY_TCP:      {"stray_tcp", reasonCounts},
 	limpetReasonREASON_MEMBER_FULL:    {"member_full", reasonDrops},
 	limpetReasonREASON_EVENT_LOST:     {"event_lost", reasonCounts},
+	limpetReasonREASON_NEXTHOP_MISS:   {"nexthop_miss", reasonCounts},
+	limpetReasonREASON_NEXTHOP_MTU:    {"nexthop_mtu", reasonCounts},
 }
 
 // firstReason is the first real reason: REASON_NONE (0) counts nothing.

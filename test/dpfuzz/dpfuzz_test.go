@@ -81,6 +81,7 @@ func TestDatapathDifferential(t *testing.T) {
 	t.Logf("verdicts: %s", formatCounts(total.Verdicts))
 	t.Logf("persistence: %d hits, %d misses, %d moved, %d expired, %d rejected (table full), %d evicted (table full, purging)",
 		total.Hits, total.Misses, total.Moved, total.Expired, total.Rejected, total.Evicted)
+	t.Logf("next-hop cache: %d member hops published", total.CachedHops)
 	t.Logf("time: %s", formatCounts(total.Time))
 	t.Logf("counted: %s", formatCounts(total.Reasons))
 	if failure == nil {
@@ -140,7 +141,7 @@ func TestModelKnowsEveryReason(t *testing.T) {
 	for _, r := range []model.Reason{model.TruncatedEthernet, model.TruncatedIP, model.TruncatedL4, model.Fragment,
 		model.BadTCPFlags, model.IPv6ExtUnsupported, model.NoMember, model.ServerDown, model.TableFull, model.TTLExpired,
 		model.FIBNoNeighbour, model.FIBPass, model.FIBDrop, model.DSRNoNeighbour, model.VLANPass, model.IPv4Options,
-		model.IPv6ExtWalked, model.NoTable, model.StrayTCP, model.MemberFull, model.EventLost} {
+		model.IPv6ExtWalked, model.NoTable, model.StrayTCP, model.MemberFull, model.EventLost, model.NexthopMiss, model.NexthopMTU} {
 		known[r] = true
 	}
 	for _, n := range reasonNames() {

@@ -4,15 +4,19 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
+	"hash/crc32"
 	"net/netip"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/test/model"
 	"github.com/limpet-lb/limpet/test/packets"
 	"github.com/limpet-lb/limpet/test/testutil"
+	"github.com/limpet-lb/limpet/userspace/nexthop"
 )
 
 // Stats count what a run did.
@@ -21,6 +25,9 @@ type Stats struct {
 	// Evicted counts entries full purging tables dropped; Hits, Misses,
 	// Moved, Expired and Rejected sum the tables' counters: coverage.
 	Evicted, Hits, Misses, Moved, Expired, Rejected int
+	// CachedHops counts the members' hops published to the next-hop
+	// cache (half the sequences run with the cache off).
+	CachedHops int
 	// Time spent per kind of operation, and starting sequences.
 	Time     map[string]time.Duration
 	Verdicts map[model.Verdict]int
@@ -39,6 +46,7 @@ func (s *Stats) add(o Stats) {
 	s.Moved += o.Moved
 	s.Expired += o.Expired
 	s.Rejected += o.Rejected
+	s.CachedHops += o.CachedHops
 	if s.Verdicts == nil {
 		s.Verdicts, s.Reasons, s.Time = map[model.Verdict]int{}, map[model.Reason]int{}, map[string]time.Duration{}
 	}
@@ -201,6 +209,9 @@ func (s *seq) apply() error {
 	if err := s.w.dp.Apply(toLoader(s.sc.cfg)); err != nil {
 		return fmt.Errorf("apply: %w", err)
 	}
+	if err := s.publishNextHops(); err != nil {
+		return err
+	}
 	s.close()
 	s.tables, s.purge = map[uint32]*loader.PersistTable{}, map[uint32]bool{}
 	for _, t := range s.sc.cfg.Tables {
@@ -210,6 +221,43 @@ func (s *seq) apply() error {
 		}
 		s.tables[t.ID], s.purge[t.ID] = h, t.Purge
 	}
+	return nil
+}
+
+// nextHopLease outlasts any sequence's clock advances.
+const nextHopLease = 50 * 365 * 24 * time.Hour
+
+// publishNextHops fills the datapath's next-hop cache as the daemon would,
+// resolving the members in the fixture's namespace, and tells the model;
+// or, for half the inputs (by a checksum of the header, so that an input
+// replays the same way), turns the cache off.
+func (s *seq) publishNextHops() error {
+	if crc32.ChecksumIEEE(s.in[:min(headerSize, len(s.in))])&1 == 1 {
+		s.sc.cfg.NextHops = nil
+		return s.w.dp.DropNextHops()
+	}
+	var targets []nexthop.Target
+	for _, m := range s.sc.cfg.Members {
+		targets = append(targets, nexthop.Target{Member: m.ID, Addr: m.Addr.Addr()})
+	}
+	// A sequence runs on the fixture's thread, in its namespace.
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	res, err := nexthop.Resolve(h, targets)
+	if err != nil {
+		return fmt.Errorf("resolve next hops: %w", err)
+	}
+	if _, err := s.w.dp.PublishNextHops(res.Hops, nextHopLease); err != nil {
+		return err
+	}
+	s.sc.cfg.NextHops = map[uint32]model.NextHop{}
+	for id, h := range res.Hops {
+		s.sc.cfg.NextHops[id] = model.NextHop{Ifindex: h.Ifindex, SMAC: h.SrcMAC, DMAC: h.DstMAC, MTU: h.MTU}
+	}
+	s.stats.CachedHops += len(res.Hops)
 	return nil
 }
 

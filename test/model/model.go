@@ -68,6 +68,8 @@ const (
 	StrayTCP           Reason = "stray_tcp"
 	MemberFull         Reason = "member_full"
 	EventLost          Reason = "event_lost"
+	NexthopMiss        Reason = "nexthop_miss"
+	NexthopMTU         Reason = "nexthop_mtu"
 	reasonNone         Reason = ""
 )
 
@@ -201,6 +203,17 @@ type Config struct {
 	// connection's idle time is known to within this much. Zero means the
 	// datapath's 250 ms.
 	FlowStampGranularity time.Duration
+	// NextHops is the datapath's next-hop cache, live, by member id; nil
+	// when it is off. The daemon fills it with what the FIB would answer,
+	// so that a cached hop changes no packet, only the counters.
+	NextHops map[uint32]NextHop
+}
+
+// NextHop is a member's cached next hop.
+type NextHop struct {
+	Ifindex    int
+	SMAC, DMAC net.HardwareAddr
+	MTU        int
 }
 
 // Instant is a reading of the datapath clock, known to lie in [Lo, Hi]:

@@ -481,7 +481,7 @@ func (m *Model) forward(o *Outcome, p *packet, vs *VirtualServer, target netip.A
 	out := append([]byte(nil), p.frame...)
 	if vs.Mode == DSR {
 		// README: "dsr rewrites MACs only": no TTL, no checksum.
-		m.fib(o, p, out, nil, target.Addr(), true, ingress)
+		m.fib(o, p, out, nil, target.Addr(), true, ingress, int(member))
 		return
 	}
 	// README: "TTL or hop limit about to expire | passed to the stack,
@@ -500,7 +500,7 @@ func (m *Model) forward(o *Outcome, p *packet, vs *VirtualServer, target netip.A
 		copy(out[p.l3+24:], a[:])
 	}
 	binary.BigEndian.PutUint16(out[p.l4+2:], target.Port())
-	m.fib(o, p, out, m.routed(p), target.Addr(), false, ingress)
+	m.fib(o, p, out, m.routed(p), target.Addr(), false, ingress, int(member))
 }
 
 // routed finishes a NAT'ed packet once its way out is known: the balancer
@@ -520,8 +520,11 @@ func (m *Model) routed(p *packet) func(out []byte, forwarded bool) []CsumField {
 
 // fib routes a rewritten packet: README "bpf_fib_lookup then bpf_redirect,
 // falling back to the kernel stack when the neighbour is not resolved yet".
-func (m *Model) fib(o *Outcome, p *packet, out []byte, finish func([]byte, bool) []CsumField, dst netip.Addr, dsr bool, ingress int) {
-	res := m.cfg.Network.Lookup(dst, p.ipLen)
+func (m *Model) fib(o *Outcome, p *packet, out []byte, finish func([]byte, bool) []CsumField, dst netip.Addr, dsr bool, ingress, member int) {
+	res, cached := m.cachedHop(o, p, member)
+	if !cached {
+		res = m.cfg.Network.Lookup(dst, p.ipLen)
+	}
 	passRewritten := func(r Reason) {
 		m.count(o, r)
 		o.pass(out)
@@ -577,6 +580,25 @@ func (m *Model) fib(o *Outcome, p *packet, out []byte, finish func([]byte, bool)
 	o.Verdict, o.Ifindex = Redirect, res.Ifindex
 }
 
+// cachedHop is a member's next hop from the cache (README "the next-hop
+// cache"): used for an untagged packet that fits its MTU; a member with no
+// hop, or a longer packet, asks the FIB, counted. member < 0: not a member.
+func (m *Model) cachedHop(o *Outcome, p *packet, member int) (FIBResult, bool) {
+	if member < 0 || m.cfg.NextHops == nil || p.vlans > 0 {
+		return FIBResult{}, false
+	}
+	h, ok := m.cfg.NextHops[uint32(member)]
+	switch {
+	case !ok:
+		m.count(o, NexthopMiss)
+		return FIBResult{}, false
+	case p.ipLen > h.MTU:
+		m.count(o, NexthopMTU)
+		return FIBResult{}, false
+	}
+	return FIBResult{Kind: FIBSuccess, Ifindex: h.Ifindex, SMAC: h.SMAC, DMAC: h.DMAC}, true
+}
+
 // reply handles a packet from a NAT member's address.
 func (m *Model) reply(o *Outcome, p *packet, ingress int, now Instant) {
 	rk := ReplyKey{netip.AddrPortFrom(p.src, p.sport), netip.AddrPortFrom(p.dst, p.dport), p.proto}
@@ -622,7 +644,9 @@ func (m *Model) reply(o *Outcome, p *packet, ingress int, now Instant) {
 		copy(out[p.l3+8:], a[:])
 	}
 	binary.BigEndian.PutUint16(out[p.l4:], t.VIP.Port())
-	m.fib(o, p, out, m.routed(p), p.dst, false, ingress)
+	// The reply hop the flow stores is the FIB's answer for as long as
+	// the cache's generation holds, which no change here outlives.
+	m.fib(o, p, out, m.routed(p), p.dst, false, ingress, -1)
 }
 
 // rejectTCP answers a rejected TCP client with an RST (README "TCP: RST

@@ -27,6 +27,7 @@ import (
 	"github.com/limpet-lb/limpet/userspace/ids"
 	"github.com/limpet-lb/limpet/userspace/metrics"
 	"github.com/limpet-lb/limpet/userspace/mirror"
+	"github.com/limpet-lb/limpet/userspace/nexthop"
 	"github.com/limpet-lb/limpet/userspace/notify"
 	"github.com/limpet-lb/limpet/userspace/sharedtable"
 	"github.com/limpet-lb/limpet/userspace/statuspage"
@@ -78,6 +79,9 @@ type daemon struct {
 	l7src       *l7health.Source
 	mirror      *mirror.Node
 	bgp         *bgpState
+	// nexthops keeps the datapath's next-hop cache in step with the
+	// kernel's routes and neighbours.
+	nexthops *nexthop.Watcher
 	// refreshed is when each mirrored table's held entries were last
 	// republished (main loop only).
 	refreshed map[uint32]time.Time
@@ -206,6 +210,11 @@ func Run(ctx context.Context, opts Options) error {
 		log.Info("exiting; the datapath stays pinned and forwarding", "pin_path", pinPath)
 	}()
 
+	// Created here, on the thread that runs Run: the watcher follows the
+	// network namespace the daemon was started in.
+	if d.nexthops, err = nexthop.New(dp, nexthop.Options{Logger: log}); err != nil {
+		return err
+	}
 	meta, err := d.readMeta()
 	if err != nil {
 		return err
@@ -223,6 +232,20 @@ func Run(ctx context.Context, opts Options) error {
 	if err := d.attach(ifaces, mode); err != nil {
 		return err
 	}
+	// Stopped before the datapath is closed: it drops the cache on its way
+	// out, so the FIB decides while no daemon follows the kernel.
+	nhCtx, stopNexthops := context.WithCancel(life)
+	nhDone := make(chan struct{})
+	go func() {
+		defer close(nhDone)
+		if err := d.nexthops.Run(nhCtx); err != nil {
+			log.Error("next-hop cache off; every packet asks the FIB", "error", err)
+		}
+	}()
+	defer func() {
+		stopNexthops()
+		<-nhDone
+	}()
 	// Health verdicts reach the datapath (through the main loop) and the
 	// L7 proxy; the proxy's connection failures feed the passive monitor.
 	d.l7src = l7health.NewSource()
@@ -442,6 +465,13 @@ func (d *daemon) apply(want *desired.Desired) error {
 	}
 	if err := d.dp.Apply(state); err != nil {
 		return fmt.Errorf("apply config to the datapath: %w", err)
+	}
+	if d.nexthops != nil {
+		targets := make([]nexthop.Target, 0, len(state.Members))
+		for _, m := range state.Members {
+			targets = append(targets, nexthop.Target{Member: m.ID, Addr: m.Addr.Addr()})
+		}
+		d.nexthops.SetTargets(targets)
 	}
 	if err := d.writeMeta(meta); err != nil {
 		return err

@@ -286,6 +286,7 @@ func (w *Watcher) refresh(h *netlink.Handle, prev map[uint32]loader.NextHop, pre
 	w.refreshed.Broadcast()
 	w.mu.Unlock()
 	if changed {
+		w.log.Info("next-hop cache", "generation", gen, "members_cached", len(res.Hops), "members_asking_the_fib", len(res.Unresolved))
 		for id, why := range res.Unresolved {
 			w.log.Debug("next hops: member not cached; the FIB decides for it", "member", id, "reason", why)
 		}

@@ -109,36 +109,42 @@ func TestResolveAsTheFIB(t *testing.T) {
 
 func TestResolveRefusesWhatOneHopCannotFollow(t *testing.T) {
 	w := fixture.New(t)
-	// A route with its own MTU: the smaller one counts.
-	err := w.Do(func() error {
-		l, err := netlink.LinkByIndex(w.Member.Index)
-		if err != nil {
-			return err
+	// Routes with their own MTU. The FIB holds forwarded IPv4 to a route's
+	// MTU only when it is locked; IPv6 always.
+	route := func(r *netlink.Route) {
+		t.Helper()
+		if err := w.Do(func() error { return netlink.RouteReplace(r) }); err != nil {
+			t.Fatal(err)
 		}
-		dst := &net.IPNet{IP: fixture.Member4[1].AsSlice(), Mask: net.CIDRMask(32, 32)}
-		if err := netlink.RouteAdd(&netlink.Route{Dst: dst, LinkIndex: l.Attrs().Index, MTU: 1400}); err != nil {
-			return err
-		}
-		// ECMP to member 0 through two neighbours.
-		dst0 := &net.IPNet{IP: fixture.Member4[0].AsSlice(), Mask: net.CIDRMask(32, 32)}
-		return netlink.RouteAdd(&netlink.Route{Dst: dst0, MultiPath: []*netlink.NexthopInfo{
-			{LinkIndex: l.Attrs().Index, Gw: fixture.Member4[2].AsSlice()},
-			{LinkIndex: l.Attrs().Index, Gw: fixture.Member4[3].AsSlice()},
-		}})
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
+	host := func(a netip.Addr) *net.IPNet {
+		return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}
+	}
+	route(&netlink.Route{Dst: host(fixture.Member4[1]), LinkIndex: w.Member.Index, MTU: 1400})
+	route(&netlink.Route{Dst: host(fixture.Member6[0]), LinkIndex: w.Member.Index, MTU: 1280})
 	res := resolveIn(t, w)
+	if h := res.Hops[1]; h.MTU != w.Member.MTU {
+		t.Errorf("IPv4 member behind an unlocked route of MTU 1400: hop MTU %d, want the link's %d", h.MTU, w.Member.MTU)
+	}
+	if h := res.Hops[2]; h.MTU != 1280 {
+		t.Errorf("IPv6 member behind a route of MTU 1280: hop MTU %d", h.MTU)
+	}
+	route(&netlink.Route{Dst: host(fixture.Member4[1]), LinkIndex: w.Member.Index, MTU: 1400, MTULock: true})
+	// ECMP to member 0 through two neighbours.
+	route(&netlink.Route{Dst: host(fixture.Member4[0]), MultiPath: []*netlink.NexthopInfo{
+		{LinkIndex: w.Member.Index, Gw: fixture.Member4[2].AsSlice()},
+		{LinkIndex: w.Member.Index, Gw: fixture.Member4[3].AsSlice()},
+	}})
+	res = resolveIn(t, w)
 	if h := res.Hops[1]; h.MTU != 1400 {
-		t.Errorf("member 1 behind a route of MTU 1400: hop MTU %d", h.MTU)
+		t.Errorf("IPv4 member behind a locked route of MTU 1400: hop MTU %d", h.MTU)
 	}
 	if _, ok := res.Hops[0]; ok || !strings.Contains(res.Unresolved[0], "ECMP") {
 		t.Errorf("member 0 behind an ECMP route: hop %v, reason %q", res.Hops[0], res.Unresolved[0])
 	}
 
 	// A policy rule: no member is cached.
-	err = w.Do(func() error {
+	err := w.Do(func() error {
 		r := netlink.NewRule()
 		r.Priority, r.Table = 100, 100
 		r.Src = &net.IPNet{IP: net.IPv4(198, 51, 100, 0), Mask: net.CIDRMask(24, 32)}

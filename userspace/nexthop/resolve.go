@@ -153,10 +153,29 @@ func resolveOne(h *netlink.Handle, addr netip.Addr, links map[int]netlink.Link, 
 		return hop, via, fmt.Sprintf("neighbour %s on %s unresolved", via.ip, la.Name), nil
 	}
 	mtu := la.MTU
-	if r.MTU > 0 && r.MTU < mtu {
-		mtu = r.MTU
+	if m := routeMTU(addr, r, entries); m > 0 && m < mtu {
+		mtu = m
 	}
 	return loader.NextHop{Ifindex: la.Index, SrcMAC: la.HardwareAddr, DstMAC: mac, MTU: mtu}, via, "", nil
+}
+
+// routeMTU is the MTU bpf_fib_lookup holds a forwarded packet to, beyond
+// the device's: for IPv6 the route's; for IPv4 (ip_mtu_from_fib_result) a
+// learnt path MTU, or the route's own metric only when it is locked or
+// net.ipv4.ip_forward_use_pmtu is set. A larger value than the FIB's would
+// be wrong; a smaller one only sends more packets to the FIB.
+func routeMTU(addr netip.Addr, r netlink.Route, entries []netlink.Route) int {
+	if r.MTU == 0 || addr.Is6() {
+		return r.MTU
+	}
+	metric, locked := 0, r.MTULock
+	if len(entries) > 0 {
+		metric, locked = entries[0].MTU, locked || entries[0].MTULock
+	}
+	if locked || r.MTU != metric || forwarding("/proc/sys/net/ipv4/ip_forward_use_pmtu") {
+		return r.MTU // locked, learnt, or used as is
+	}
+	return 0
 }
 
 func isVRF(l netlink.Link) bool {

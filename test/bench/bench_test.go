@@ -66,7 +66,7 @@ func BenchmarkDatapath(b *testing.B) {
 
 func shortCase(c DatapathCase) string {
 	return map[DatapathCase]string{CaseNonVIP: "nonvip", CaseFlowHit: "flowhit", CasePersistHit: "persisthit",
-		CaseNewClient: "newclient", CaseReverse: "reverse"}[c]
+		CaseNewClient: "newclient", CaseReverse: "reverse", CaseFlowHitFIB: "flowhitfib", CaseReverseFIB: "reversefib"}[c]
 }
 
 func BenchmarkForward(b *testing.B) {

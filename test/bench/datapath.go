@@ -12,6 +12,7 @@ import (
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/test/packets"
 	"github.com/limpet-lb/limpet/test/testutil"
+	"github.com/limpet-lb/limpet/userspace/nexthop"
 	"github.com/vishvananda/netlink"
 )
 
@@ -37,10 +38,14 @@ const (
 	CasePersistHit DatapathCase = "persistence hit, new flow"
 	CaseNewClient  DatapathCase = "new client (selection + insert)"
 	CaseReverse    DatapathCase = "reverse NAT (member reply)"
+	// The same two paths with the next-hop cache off: bpf_fib_lookup on
+	// every packet, as before the cache; measured in the same run.
+	CaseFlowHitFIB DatapathCase = "flow-table hit, FIB lookup"
+	CaseReverseFIB DatapathCase = "reverse NAT, FIB lookup"
 )
 
 // DatapathCases in report order.
-var DatapathCases = []DatapathCase{CaseNonVIP, CaseFlowHit, CasePersistHit, CaseNewClient, CaseReverse}
+var DatapathCases = []DatapathCase{CaseNonVIP, CaseFlowHit, CaseFlowHitFIB, CasePersistHit, CaseNewClient, CaseReverse, CaseReverseFIB}
 
 // DatapathKey identifies one row of part 1.
 type DatapathKey struct {
@@ -314,6 +319,12 @@ func dpRun(w *testutil.World, fl *loader.Floor, o DatapathOptions, fam dpFamily,
 	if err := d.Apply(dpState(persistSize)); err != nil {
 		return err
 	}
+	// The daemon's next-hop cache, resolved from the namespace's
+	// neighbours as the daemon's watcher does; the FIB rows turn it off.
+	publish, err := dpNextHops(w, d)
+	if err != nil {
+		return err
+	}
 	table := loader.TableID(fam.vsID, true)
 	vipPort := netip.AddrPortFrom(fam.vip, dpVSPort)
 	member0 := netip.AddrPortFrom(fam.members[0], dpMemberPort)
@@ -436,16 +447,39 @@ func dpRun(w *testutil.World, fl *loader.Floor, o DatapathOptions, fam dpFamily,
 		}); err != nil {
 		return err
 	}
-
-	// 4. Reverse NAT: member 0 answers those connections.
-	reply := tcpFrame(member0, cliA(persistPort), "A", dpMemberMAC(0), w.Member.MAC)
-	sw.Reply = true
-	if err := measure(CaseReverse, desc, reply, w.Member.Index, sw, loader.XDPRedirect, func(b, a loader.VSCounters, n uint64) error {
+	flowHit := func(b, a loader.VSCounters, n uint64) error {
+		if a.NewFlows != b.NewFlows || a.Packets-b.Packets != n {
+			return fmt.Errorf("%d packets: %d counted, %d new flows", n, a.Packets-b.Packets, a.NewFlows-b.NewFlows)
+		}
+		return nil
+	}
+	replied := func(b, a loader.VSCounters, n uint64) error {
 		if a.ReplyPackets-b.ReplyPackets != n {
 			return fmt.Errorf("%d replies, %d rewritten", n, a.ReplyPackets-b.ReplyPackets)
 		}
 		return nil
-	}); err != nil {
+	}
+	reply := tcpFrame(member0, cliA(persistPort), "A", dpMemberMAC(0), w.Member.MAC)
+	replySweep := sw
+	replySweep.Reply = true
+
+	// 3b and 4b. The same with the cache off: a FIB lookup per packet.
+	if err := d.DropNextHops(); err != nil {
+		return err
+	}
+	if err := measure(CaseFlowHitFIB, desc, tcpFrame(cliA(persistPort), vipPort, "A", dpGwMAC, w.Client.MAC), w.Client.Index, sw, loader.XDPRedirect, flowHit); err != nil {
+		return err
+	}
+	if err := measure(CaseReverseFIB, desc, reply, w.Member.Index, replySweep, loader.XDPRedirect, replied); err != nil {
+		return err
+	}
+	if err := publish(); err != nil {
+		return err
+	}
+
+	// 4. Reverse NAT: member 0 answers those connections; each flow's
+	// first reply stores its next hop (a FIB lookup), the others use it.
+	if err := measure(CaseReverse, desc, reply, w.Member.Index, replySweep, loader.XDPRedirect, replied); err != nil {
 		return err
 	}
 
@@ -459,6 +493,34 @@ func dpRun(w *testutil.World, fl *loader.Floor, o DatapathOptions, fam dpFamily,
 		}
 		return nil
 	})
+}
+
+// dpNextHops fills d's next-hop cache from the namespace's routes and
+// neighbours, and returns the function that fills it again.
+func dpNextHops(w *testutil.World, d *loader.Datapath) (func() error, error) {
+	var targets []nexthop.Target
+	for _, m := range dpState(0).Members {
+		targets = append(targets, nexthop.Target{Member: m.ID, Addr: m.Addr.Addr()})
+	}
+	publish := func() error {
+		return w.Do(func() error {
+			h, err := netlink.NewHandle()
+			if err != nil {
+				return err
+			}
+			defer h.Close()
+			res, err := nexthop.Resolve(h, targets)
+			if err != nil {
+				return err
+			}
+			if len(res.Unresolved) > 0 {
+				return fmt.Errorf("%w: next hops unresolved: %v", errSanity, res.Unresolved)
+			}
+			_, err = d.PublishNextHops(res.Hops, time.Hour)
+			return err
+		})
+	}
+	return publish, publish()
 }
 
 func memberID(fam dpFamily, i int) uint32 { return fam.vsID*uint32(len(dpMembers4)) + uint32(i) }

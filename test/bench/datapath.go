@@ -504,12 +504,7 @@ func dpNextHops(w *testutil.World, d *loader.Datapath) (func() error, error) {
 	}
 	publish := func() error {
 		return w.Do(func() error {
-			h, err := netlink.NewHandle()
-			if err != nil {
-				return err
-			}
-			defer h.Close()
-			res, err := nexthop.Resolve(h, targets)
+			res, err := nexthop.ResolveHere(targets)
 			if err != nil {
 				return err
 			}

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/test/model"
 	"github.com/limpet-lb/limpet/test/packets"
@@ -241,12 +239,7 @@ func (s *seq) publishNextHops() error {
 		targets = append(targets, nexthop.Target{Member: m.ID, Addr: m.Addr.Addr()})
 	}
 	// A sequence runs on the fixture's thread, in its namespace.
-	h, err := netlink.NewHandle()
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	res, err := nexthop.Resolve(h, targets)
+	res, err := nexthop.ResolveHere(targets)
 	if err != nil {
 		return fmt.Errorf("resolve next hops: %w", err)
 	}

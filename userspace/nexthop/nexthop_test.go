@@ -68,13 +68,8 @@ var targets = []Target{
 func resolveIn(t *testing.T, w *fixture.World) Result {
 	t.Helper()
 	var res Result
-	err := w.Do(func() error {
-		h, err := netlink.NewHandle()
-		if err != nil {
-			return err
-		}
-		defer h.Close()
-		res, err = Resolve(h, targets)
+	err := w.Do(func() (err error) {
+		res, err = ResolveHere(targets)
 		return err
 	})
 	if err != nil {

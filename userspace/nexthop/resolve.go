@@ -50,6 +50,17 @@ type neighKey struct {
 	ip   netip.Addr
 }
 
+// ResolveHere resolves every target in the calling thread's network
+// namespace, through a netlink handle of its own.
+func ResolveHere(targets []Target) (Result, error) {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return Result{}, fmt.Errorf("netlink: %w", err)
+	}
+	defer h.Close()
+	return Resolve(h, targets)
+}
+
 // Resolve resolves every target through h, in h's network namespace; the
 // forwarding sysctls are read in the calling thread's.
 func Resolve(h *netlink.Handle, targets []Target) (Result, error) {

@@ -32,8 +32,8 @@ type Flow struct {
 	UDP           bool
 	Created       time.Duration
 	LastSeen      time.Duration
-	// ReplyHop is the next hop a reverse entry keeps for its replies,
-	// from its first reply's FIB lookup; nil until then.
+	// ReplyHop is the next hop a NAT flow keeps for its replies, from its
+	// first reply's FIB lookup; nil until then.
 	ReplyHop *FlowHop
 	key      rawFlowKey
 }

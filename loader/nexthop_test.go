@@ -181,11 +181,11 @@ func TestNextHopCacheStoresReplyHopsInTheFlow(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, fl := range flows {
-			if fl.Reverse && fl.Dst.Port() == 42000 {
+			if !fl.Reverse && fl.Src.Port() == 42000 {
 				return fl.ReplyHop
 			}
 		}
-		t.Fatal("no reverse flow")
+		t.Fatal("no flow")
 		return nil
 	}
 	if h := replyHop(); h != nil {

@@ -13,7 +13,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/limpet-lb/limpet/loader"
-	"github.com/limpet-lb/limpet/test/fixture"
+	"github.com/limpet-lb/limpet/test/testutil"
 )
 
 // fakeCache records what a watcher does to the datapath's cache.
@@ -57,15 +57,15 @@ func (c *fakeCache) state() (bool, map[uint32]loader.NextHop, []string) {
 }
 
 var targets = []Target{
-	{Member: 0, Addr: fixture.Member4[0]},
-	{Member: 1, Addr: fixture.Member4[1]},
-	{Member: 2, Addr: fixture.Member6[0]},
-	{Member: 3, Addr: fixture.Unresolved4},
-	{Member: 4, Addr: fixture.Blackhole4.Addr().Next()},
-	{Member: 5, Addr: fixture.ClientNet4.Addr().Next()}, // via the gateway
+	{Member: 0, Addr: testutil.Member4[0]},
+	{Member: 1, Addr: testutil.Member4[1]},
+	{Member: 2, Addr: testutil.Member6[0]},
+	{Member: 3, Addr: testutil.Unresolved4},
+	{Member: 4, Addr: testutil.Blackhole4.Addr().Next()},
+	{Member: 5, Addr: testutil.ClientNet4.Addr().Next()}, // via the gateway
 }
 
-func resolveIn(t *testing.T, w *fixture.World) Result {
+func resolveIn(t *testing.T, w *testutil.World) Result {
 	t.Helper()
 	var res Result
 	err := w.Do(func() (err error) {
@@ -79,13 +79,13 @@ func resolveIn(t *testing.T, w *fixture.World) Result {
 }
 
 func TestResolveAsTheFIB(t *testing.T) {
-	w := fixture.New(t)
+	w := testutil.NewWorld(t)
 	res := resolveIn(t, w)
 	want := map[uint32]loader.NextHop{
-		0: {Ifindex: w.Member.Index, SrcMAC: w.Member.MAC, DstMAC: fixture.MemberMAC(0), MTU: w.Member.MTU},
-		1: {Ifindex: w.Member.Index, SrcMAC: w.Member.MAC, DstMAC: fixture.MemberMAC(1), MTU: w.Member.MTU},
-		2: {Ifindex: w.Member.Index, SrcMAC: w.Member.MAC, DstMAC: fixture.MemberMAC(0), MTU: w.Member.MTU},
-		5: {Ifindex: w.Client.Index, SrcMAC: w.Client.MAC, DstMAC: fixture.GatewayMAC, MTU: w.Client.MTU},
+		0: {Ifindex: w.Member.Index, SrcMAC: w.Member.MAC, DstMAC: testutil.MemberMAC(0), MTU: w.Member.MTU},
+		1: {Ifindex: w.Member.Index, SrcMAC: w.Member.MAC, DstMAC: testutil.MemberMAC(1), MTU: w.Member.MTU},
+		2: {Ifindex: w.Member.Index, SrcMAC: w.Member.MAC, DstMAC: testutil.MemberMAC(0), MTU: w.Member.MTU},
+		5: {Ifindex: w.Client.Index, SrcMAC: w.Client.MAC, DstMAC: testutil.GatewayMAC, MTU: w.Client.MTU},
 	}
 	for id, h := range want {
 		if got, ok := res.Hops[id]; !ok || !sameHop(got, h) {
@@ -103,7 +103,7 @@ func TestResolveAsTheFIB(t *testing.T) {
 }
 
 func TestResolveRefusesWhatOneHopCannotFollow(t *testing.T) {
-	w := fixture.New(t)
+	w := testutil.NewWorld(t)
 	// Routes with their own MTU. The FIB holds forwarded IPv4 to a route's
 	// MTU only when it is locked; IPv6 always.
 	route := func(r *netlink.Route) {
@@ -115,8 +115,8 @@ func TestResolveRefusesWhatOneHopCannotFollow(t *testing.T) {
 	host := func(a netip.Addr) *net.IPNet {
 		return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(a.BitLen(), a.BitLen())}
 	}
-	route(&netlink.Route{Dst: host(fixture.Member4[1]), LinkIndex: w.Member.Index, MTU: 1400})
-	route(&netlink.Route{Dst: host(fixture.Member6[0]), LinkIndex: w.Member.Index, MTU: 1280})
+	route(&netlink.Route{Dst: host(testutil.Member4[1]), LinkIndex: w.Member.Index, MTU: 1400})
+	route(&netlink.Route{Dst: host(testutil.Member6[0]), LinkIndex: w.Member.Index, MTU: 1280})
 	res := resolveIn(t, w)
 	if h := res.Hops[1]; h.MTU != w.Member.MTU {
 		t.Errorf("IPv4 member behind an unlocked route of MTU 1400: hop MTU %d, want the link's %d", h.MTU, w.Member.MTU)
@@ -124,11 +124,11 @@ func TestResolveRefusesWhatOneHopCannotFollow(t *testing.T) {
 	if h := res.Hops[2]; h.MTU != 1280 {
 		t.Errorf("IPv6 member behind a route of MTU 1280: hop MTU %d", h.MTU)
 	}
-	route(&netlink.Route{Dst: host(fixture.Member4[1]), LinkIndex: w.Member.Index, MTU: 1400, MTULock: true})
+	route(&netlink.Route{Dst: host(testutil.Member4[1]), LinkIndex: w.Member.Index, MTU: 1400, MTULock: true})
 	// ECMP to member 0 through two neighbours.
-	route(&netlink.Route{Dst: host(fixture.Member4[0]), MultiPath: []*netlink.NexthopInfo{
-		{LinkIndex: w.Member.Index, Gw: fixture.Member4[2].AsSlice()},
-		{LinkIndex: w.Member.Index, Gw: fixture.Member4[3].AsSlice()},
+	route(&netlink.Route{Dst: host(testutil.Member4[0]), MultiPath: []*netlink.NexthopInfo{
+		{LinkIndex: w.Member.Index, Gw: testutil.Member4[2].AsSlice()},
+		{LinkIndex: w.Member.Index, Gw: testutil.Member4[3].AsSlice()},
 	}})
 	res = resolveIn(t, w)
 	if h := res.Hops[1]; h.MTU != 1400 {
@@ -170,7 +170,7 @@ func waitFor(t *testing.T, c *fakeCache, what string, ok func(live bool, hops ma
 }
 
 func TestWatcherFollowsTheKernel(t *testing.T) {
-	w := fixture.New(t)
+	w := testutil.NewWorld(t)
 	c := &fakeCache{}
 	var wt *Watcher
 	if err := w.Do(func() (err error) { wt, err = New(c, Options{Lease: time.Hour}); return err }); err != nil {
@@ -190,7 +190,7 @@ func TestWatcherFollowsTheKernel(t *testing.T) {
 		}
 	}()
 	waitFor(t, c, "first publish", func(live bool, hops map[uint32]loader.NextHop) bool {
-		return live && slices.Equal(hops[0].DstMAC, fixture.MemberMAC(0))
+		return live && slices.Equal(hops[0].DstMAC, testutil.MemberMAC(0))
 	})
 
 	do := func(fn func(l netlink.Link) error) {
@@ -214,7 +214,7 @@ func TestWatcherFollowsTheKernel(t *testing.T) {
 	// comes back with the new MAC.
 	newMAC := net.HardwareAddr{0x02, 0, 0, 0, 0x0e, 0x01}
 	_, _, before := c.state()
-	do(func(l netlink.Link) error { return netlink.NeighSet(neigh(l, fixture.Member4[0], newMAC)) })
+	do(func(l netlink.Link) error { return netlink.NeighSet(neigh(l, testutil.Member4[0], newMAC)) })
 	waitFor(t, c, "new MAC", func(live bool, hops map[uint32]loader.NextHop) bool {
 		return live && slices.Equal(hops[0].DstMAC, newMAC)
 	})
@@ -224,7 +224,7 @@ func TestWatcherFollowsTheKernel(t *testing.T) {
 	}
 
 	// A neighbour deleted: the member loses its hop, the others keep theirs.
-	do(func(l netlink.Link) error { return netlink.NeighDel(neigh(l, fixture.Member4[0], newMAC)) })
+	do(func(l netlink.Link) error { return netlink.NeighDel(neigh(l, testutil.Member4[0], newMAC)) })
 	waitFor(t, c, "deleted neighbour", func(live bool, hops map[uint32]loader.NextHop) bool {
 		_, has0 := hops[0]
 		_, has1 := hops[1]

@@ -169,6 +169,25 @@ func waitFor(t *testing.T, c *fakeCache, what string, ok func(live bool, hops ma
 	t.Fatalf("%s: not within 5s (live %v, hops %v, ops %v)", what, live, hops, ops)
 }
 
+// settled waits until the watcher has been quiet for 100ms with the cache
+// live: the namespace's own chatter (IPv6 routes of new links) is over.
+func settled(t *testing.T, c *fakeCache) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	_, _, ops := c.state()
+	for n, since := len(ops), time.Now(); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		live, _, ops := c.state()
+		if len(ops) != n {
+			n, since = len(ops), time.Now()
+			continue
+		}
+		if live && time.Since(since) > 100*time.Millisecond {
+			return
+		}
+	}
+	t.Fatalf("the watcher never settled: %v", ops)
+}
+
 func TestWatcherFollowsTheKernel(t *testing.T) {
 	w := testutil.NewWorld(t)
 	c := &fakeCache{}
@@ -213,14 +232,16 @@ func TestWatcherFollowsTheKernel(t *testing.T) {
 	// A neighbour that changes MAC: the cache goes off at the event, and
 	// comes back with the new MAC.
 	newMAC := net.HardwareAddr{0x02, 0, 0, 0, 0x0e, 0x01}
+	settled(t, c)
 	_, _, before := c.state()
 	do(func(l netlink.Link) error { return netlink.NeighSet(neigh(l, testutil.Member4[0], newMAC)) })
 	waitFor(t, c, "new MAC", func(live bool, hops map[uint32]loader.NextHop) bool {
 		return live && slices.Equal(hops[0].DstMAC, newMAC)
 	})
 	_, _, after := c.state()
-	if ops := after[len(before):]; len(ops) < 2 || ops[0] != "drop" || !slices.Contains(ops, "publish") {
-		t.Errorf("after a MAC change the watcher did %v; want a drop first, then a publish", ops)
+	ops := after[len(before):]
+	if len(ops) < 2 || ops[0] != "drop" || !slices.Contains(ops, "publish") {
+		t.Errorf("after a MAC change the watcher did %v; want a drop, then a publish", ops)
 	}
 
 	// A neighbour deleted: the member loses its hop, the others keep theirs.
@@ -230,8 +251,15 @@ func TestWatcherFollowsTheKernel(t *testing.T) {
 		_, has1 := hops[1]
 		return live && !has0 && has1
 	})
-	if why := wt.Stats().Unresolved[0]; !strings.Contains(why, "unresolved") {
-		t.Errorf("member 0 after its neighbour went: reason %q", why)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		// The watcher records why after the publish returns.
+		why := wt.Stats().Unresolved[0]
+		if strings.Contains(why, "unresolved") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("member 0 after its neighbour went: reason %q", why)
+		}
 	}
 
 	// A link MTU change reaches the hops.
@@ -242,9 +270,10 @@ func TestWatcherFollowsTheKernel(t *testing.T) {
 
 	// Chatter is not a change: a neighbour of no member appearing and
 	// going stale publishes nothing further once settled.
-	_, _, ops := c.state()
+	settled(t, c)
+	_, _, ops = c.state()
 	n := len(ops)
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(100 * time.Millisecond)
 	if _, _, ops := c.state(); slices.Contains(ops[n:], "publish") {
 		t.Errorf("published %v without a change", ops[n:])
 	}

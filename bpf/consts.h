@@ -124,6 +124,10 @@ enum reason {
 	REASON_EVENT_LOST,      /* counted only: the persistence event ring buffer was full */
 	REASON_NEXTHOP_MISS,    /* counted only: member's next hop not in the live cache, FIB asked */
 	REASON_NEXTHOP_MTU,     /* counted only: packet longer than the cached hop's MTU, FIB asked */
+	REASON_ICMP_TO_CLIENT,  /* counted only: an ICMP error about a NAT'ed packet, sent to its client from the VIP */
+	REASON_ICMP_TO_MEMBER,  /* counted only: an ICMP error about a reply, sent to its flow's member */
+	REASON_ICMP_NO_FLOW,    /* pass: an ICMP error for a VIP or a NAT member's flow that matches no flow */
+	REASON_ICMP_BAD_QUOTE,  /* pass: an ICMP error for a VIP whose quote is truncated or not TCP/UDP */
 	REASON_MAX,
 };
 

@@ -19,6 +19,7 @@
 #include "parse.h"
 #include "balance.h"
 #include "reply.h"
+#include "icmp.h"
 #include "gc.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -64,6 +65,8 @@ int limpet_xdp(struct xdp_md *ctx)
 			return verdict(REASON_FRAGMENT, XDP_DROP);
 		if (p.ipv6_too_deep)
 			return verdict(REASON_IPV6_EXT, XDP_DROP);
+		if (is_icmp(&p))
+			return handle_icmp_to_vip(ctx, &p);
 		if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
 			return XDP_PASS;
 		r = parse_l4(&c, &p);
@@ -79,6 +82,8 @@ int limpet_xdp(struct xdp_md *ctx)
 		return handle_vs(ctx, &p, &vs);
 	}
 
+	if (!p.is_fragment && is_icmp(&p))
+		return handle_icmp_to_client(ctx, &p);
 	if (p.is_fragment || (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP))
 		return XDP_PASS;
 	/* Host traffic that fails our checks is the stack's business. */

@@ -238,7 +238,11 @@ const (
 	limpetReasonREASON_EVENT_LOST     limpetReason = 21
 	limpetReasonREASON_NEXTHOP_MISS   limpetReason = 22
 	limpetReasonREASON_NEXTHOP_MTU    limpetReason = 23
-	limpetReasonREASON_MAX            limpetReason = 24
+	limpetReasonREASON_ICMP_TO_CLIENT limpetReason = 24
+	limpetReasonREASON_ICMP_TO_MEMBER limpetReason = 25
+	limpetReasonREASON_ICMP_NO_FLOW   limpetReason = 26
+	limpetReasonREASON_ICMP_BAD_QUOTE limpetReason = 27
+	limpetReasonREASON_MAX            limpetReason = 28
 )
 
 type limpetRedirectErrKey struct {

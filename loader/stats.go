@@ -66,6 +66,10 @@ var reasons = [limpetReasonREASON_MAX]struct {
 	limpetReasonREASON_EVENT_LOST:     {"event_lost", reasonCounts},
 	limpetReasonREASON_NEXTHOP_MISS:   {"nexthop_miss", reasonCounts},
 	limpetReasonREASON_NEXTHOP_MTU:    {"nexthop_mtu", reasonCounts},
+	limpetReasonREASON_ICMP_TO_CLIENT: {"icmp_to_client", reasonCounts},
+	limpetReasonREASON_ICMP_TO_MEMBER: {"icmp_to_member", reasonCounts},
+	limpetReasonREASON_ICMP_NO_FLOW:   {"icmp_no_flow", reasonPasses},
+	limpetReasonREASON_ICMP_BAD_QUOTE: {"icmp_bad_quote", reasonPasses},
 }
 
 // firstReason is the first real reason: REASON_NONE (0) counts nothing.

@@ -293,6 +293,7 @@ const (
 	opSweep
 	opEntry
 	opReload
+	opICMP
 )
 
 // kindOf weighs the operations: mostly packets; member changes and reloads
@@ -302,8 +303,10 @@ func kindOf(b byte) opKind {
 	switch {
 	case b < 155:
 		return opClient
-	case b < 213:
+	case b < 201:
 		return opReply
+	case b < 213:
+		return opICMP
 	case b < 232:
 		return opAdvance
 	case b < 234:

@@ -254,7 +254,7 @@ func (s *seq) publishNextHops() error {
 	return nil
 }
 
-var opNames = []string{"client", "reply", "advance", "member", "sweep", "entry", "reload"}
+var opNames = []string{"client", "reply", "advance", "member", "sweep", "entry", "reload", "icmp"}
 
 func (s *seq) op(i int, b []byte) (*Mismatch, error) {
 	r := &reader{b: b}
@@ -280,6 +280,8 @@ func (s *seq) op(i int, b []byte) (*Mismatch, error) {
 		return s.entryOp(r)
 	case opReload:
 		return nil, s.reload(r)
+	case opICMP:
+		return s.packet(s.genICMP(r))
 	}
 	return nil, nil
 }

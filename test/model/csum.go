@@ -25,6 +25,7 @@ const (
 	CsumIPv4 CsumKind = iota // IPv4 header
 	CsumTCP
 	CsumUDP
+	CsumICMP // ICMP and ICMPv6
 )
 
 // CsumField is a checksum field of an output packet.

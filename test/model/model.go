@@ -70,6 +70,10 @@ const (
 	EventLost          Reason = "event_lost"
 	NexthopMiss        Reason = "nexthop_miss"
 	NexthopMTU         Reason = "nexthop_mtu"
+	ICMPToClient       Reason = "icmp_to_client"
+	ICMPToMember       Reason = "icmp_to_member"
+	ICMPNoFlow         Reason = "icmp_no_flow"
+	ICMPBadQuote       Reason = "icmp_bad_quote"
 	reasonNone         Reason = ""
 )
 

@@ -126,6 +126,10 @@ func (m *Model) packet(o *Outcome, frame []byte, ingress int, now Instant) {
 			m.drop(o, IPv6ExtUnsupported)
 			return
 		}
+		if p.proto == icmpProto(p.family) {
+			m.icmpToVIP(o, &p, ingress)
+			return
+		}
 		// README: "A packet that does not hit a virtual server (VIP,
 		// port, protocol) returns XDP_PASS untouched" (DESIGN), e.g.
 		// ICMP to a VIP. A malformed TCP or UDP header is VIP traffic
@@ -159,6 +163,10 @@ func (m *Model) packet(o *Outcome, frame []byte, ingress int, now Instant) {
 	// Replies come from NAT members' addresses. Anything of theirs that is
 	// not a well-formed TCP or UDP reply to a connection of ours is host
 	// traffic, and the stack's business.
+	if !p.fragment && p.proto == icmpProto(p.family) {
+		m.icmpToClient(o, &p, ingress)
+		return
+	}
 	if p.fragment || (p.proto != ipProtoTCP && p.proto != ipProtoUDP) || p.tooDeep {
 		o.say("host traffic")
 		o.pass(frame)

@@ -156,6 +156,9 @@ type vsConf struct {
 	Protocol    string // tcp or udp
 	Forwarding  string // nat or dsr
 	Persistence string // profile name
+	// Members, when set, are the pool's member addresses instead of the
+	// lab members' (named a1, a2, ...).
+	Members []netip.Addr
 }
 
 type profileConf struct {
@@ -182,7 +185,13 @@ func writeConfig(t *testing.T, l *lab.Lab, gcInterval float64, profiles []profil
 	b.WriteString("pools:\n")
 	for _, vs := range vss {
 		fmt.Fprintf(&b, "  - name: %s\n    members:\n", vs.Name)
+		for i, a := range vs.Members {
+			fmt.Fprintf(&b, "      - {name: a%d, address: %q}\n", i+1, a)
+		}
 		for _, m := range l.Members() {
+			if len(vs.Members) > 0 {
+				break
+			}
 			a := m.Addr4
 			if vs.VIP.Is6() {
 				a = m.Addr6

@@ -29,12 +29,19 @@ const pmtuDownload = 10 << 20
 // the member sent it, does the member learn the path's MTU (its route cache
 // says "mtu 1400", with an expiry) and the download get through; otherwise
 // every full-sized segment is lost (a PMTU black hole) and the download
-// stalls.
+// stalls. The other direction follows: errors from a member and from a
+// router on a member's path reach the client about its own packet, from the
+// VIP. Against a datapath without the translation every subtest fails.
 func TestPathMTUDiscoveryThroughNAT(t *testing.T) {
 	t.Parallel()
 	l := newLab(t, lab.Spec{MemberCount: 1})
 	ctx := testCtx(t, 150*time.Second)
 	far, err := l.AddFarClient(1400)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := l.Members()[0]
+	farMember, err := l.AddFarMember(m.Name, 1400)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,6 +51,9 @@ func TestPathMTUDiscoveryThroughNAT(t *testing.T) {
 		// Nothing listens on the members' port 5400.
 		{Name: "closed4", VIP: l.VIP4(), Port: 5400, Protocol: "udp", Forwarding: "nat", Persistence: "sticky"},
 		{Name: "closed6", VIP: l.VIP6(), Port: 5400, Protocol: "udp", Forwarding: "nat", Persistence: "sticky"},
+		// Behind the member, which routes to it over a 1400-byte MTU.
+		{Name: "far4", VIP: l.VIP4(), Port: 5500, Protocol: "udp", Forwarding: "nat", Persistence: "sticky", Members: []netip.Addr{farMember.Addr4}},
+		{Name: "far6", VIP: l.VIP6(), Port: 5500, Protocol: "udp", Forwarding: "nat", Persistence: "sticky", Members: []netip.Addr{farMember.Addr6}},
 	}
 	cfg := writeConfig(t, l, 1, []profileConf{{"sticky", 300}}, vss)
 	startLimpet(t, l, cfg)
@@ -54,7 +64,6 @@ func TestPathMTUDiscoveryThroughNAT(t *testing.T) {
 	if _, err := l.WaitGet(ctx, l.ClientAddrs6()[0], lab.URL(netip.AddrPortFrom(l.VIP6(), 80), "/")); err != nil {
 		t.Fatal(err)
 	}
-	m := l.Members()[0]
 	counters := func(t *testing.T) map[string]uint64 {
 		t.Helper()
 		var s struct {
@@ -119,6 +128,50 @@ func TestPathMTUDiscoveryThroughNAT(t *testing.T) {
 			_, err := l.UDPQuery(ctx, c.src, netip.AddrPortFrom(c.vip, 5400), []byte("anyone there?"))
 			if !errors.Is(err, syscall.ECONNREFUSED) {
 				t.Fatalf("%s: a datagram to %s:5400, where no member listens: %v, want ECONNREFUSED", c.family, c.vip, err)
+			}
+			after := counters(t)
+			if after["icmp_to_client"] <= before["icmp_to_client"] {
+				t.Errorf("%s: icmp_to_client %d -> %d, want it counted", c.family, before["icmp_to_client"], after["icmp_to_client"])
+			}
+		})
+	}
+
+	// A router on a member's path: the member routes to the far member
+	// over a 1400-byte MTU. A client's full-sized datagram (DF set, as
+	// Linux sends UDP) is refused there with "fragmentation needed" /
+	// "packet too big" addressed to the client; translated, it quotes the
+	// datagram the client sent to the VIP, and the client's route cache
+	// learns the MTU towards the VIP.
+	for _, c := range []struct {
+		family string
+		src    netip.Addr
+		vip    netip.Addr
+		size   int // payload of a 1500-byte IP packet
+		ipFlag string
+	}{{"IPv4 client learns", l.ClientAddrs4()[2], l.VIP4(), 1500 - 28, "-4"}, {"IPv6 client learns", l.ClientAddrs6()[2], l.VIP6(), 1500 - 48, "-6"}} {
+		t.Run(c.family, func(t *testing.T) {
+			before := counters(t)
+			dst := netip.AddrPortFrom(c.vip, 5500)
+			conn, err := l.Dial(ctx, "udp", c.src, dst)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			route := ""
+			for i := 0; i < 20 && !(strings.Contains(route, "mtu 1400") && strings.Contains(route, "expires")); i++ {
+				// The first datagram is refused; once the MTU is learnt,
+				// a datagram that long fails with EMSGSIZE at once.
+				_, _ = conn.Write(make([]byte, c.size))
+				time.Sleep(50 * time.Millisecond)
+				out, err := l.RunCommand(ctx, lab.HostClient, "ip", c.ipFlag, "route", "get", c.vip.String(), "from", c.src.String())
+				if err != nil {
+					t.Fatalf("ip route get: %v: %s", err, out)
+				}
+				route = strings.Join(strings.Fields(string(out)), " ")
+			}
+			t.Logf("%s: client: %s", c.family, route)
+			if !strings.Contains(route, "mtu 1400") || !strings.Contains(route, "expires") {
+				t.Errorf("%s: the client's route to %s did not learn the path MTU: %q, want a cached 'mtu 1400'", c.family, c.vip, route)
 			}
 			after := counters(t)
 			if after["icmp_to_client"] <= before["icmp_to_client"] {

@@ -333,7 +333,7 @@ func (s *Spec) normalize() error {
 		if !nameRE.MatchString(m) {
 			return fmt.Errorf("lab: member name %q: want [a-z][a-z0-9]{0,9}", m)
 		}
-		if m == HostClient || m == HostSwitch || m == HostRouter || m == HostFarClient || lbRE.MatchString(m) {
+		if m == HostClient || m == HostSwitch || m == HostRouter || m == HostFarClient || m == HostFarMember || lbRE.MatchString(m) {
 			return fmt.Errorf("lab: member name %q is reserved", m)
 		}
 		if seen[m] {

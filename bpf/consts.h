@@ -55,6 +55,23 @@
 #define VS_F_DSR (1 << 0)
 #define VS_F_PERSIST (1 << 1)
 #define VS_F_SERVER_DOWN_NEVER (1 << 2)
+/* Encapsulated DSR (encap.h); VS_F_DSR is set with either: the flow and
+ * its replies are DSR's, only the last step differs. */
+#define VS_F_ENCAP_IPIP (1 << 3)
+#define VS_F_ENCAP_GUE (1 << 4)
+
+/* encap_config.flags: which outer source addresses are configured. */
+#define ENCAP_F_SOURCE_V4 (1 << 0)
+#define ENCAP_F_SOURCE_V6 (1 << 1)
+#define GUE_PORT_DEFAULT 6080 /* Katran's */
+#define GUE_SPORT_MIN 0xc000 /* GUE source ports: the ephemeral range, 49152-65535 */
+#define GUE_SPORT_SPAN 0x4000
+#define ENCAP_TTL 64
+#define ICMP_TTL 64
+/* Bytes of the client's packet an ICMP too-big quotes: past RFC 792's
+ * header + 8, within 576 (IPv4) and 1280 (IPv6) bytes in all, and within
+ * what one bpf_csum_diff sums. */
+#define ICMP_QUOTE_MAX 512
 
 /* member_info.flags. UP: may keep persisted clients and open flows. New
  * clients are chosen only from the pool's eligible list, which the control
@@ -128,6 +145,8 @@ enum reason {
 	REASON_ICMP_TO_MEMBER,  /* counted only: an ICMP error about a reply, sent to its flow's member */
 	REASON_ICMP_NO_FLOW,    /* pass: an ICMP error for a VIP or a NAT member's flow that matches no flow */
 	REASON_ICMP_BAD_QUOTE,  /* pass: an ICMP error for a VIP whose quote is truncated or not TCP/UDP */
+	REASON_ENCAP_TOO_BIG,   /* counted only: too long for its tunnel, answered with ICMP too-big */
+	REASON_ENCAP_NO_SOURCE, /* drop: encapsulating VS, no settings.encap_source of the member's family */
 	REASON_MAX,
 };
 

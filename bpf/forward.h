@@ -12,6 +12,7 @@
 #include "parse.h"
 #include "csum.h"
 #include "nexthop.h"
+#include "encap.h"
 
 /* Set at load time. A router decrements TTL; a test harness may not want to. */
 const volatile __u8 cfg_decrement_ttl = 1;
@@ -204,7 +205,8 @@ static __always_inline const struct nexthop *member_nexthop(struct packet *p, __
 }
 
 /* Sends a client's packet to its member: NAT rewrites the destination and
- * routes it; DSR (vs_flags & VS_F_DSR) rewrites only the MACs. */
+ * routes it; DSR (vs_flags & VS_F_DSR) rewrites only the MACs; ipip and gue
+ * put it in a tunnel to the member (encap.h). */
 static __always_inline int forward_to_member(struct xdp_md *ctx, struct packet *p, __u8 vs_flags,
 					     const union addr *maddr, __be16 mport, __u32 member_id, __u64 now)
 {
@@ -214,6 +216,8 @@ static __always_inline int forward_to_member(struct xdp_md *ctx, struct packet *
 		ms->packets++;
 		ms->bytes += p->pkt_len;
 	}
+	if (vs_flags & (VS_F_ENCAP_IPIP | VS_F_ENCAP_GUE))
+		return encap_to_member(ctx, p, vs_flags, member_id, now);
 	int dsr = !!(vs_flags & VS_F_DSR);
 	if (!dsr) {
 		if (ttl_expiring(ctx, p))

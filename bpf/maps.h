@@ -172,6 +172,7 @@ struct scratch {
 	struct flow_info flow;
 	struct persist_entry entry;
 	struct bpf_fib_lookup fib;
+	__u8 quote[ICMP_QUOTE_MAX + 4]; /* an ICMP too-big's quote, a word to spare (encap.h) */
 };
 
 struct {
@@ -225,5 +226,12 @@ struct {
 	__type(key, __u32);
 	__type(value, struct nexthop_state);
 } nexthop_cache SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct encap_config);
+} encap_settings SEC(".maps");
 
 #endif

@@ -26,6 +26,13 @@ struct vlan_hdr {
 	__be16 encap_proto;
 };
 
+/* The Ethernet header with room for every tag the parser walks: copied
+ * whole when a header is pushed in front of the IP header. */
+struct eth_tags {
+	struct ethhdr eth;
+	struct vlan_hdr tags[MAX_VLAN_TAGS];
+};
+
 struct iphdr {
 	__u8 ihl_version; /* version in the high nibble */
 	__u8 tos;

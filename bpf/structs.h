@@ -184,6 +184,17 @@ struct persist_event {
 	__u64 time_ns; /* datapath clock */
 };
 
+/* The node's encapsulation settings (settings.encap_source_v4/v6, the GUE
+ * port), one entry, rewritten by the loader with the rest of the state. */
+struct encap_config {
+	union addr source_v4;
+	union addr source_v6;
+	__be16 gue_port;
+	__u8 flags; /* ENCAP_F_* */
+	__u8 pad;
+	__u32 pad2;
+};
+
 struct settings {
 	__u64 clock_offset_ns; /* added to the boot clock; lets tests move time */
 };

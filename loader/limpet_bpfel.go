@@ -23,6 +23,22 @@ type limpetAddrKey struct {
 	Pad    [3]uint8
 }
 
+type limpetEncapConfig struct {
+	_        structs.HostLayout
+	SourceV4 struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+	SourceV6 struct {
+		_ structs.HostLayout
+		B [16]uint8
+	}
+	GuePort uint16
+	Flags   uint8
+	Pad     uint8
+	Pad2    uint32
+}
+
 type limpetFlowInfo struct {
 	_    structs.HostLayout
 	Addr struct {
@@ -214,35 +230,37 @@ type limpetPoolInfo struct {
 type limpetReason uint32
 
 const (
-	limpetReasonREASON_NONE           limpetReason = 0
-	limpetReasonREASON_TRUNC_ETH      limpetReason = 1
-	limpetReasonREASON_TRUNC_IP       limpetReason = 2
-	limpetReasonREASON_TRUNC_L4       limpetReason = 3
-	limpetReasonREASON_FRAGMENT       limpetReason = 4
-	limpetReasonREASON_TCP_FLAGS      limpetReason = 5
-	limpetReasonREASON_IPV6EXT        limpetReason = 6
-	limpetReasonREASON_NO_MEMBER      limpetReason = 7
-	limpetReasonREASON_SERVER_DOWN    limpetReason = 8
-	limpetReasonREASON_TABLE_FULL     limpetReason = 9
-	limpetReasonREASON_TTL_EXPIRED    limpetReason = 10
-	limpetReasonREASON_FIB_NO_NEIGH   limpetReason = 11
-	limpetReasonREASON_FIB_PASS       limpetReason = 12
-	limpetReasonREASON_FIB_DROP       limpetReason = 13
-	limpetReasonREASON_DSR_NO_NEIGH   limpetReason = 14
-	limpetReasonREASON_VLAN_PASS      limpetReason = 15
-	limpetReasonREASON_IPV4OPTIONS    limpetReason = 16
-	limpetReasonREASON_IPV6EXT_WALKED limpetReason = 17
-	limpetReasonREASON_NO_TABLE       limpetReason = 18
-	limpetReasonREASON_STRAY_TCP      limpetReason = 19
-	limpetReasonREASON_MEMBER_FULL    limpetReason = 20
-	limpetReasonREASON_EVENT_LOST     limpetReason = 21
-	limpetReasonREASON_NEXTHOP_MISS   limpetReason = 22
-	limpetReasonREASON_NEXTHOP_MTU    limpetReason = 23
-	limpetReasonREASON_ICMP_TO_CLIENT limpetReason = 24
-	limpetReasonREASON_ICMP_TO_MEMBER limpetReason = 25
-	limpetReasonREASON_ICMP_NO_FLOW   limpetReason = 26
-	limpetReasonREASON_ICMP_BAD_QUOTE limpetReason = 27
-	limpetReasonREASON_MAX            limpetReason = 28
+	limpetReasonREASON_NONE            limpetReason = 0
+	limpetReasonREASON_TRUNC_ETH       limpetReason = 1
+	limpetReasonREASON_TRUNC_IP        limpetReason = 2
+	limpetReasonREASON_TRUNC_L4        limpetReason = 3
+	limpetReasonREASON_FRAGMENT        limpetReason = 4
+	limpetReasonREASON_TCP_FLAGS       limpetReason = 5
+	limpetReasonREASON_IPV6EXT         limpetReason = 6
+	limpetReasonREASON_NO_MEMBER       limpetReason = 7
+	limpetReasonREASON_SERVER_DOWN     limpetReason = 8
+	limpetReasonREASON_TABLE_FULL      limpetReason = 9
+	limpetReasonREASON_TTL_EXPIRED     limpetReason = 10
+	limpetReasonREASON_FIB_NO_NEIGH    limpetReason = 11
+	limpetReasonREASON_FIB_PASS        limpetReason = 12
+	limpetReasonREASON_FIB_DROP        limpetReason = 13
+	limpetReasonREASON_DSR_NO_NEIGH    limpetReason = 14
+	limpetReasonREASON_VLAN_PASS       limpetReason = 15
+	limpetReasonREASON_IPV4OPTIONS     limpetReason = 16
+	limpetReasonREASON_IPV6EXT_WALKED  limpetReason = 17
+	limpetReasonREASON_NO_TABLE        limpetReason = 18
+	limpetReasonREASON_STRAY_TCP       limpetReason = 19
+	limpetReasonREASON_MEMBER_FULL     limpetReason = 20
+	limpetReasonREASON_EVENT_LOST      limpetReason = 21
+	limpetReasonREASON_NEXTHOP_MISS    limpetReason = 22
+	limpetReasonREASON_NEXTHOP_MTU     limpetReason = 23
+	limpetReasonREASON_ICMP_TO_CLIENT  limpetReason = 24
+	limpetReasonREASON_ICMP_TO_MEMBER  limpetReason = 25
+	limpetReasonREASON_ICMP_NO_FLOW    limpetReason = 26
+	limpetReasonREASON_ICMP_BAD_QUOTE  limpetReason = 27
+	limpetReasonREASON_ENCAP_TOO_BIG   limpetReason = 28
+	limpetReasonREASON_ENCAP_NO_SOURCE limpetReason = 29
+	limpetReasonREASON_MAX             limpetReason = 30
 )
 
 type limpetRedirectErrKey struct {
@@ -324,6 +342,7 @@ type limpetVsStats struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	limpetMapEncapSettings         = "encap_settings"
 	limpetMapFlows                 = "flows"
 	limpetMapMemberAddrs           = "member_addrs"
 	limpetMapMemberConns           = "member_conns"
@@ -409,6 +428,7 @@ type limpetProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type limpetMapSpecs struct {
+	EncapSettings     *ebpf.MapSpec `ebpf:"encap_settings"`
 	Flows             *ebpf.MapSpec `ebpf:"flows"`
 	MemberAddrs       *ebpf.MapSpec `ebpf:"member_addrs"`
 	MemberConns       *ebpf.MapSpec `ebpf:"member_conns"`
@@ -466,6 +486,7 @@ func (o *limpetObjects) Close() error {
 //
 // It can be passed to loadLimpetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type limpetMaps struct {
+	EncapSettings     *ebpf.Map `ebpf:"encap_settings"`
 	Flows             *ebpf.Map `ebpf:"flows"`
 	MemberAddrs       *ebpf.Map `ebpf:"member_addrs"`
 	MemberConns       *ebpf.Map `ebpf:"member_conns"`
@@ -494,6 +515,7 @@ type limpetMaps struct {
 
 func (m *limpetMaps) Close() error {
 	return _LimpetClose(
+		m.EncapSettings,
 		m.Flows,
 		m.MemberAddrs,
 		m.MemberConns,

@@ -19,6 +19,10 @@ func (d *Datapath) Apply(s State) error {
 	}
 	m := &d.objs.limpetMaps
 
+	// Before the virtual servers that use them.
+	if err := d.writeEncap(s.Encap); err != nil {
+		return err
+	}
 	for _, t := range s.Tables {
 		if err := d.ensureTable(t); err != nil {
 			return err
@@ -74,6 +78,12 @@ func (d *Datapath) Apply(s State) error {
 		}
 		if vs.DSR {
 			info.Flags |= vsDSR
+		}
+		switch vs.Encap {
+		case EncapIPIP:
+			info.Flags |= vsEncapIPIP
+		case EncapGUE:
+			info.Flags |= vsEncapGUE
 		}
 		if vs.TableID != TableNone {
 			info.Flags |= vsPersist
@@ -262,8 +272,39 @@ func (d *Datapath) installPoolTable(poolID uint32, table []uint32) error {
 	return nil
 }
 
+// writeEncap writes the node's encapsulation settings.
+func (d *Datapath) writeEncap(e EncapSettings) error {
+	var c limpetEncapConfig
+	if e.SourceV4.IsValid() {
+		if !e.SourceV4.Unmap().Is4() {
+			return fmt.Errorf("encapsulation source %s is not an IPv4 address", e.SourceV4)
+		}
+		c.SourceV4.B, _ = addrBytes(e.SourceV4)
+		c.Flags |= encapSourceV4
+	}
+	if e.SourceV6.IsValid() {
+		if !e.SourceV6.Is6() || e.SourceV6.Is4In6() {
+			return fmt.Errorf("encapsulation source %s is not an IPv6 address", e.SourceV6)
+		}
+		c.SourceV6.B, _ = addrBytes(e.SourceV6)
+		c.Flags |= encapSourceV6
+	}
+	port := e.GUEPort
+	if port == 0 {
+		port = DefaultGUEPort
+	}
+	c.GuePort = htons(port)
+	if err := d.objs.EncapSettings.Put(uint32(0), &c); err != nil {
+		return fmt.Errorf("write encapsulation settings: %w", err)
+	}
+	return nil
+}
+
 func validateState(s State) error {
 	for _, vs := range s.VirtualServers {
+		if vs.Encap != EncapNone && !vs.DSR {
+			return fmt.Errorf("virtual server %d encapsulates but is not DSR", vs.ID)
+		}
 		if vs.ID >= MaxVirtualServers {
 			return fmt.Errorf("virtual server id %d exceeds %d", vs.ID, MaxVirtualServers-1)
 		}

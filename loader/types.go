@@ -38,6 +38,10 @@ const (
 	vsDSR               = 1 << 0
 	vsPersist           = 1 << 1
 	vsServerDownNever   = 1 << 2
+	vsEncapIPIP         = 1 << 3
+	vsEncapGUE          = 1 << 4
+	encapSourceV4       = 1 << 0
+	encapSourceV6       = 1 << 1
 	metaChunkSize       = 4096
 	metaChunks          = 256
 	gcBatchMax          = 48
@@ -80,11 +84,32 @@ type VirtualServer struct {
 	Proto           uint8
 	PoolID          uint32
 	TableID         uint32 // TableNone: no persistence
-	DSR             bool
+	DSR             bool   // also set for Encap: the flow and its replies are DSR's
+	Encap           Encap
 	ServerDownNever bool
 	IPv4Prefix      uint8
 	IPv6Prefix      uint8
 	Timeout         time.Duration
+}
+
+// Encap is how an encapsulating (DSR) virtual server reaches its members.
+type Encap uint8
+
+// Encapsulations: none (nat, or dsr by MAC rewrite), IPIP (protocol 4 or
+// 41 in the member's family), or GUE variant 1 over UDP (EncapSettings.GUEPort).
+const (
+	EncapNone Encap = iota
+	EncapIPIP
+	EncapGUE
+)
+
+// EncapSettings are the node's: the outer source address of each family
+// (invalid: not configured, and a member of that family cannot be reached
+// by encapsulation) and GUE's destination port.
+type EncapSettings struct {
+	SourceV4 netip.Addr
+	SourceV6 netip.Addr
+	GUEPort  uint16
 }
 
 // Pool algorithms, as the datapath numbers them.
@@ -140,6 +165,7 @@ type State struct {
 	Pools          []Pool
 	Members        []Member
 	Tables         []Table
+	Encap          EncapSettings
 }
 
 func addrBytes(a netip.Addr) (b [16]uint8, family uint8) {

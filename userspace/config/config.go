@@ -46,6 +46,15 @@ type Settings struct {
 	MetricsAuth *MetricsAuth `yaml:"metrics_auth" json:"metrics_auth,omitempty"`
 	// AdminSocket is the admin API's unix socket; empty means /run/limpet/admin.sock.
 	AdminSocket string `yaml:"admin_socket" json:"admin_socket,omitempty"`
+	// EncapSourceV4 and EncapSourceV6 are the outer source addresses of
+	// the ipip and gue virtual servers' tunnels to members of each family:
+	// an address of this node that members and the routers between accept.
+	// A virtual server that encapsulates to a member of a family needs it.
+	EncapSourceV4 string `yaml:"encap_source_v4" json:"encap_source_v4,omitempty"`
+	EncapSourceV6 string `yaml:"encap_source_v6" json:"encap_source_v6,omitempty"`
+	// GUEPort is the UDP port gue virtual servers send to (the members'
+	// decapsulators listen on it); 0 means DefaultGUEPort.
+	GUEPort int `yaml:"gue_port" json:"gue_port"`
 }
 
 // IdleTimeouts mirror IPVS's defaults: a flow idle for longer than its state's
@@ -65,6 +74,7 @@ const (
 	DefaultUDP             = 300
 	DefaultGCInterval      = 1.0
 	DefaultPersistTimeout  = 300
+	DefaultGUEPort         = 6080 // Katran's, and limpet member-decap's
 	DefaultMaglevTableSize = 65537
 	MaxMaglevTableSize     = 1048573
 	DefaultPersistEntries  = 65536
@@ -184,8 +194,12 @@ const (
 	VSTypeHTTP = "http"
 	ForwardNAT = "nat"
 	ForwardDSR = "dsr"
-	ProtoTCP   = "tcp"
-	ProtoUDP   = "udp"
+	// ForwardIPIP and ForwardGUE are DSR to members beyond the balancer's
+	// L2: the client's packet inside an IP (IPIP) or UDP (GUE) tunnel.
+	ForwardIPIP = "ipip"
+	ForwardGUE  = "gue"
+	ProtoTCP    = "tcp"
+	ProtoUDP    = "udp"
 )
 
 // VirtualServer is a VIP, port and protocol balanced over a pool.
@@ -203,6 +217,11 @@ type VirtualServer struct {
 	BGP *VirtualServerBGP `yaml:"bgp" json:"bgp,omitempty"`
 
 	HTTPOptions `yaml:",inline" json:",inline"`
+}
+
+// Encapsulates says whether a forwarding mode tunnels to its members.
+func Encapsulates(forwarding string) bool {
+	return forwarding == ForwardIPIP || forwarding == ForwardGUE
 }
 
 // Load reads, defaults and validates a config file.
@@ -271,6 +290,9 @@ func (c *Config) applyDefaults() {
 	}
 	if s.GCInterval == 0 {
 		s.GCInterval = DefaultGCInterval
+	}
+	if s.GUEPort == 0 {
+		s.GUEPort = DefaultGUEPort
 	}
 	for i := range c.Profiles {
 		p := &c.Profiles[i]

@@ -128,6 +128,15 @@ func (c *Config) validateSettings(v *validator) {
 	if p := s.AdminSocket; p != "" && (!strings.HasPrefix(p, "/") || len(p) > 107) {
 		v.add("settings.admin_socket", "%q must be an absolute path of at most 107 bytes", p)
 	}
+	if a, err := netip.ParseAddr(s.EncapSourceV4); s.EncapSourceV4 != "" && (err != nil || !a.Is4() || !a.IsGlobalUnicast()) {
+		v.add("settings.encap_source_v4", "%q must be a unicast IPv4 address of this node", s.EncapSourceV4)
+	}
+	if a, err := netip.ParseAddr(s.EncapSourceV6); s.EncapSourceV6 != "" && (err != nil || !a.Is6() || a.Is4In6() || !a.IsGlobalUnicast()) {
+		v.add("settings.encap_source_v6", "%q must be a unicast IPv6 address of this node", s.EncapSourceV6)
+	}
+	if s.GUEPort < 1 || s.GUEPort > 65535 {
+		v.add("settings.gue_port", "%d must be a UDP port, 1-65535", s.GUEPort)
+	}
 }
 
 func (p *Profile) validate(v *validator, field string, seen map[string]bool) {
@@ -276,23 +285,37 @@ func (c *Config) validateVirtualServer(v *validator, i int, seen map[string]bool
 		}
 	}
 	if vs.Type == VSTypeL4 {
-		if !oneOf(vs.Forwarding, ForwardNAT, ForwardDSR) {
-			v.add(field+".forwarding", "%q must be nat or dsr", vs.Forwarding)
+		if !oneOf(vs.Forwarding, ForwardNAT, ForwardDSR, ForwardIPIP, ForwardGUE) {
+			v.add(field+".forwarding", "%q must be nat, dsr, ipip or gue", vs.Forwarding)
 		}
 		if vs.hasHTTPOptions() {
 			v.add(field, "listener options (tls, timeouts) apply only to http virtual servers")
 		}
-		if pool != nil && err == nil && vs.Forwarding == ForwardDSR {
+		if pool != nil && err == nil && (vs.Forwarding == ForwardDSR || Encapsulates(vs.Forwarding)) {
 			for j, m := range pool.Members {
 				if m.Port != 0 && m.Port != vs.Port {
-					v.add(fmt.Sprintf("%s.pool", field), "dsr cannot change ports, but member %d (%s) of pool %q listens on %d", j, m.Name, pool.Name, m.Port)
+					v.add(fmt.Sprintf("%s.pool", field), "%s cannot change ports, but member %d (%s) of pool %q listens on %d", vs.Forwarding, j, m.Name, pool.Name, m.Port)
 				}
 			}
 		}
-		if pool != nil && err == nil {
+		if pool != nil && Encapsulates(vs.Forwarding) {
+			// The tunnel is in the member's family, whatever the VIP's.
+			for j, m := range pool.Members {
+				ma, e := netip.ParseAddr(m.Address)
+				if e != nil {
+					continue
+				}
+				if ma.Unmap().Is4() && c.Settings.EncapSourceV4 == "" {
+					v.add(field+".forwarding", "%s to member %d (%s) of pool %q at %s needs settings.encap_source_v4, the tunnels' outer source address", vs.Forwarding, j, m.Name, pool.Name, m.Address)
+				}
+				if !ma.Unmap().Is4() && c.Settings.EncapSourceV6 == "" {
+					v.add(field+".forwarding", "%s to member %d (%s) of pool %q at %s needs settings.encap_source_v6, the tunnels' outer source address", vs.Forwarding, j, m.Name, pool.Name, m.Address)
+				}
+			}
+		} else if pool != nil && err == nil {
 			for j, m := range pool.Members {
 				if ma, e := netip.ParseAddr(m.Address); e == nil && ma.Unmap().Is4() != addr.Unmap().Is4() {
-					v.add(field+".pool", "member %d (%s) of pool %q is %s, but the VIP is %s; an l4 pool must match the VIP's family", j, m.Name, pool.Name, family(ma), family(addr))
+					v.add(field+".pool", "member %d (%s) of pool %q is %s, but the VIP is %s; a nat or dsr pool must match the VIP's family (ipip and gue tunnel in the member's)", j, m.Name, pool.Name, family(ma), family(addr))
 				}
 			}
 		}

@@ -112,7 +112,13 @@ func Build(cfg *config.Config, prev *desired.Meta) (loader.State, *desired.Meta,
 		vip := netip.MustParseAddr(vs.Address).Unmap()
 		lv := loader.VirtualServer{
 			ID: vid, VIP: netip.AddrPortFrom(vip, uint16(vs.Port)), PoolID: poolID[vs.Pool],
-			TableID: loader.TableNone, DSR: vs.Forwarding == config.ForwardDSR, Proto: loader.ProtoTCP,
+			TableID: loader.TableNone, DSR: vs.Forwarding == config.ForwardDSR || config.Encapsulates(vs.Forwarding), Proto: loader.ProtoTCP,
+		}
+		switch vs.Forwarding {
+		case config.ForwardIPIP:
+			lv.Encap = loader.EncapIPIP
+		case config.ForwardGUE:
+			lv.Encap = loader.EncapGUE
 		}
 		if vs.Protocol == config.ProtoUDP {
 			lv.Proto = loader.ProtoUDP
@@ -150,6 +156,14 @@ func Build(cfg *config.Config, prev *desired.Meta) (loader.State, *desired.Meta,
 		meta.VirtualServers = append(meta.VirtualServers, vm)
 	}
 	sort.Strings(meta.AdminDown)
+	// Validated by config: either empty or an address of its family.
+	if a, err := netip.ParseAddr(cfg.Settings.EncapSourceV4); err == nil {
+		st.Encap.SourceV4 = a
+	}
+	if a, err := netip.ParseAddr(cfg.Settings.EncapSourceV6); err == nil {
+		st.Encap.SourceV6 = a
+	}
+	st.Encap.GUEPort = uint16(cfg.Settings.GUEPort)
 	var err error
 	if st.Members, st.Pools, err = meta.MembersAndPools(nil); err != nil {
 		return st, nil, err

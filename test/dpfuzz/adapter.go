@@ -28,7 +28,7 @@ func toLoader(cfg model.Config) loader.State {
 	for _, vs := range cfg.VirtualServers {
 		lv := loader.VirtualServer{
 			ID: vs.ID, VIP: vs.VIP, Proto: vs.Proto, PoolID: vs.Pool, TableID: loader.TableNone,
-			DSR: vs.Mode == model.DSR, ServerDownNever: vs.ServerDown == model.Never,
+			DSR: vs.Mode.Conn() == model.DSR, Encap: encaps[vs.Mode], ServerDownNever: vs.ServerDown == model.Never,
 			IPv4Prefix: vs.V4Prefix, IPv6Prefix: vs.V6Prefix, Timeout: vs.Timeout,
 		}
 		if vs.Persist {
@@ -40,11 +40,14 @@ func toLoader(cfg model.Config) loader.State {
 	for _, p := range cfg.Pools {
 		s.Pools = append(s.Pools, loaderPool(p))
 	}
+	s.Encap = loader.EncapSettings{SourceV4: cfg.Encap.SourceV4, SourceV6: cfg.Encap.SourceV6, GUEPort: cfg.Encap.GUEPort}
 	for _, m := range cfg.Members {
 		s.Members = append(s.Members, loaderMember(m))
 	}
 	return s
 }
+
+var encaps = map[model.Mode]loader.Encap{model.IPIP: loader.EncapIPIP, model.GUE: loader.EncapGUE}
 
 var algorithms = map[model.Algorithm]uint32{
 	model.RoundRobin:              loader.AlgoRoundRobin,

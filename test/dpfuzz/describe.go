@@ -22,10 +22,7 @@ var (
 func describeConfig(sc *scenario) string {
 	var b strings.Builder
 	for _, v := range sc.cfg.VirtualServers {
-		mode := "nat"
-		if v.Mode == model.DSR {
-			mode = "dsr"
-		}
+		mode := map[model.Mode]string{model.NAT: "nat", model.DSR: "dsr", model.IPIP: "ipip", model.GUE: "gue"}[v.Mode]
 		pers := "no persistence"
 		if v.Persist {
 			pol := "immediate"

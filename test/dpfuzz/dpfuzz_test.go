@@ -142,7 +142,8 @@ func TestModelKnowsEveryReason(t *testing.T) {
 		model.BadTCPFlags, model.IPv6ExtUnsupported, model.NoMember, model.ServerDown, model.TableFull, model.TTLExpired,
 		model.FIBNoNeighbour, model.FIBPass, model.FIBDrop, model.DSRNoNeighbour, model.VLANPass, model.IPv4Options,
 		model.IPv6ExtWalked, model.NoTable, model.StrayTCP, model.MemberFull, model.EventLost, model.NexthopMiss, model.NexthopMTU,
-		model.ICMPToClient, model.ICMPToMember, model.ICMPNoFlow, model.ICMPBadQuote} {
+		model.ICMPToClient, model.ICMPToMember, model.ICMPNoFlow, model.ICMPBadQuote,
+		model.EncapTooBig, model.EncapNoSource} {
 		known[r] = true
 	}
 	for _, n := range reasonNames() {

@@ -130,12 +130,17 @@ type scenario struct {
 type idleTimeouts struct{ udp, fin, estab time.Duration }
 
 // genScenario builds a configuration from the header.
+// encapSource is the balancer's outer source of tunnels, by family: its
+// address on the member link.
+var encapSource = [2]netip.Addr{netip.MustParseAddr("10.1.0.1"), netip.MustParseAddr("fd00:1::1")}
+
 func genScenario(h *reader, net model.Network) *scenario {
 	sc := &scenario{
 		family: map[uint32]int{}, state: map[uint32]string{}, weight: map[uint32]int{},
 		maglevSize: map[uint32]int{}, tableTmo: map[uint32]time.Duration{}, memberNames: map[uint32]string{},
 	}
-	cfg := model.Config{Network: net, DecrementTTL: true}
+	cfg := model.Config{Network: net, DecrementTTL: true, Encap: model.EncapSettings{
+		SourceV4: encapSource[0], SourceV6: encapSource[1], GUEPort: 6080}}
 	nTables := h.pick(4)
 	var tables []uint32
 	for i := 0; i < nTables; i++ {
@@ -211,7 +216,10 @@ func genScenario(h *reader, net model.Network) *scenario {
 			Timeout: timeouts[h.pick(len(timeouts))],
 		}
 		if h.chance(25) {
-			vs.Mode = model.DSR
+			// A third each of dsr, ipip and gue, told by the VIP rather
+			// than by another draw, so that a seed generates the same
+			// sequence as before the tunnels existed.
+			vs.Mode = []model.Mode{model.DSR, model.IPIP, model.GUE}[(int(vip.Port())+i)%3]
 		}
 		if h.chance(30) {
 			vs.ServerDown = model.Never

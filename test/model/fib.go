@@ -56,6 +56,7 @@ const (
 // FIBResult is a FIB lookup's answer.
 type FIBResult struct {
 	Kind       FIBKind
+	MTU        int // FIBFragNeeded: the egress MTU
 	Ifindex    int
 	SMAC, DMAC net.HardwareAddr
 }
@@ -107,7 +108,7 @@ func (n *Network) Lookup(dst netip.Addr, totLen int) FIBResult {
 		return FIBResult{Kind: FIBNotForwarded}
 	}
 	if totLen > link.MTU {
-		return FIBResult{Kind: FIBFragNeeded}
+		return FIBResult{Kind: FIBFragNeeded, MTU: link.MTU}
 	}
 	hop := dst
 	if best.Via.IsValid() {

@@ -74,6 +74,8 @@ const (
 	ICMPToMember       Reason = "icmp_to_member"
 	ICMPNoFlow         Reason = "icmp_no_flow"
 	ICMPBadQuote       Reason = "icmp_bad_quote"
+	EncapTooBig        Reason = "encap_too_big"
+	EncapNoSource      Reason = "encap_no_source"
 	reasonNone         Reason = ""
 )
 
@@ -102,7 +104,19 @@ type Mode int
 const (
 	NAT Mode = iota
 	DSR
+	// IPIP and GUE are DSR through a tunnel (encap.go); their connections
+	// are DSR's.
+	IPIP
+	GUE
 )
+
+// Conn is the mode a virtual server's connections keep: a tunnel is DSR.
+func (md Mode) Conn() Mode {
+	if md == IPIP || md == GUE {
+		return DSR
+	}
+	return md
+}
 
 // ServerDownPolicy is a profile's server_down option.
 type ServerDownPolicy int
@@ -211,6 +225,8 @@ type Config struct {
 	// when it is off. The daemon fills it with what the FIB would answer,
 	// so that a cached hop changes no packet, only the counters.
 	NextHops map[uint32]NextHop
+	// Encap is the node's encapsulation settings, for ipip and gue.
+	Encap EncapSettings
 }
 
 // NextHop is a member's cached next hop.

@@ -33,6 +33,9 @@ type Outcome struct {
 	// Fresh: the datapath built this packet itself (a reset), so its
 	// checksums are computed afresh rather than carried over.
 	Fresh bool
+	// Wrapped: the output is the input inside headers the datapath built
+	// (a tunnel), or quoted by them (ICMP too big); Out says every byte.
+	Wrapped bool
 	// Choices are the model's answers to questions it could not settle.
 	Choices []string
 	// story says what happened, for reproducers; formatted only when shown.
@@ -224,7 +227,7 @@ func (m *Model) client(o *Outcome, p *packet, vs *VirtualServer, ingress int, no
 	target := netip.AddrPortFrom(mem.Addr.Addr(), port)
 	if create {
 		c := Conn{
-			VS: vs.ID, Member: d.member, Target: target, Mode: vs.Mode, UDP: p.proto == ipProtoUDP,
+			VS: vs.ID, Member: d.member, Target: target, Mode: vs.Mode.Conn(), UDP: p.proto == ipProtoUDP,
 			HasEntry: d.hasEntry, Entry: d.entry, Counted: d.hasEntry, MemberCounted: true,
 			Created: now, LastSeen: now,
 		}
@@ -486,6 +489,10 @@ func mask(a netip.Addr, prefix uint8) netip.Addr {
 // forward sends a client packet to its member.
 func (m *Model) forward(o *Outcome, p *packet, vs *VirtualServer, target netip.AddrPort, member uint32, ingress int) {
 	m.memberCtr.update(member, func(c *MemberCounters) { c.Packets++; c.Bytes += uint64(len(p.frame)) })
+	if vs.Mode == IPIP || vs.Mode == GUE {
+		m.encap(o, p, vs, member, ingress)
+		return
+	}
 	out := append([]byte(nil), p.frame...)
 	if vs.Mode == DSR {
 		// README: "dsr rewrites MACs only": no TTL, no checksum.
@@ -529,7 +536,7 @@ func (m *Model) routed(p *packet) func(out []byte, forwarded bool) []CsumField {
 // fib routes a rewritten packet: README "bpf_fib_lookup then bpf_redirect,
 // falling back to the kernel stack when the neighbour is not resolved yet".
 func (m *Model) fib(o *Outcome, p *packet, out []byte, finish func([]byte, bool) []CsumField, dst netip.Addr, dsr bool, ingress, member int) {
-	res, cached := m.cachedHop(o, p, member)
+	res, cached := m.cachedHop(o, p, member, p.ipLen)
 	if !cached {
 		res = m.cfg.Network.Lookup(dst, p.ipLen)
 	}
@@ -591,7 +598,7 @@ func (m *Model) fib(o *Outcome, p *packet, out []byte, finish func([]byte, bool)
 // cachedHop is a member's next hop from the cache (README "the next-hop
 // cache"): used for an untagged packet that fits its MTU; a member with no
 // hop, or a longer packet, asks the FIB, counted. member < 0: not a member.
-func (m *Model) cachedHop(o *Outcome, p *packet, member int) (FIBResult, bool) {
+func (m *Model) cachedHop(o *Outcome, p *packet, member, length int) (FIBResult, bool) {
 	if member < 0 || m.cfg.NextHops == nil || p.vlans > 0 {
 		return FIBResult{}, false
 	}
@@ -600,7 +607,7 @@ func (m *Model) cachedHop(o *Outcome, p *packet, member int) (FIBResult, bool) {
 	case !ok:
 		m.count(o, NexthopMiss)
 		return FIBResult{}, false
-	case p.ipLen > h.MTU:
+	case length > h.MTU:
 		m.count(o, NexthopMTU)
 		return FIBResult{}, false
 	}

@@ -329,8 +329,10 @@ static __always_inline int encap_to_member(struct xdp_md *ctx, struct packet *p,
 		 * checksum for tunnels over IPv6; the inner packet has its own. */
 		udp->check = 0;
 	}
-	if (hop.ifindex == ctx->ingress_ifindex)
-		return XDP_TX;
+	/* A redirect even out of the interface it came in on, the usual case
+	 * of a one-armed balancer: a veth queues an XDP_TX frame on its peer
+	 * and wakes the peer only if that runs an XDP program (see reply_rst);
+	 * a redirect is flushed, and on a NIC it is the same transmit. */
 	return bpf_redirect(hop.ifindex, 0);
 }
 

@@ -146,10 +146,8 @@ func (m *Model) encap(o *Outcome, p *packet, vs *VirtualServer, member uint32, i
 	out = append(out, f[p.l3:]...)
 	o.Out = out
 	o.Wrapped = true
-	if res.Ifindex == ingress {
-		o.Verdict, o.Ifindex = TX, ingress
-		return
-	}
+	// A redirect even to the ingress link (a one-armed balancer): veth
+	// wakes its peer for a redirect, not for XDP_TX.
 	o.Verdict, o.Ifindex = Redirect, res.Ifindex
 }
 

@@ -1,13 +1,9 @@
 package e2e_test
 
 import (
-	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"path/filepath"
 	"strings"
@@ -301,58 +297,7 @@ func TestMemberDecapBulkUpload(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer relay.Close()
-			dst := netip.AddrPortFrom(f.vip, 9000)
-			got := make(chan error, 1)
-			var ln net.Listener
-			if err := l.Run(m.Name, func() error {
-				var err error
-				ln, err = net.Listen("tcp", dst.String())
-				return err
-			}); err != nil {
-				t.Fatal(err)
-			}
-			defer ln.Close()
-			go func() {
-				c, err := ln.Accept()
-				if err != nil {
-					got <- err
-					return
-				}
-				defer c.Close()
-				h := sha256.New()
-				n, err := io.Copy(h, c)
-				if err == nil && n != size {
-					err = fmt.Errorf("member received %d bytes, want %d", n, size)
-				}
-				if err == nil {
-					_, err = c.Write(h.Sum(nil))
-				}
-				got <- err
-			}()
-			c, err := l.Dial(ctx, "tcp", f.src, dst)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(time.Minute))
-			data := make([]byte, size)
-			for i := range data {
-				data[i] = byte(i * 7 / 13)
-			}
-			want := sha256.Sum256(data)
-			if _, err := c.Write(data); err != nil {
-				t.Fatalf("upload: %v", err)
-			}
-			if err := c.(*net.TCPConn).CloseWrite(); err != nil {
-				t.Fatal(err)
-			}
-			sum, err := io.ReadAll(c)
-			if err != nil || !bytes.Equal(sum, want[:]) {
-				t.Fatalf("member's digest %x (%v), want %x", sum, err, want)
-			}
-			if err := <-got; err != nil {
-				t.Fatal(err)
-			}
+			upload(t, ctx, l, f.src, netip.AddrPortFrom(f.vip, 9000), size)
 		})
 	}
 	counts, _ := decapCounters(t, ctx, l, m.Name)

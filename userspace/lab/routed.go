@@ -81,8 +81,11 @@ func (l *Lab) buildRouted(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	// The balancer sends what it tunnels: full checksums, as from a client.
-	ends = append(ends, vethEnd{router, rf.Name, false}, vethEnd{lb, bf.Name, true})
+	// Full checksums both ways, as on a wire: the balancer sends what it
+	// tunnels, and its XDP program must see whole checksums from the
+	// router, which would otherwise forward GRO'd client segments with
+	// partial ones (limpet warns about it; the members would drop them).
+	ends = append(ends, vethEnd{router, rf.Name, true}, vethEnd{lb, bf.Name, true})
 	l.balancers = []Balancer{{Host: HostBalancer, NetNS: lb.netns, Addr4: v4(1, 10), Addr6: v6(1, 10), ClientIface: bf}}
 	l.clientAddr4, l.clientAddr6 = v4(0, 1), v6(0, 1)
 

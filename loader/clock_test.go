@@ -44,7 +44,7 @@ func TestClockConversionsBeforeBoot(t *testing.T) {
 // the far future, and it expires: the kernel's own check agrees.
 func TestEntryBeforeBootIsStoredAtZeroAndExpires(t *testing.T) {
 	d := loadTemp(t, Options{})
-	if err := d.Apply(State{Tables: []Table{{ID: TableID(0, false), MaxEntries: 16}}}); err != nil {
+	if err := d.Apply(State{Tables: []Table{{ID: NewTableID(0, false), MaxEntries: 16}}}); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.SetClock(time.Minute); err != nil {
@@ -57,11 +57,11 @@ func TestEntryBeforeBootIsStoredAtZeroAndExpires(t *testing.T) {
 	if now < time.Minute || now > time.Minute+10*time.Second {
 		t.Fatalf("the clock reads %v after SetClock(1m)", now)
 	}
-	id := TableID(0, false)
+	id := NewTableID(0, false)
 	client := netip.MustParseAddr("198.51.100.7")
 	ago := now - 10*time.Minute // negative: before boot
 	if err := d.PutEntry(PersistEntry{TableID: id, Client: client, Server: netip.MustParseAddrPort("10.0.0.1:80"),
-		VSID: TableNone, MemberID: TableNone, Created: ago, LastSeen: ago}); err != nil {
+		VSID: NoID, MemberID: NoID, Created: ago, LastSeen: ago}); err != nil {
 		t.Fatal(err)
 	}
 	e, ok, err := d.LookupEntry(id, client)

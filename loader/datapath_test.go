@@ -92,7 +92,7 @@ func TestDatapathPersistenceAndNAT(t *testing.T) {
 						dport = uint16(got.TransportLayer().(*layers.UDP).DstPort)
 					}
 					member := netip.AddrPortFrom(dst, dport)
-					e, ok := f.entry(TableID(tc.table, true), tc.in.src)
+					e, ok := f.entry(NewTableID(tc.table, true), tc.in.src)
 					if !ok {
 						t.Fatalf("no persistence entry for %s", tc.in.src)
 					}
@@ -198,7 +198,7 @@ func TestDatapathDSRChangesOnlyMACs(t *testing.T) {
 	if !bytes.Equal(out[6:12], f.memMAC) {
 		t.Fatalf("source MAC %x, want the egress link's %x", out[6:12], f.memMAC)
 	}
-	e, ok := f.entry(TableID(3, true), client4a)
+	e, ok := f.entry(NewTableID(3, true), client4a)
 	if !ok {
 		t.Fatal("no persistence entry")
 	}

@@ -35,7 +35,7 @@ func (t EventType) String() string {
 // Event is a change of an entry of a table with Mirror set.
 type Event struct {
 	Type    EventType
-	TableID uint32
+	TableID TableID
 	Client  netip.Addr
 	Server  netip.AddrPort
 	Time    time.Duration // datapath clock
@@ -72,7 +72,7 @@ func (e *EventReader) Read() (Event, error) {
 	fam := b[evFamily]
 	return Event{
 		Type:    EventType(b[evType]),
-		TableID: le.Uint32(b[evTableID:]),
+		TableID: TableID(le.Uint32(b[evTableID:])),
 		Client:  addrFrom(b[evClient:evClient+addrLen], fam),
 		Server:  netip.AddrPortFrom(addrFrom(b[evServer:evServer+addrLen], fam), port(b[evServerPort:])),
 		Time:    time.Duration(le.Uint64(b[evTime:])),

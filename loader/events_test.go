@@ -32,8 +32,8 @@ func TestEventsOnlyForMirroredTables(t *testing.T) {
 	if err != nil {
 		t.Fatalf("no event for a new client of a mirrored table: %v", err)
 	}
-	e, _ := f.entry(TableID(0, true), client4a)
-	if ev.Type != EventCreated || ev.TableID != TableID(0, true) || ev.Client != client4a || ev.Server != e.Server || ev.Time != e.Created {
+	e, _ := f.entry(NewTableID(0, true), client4a)
+	if ev.Type != EventCreated || ev.TableID != NewTableID(0, true) || ev.Client != client4a || ev.Server != e.Server || ev.Time != e.Created {
 		t.Fatalf("event %+v does not describe entry %+v", ev, e)
 	}
 	if ev, err := next(); !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -46,7 +46,7 @@ func TestEventsOnlyForMirroredTables(t *testing.T) {
 	if err := f.d.SetClockOffset(time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	e, _ = f.entry(TableID(0, true), client4a)
+	e, _ = f.entry(NewTableID(0, true), client4a)
 	reqs := []GCRequest{ExpireEntry(e, time.Minute)}
 	if err := f.d.RunGC(reqs); err != nil || reqs[0].Result != GCDone {
 		t.Fatalf("expire: %v %v", err, reqs[0].Result)

@@ -70,8 +70,8 @@ func standardState() State {
 	for i := range member6 {
 		s.Members = append(s.Members, Member{ID: uint32(3 + i), PoolID: 1, Addr: netip.AddrPortFrom(member6[i], 8080), Up: true, NAT: true})
 	}
-	add := func(id uint32, vip netip.Addr, port uint16, proto uint8, pool uint32, dsr bool) {
-		tid := TableID(id, true)
+	add := func(id uint32, vip netip.Addr, port uint16, proto Protocol, pool uint32, dsr bool) {
+		tid := NewTableID(id, true)
 		s.Tables = append(s.Tables, Table{ID: tid, MaxEntries: 1024})
 		s.VirtualServers = append(s.VirtualServers, VirtualServer{
 			ID: id, VIP: netip.AddrPortFrom(vip, port), Proto: proto, PoolID: pool, TableID: tid,
@@ -290,7 +290,7 @@ func reasonIndex(name string) int {
 	panic("no reason " + name)
 }
 
-func (f *fixture) entry(tableID uint32, client netip.Addr) (PersistEntry, bool) {
+func (f *fixture) entry(tableID TableID, client netip.Addr) (PersistEntry, bool) {
 	f.t.Helper()
 	es, err := f.d.TableEntries(tableID)
 	if err != nil {

@@ -13,11 +13,11 @@ import (
 // Flow is one entry of the flow table.
 type Flow struct {
 	Src, Dst netip.AddrPort
-	Proto    uint8
+	Proto    Protocol
 	Target   netip.AddrPort // forward: the member; reverse: the VIP
 	VSID     uint32
 	MemberID uint32
-	TableID  uint32     // TableNone when the flow holds no persistence entry
+	TableID  TableID    // TableNone when the flow holds no persistence entry
 	Client   netip.Addr // the persistence key's (masked) client
 	Counted  bool       // holds one live connection of its entry
 	// MemberCounted: holds one of its member's active connections.
@@ -60,7 +60,7 @@ func (d *Datapath) Flows() ([]Flow, error) {
 }
 
 // LookupFlow returns the flow of one 5-tuple, as the client sent it.
-func (d *Datapath) LookupFlow(src, dst netip.AddrPort, proto uint8) (Flow, bool, error) {
+func (d *Datapath) LookupFlow(src, dst netip.AddrPort, proto Protocol) (Flow, bool, error) {
 	k := encodeFlowKey(src, dst, proto)
 	var v rawFlowInfo
 	if err := d.objs.Flows.Lookup(&k, &v); err != nil {

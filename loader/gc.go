@@ -62,7 +62,7 @@ func ReconcileMember(m MemberConns, conns uint32) GCRequest {
 }
 
 // TouchEntry restarts an entry's countdown from now, leaving its count alone.
-func TouchEntry(tableID uint32, client netip.Addr) GCRequest {
+func TouchEntry(tableID TableID, client netip.Addr) GCRequest {
 	return persistRequest(gcOpTouch, PersistEntry{TableID: tableID, Client: client}, 0, 0)
 }
 

@@ -40,7 +40,7 @@ func (d *Datapath) PoolCursor(id uint32) (uint32, error) {
 
 // ExpireConnection is ExpireFlow for the connection of one 5-tuple, as the
 // client sent it, without reading the flow first.
-func ExpireConnection(src, dst netip.AddrPort, proto uint8, idle time.Duration) GCRequest {
+func ExpireConnection(src, dst netip.AddrPort, proto Protocol, idle time.Duration) GCRequest {
 	return GCRequest{op: gcOpFlowExpire, arg: uint64(idle), key: encodeFlowKey(src, dst, proto)}
 }
 
@@ -48,15 +48,15 @@ func ExpireConnection(src, dst netip.AddrPort, proto uint8, idle time.Duration) 
 // entry by entry without looking the table up again each time. It goes
 // stale when Apply replaces the table (a resize or a change of kind).
 type PersistTable struct {
-	id uint32
+	id TableID
 	m  *ebpf.Map
 }
 
 // OpenTable opens a persistence table.
-func (d *Datapath) OpenTable(id uint32) (*PersistTable, error) {
+func (d *Datapath) OpenTable(id TableID) (*PersistTable, error) {
 	m, err := d.table(id)
 	if err != nil {
-		return nil, fmt.Errorf("table %d: %w", TableIndex(id), err)
+		return nil, fmt.Errorf("table %d: %w", id.Index(), err)
 	}
 	return &PersistTable{id: id, m: m}, nil
 }
@@ -78,7 +78,7 @@ func (t *PersistTable) Lookup(client netip.Addr) (PersistEntry, bool, error) {
 func (t *PersistTable) Entries() ([]PersistEntry, error) {
 	keys, vals, err := batchRead[rawPersistKey, rawPersistEntry](t.m)
 	if err != nil {
-		return nil, fmt.Errorf("read table %d: %w", TableIndex(t.id), err)
+		return nil, fmt.Errorf("read table %d: %w", t.id.Index(), err)
 	}
 	out := make([]PersistEntry, len(keys))
 	for i := range keys {

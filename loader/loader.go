@@ -298,25 +298,6 @@ func (d *Datapath) mapsByName() map[string]*ebpf.Map {
 	return out
 }
 
-// XDPMode chooses how the program attaches to an interface.
-type XDPMode string
-
-// XDP attach modes.
-const (
-	XDPAuto    XDPMode = "auto"
-	XDPNative  XDPMode = "native"
-	XDPGeneric XDPMode = "generic"
-)
-
-// ParseXDPMode validates a mode name.
-func ParseXDPMode(s string) (XDPMode, error) {
-	switch XDPMode(s) {
-	case XDPAuto, XDPNative, XDPGeneric:
-		return XDPMode(s), nil
-	}
-	return "", fmt.Errorf("xdp mode %q must be auto, native or generic", s)
-}
-
 // Attach attaches the datapath to an interface and pins the link, so the
 // program stays attached when this process exits. Attaching an interface that
 // is already ours is a no-op; it returns the mode in use.

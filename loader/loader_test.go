@@ -93,7 +93,7 @@ func TestRestartAdoptsPinnedState(t *testing.T) {
 	if act != XDPRedirect {
 		t.Fatalf("verdict %v", act)
 	}
-	before, _ := f.entry(TableID(0, true), client4a)
+	before, _ := f.entry(NewTableID(0, true), client4a)
 	_, progBefore := xdpAttached(f, "fxcli")
 
 	// A process exit: handles close, pins stay.
@@ -118,7 +118,7 @@ func TestRestartAdoptsPinnedState(t *testing.T) {
 	if ok, progAfter := xdpAttached(f, "fxcli"); !ok || progAfter == progBefore {
 		t.Fatalf("link not moved to the new program (attached %v, prog %d -> %d)", ok, progBefore, progAfter)
 	}
-	after, ok := f.entry(TableID(0, true), client4a)
+	after, ok := f.entry(NewTableID(0, true), client4a)
 	if !ok || after.Server != before.Server || after.Created != before.Created || after.Conns != before.Conns {
 		t.Fatalf("entry changed across restart: %+v -> %+v", before, after)
 	}

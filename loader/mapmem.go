@@ -13,10 +13,10 @@ import (
 // every element, so the figure does not depend on how full they are.
 
 // TableMemory is the memory of one persistence table.
-func (d *Datapath) TableMemory(tableID uint32) (uint64, error) {
+func (d *Datapath) TableMemory(tableID TableID) (uint64, error) {
 	inner, err := d.table(tableID)
 	if err != nil {
-		return 0, fmt.Errorf("table %d: %w", TableIndex(tableID), err)
+		return 0, fmt.Errorf("table %d: %w", tableID.Index(), err)
 	}
 	defer inner.Close()
 	return mapMemory(inner)

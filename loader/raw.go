@@ -113,13 +113,13 @@ func port(b []byte) uint16 { return binary.BigEndian.Uint16(b) }
 
 func putPort(b []byte, p uint16) { binary.BigEndian.PutUint16(b, p) }
 
-func (k *rawPersistKey) decode() (tableID uint32, client netip.Addr) {
-	return le.Uint32(k[pkTableID:]), addrFrom(k[pkClient:pkClient+addrLen], k[pkFamily])
+func (k *rawPersistKey) decode() (tableID TableID, client netip.Addr) {
+	return TableID(le.Uint32(k[pkTableID:])), addrFrom(k[pkClient:pkClient+addrLen], k[pkFamily])
 }
 
-func encodePersistKey(tableID uint32, client netip.Addr) (k rawPersistKey) {
+func encodePersistKey(tableID TableID, client netip.Addr) (k rawPersistKey) {
 	b, fam := addrBytes(client)
-	le.PutUint32(k[pkTableID:], tableID)
+	le.PutUint32(k[pkTableID:], uint32(tableID))
 	k[pkFamily] = fam
 	copy(k[pkClient:], b[:])
 	return k
@@ -157,14 +157,14 @@ func encodeEntry(e PersistEntry) (k rawPersistKey, v rawPersistEntry) {
 	return k, v
 }
 
-func encodeFlowKey(src, dst netip.AddrPort, proto uint8) (k rawFlowKey) {
+func encodeFlowKey(src, dst netip.AddrPort, proto Protocol) (k rawFlowKey) {
 	sb, fam := addrBytes(src.Addr())
 	db, _ := addrBytes(dst.Addr())
 	copy(k[fkSrc:fkSrc+addrLen], sb[:])
 	copy(k[fkDst:fkDst+addrLen], db[:])
 	putPort(k[fkSport:], src.Port())
 	putPort(k[fkDport:], dst.Port())
-	k[fkProto], k[fkFamily] = proto, fam
+	k[fkProto], k[fkFamily] = uint8(proto), fam
 	return k
 }
 
@@ -177,7 +177,7 @@ func decodeFlow(k *rawFlowKey, v *rawFlowInfo) Flow {
 	f := Flow{
 		Src:           netip.AddrPortFrom(addrFrom(k[fkSrc:fkSrc+addrLen], fam), port(k[fkSport:])),
 		Dst:           netip.AddrPortFrom(addrFrom(k[fkDst:fkDst+addrLen], fam), port(k[fkDport:])),
-		Proto:         k[fkProto],
+		Proto:         Protocol(k[fkProto]),
 		Target:        netip.AddrPortFrom(addrFrom(v[fiAddr:fiAddr+addrLen], fam), port(v[fiPort:])),
 		VSID:          le.Uint32(v[fiVSID:]),
 		MemberID:      le.Uint32(v[fiMemberID:]),

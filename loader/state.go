@@ -70,10 +70,10 @@ func (d *Datapath) Apply(s State) error {
 	wantVIPs := map[limpetAddrKey]*limpetVipInfo{}
 	for _, vs := range s.VirtualServers {
 		b, fam := addrBytes(vs.VIP.Addr())
-		k := limpetVipKey{Port: htons(vs.VIP.Port()), Proto: vs.Proto, Family: fam}
+		k := limpetVipKey{Port: htons(vs.VIP.Port()), Proto: uint8(vs.Proto), Family: fam}
 		k.Addr.B = b
 		info := limpetVsInfo{
-			VsId: vs.ID, PoolId: vs.PoolID, TableId: vs.TableID,
+			VsId: vs.ID, PoolId: vs.PoolID, TableId: uint32(vs.TableID),
 			V4Prefix: vs.IPv4Prefix, V6Prefix: vs.IPv6Prefix, TimeoutNs: uint64(vs.Timeout),
 		}
 		if vs.DSR {
@@ -128,7 +128,7 @@ func (d *Datapath) Apply(s State) error {
 		_, ok := wantMemberAddrs[*k]
 		return ok
 	}))
-	wantTables := map[uint32]bool{}
+	wantTables := map[TableID]bool{}
 	for _, t := range s.Tables {
 		wantTables[t.ID] = true
 	}
@@ -157,7 +157,7 @@ func memberVirtualServers(s State) map[limpetMemberVsKey]limpetMemberVsInfo {
 				port = vs.VIP.Port()
 			}
 			b, mfam := addrBytes(mem.Addr.Addr())
-			k := limpetMemberVsKey{Port: htons(port), Proto: vs.Proto, Family: mfam}
+			k := limpetMemberVsKey{Port: htons(port), Proto: uint8(vs.Proto), Family: mfam}
 			k.Addr.B = b
 			if prev, ok := out[k]; ok && (prev.Flags&memberVSShared != 0 || prev.VsId != vs.ID) {
 				out[k] = limpetMemberVsInfo{Flags: memberVSShared}
@@ -210,7 +210,7 @@ func (d *Datapath) writePool(p Pool) error {
 	}
 	var info, old limpetPoolInfo
 	info.N_eligible = uint32(len(p.Eligible))
-	info.Algorithm = p.Algorithm
+	info.Algorithm = uint32(p.Algorithm)
 	info.TableSize = uint32(len(p.Table))
 	copy(info.Eligible[:], p.Eligible)
 	copy(info.Weight[:], p.Weights)

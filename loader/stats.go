@@ -144,8 +144,8 @@ func (d *Datapath) MemberCounters(id uint32) (MemberCounters, error) {
 }
 
 // TableCounters returns the datapath counters of one persistence table.
-func (d *Datapath) TableCounters(id uint32) (TableCounters, error) {
-	s, err := sumPerCPU(d.objs.TableCounters, TableIndex(id), func(t, v *limpetTableStats) {
+func (d *Datapath) TableCounters(id TableID) (TableCounters, error) {
+	s, err := sumPerCPU(d.objs.TableCounters, id.Index(), func(t, v *limpetTableStats) {
 		t.Inserts += v.Inserts
 		t.Hits += v.Hits
 		t.Misses += v.Misses

@@ -44,14 +44,14 @@ func TestTablesOpenThroughTheirPinsWithoutSysAdmin(t *testing.T) {
 	}
 	for _, tb := range s.Tables {
 		if _, err := os.Stat(f.d.tablePin(tb.ID)); err != nil {
-			t.Fatalf("table %d is not pinned: %v", TableIndex(tb.ID), err)
+			t.Fatalf("table %d is not pinned: %v", tb.ID.Index(), err)
 		}
 	}
 	f.attach(f.d, "fxcli", XDPAuto)
 	if act, _ := f.run(syn(client4a, vip4, 46000, 80).build(t), f.cli); act != XDPRedirect {
 		t.Fatalf("verdict %v", act)
 	}
-	tid := TableID(0, true)
+	tid := NewTableID(0, true)
 	withoutSysAdmin(t, func() {
 		e, ok, err := f.d.LookupEntry(tid, client4a)
 		if err != nil || !ok {
@@ -105,6 +105,6 @@ func TestTablesOpenThroughTheirPinsWithoutSysAdmin(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(f.d.tablePin(removed)); !os.IsNotExist(err) {
-		t.Fatalf("removed table %d keeps its pin (stat: %v)", TableIndex(removed), err)
+		t.Fatalf("removed table %d keeps its pin (stat: %v)", removed.Index(), err)
 	}
 }

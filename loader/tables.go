@@ -15,8 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func (d *Datapath) outer(id uint32) *ebpf.Map {
-	if TablePurges(id) {
+func (d *Datapath) outer(id TableID) *ebpf.Map {
+	if id.Purges() {
 		return d.objs.PersistLruTables
 	}
 	return d.objs.PersistHashTables
@@ -31,9 +31,9 @@ func (d *Datapath) outer(id uint32) *ebpf.Map {
 // holds the very map the outer map points to; a datapath pinned by an
 // older limpet, or a crash between installing a table and pinning it, falls
 // back to the id (and repins it) where the privilege allows.
-func (d *Datapath) table(id uint32) (*ebpf.Map, error) {
+func (d *Datapath) table(id TableID) (*ebpf.Map, error) {
 	var innerID uint32
-	if err := d.outer(id).Lookup(TableIndex(id), &innerID); err != nil {
+	if err := d.outer(id).Lookup(id.Index(), &innerID); err != nil {
 		return nil, err
 	}
 	for _, path := range []string{d.tablePin(id), d.tablePin(id) + pinNewSuffix} {
@@ -51,7 +51,7 @@ func (d *Datapath) table(id uint32) (*ebpf.Map, error) {
 	m, err := ebpf.NewMapFromID(ebpf.MapID(innerID))
 	if err != nil {
 		if errors.Is(err, unix.EPERM) {
-			return nil, fmt.Errorf("table %d has no current pin, and opening it by id needs CAP_SYS_ADMIN (run once as full root to repin it): %w", TableIndex(id), err)
+			return nil, fmt.Errorf("table %d has no current pin, and opening it by id needs CAP_SYS_ADMIN (run once as full root to repin it): %w", id.Index(), err)
 		}
 		return nil, err
 	}
@@ -63,43 +63,43 @@ func (d *Datapath) table(id uint32) (*ebpf.Map, error) {
 const pinNewSuffix = "_new"
 
 // tablePin is where a persistence table's inner map is pinned.
-func (d *Datapath) tablePin(id uint32) string {
+func (d *Datapath) tablePin(id TableID) string {
 	kind := "lru"
-	if !TablePurges(id) {
+	if !id.Purges() {
 		kind = "hash"
 	}
-	return filepath.Join(d.pinPath, fmt.Sprintf("%s%s_%d", tablePinPrefix, kind, TableIndex(id)))
+	return filepath.Join(d.pinPath, fmt.Sprintf("%s%s_%d", tablePinPrefix, kind, id.Index()))
 }
 
 // pinTable pins m as table id's inner map, replacing the previous pin in one
 // rename.
-func (d *Datapath) pinTable(id uint32, m *ebpf.Map) error {
+func (d *Datapath) pinTable(id TableID, m *ebpf.Map) error {
 	path := d.tablePin(id)
 	tmp := path + pinNewSuffix
 	_ = os.Remove(tmp)
 	if err := m.Pin(tmp); err != nil {
-		return fmt.Errorf("pin table %d: %w", TableIndex(id), err)
+		return fmt.Errorf("pin table %d: %w", id.Index(), err)
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		_ = os.Remove(tmp)
-		return fmt.Errorf("pin table %d: %w", TableIndex(id), err)
+		return fmt.Errorf("pin table %d: %w", id.Index(), err)
 	}
 	return nil
 }
 
 // unpinTable removes a table's pins.
-func (d *Datapath) unpinTable(id uint32) {
+func (d *Datapath) unpinTable(id TableID) {
 	_ = os.Remove(d.tablePin(id))
 	_ = os.Remove(d.tablePin(id) + pinNewSuffix)
 }
 
-func newTable(id, maxEntries uint32) (*ebpf.Map, error) {
+func newTable(id TableID, maxEntries uint32) (*ebpf.Map, error) {
 	typ := ebpf.LRUHash
-	if !TablePurges(id) {
+	if !id.Purges() {
 		typ = ebpf.Hash
 	}
 	return ebpf.NewMap(&ebpf.MapSpec{
-		Name:       fmt.Sprintf("persist_%d", TableIndex(id)),
+		Name:       fmt.Sprintf("persist_%d", id.Index()),
 		Type:       typ,
 		KeySize:    uint32(sizeOfPersistKey),
 		ValueSize:  uint32(sizeOfPersistEntry),
@@ -111,22 +111,22 @@ func newTable(id, maxEntries uint32) (*ebpf.Map, error) {
 // resize copies the entries over before the new table replaces the old one
 // in a single update of the outer map.
 func (d *Datapath) ensureTable(t Table) error {
-	if TableIndex(t.ID) != t.ID&^tablePlainHash {
-		return fmt.Errorf("table id %#x is out of range", t.ID)
+	if !t.ID.valid() || t.ID == TableNone {
+		return fmt.Errorf("table id %#x is out of range", uint32(t.ID))
 	}
 	var flags uint32
 	if t.Mirror {
 		flags |= tableMirror
 	}
-	if err := d.objs.TableConfig.Put(TableIndex(t.ID), flags); err != nil {
-		return fmt.Errorf("table %d flags: %w", TableIndex(t.ID), err)
+	if err := d.objs.TableConfig.Put(t.ID.Index(), flags); err != nil {
+		return fmt.Errorf("table %d flags: %w", t.ID.Index(), err)
 	}
 	// The same index of the other kind must not linger: a profile that
 	// switched purge_when_full gets a table of the new kind.
 	other := t.ID ^ tablePlainHash
 	if slices.Contains(d.tableIDs(), other) {
-		if err := d.outer(other).Delete(TableIndex(other)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("remove table %d of the other kind: %w", TableIndex(t.ID), err)
+		if err := d.outer(other).Delete(other.Index()); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("remove table %d of the other kind: %w", t.ID.Index(), err)
 		}
 		d.unpinTable(other)
 		d.slots.note(other, false)
@@ -138,11 +138,11 @@ func (d *Datapath) ensureTable(t Table) error {
 			return nil
 		}
 	} else if !errors.Is(err, ebpf.ErrKeyNotExist) {
-		return fmt.Errorf("look up table %d: %w", TableIndex(t.ID), err)
+		return fmt.Errorf("look up table %d: %w", t.ID.Index(), err)
 	}
 	next, err := newTable(t.ID, t.MaxEntries)
 	if err != nil {
-		return fmt.Errorf("create persistence table %d with %d entries: %w", TableIndex(t.ID), t.MaxEntries, err)
+		return fmt.Errorf("create persistence table %d with %d entries: %w", t.ID.Index(), t.MaxEntries, err)
 	}
 	defer next.Close()
 	if cur != nil {
@@ -158,26 +158,26 @@ func (d *Datapath) ensureTable(t Table) error {
 	tmp := d.tablePin(t.ID) + pinNewSuffix
 	_ = os.Remove(tmp)
 	if err := next.Pin(tmp); err != nil {
-		return fmt.Errorf("pin persistence table %d: %w", TableIndex(t.ID), err)
+		return fmt.Errorf("pin persistence table %d: %w", t.ID.Index(), err)
 	}
-	if err := d.outer(t.ID).Put(TableIndex(t.ID), next); err != nil {
+	if err := d.outer(t.ID).Put(t.ID.Index(), next); err != nil {
 		_ = os.Remove(tmp)
-		return fmt.Errorf("install persistence table %d: %w", TableIndex(t.ID), err)
+		return fmt.Errorf("install persistence table %d: %w", t.ID.Index(), err)
 	}
 	d.slots.note(t.ID, true)
 	if err := os.Rename(tmp, d.tablePin(t.ID)); err != nil {
-		return fmt.Errorf("pin persistence table %d: %w", TableIndex(t.ID), err)
+		return fmt.Errorf("pin persistence table %d: %w", t.ID.Index(), err)
 	}
 	return nil
 }
 
-func (d *Datapath) removeStaleTables(want map[uint32]bool) error {
+func (d *Datapath) removeStaleTables(want map[TableID]bool) error {
 	var errs []error
 	for _, id := range d.tableIDs() {
 		if want[id] {
 			continue
 		}
-		if err := d.outer(id).Delete(TableIndex(id)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if err := d.outer(id).Delete(id.Index()); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			errs = append(errs, err)
 			continue
 		}
@@ -195,10 +195,10 @@ func (d *Datapath) removeStaleTables(want map[uint32]bool) error {
 type tableSlots struct {
 	mu      sync.Mutex
 	scanned bool
-	ids     map[uint32]bool
+	ids     map[TableID]bool
 }
 
-func (s *tableSlots) note(id uint32, present bool) {
+func (s *tableSlots) note(id TableID, present bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if !s.scanned {
@@ -213,14 +213,14 @@ func (s *tableSlots) note(id uint32, present bool) {
 
 // tableIDs lists the ids of the loaded tables: purging ones first, each
 // kind by index.
-func (d *Datapath) tableIDs() []uint32 {
+func (d *Datapath) tableIDs() []TableID {
 	d.slots.mu.Lock()
 	defer d.slots.mu.Unlock()
 	if !d.slots.scanned {
-		d.slots.ids = map[uint32]bool{}
+		d.slots.ids = map[TableID]bool{}
 		for _, purge := range []bool{true, false} {
 			for idx := uint32(0); idx < MaxPersistTables; idx++ {
-				id := TableID(idx, purge)
+				id := NewTableID(idx, purge)
 				var innerID ebpf.MapID
 				if err := d.outer(id).Lookup(idx, &innerID); err == nil {
 					d.slots.ids[id] = true
@@ -234,7 +234,7 @@ func (d *Datapath) tableIDs() []uint32 {
 
 // PersistEntry is one client's persistence record.
 type PersistEntry struct {
-	TableID   uint32
+	TableID   TableID
 	Client    netip.Addr // masked by the profile's prefix
 	Server    netip.AddrPort
 	VSID      uint32
@@ -265,15 +265,15 @@ func (d *Datapath) Tables() ([]Table, error) {
 }
 
 // TableEntries reads a whole table with batch lookups.
-func (d *Datapath) TableEntries(id uint32) ([]PersistEntry, error) {
+func (d *Datapath) TableEntries(id TableID) ([]PersistEntry, error) {
 	inner, err := d.table(id)
 	if err != nil {
-		return nil, fmt.Errorf("table %d: %w", TableIndex(id), err)
+		return nil, fmt.Errorf("table %d: %w", id.Index(), err)
 	}
 	defer inner.Close()
 	keys, vals, err := batchRead[rawPersistKey, rawPersistEntry](inner)
 	if err != nil {
-		return nil, fmt.Errorf("read table %d: %w", TableIndex(id), err)
+		return nil, fmt.Errorf("read table %d: %w", id.Index(), err)
 	}
 	out := make([]PersistEntry, len(keys))
 	for i := range keys {
@@ -285,10 +285,10 @@ func (d *Datapath) TableEntries(id uint32) ([]PersistEntry, error) {
 // ScanTable calls fn for every entry of a table, reading it with batch
 // lookups into reused buffers: a sweep of a million entries allocates for
 // the entries it keeps, not for the table.
-func (d *Datapath) ScanTable(id uint32, fn func(*PersistEntry)) error {
+func (d *Datapath) ScanTable(id TableID, fn func(*PersistEntry)) error {
 	inner, err := d.table(id)
 	if err != nil {
-		return fmt.Errorf("table %d: %w", TableIndex(id), err)
+		return fmt.Errorf("table %d: %w", id.Index(), err)
 	}
 	defer inner.Close()
 	const chunk = 8192
@@ -306,22 +306,22 @@ func (d *Datapath) ScanTable(id uint32, fn func(*PersistEntry)) error {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("read table %d: %w", TableIndex(id), err)
+			return fmt.Errorf("read table %d: %w", id.Index(), err)
 		}
 	}
 }
 
 // DeleteEntry removes one client's entry. Open flows keep their member.
-func (d *Datapath) DeleteEntry(tableID uint32, client netip.Addr) error {
+func (d *Datapath) DeleteEntry(tableID TableID, client netip.Addr) error {
 	inner, err := d.table(tableID)
 	if err != nil {
-		return fmt.Errorf("table %d: %w", TableIndex(tableID), err)
+		return fmt.Errorf("table %d: %w", tableID.Index(), err)
 	}
 	defer inner.Close()
 	k := encodePersistKey(tableID, client)
 	if err := inner.Delete(&k); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("no entry for %s in table %d", client, TableIndex(tableID))
+			return fmt.Errorf("no entry for %s in table %d", client, tableID.Index())
 		}
 		return err
 	}
@@ -332,10 +332,10 @@ func (d *Datapath) DeleteEntry(tableID uint32, client netip.Addr) error {
 var ErrTableFull = errors.New("persistence table is full")
 
 // LookupEntry returns one client's entry.
-func (d *Datapath) LookupEntry(tableID uint32, client netip.Addr) (PersistEntry, bool, error) {
+func (d *Datapath) LookupEntry(tableID TableID, client netip.Addr) (PersistEntry, bool, error) {
 	inner, err := d.table(tableID)
 	if err != nil {
-		return PersistEntry{}, false, fmt.Errorf("table %d: %w", TableIndex(tableID), err)
+		return PersistEntry{}, false, fmt.Errorf("table %d: %w", tableID.Index(), err)
 	}
 	defer inner.Close()
 	k := encodePersistKey(tableID, client)
@@ -355,7 +355,7 @@ func (d *Datapath) LookupEntry(tableID uint32, client netip.Addr) (PersistEntry,
 func (d *Datapath) InsertEntry(e PersistEntry) error {
 	inner, err := d.table(e.TableID)
 	if err != nil {
-		return fmt.Errorf("table %d: %w", TableIndex(e.TableID), err)
+		return fmt.Errorf("table %d: %w", e.TableID.Index(), err)
 	}
 	defer inner.Close()
 	k, v := encodeEntry(e)
@@ -370,10 +370,10 @@ func (d *Datapath) InsertEntry(e PersistEntry) error {
 var ErrEntryExists = ebpf.ErrKeyExist
 
 // FlushTable removes every entry of a table and returns how many it removed.
-func (d *Datapath) FlushTable(tableID uint32) (int, error) {
+func (d *Datapath) FlushTable(tableID TableID) (int, error) {
 	inner, err := d.table(tableID)
 	if err != nil {
-		return 0, fmt.Errorf("table %d: %w", TableIndex(tableID), err)
+		return 0, fmt.Errorf("table %d: %w", tableID.Index(), err)
 	}
 	defer inner.Close()
 	keys, _, err := batchRead[rawPersistKey, rawPersistEntry](inner)
@@ -395,7 +395,7 @@ func (d *Datapath) FlushTable(tableID uint32) (int, error) {
 func (d *Datapath) PutEntry(e PersistEntry) error {
 	inner, err := d.table(e.TableID)
 	if err != nil {
-		return fmt.Errorf("table %d: %w", TableIndex(e.TableID), err)
+		return fmt.Errorf("table %d: %w", e.TableID.Index(), err)
 	}
 	defer inner.Close()
 	k, v := encodeEntry(e)
@@ -403,10 +403,10 @@ func (d *Datapath) PutEntry(e PersistEntry) error {
 }
 
 // PutEntries writes many entries of one table with batch updates.
-func (d *Datapath) PutEntries(tableID uint32, es []PersistEntry) error {
+func (d *Datapath) PutEntries(tableID TableID, es []PersistEntry) error {
 	inner, err := d.table(tableID)
 	if err != nil {
-		return fmt.Errorf("table %d: %w", TableIndex(tableID), err)
+		return fmt.Errorf("table %d: %w", tableID.Index(), err)
 	}
 	defer inner.Close()
 	const chunk = 8192
@@ -420,7 +420,7 @@ func (d *Datapath) PutEntries(tableID uint32, es []PersistEntry) error {
 			keys, vals = append(keys, k), append(vals, v)
 		}
 		if _, err := inner.BatchUpdate(keys, vals, nil); err != nil {
-			return fmt.Errorf("write table %d: %w", TableIndex(tableID), err)
+			return fmt.Errorf("write table %d: %w", tableID.Index(), err)
 		}
 	}
 	return nil

@@ -6,12 +6,6 @@ import (
 	"time"
 )
 
-// Protocol numbers used in virtual server keys.
-const (
-	ProtoTCP uint8 = 6
-	ProtoUDP uint8 = 17
-)
-
 // Limits compiled into the datapath.
 const (
 	MaxVirtualServers   = 1024
@@ -21,7 +15,6 @@ const (
 	MaxPersistTables    = 1024
 	tablePlainHash      = 1 << 31
 	tableIndexMask      = MaxPersistTables - 1
-	TableNone           = 0xffffffff
 	familyV4            = 4
 	familyV6            = 6
 	flowCounted         = 1 << 0
@@ -60,31 +53,14 @@ const (
 	gcResultBadArgument = 4
 )
 
-// TableID builds the id of a persistence table from its index and kind. A
-// table that does not purge when full is a plain hash, so inserts into a
-// full table fail and the new client is rejected.
-func TableID(index uint32, purgeWhenFull bool) uint32 {
-	id := index & tableIndexMask
-	if !purgeWhenFull {
-		id |= tablePlainHash
-	}
-	return id
-}
-
-// TableIndex is the slot of a table id in its outer map.
-func TableIndex(id uint32) uint32 { return id & tableIndexMask }
-
-// TablePurges reports whether a table evicts its least recently used entry when full.
-func TablePurges(id uint32) bool { return id&tablePlainHash == 0 }
-
 // VirtualServer is one (VIP, port, protocol) the datapath balances.
 type VirtualServer struct {
 	ID              uint32
 	VIP             netip.AddrPort
-	Proto           uint8
+	Proto           Protocol
 	PoolID          uint32
-	TableID         uint32 // TableNone: no persistence
-	DSR             bool   // also set for Encap: the flow and its replies are DSR's
+	TableID         TableID // TableNone: no persistence
+	DSR             bool    // also set for Encap: the flow and its replies are DSR's
 	Encap           Encap
 	ServerDownNever bool
 	IPv4Prefix      uint8
@@ -112,22 +88,13 @@ type EncapSettings struct {
 	GUEPort  uint16
 }
 
-// Pool algorithms, as the datapath numbers them.
-const (
-	AlgoRoundRobin              uint32 = 0
-	AlgoWeightedRoundRobin      uint32 = 1
-	AlgoLeastConnection         uint32 = 2
-	AlgoWeightedLeastConnection uint32 = 3
-	AlgoIPHash                  uint32 = 4
-)
-
 // MaxPoolTable bounds a pool's lookup table.
 const MaxPoolTable = 1 << 20
 
 // Pool is the set of members that can take new clients, and how to choose.
 type Pool struct {
 	ID        uint32
-	Algorithm uint32
+	Algorithm Algorithm
 	Eligible  []uint32 // member ids, in config order
 	Weights   []uint16 // of Eligible, same order (weighted least connection)
 	// Table is the weighted round-robin schedule or the Maglev table, as
@@ -153,7 +120,7 @@ type Member struct {
 
 // Table is a persistence table.
 type Table struct {
-	ID         uint32
+	ID         TableID
 	MaxEntries uint32
 	// Mirror publishes the table's changes as events (Events) for HA mirroring.
 	Mirror bool

@@ -184,7 +184,7 @@ func dpState(persistSize uint32) loader.State {
 		s.Members = append(s.Members, loader.Member{ID: uint32(4 + i), PoolID: 1, Addr: netip.AddrPortFrom(dpMembers6[i], dpMemberPort), Up: true, NAT: true})
 	}
 	for id, vip := range []netip.Addr{dpVIP4, dpVIP6} {
-		tid := loader.TableID(uint32(id), true)
+		tid := loader.NewTableID(uint32(id), true)
 		s.Tables = append(s.Tables, loader.Table{ID: tid, MaxEntries: persistSize})
 		s.VirtualServers = append(s.VirtualServers, loader.VirtualServer{
 			ID: uint32(id), VIP: netip.AddrPortFrom(vip, dpVSPort), Proto: loader.ProtoTCP, PoolID: uint32(id),
@@ -325,7 +325,7 @@ func dpRun(w *testutil.World, fl *loader.Floor, o DatapathOptions, fam dpFamily,
 	if err != nil {
 		return err
 	}
-	table := loader.TableID(fam.vsID, true)
+	table := loader.NewTableID(fam.vsID, true)
 	vipPort := netip.AddrPortFrom(fam.vip, dpVSPort)
 	member0 := netip.AddrPortFrom(fam.members[0], dpMemberPort)
 

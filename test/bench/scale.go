@@ -116,7 +116,7 @@ func RunScale(ctx context.Context, env Env, o ScaleOptions) (res *ScaleResult, e
 		return nil, err
 	}
 	timeout := time.Duration(hash.Timeout) * time.Second
-	vsOf := map[uint32]uint32{}
+	vsOf := map[loader.TableID]uint32{}
 	for _, vs := range state.VirtualServers {
 		vsOf[vs.TableID] = vs.ID
 	}
@@ -163,7 +163,7 @@ func RunScale(ctx context.Context, env Env, o ScaleOptions) (res *ScaleResult, e
 		return nil
 	}
 	sw := gc.New(dp, gc.Timeouts{TCPEstablished: time.Hour, TCPFin: time.Hour, UDP: time.Hour},
-		func(id uint32) (time.Duration, bool) { return timeout, true })
+		func(id loader.TableID) (time.Duration, bool) { return timeout, true })
 
 	for run := 0; run < o.Runs; run++ {
 		if err := ctx.Err(); err != nil {

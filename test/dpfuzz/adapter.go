@@ -23,17 +23,17 @@ func toLoader(cfg model.Config) loader.State {
 	purge := map[uint32]bool{}
 	for _, t := range cfg.Tables {
 		purge[t.ID] = t.Purge
-		s.Tables = append(s.Tables, loader.Table{ID: loader.TableID(t.ID, t.Purge), MaxEntries: uint32(t.Capacity)})
+		s.Tables = append(s.Tables, loader.Table{ID: loader.NewTableID(t.ID, t.Purge), MaxEntries: uint32(t.Capacity)})
 	}
 	for _, vs := range cfg.VirtualServers {
 		lv := loader.VirtualServer{
-			ID: vs.ID, VIP: vs.VIP, Proto: vs.Proto, PoolID: vs.Pool, TableID: loader.TableNone,
+			ID: vs.ID, VIP: vs.VIP, Proto: loader.Protocol(vs.Proto), PoolID: vs.Pool, TableID: loader.TableNone,
 			DSR: vs.Mode.Conn() == model.DSR, Encap: encaps[vs.Mode], ServerDownNever: vs.ServerDown == model.Never,
 			IPv4Prefix: vs.V4Prefix, IPv6Prefix: vs.V6Prefix, Timeout: vs.Timeout,
 		}
 		if vs.Persist {
 			p, ok := purge[vs.Table]
-			lv.TableID = loader.TableID(vs.Table, p || !ok)
+			lv.TableID = loader.NewTableID(vs.Table, p || !ok)
 		}
 		s.VirtualServers = append(s.VirtualServers, lv)
 	}
@@ -49,7 +49,7 @@ func toLoader(cfg model.Config) loader.State {
 
 var encaps = map[model.Mode]loader.Encap{model.IPIP: loader.EncapIPIP, model.GUE: loader.EncapGUE}
 
-var algorithms = map[model.Algorithm]uint32{
+var algorithms = map[model.Algorithm]loader.Algorithm{
 	model.RoundRobin:              loader.AlgoRoundRobin,
 	model.WeightedRoundRobin:      loader.AlgoWeightedRoundRobin,
 	model.LeastConnection:         loader.AlgoLeastConnection,
@@ -128,7 +128,7 @@ func (k *kernel) conn(key model.FlowKey) kConn {
 	if v, ok := k.conns[key]; ok {
 		return v
 	}
-	f, ok, err := k.dp.LookupFlow(key.Src, key.Dst, key.Proto)
+	f, ok, err := k.dp.LookupFlow(key.Src, key.Dst, loader.Protocol(key.Proto))
 	k.fail(err)
 	v := kConn{}
 	if ok && !f.Reverse {
@@ -149,7 +149,7 @@ func connFromFlow(f loader.Flow) model.Conn {
 	}
 	if f.TableID != loader.TableNone {
 		c.HasEntry = true
-		c.Entry = model.EntryKey{Table: loader.TableIndex(f.TableID), Client: f.Client}
+		c.Entry = model.EntryKey{Table: f.TableID.Index(), Client: f.Client}
 	}
 	return c
 }
@@ -159,7 +159,7 @@ func (k *kernel) reply(key model.ReplyKey) kReply {
 	if v, ok := k.replies[key]; ok {
 		return v
 	}
-	f, ok, err := k.dp.LookupFlow(key.Member, key.Client, key.Proto)
+	f, ok, err := k.dp.LookupFlow(key.Member, key.Client, loader.Protocol(key.Proto))
 	k.fail(err)
 	v := kReply{}
 	if ok && f.Reverse {
@@ -239,7 +239,7 @@ func (k *kernel) memberCounters(id uint32) model.MemberCounters {
 }
 
 func (k *kernel) tableCounters(id uint32) model.TableCounters {
-	c, err := k.dp.TableCounters(loader.TableID(id, k.purge[id]))
+	c, err := k.dp.TableCounters(loader.NewTableID(id, k.purge[id]))
 	k.fail(err)
 	return model.TableCounters(c)
 }
@@ -294,10 +294,10 @@ func (k *kernel) allFlows() (map[model.FlowKey]kConn, map[model.ReplyKey]kReply)
 	replies := map[model.ReplyKey]kReply{}
 	for _, f := range flows {
 		if f.Reverse {
-			replies[model.ReplyKey{Member: f.Src, Client: f.Dst, Proto: f.Proto}] = kReply{ok: true, t: model.Translation{VIP: f.Target, VS: f.VSID, Member: f.MemberID}}
+			replies[model.ReplyKey{Member: f.Src, Client: f.Dst, Proto: uint8(f.Proto)}] = kReply{ok: true, t: model.Translation{VIP: f.Target, VS: f.VSID, Member: f.MemberID}}
 			continue
 		}
-		conns[model.FlowKey{Src: f.Src, Dst: f.Dst, Proto: f.Proto}] = kConn{ok: true, c: connFromFlow(f), created: f.Created, lastSeen: f.LastSeen}
+		conns[model.FlowKey{Src: f.Src, Dst: f.Dst, Proto: uint8(f.Proto)}] = kConn{ok: true, c: connFromFlow(f), created: f.Created, lastSeen: f.LastSeen}
 	}
 	return conns, replies
 }
@@ -365,19 +365,19 @@ func gcResult(r loader.GCResult) model.GCResult {
 // gcExpireConn, gcExpireEntry and gcTouch build GC requests for the model's
 // operations.
 func gcExpireConn(k model.FlowKey, idle time.Duration) loader.GCRequest {
-	return loader.ExpireConnection(k.Src, k.Dst, k.Proto, idle)
+	return loader.ExpireConnection(k.Src, k.Dst, loader.Protocol(k.Proto), idle)
 }
 
 func gcExpireEntry(k model.EntryKey, purge bool, timeout time.Duration) loader.GCRequest {
-	return loader.ExpireEntry(loader.PersistEntry{TableID: loader.TableID(k.Table, purge), Client: k.Client}, timeout)
+	return loader.ExpireEntry(loader.PersistEntry{TableID: loader.NewTableID(k.Table, purge), Client: k.Client}, timeout)
 }
 
 func gcTouch(k model.EntryKey, purge bool) loader.GCRequest {
-	return loader.TouchEntry(loader.TableID(k.Table, purge), k.Client)
+	return loader.TouchEntry(loader.NewTableID(k.Table, purge), k.Client)
 }
 
 func deleteEntry(dp *loader.Datapath, k model.EntryKey, purge bool) error {
-	return dp.DeleteEntry(loader.TableID(k.Table, purge), k.Client)
+	return dp.DeleteEntry(loader.NewTableID(k.Table, purge), k.Client)
 }
 
 // reasonNames lists the datapath's exception counters.

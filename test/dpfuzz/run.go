@@ -213,7 +213,7 @@ func (s *seq) apply() error {
 	s.close()
 	s.tables, s.purge = map[uint32]*loader.PersistTable{}, map[uint32]bool{}
 	for _, t := range s.sc.cfg.Tables {
-		h, err := s.w.dp.OpenTable(loader.TableID(t.ID, t.Purge))
+		h, err := s.w.dp.OpenTable(loader.NewTableID(t.ID, t.Purge))
 		if err != nil {
 			return err
 		}

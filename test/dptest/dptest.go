@@ -105,7 +105,7 @@ func (w *World) Advance(d time.Duration) {
 }
 
 // Entries reads a persistence table by client.
-func (w *World) Entries(table uint32) map[netip.Addr]loader.PersistEntry {
+func (w *World) Entries(table loader.TableID) map[netip.Addr]loader.PersistEntry {
 	w.T.Helper()
 	es, err := w.DP.TableEntries(table)
 	if err != nil {
@@ -119,7 +119,7 @@ func (w *World) Entries(table uint32) map[netip.Addr]loader.PersistEntry {
 }
 
 // Entry reads one client's entry.
-func (w *World) Entry(table uint32, client netip.Addr) (loader.PersistEntry, bool) {
+func (w *World) Entry(table loader.TableID, client netip.Addr) (loader.PersistEntry, bool) {
 	e, ok := w.Entries(table)[client]
 	return e, ok
 }

@@ -84,7 +84,7 @@ type daemon struct {
 	nexthops *nexthop.Watcher
 	// refreshed is when each mirrored table's held entries were last
 	// republished (main loop only).
-	refreshed map[uint32]time.Time
+	refreshed map[loader.TableID]time.Time
 	// mode is the XDP mode that interfaces added by a reload get.
 	mode loader.XDPMode
 	// guard asks for settings.metrics_auth on the metrics listener.
@@ -189,7 +189,7 @@ func Run(ctx context.Context, opts Options) error {
 		return err
 	}
 	d := &daemon{opts: opts, log: log, dp: dp, pinPath: pinPath, adminSocket: aln.Addr().String(), mode: mode, start: time.Now(), jobs: make(chan func()),
-		done: make(chan struct{}), ifaces: map[string]string{}, healthDown: map[string]bool{}, refreshed: map[uint32]time.Time{}}
+		done: make(chan struct{}), ifaces: map[string]string{}, healthDown: map[string]bool{}, refreshed: map[loader.TableID]time.Time{}}
 	defer close(d.done)
 	d.info = metrics.Info{Version: opts.Version, StartTime: d.start}
 	if dp.Adopted() {
@@ -486,7 +486,7 @@ func (d *daemon) apply(want *desired.Desired) error {
 		TCPFin:         time.Duration(t.TCPFin) * time.Second,
 		UDP:            time.Duration(t.UDP) * time.Second,
 	}
-	entryTimeout := func(id uint32) (time.Duration, bool) {
+	entryTimeout := func(id loader.TableID) (time.Duration, bool) {
 		if tm := meta.Table(id); tm != nil {
 			return time.Duration(tm.Timeout) * time.Second, true
 		}

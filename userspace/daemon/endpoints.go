@@ -101,7 +101,7 @@ func (d *daemon) Tables() ([]metrics.Table, error) {
 			return nil, err
 		}
 		t := metrics.TableFrom(c, rep.Tables[tm.ID])
-		t.ID, t.Profile, t.VirtualServer, t.MaxEntries = loader.TableIndex(tm.ID), tm.Profile, tm.VirtualServer, tm.MaxEntries
+		t.ID, t.Profile, t.VirtualServer, t.MaxEntries = tm.ID.Index(), tm.Profile, tm.VirtualServer, tm.MaxEntries
 		out = append(out, t)
 	}
 	return out, nil
@@ -180,7 +180,7 @@ func (d *daemon) Status() admin.Status {
 	st.Mirroring, st.Cluster = d.clusterStatus(want)
 	st.BGP = d.bgpStatus()
 	for _, tm := range meta.Tables {
-		st.Tables = append(st.Tables, admin.Table{ID: loader.TableIndex(tm.ID), Profile: tm.Profile, Shared: tm.Shared,
+		st.Tables = append(st.Tables, admin.Table{ID: tm.ID.Index(), Profile: tm.Profile, Shared: tm.Shared,
 			VirtualServer: tm.VirtualServer, Entries: rep.Tables[tm.ID].Entries, MaxEntries: tm.MaxEntries,
 			PurgeWhenFull: tm.PurgeWhenFull, Timeout: tm.Timeout})
 	}
@@ -350,7 +350,7 @@ func (d *daemon) LookupClient(client netip.Addr) ([]statuspage.Match, error) {
 	for i := range meta.Tables {
 		t := &meta.Tables[i]
 		key := t.ClientKey(client)
-		m := statuspage.Match{Table: loader.TableIndex(t.ID), Profile: t.Profile, VirtualServer: t.VirtualServer, Key: key.String()}
+		m := statuspage.Match{Table: t.ID.Index(), Profile: t.Profile, VirtualServer: t.VirtualServer, Key: key.String()}
 		bits := t.IPv6Prefix
 		if key.Is4() {
 			bits = t.IPv4Prefix

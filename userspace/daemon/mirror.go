@@ -115,7 +115,7 @@ func (d *daemon) keepNewest(tm *desired.TableMeta, e mirror.Entry, created time.
 	if !mirror.Newer(e, entryVersion(tm.Key, &cur, cm)) {
 		return nil // replaced by a newer version: a peer's, or the datapath's own next one
 	}
-	return d.dp.PutEntry(loader.PersistEntry{TableID: tm.ID, Client: e.Client, Server: e.Server, VSID: loader.TableNone,
+	return d.dp.PutEntry(loader.PersistEntry{TableID: tm.ID, Client: e.Client, Server: e.Server, VSID: loader.NoID,
 		MemberID: d.memberIDByAddr(e.Server.Addr()), Created: created, LastSeen: max(cur.LastSeen, min(created, cm.ClockNow)),
 		Conns: cur.Conns, Gen: cur.Gen + 1})
 }
@@ -149,9 +149,9 @@ type entryLocks [64]sync.Mutex
 
 var entryLockSeed = maphash.MakeSeed()
 
-func (l *entryLocks) lock(table uint32, client netip.Addr) (unlock func()) {
+func (l *entryLocks) lock(table loader.TableID, client netip.Addr) (unlock func()) {
 	type key struct {
-		table  uint32
+		table  loader.TableID
 		client netip.Addr
 	}
 	m := &l[maphash.Comparable(entryLockSeed, key{table, client})%uint64(len(l))]
@@ -264,7 +264,7 @@ func (d *daemon) applyEntry(tm *desired.TableMeta, client netip.Addr, e mirror.E
 		// The newer version replaces the entry, keeping its connection
 		// count and never moving its countdown back; for the same server
 		// only the version changes, which later comparisons need.
-		return false, d.dp.PutEntry(loader.PersistEntry{TableID: tm.ID, Client: client, Server: e.Server, VSID: loader.TableNone,
+		return false, d.dp.PutEntry(loader.PersistEntry{TableID: tm.ID, Client: client, Server: e.Server, VSID: loader.NoID,
 			MemberID: d.memberIDByAddr(e.Server.Addr()), Created: created, LastSeen: max(cur.LastSeen, min(created, cm.ClockNow)),
 			Conns: cur.Conns, Gen: cur.Gen + 1})
 	}
@@ -280,7 +280,7 @@ func (d *daemon) applyEntry(tm *desired.TableMeta, client netip.Addr, e mirror.E
 	// Created is the version's time exactly, so that the entry reads back
 	// as the version it is; the countdown starts no later than now, so a
 	// peer's clock ahead of ours does not stretch the timeout.
-	ne := loader.PersistEntry{TableID: tm.ID, Client: client, Server: e.Server, VSID: loader.TableNone,
+	ne := loader.PersistEntry{TableID: tm.ID, Client: client, Server: e.Server, VSID: loader.NoID,
 		MemberID: d.memberIDByAddr(e.Server.Addr()), Created: created, LastSeen: min(created, cm.ClockNow)}
 	if ok {
 		// Claimed for expiry: the datapath treats it as absent too.
@@ -304,7 +304,7 @@ func (d *daemon) memberIDByAddr(a netip.Addr) uint32 {
 			return m.ID
 		}
 	}
-	return loader.TableNone
+	return loader.NoID
 }
 
 // refreshHeld republishes the entries local connections hold: no event

@@ -29,9 +29,9 @@ var (
 	serverB = netip.MustParseAddrPort("10.0.0.2:0")
 )
 
-func convergeDaemon(t *testing.T, size int) (*daemon, uint32) {
+func convergeDaemon(t *testing.T, size int) (*daemon, loader.TableID) {
 	t.Helper()
-	table := loader.TableID(0, true)
+	table := loader.NewTableID(0, true)
 	dp := dptest.New(t, loader.State{Tables: []loader.Table{{ID: table, MaxEntries: uint32(size), Mirror: true}}}, 1024).DP
 	meta := &desired.Meta{Tables: []desired.TableMeta{{ID: table, Key: convergeTable, Profile: "sticky", Shared: true,
 		Timeout: 300, MaxEntries: size, PurgeWhenFull: true, IPv4Prefix: 32, IPv6Prefix: 128, HAMirroring: true}}}
@@ -217,7 +217,7 @@ func TestMirrorEventReinstallsTheNodesNewerVersion(t *testing.T) {
 	}
 	now := cm.ClockNow
 	plant := func(c netip.Addr, s netip.AddrPort, created time.Duration) {
-		if err := d.dp.PutEntry(loader.PersistEntry{TableID: table, Client: c, Server: s, VSID: loader.TableNone, MemberID: loader.TableNone,
+		if err := d.dp.PutEntry(loader.PersistEntry{TableID: table, Client: c, Server: s, VSID: loader.NoID, MemberID: loader.NoID,
 			Created: created, LastSeen: created, Conns: 1}); err != nil {
 			t.Fatal(err)
 		}

@@ -21,7 +21,7 @@ import (
 // on a standby that has been up for a day.
 func TestMirrorApplyOnAFreshlyBootedStandby(t *testing.T) {
 	const timeout = 10 * time.Minute
-	table := loader.TableID(0, true)
+	table := loader.NewTableID(0, true)
 	dp := dptest.New(t, loader.State{Tables: []loader.Table{{ID: table, MaxEntries: 64, Mirror: true}}}, 1024).DP
 	meta := &desired.Meta{Tables: []desired.TableMeta{{ID: table, Key: "profile:sticky", Profile: "sticky", Shared: true,
 		Timeout: int(timeout / time.Second), MaxEntries: 64, PurgeWhenFull: true, IPv4Prefix: 32, IPv6Prefix: 128, HAMirroring: true}}}
@@ -72,7 +72,7 @@ func TestMirrorApplyOnAFreshlyBootedStandby(t *testing.T) {
 	// The entries count down and expire: none at once, both after their
 	// timeout (the one from before boot possibly earlier, never later).
 	sw := gc.New(dp, gc.Timeouts{TCPEstablished: time.Hour, TCPFin: time.Hour, UDP: time.Hour},
-		func(uint32) (time.Duration, bool) { return timeout, true })
+		func(loader.TableID) (time.Duration, bool) { return timeout, true })
 	if rep, err := sw.Sweep(); err != nil || rep.EntriesExpired != 0 {
 		t.Fatalf("first sweep: expired %d (%v), want 0", rep.EntriesExpired, err)
 	}

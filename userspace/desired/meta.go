@@ -49,15 +49,15 @@ type Meta struct {
 
 // VirtualServerMeta names a virtual server id.
 type VirtualServerMeta struct {
-	ID         uint32 `json:"id"`
-	Name       string `json:"name"`
-	Address    string `json:"address"`
-	Port       int    `json:"port"`
-	Protocol   string `json:"protocol"`
-	Forwarding string `json:"forwarding"`
-	Pool       string `json:"pool"`
-	Profile    string `json:"profile,omitempty"`
-	TableID    uint32 `json:"table_id"`
+	ID         uint32         `json:"id"`
+	Name       string         `json:"name"`
+	Address    string         `json:"address"`
+	Port       int            `json:"port"`
+	Protocol   string         `json:"protocol"`
+	Forwarding string         `json:"forwarding"`
+	Pool       string         `json:"pool"`
+	Profile    string         `json:"profile,omitempty"`
+	TableID    loader.TableID `json:"table_id"`
 }
 
 // PoolMeta names a pool id.
@@ -151,19 +151,19 @@ func (m *Meta) SetAdminDown(id uint32, adminDown bool, healthDown map[string]boo
 
 // TableMeta describes a persistence table.
 type TableMeta struct {
-	ID            uint32 `json:"id"`
-	Key           string `json:"key"`
-	Profile       string `json:"profile"`
-	Shared        bool   `json:"shared"`
-	VirtualServer string `json:"virtual_server,omitempty"` // private tables only
-	Timeout       int    `json:"timeout"`                  // seconds
-	MaxEntries    int    `json:"max_entries"`
-	PurgeWhenFull bool   `json:"purge_when_full"`
-	IPv4Prefix    int    `json:"ipv4_prefix"`
-	IPv6Prefix    int    `json:"ipv6_prefix"`
-	ServerDown    string `json:"server_down"`
-	HAMirroring   bool   `json:"ha_mirroring"`
-	Tags          []Tag  `json:"tags,omitempty"`
+	ID            loader.TableID `json:"id"`
+	Key           string         `json:"key"`
+	Profile       string         `json:"profile"`
+	Shared        bool           `json:"shared"`
+	VirtualServer string         `json:"virtual_server,omitempty"` // private tables only
+	Timeout       int            `json:"timeout"`                  // seconds
+	MaxEntries    int            `json:"max_entries"`
+	PurgeWhenFull bool           `json:"purge_when_full"`
+	IPv4Prefix    int            `json:"ipv4_prefix"`
+	IPv6Prefix    int            `json:"ipv6_prefix"`
+	ServerDown    string         `json:"server_down"`
+	HAMirroring   bool           `json:"ha_mirroring"`
+	Tags          []Tag          `json:"tags,omitempty"`
 }
 
 // MembersAndPools describes every member and pool to the datapath, with
@@ -232,7 +232,7 @@ func ParseMeta(b []byte) (*Meta, error) {
 }
 
 // Table returns the metadata of a table id, or nil.
-func (m *Meta) Table(id uint32) *TableMeta {
+func (m *Meta) Table(id loader.TableID) *TableMeta {
 	for i := range m.Tables {
 		if m.Tables[i].ID == id {
 			return &m.Tables[i]
@@ -272,12 +272,12 @@ func (m *Meta) Member(id uint32) *MemberMeta {
 }
 
 // TablesOf lists the tables a virtual server uses (at most one today).
-func (m *Meta) TablesOf(vs string) []uint32 {
+func (m *Meta) TablesOf(vs string) []loader.TableID {
 	v := m.VirtualServerByName(vs)
 	if v == nil || v.TableID == loader.TableNone {
 		return nil
 	}
-	return []uint32{v.TableID}
+	return []loader.TableID{v.TableID}
 }
 
 // ClientKey is the key a client's entry has in t: its address masked by

@@ -27,7 +27,7 @@ const (
 	MemberGracefulDisabled = "graceful_disabled"
 )
 
-var algorithms = map[string]uint32{
+var algorithms = map[string]loader.Algorithm{
 	AlgoRoundRobin:              loader.AlgoRoundRobin,
 	AlgoWeightedRoundRobin:      loader.AlgoWeightedRoundRobin,
 	AlgoLeastConnection:         loader.AlgoLeastConnection,

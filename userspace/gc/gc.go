@@ -18,9 +18,9 @@ type Datapath interface {
 	Now() (time.Duration, error)
 	Flows() ([]loader.Flow, error)
 	Tables() ([]loader.Table, error)
-	ScanTable(id uint32, fn func(*loader.PersistEntry)) error
-	LookupEntry(tableID uint32, client netip.Addr) (loader.PersistEntry, bool, error)
-	TableCounters(id uint32) (loader.TableCounters, error)
+	ScanTable(id loader.TableID, fn func(*loader.PersistEntry)) error
+	LookupEntry(tableID loader.TableID, client netip.Addr) (loader.PersistEntry, bool, error)
+	TableCounters(id loader.TableID) (loader.TableCounters, error)
 	MemberConns() ([]loader.MemberConns, error)
 	RunGC([]loader.GCRequest) error
 }
@@ -36,8 +36,8 @@ type Sweeper struct {
 	timeouts Timeouts
 	// entryTimeout gives a table's persistence timeout; tables it does not
 	// know are left alone.
-	entryTimeout func(tableID uint32) (time.Duration, bool)
-	totals       map[uint32]*TableTotals
+	entryTimeout func(tableID loader.TableID) (time.Duration, bool)
+	totals       map[loader.TableID]*TableTotals
 }
 
 // TableTotals count what happened to one table since the sweeper started.
@@ -61,22 +61,22 @@ type Report struct {
 	// MembersCorrected counts members whose active connection count was
 	// corrected (flows lost to LRU eviction never closed).
 	MembersCorrected int
-	Tables           map[uint32]TableTotals
+	Tables           map[loader.TableID]TableTotals
 }
 
 // New returns a sweeper.
-func New(dp Datapath, t Timeouts, entryTimeout func(uint32) (time.Duration, bool)) *Sweeper {
-	return &Sweeper{dp: dp, timeouts: t, entryTimeout: entryTimeout, totals: map[uint32]*TableTotals{}}
+func New(dp Datapath, t Timeouts, entryTimeout func(loader.TableID) (time.Duration, bool)) *Sweeper {
+	return &Sweeper{dp: dp, timeouts: t, entryTimeout: entryTimeout, totals: map[loader.TableID]*TableTotals{}}
 }
 
 // SetTimeouts changes the flow idle timeouts, e.g. after a reload.
 func (s *Sweeper) SetTimeouts(t Timeouts) { s.timeouts = t }
 
 // SetEntryTimeout changes how table timeouts are found, e.g. after a reload.
-func (s *Sweeper) SetEntryTimeout(f func(uint32) (time.Duration, bool)) { s.entryTimeout = f }
+func (s *Sweeper) SetEntryTimeout(f func(loader.TableID) (time.Duration, bool)) { s.entryTimeout = f }
 
 type entryRef struct {
-	table  uint32
+	table  loader.TableID
 	client netip.Addr
 }
 
@@ -109,8 +109,8 @@ func (s *Sweeper) Sweep() (Report, error) {
 	// past their timeout (to expire); the rest are only counted.
 	held := map[entryRef]loader.PersistEntry{}
 	var expire []loader.GCRequest
-	var expireTable []uint32
-	count := map[uint32]int{}
+	var expireTable []loader.TableID
+	count := map[loader.TableID]int{}
 	now, err := s.dp.Now()
 	if err != nil {
 		return rep, err
@@ -236,18 +236,18 @@ func (s *Sweeper) Sweep() (Report, error) {
 		}
 	}
 
-	rep.Tables = map[uint32]TableTotals{}
+	rep.Tables = map[loader.TableID]TableTotals{}
 	for _, t := range tables {
 		c, err := s.dp.TableCounters(t.ID)
 		if err != nil {
-			return rep, fmt.Errorf("table %d counters: %w", loader.TableIndex(t.ID), err)
+			return rep, fmt.Errorf("table %d counters: %w", t.ID.Index(), err)
 		}
 		tot := s.total(t.ID)
 		tot.Inserts, tot.Expiries, tot.Rejects = c.Inserts, c.Expired, c.Rejects
 		tot.Entries = count[t.ID] - countDone(reqs, kinds, t.ID)
 		// An LRU table loses entries only by expiry, deletion or eviction;
 		// what inserts do not account for was evicted.
-		if loader.TablePurges(t.ID) {
+		if t.ID.Purges() {
 			if gone := int64(c.Inserts) - int64(c.Expired) - int64(tot.Entries); gone > int64(tot.Evictions) {
 				tot.Evictions = uint64(gone)
 			}
@@ -260,12 +260,12 @@ func (s *Sweeper) Sweep() (Report, error) {
 
 // pending remembers what each entry request was for.
 type pending struct {
-	table   uint32
+	table   loader.TableID
 	correct bool
 	member  bool // a member's count, not a table entry
 }
 
-func countDone(reqs []loader.GCRequest, kinds []pending, table uint32) int {
+func countDone(reqs []loader.GCRequest, kinds []pending, table loader.TableID) int {
 	n := 0
 	for i, r := range reqs {
 		if r.Result == loader.GCDone && !kinds[i].correct && !kinds[i].member && kinds[i].table == table {
@@ -275,7 +275,7 @@ func countDone(reqs []loader.GCRequest, kinds []pending, table uint32) int {
 	return n
 }
 
-func (s *Sweeper) total(id uint32) *TableTotals {
+func (s *Sweeper) total(id loader.TableID) *TableTotals {
 	t, ok := s.totals[id]
 	if !ok {
 		t = &TableTotals{}

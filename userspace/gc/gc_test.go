@@ -58,9 +58,9 @@ func oneVS(o vsOpts) loader.State {
 	}
 	for id, v := range []struct {
 		vip   netip.AddrPort
-		proto uint8
+		proto loader.Protocol
 	}{{webVIP, loader.ProtoTCP}, {dnsVIP, loader.ProtoUDP}} {
-		tid := loader.TableID(uint32(id), o.purge)
+		tid := loader.NewTableID(uint32(id), o.purge)
 		s.Tables = append(s.Tables, loader.Table{ID: tid, MaxEntries: o.maxEntries})
 		s.VirtualServers = append(s.VirtualServers, loader.VirtualServer{
 			ID: uint32(id), VIP: v.vip, Proto: v.proto, PoolID: 0, TableID: tid, DSR: o.dsr,
@@ -74,7 +74,7 @@ func newWorld(t *testing.T, s loader.State, flowTable uint32) *world {
 	t.Helper()
 	dw := dptest.New(t, s, flowTable)
 	w := &world{World: dw, state: s}
-	w.sw = gc.New(dw.DP, timeouts, func(id uint32) (time.Duration, bool) {
+	w.sw = gc.New(dw.DP, timeouts, func(id loader.TableID) (time.Duration, bool) {
 		for _, v := range w.state.VirtualServers {
 			if v.TableID == id {
 				return v.Timeout, true
@@ -103,7 +103,7 @@ func client(i int) netip.Addr {
 	return netip.AddrFrom4([4]byte{198, 51, byte(100 + i/250), byte(1 + i%250)})
 }
 
-var web = loader.TableID(0, true)
+var web = loader.NewTableID(0, true)
 
 func TestManyConnectionsOneServerAndClientsSpread(t *testing.T) {
 	w := newWorld(t, oneVS(vsOpts{purge: true}), 4096)
@@ -228,7 +228,7 @@ func TestTimeoutExpiredEntryRebalancedBeforeSweep(t *testing.T) {
 
 func TestUDPFlowEndsWhenIdle(t *testing.T) {
 	w := newWorld(t, oneVS(vsOpts{purge: true}), 4096)
-	dns := loader.TableID(1, true)
+	dns := loader.NewTableID(1, true)
 	c := client(4)
 	w.Send(packets.UDP(netip.AddrPortFrom(c, 5000), dnsVIP))
 	if e, _ := w.Entry(dns, c); e.Conns != 1 {
@@ -354,7 +354,7 @@ func TestSharePersistence(t *testing.T) {
 		for i, m := range members {
 			s.Members = append(s.Members, loader.Member{ID: uint32(3 + i), PoolID: 1, Addr: netip.AddrPortFrom(m, 9090), Up: true, NAT: true})
 		}
-		tid := loader.TableID(2, true)
+		tid := loader.NewTableID(2, true)
 		if shared {
 			tid = web
 		} else {
@@ -429,7 +429,7 @@ func TestPurgeWhenFullOnEvictsLeastRecentlyUsed(t *testing.T) {
 func TestPurgeWhenFullOffRejectsNewClients(t *testing.T) {
 	const size = 16
 	w := newWorld(t, oneVS(vsOpts{purge: false, maxEntries: size}), 4096)
-	table := loader.TableID(0, false)
+	table := loader.NewTableID(0, false)
 	served := map[int]netip.AddrPort{}
 	for i := 0; i < size; i++ {
 		served[i] = w.Connect(client(i), 25000, webVIP)
@@ -453,7 +453,7 @@ func TestPurgeWhenFullOffRejectsNewClients(t *testing.T) {
 		t.Fatalf("RST: %v", err)
 	}
 	// UDP from a new client to a full table: dropped.
-	dnsTable := loader.TableID(1, false)
+	dnsTable := loader.NewTableID(1, false)
 	for i := 0; len(w.Entries(dnsTable)) < size; i++ {
 		w.Send(packets.UDP(netip.AddrPortFrom(client(100+i), 5000), dnsVIP))
 	}
@@ -564,7 +564,7 @@ func benchmarkSweep(b *testing.B, n, every int) {
 	// A plain hash holds exactly n entries; an LRU hash written from
 	// userspace keeps some of its nodes in per-CPU free lists.
 	s := oneVS(vsOpts{purge: false, maxEntries: uint32(n)})
-	table := loader.TableID(0, false)
+	table := loader.NewTableID(0, false)
 	w := dptest.New(b, s, 1<<16)
 	dp := w.DP
 	// The boot clock may be younger than the ages below.
@@ -583,7 +583,7 @@ func benchmarkSweep(b *testing.B, n, every int) {
 			Server: netip.AddrPortFrom(members[i%3], 8080), MemberID: uint32(i % 3), Created: last, LastSeen: last,
 		}
 	}
-	sw := gc.New(dp, timeouts, func(uint32) (time.Duration, bool) { return time.Hour, true })
+	sw := gc.New(dp, timeouts, func(loader.TableID) (time.Duration, bool) { return time.Hour, true })
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()

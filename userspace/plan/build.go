@@ -52,7 +52,7 @@ func Build(cfg *config.Config, prev *desired.Meta) (loader.State, *desired.Meta,
 		prevVS[v.Name] = v.ID
 	}
 	for _, t := range prev.Tables {
-		prevTables[t.Key] = loader.TableIndex(t.ID)
+		prevTables[t.Key] = t.ID.Index()
 	}
 
 	var poolNames, memberKeys, vsNames, tableKeys []string
@@ -103,7 +103,7 @@ func Build(cfg *config.Config, prev *desired.Meta) (loader.State, *desired.Meta,
 		}
 	}
 
-	tableByKey := map[string]uint32{}
+	tableByKey := map[string]loader.TableID{}
 	for _, vs := range l4 {
 		vid, err := vsIDs.get(vs.Name)
 		if err != nil {
@@ -133,7 +133,7 @@ func Build(cfg *config.Config, prev *desired.Meta) (loader.State, *desired.Meta,
 				if err != nil {
 					return st, nil, err
 				}
-				tid = loader.TableID(idx, *p.PurgeWhenFull)
+				tid = loader.NewTableID(idx, *p.PurgeWhenFull)
 				tableByKey[key] = tid
 				st.Tables = append(st.Tables, loader.Table{ID: tid, MaxEntries: uint32(*p.MaxEntries), Mirror: p.HAMirroring})
 				tm := desired.TableMeta{ID: tid, Key: key, Profile: p.Name, Shared: p.SharePersistence,

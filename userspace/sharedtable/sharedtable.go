@@ -27,11 +27,11 @@ import (
 // Datapath is what the shared tables need of the loader.
 type Datapath interface {
 	Now() (time.Duration, error)
-	LookupEntry(tableID uint32, client netip.Addr) (loader.PersistEntry, bool, error)
+	LookupEntry(tableID loader.TableID, client netip.Addr) (loader.PersistEntry, bool, error)
 	InsertEntry(e loader.PersistEntry) error
 	PutEntry(e loader.PersistEntry) error
-	DeleteEntry(tableID uint32, client netip.Addr) error
-	TableEntries(id uint32) ([]loader.PersistEntry, error)
+	DeleteEntry(tableID loader.TableID, client netip.Addr) error
+	TableEntries(id loader.TableID) ([]loader.PersistEntry, error)
 	RunGC([]loader.GCRequest) error
 }
 
@@ -43,14 +43,14 @@ type Provider struct {
 	memory   *persist.MemoryProvider
 	mu       sync.Mutex
 	meta     *desired.Meta
-	stores   map[uint32]*Store
+	stores   map[loader.TableID]*Store
 	publish  func(mirror.Entry)
 	mirrored map[string]*mirroredStore // by table key
 }
 
 // New returns a provider over the datapath's tables as meta describes them.
 func New(dp Datapath, meta *desired.Meta) *Provider {
-	return &Provider{dp: dp, meta: meta, memory: persist.NewMemoryProvider(), stores: map[uint32]*Store{},
+	return &Provider{dp: dp, meta: meta, memory: persist.NewMemoryProvider(), stores: map[loader.TableID]*Store{},
 		mirrored: map[string]*mirroredStore{}}
 }
 
@@ -119,7 +119,7 @@ func (p *Provider) Sweep(now time.Time) int {
 // Store is a pinned source_ip table seen as a persist.Store.
 type Store struct {
 	dp      Datapath
-	table   uint32
+	table   loader.TableID
 	timeout time.Duration
 	mu      sync.Mutex
 	holds   map[netip.Addr]int
@@ -183,7 +183,7 @@ func (s *Store) Set(key persist.Key, server netip.AddrPort, now time.Time) error
 		return err
 	}
 	e := loader.PersistEntry{TableID: s.table, Client: key.Addr, Server: netip.AddrPortFrom(server.Addr(), 0),
-		MemberID: loader.TableNone, VSID: loader.TableNone, Created: dpNow, LastSeen: dpNow}
+		MemberID: loader.NoID, VSID: loader.NoID, Created: dpNow, LastSeen: dpNow}
 	err = s.dp.InsertEntry(e)
 	if errors.Is(err, loader.ErrTableFull) {
 		return persist.ErrFull

@@ -154,7 +154,7 @@ func clientLabel(e loader.PersistEntry, t *desired.TableMeta) string {
 }
 
 func entryView(v *desired.View, e loader.PersistEntry, t *desired.TableMeta, now time.Duration) EntryView {
-	ev := EntryView{Profile: t.Profile, Table: loader.TableIndex(t.ID), Client: clientLabel(e, t),
+	ev := EntryView{Profile: t.Profile, Table: t.ID.Index(), Client: clientLabel(e, t),
 		Connections: e.Conns, AgeSeconds: loader.Age(e.Created, now).Seconds()}
 	ev.VirtualServer = v.VirtualServerName(e.VSID)
 	ev.Server = desired.EntryServer(e)
@@ -304,7 +304,7 @@ func persistenceDelete(env *Env, c *cli.Context) error {
 		key := t.ClientKey(client)
 		if err := v.DP.DeleteEntry(t.ID, key); err == nil {
 			deleted++
-			fmt.Fprintf(env.Stdout, "deleted %s from table %d (profile %s)\n", key, loader.TableIndex(t.ID), t.Profile)
+			fmt.Fprintf(env.Stdout, "deleted %s from table %d (profile %s)\n", key, t.ID.Index(), t.Profile)
 		}
 	}
 	if deleted == 0 {

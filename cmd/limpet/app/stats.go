@@ -161,7 +161,7 @@ func stats(env *Env, c *cli.Context) error {
 		if err != nil {
 			return err
 		}
-		out.Tables = append(out.Tables, TableStatsView{Table: loader.TableIndex(t.ID), Profile: t.Profile, VirtualServer: t.VirtualServer,
+		out.Tables = append(out.Tables, TableStatsView{Table: t.ID.Index(), Profile: t.Profile, VirtualServer: t.VirtualServer,
 			Entries: len(es), MaxEntries: t.MaxEntries, Inserts: cnt.Inserts, Hits: cnt.Hits, Misses: cnt.Misses,
 			Rejects: cnt.Rejects, Expiries: cnt.Expired})
 	}

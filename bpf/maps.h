@@ -6,10 +6,15 @@
 #include <bpf/bpf_helpers.h>
 #include "structs.h"
 
+/* Every map here is state the datapath keeps across restarts and upgrades:
+ * each is pinned by name, under the pin directory the loader points
+ * MapOptions.PinPath at. */
+
 /* Addresses that are VIPs, with their virtual servers: one lookup tells
  * host traffic from ours and finds the virtual server. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, MAX_VIPS);
 	__type(key, struct addr_key);
 	__type(value, struct vip_info);
@@ -20,6 +25,7 @@ struct {
  * its connection's forward flow. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, MAX_MEMBER_VS);
 	__type(key, struct member_vs_key);
 	__type(value, struct member_vs_info);
@@ -29,6 +35,7 @@ struct {
  * VIP_INLINE_SERVERS of them (VIP_F_OVERFLOW). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, MAX_VIRTUAL_SERVERS);
 	__type(key, struct vip_key);
 	__type(value, struct vs_info);
@@ -38,6 +45,7 @@ struct {
  * packet never sees a half-written eligible list. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, MAX_POOLS);
 	__type(key, __u32);
 	__type(value, struct pool_info);
@@ -45,6 +53,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, MAX_MEMBERS);
 	__type(key, __u32);
 	__type(value, struct member_info);
@@ -54,6 +63,7 @@ struct {
  * sweeper can correct counts that flows lost to LRU eviction left behind. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, MAX_MEMBERS);
 	__type(key, __u32);
 	__type(value, __u64);
@@ -63,6 +73,7 @@ struct {
  * table) of member ids. Replacing a pool's inner map is one atomic update. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, MAX_POOLS);
 	__type(key, __u32);
 	__array(values, struct {
@@ -76,6 +87,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, MAX_MEMBERS * 2);
 	__type(key, struct member_addr_key);
 	__type(value, __u32);
@@ -84,6 +96,7 @@ struct {
 /* The loader sets max_entries from the config before it creates the map. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, 65536);
 	__type(key, struct flow_key);
 	__type(value, struct flow_info);
@@ -93,6 +106,7 @@ struct {
  * loader creates the inner maps; these templates only fix their shape. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, MAX_PERSIST_TABLES);
 	__type(key, __u32);
 	__array(values, struct {
@@ -105,6 +119,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY_OF_MAPS);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, MAX_PERSIST_TABLES);
 	__type(key, __u32);
 	__array(values, struct {
@@ -117,6 +132,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct settings);
@@ -125,6 +141,7 @@ struct {
 /* Per persistence table flags (TABLE_F_*), by table index. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, MAX_PERSIST_TABLES);
 	__type(key, __u32);
 	__type(value, __u32);
@@ -133,11 +150,13 @@ struct {
 /* Persistence events of mirrored tables, read by the daemon. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, EVENT_RING_BYTES);
 } persist_events SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, MAX_VIRTUAL_SERVERS);
 	__type(key, __u32);
 	__type(value, struct vs_stats);
@@ -145,6 +164,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, MAX_MEMBERS);
 	__type(key, __u32);
 	__type(value, struct member_stats);
@@ -152,6 +172,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, MAX_PERSIST_TABLES);
 	__type(key, __u32);
 	__type(value, struct table_stats);
@@ -159,6 +180,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, REASON_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
@@ -177,6 +199,7 @@ struct scratch {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct scratch);
@@ -186,6 +209,7 @@ struct {
  * no daemon running can label what it dumps, and a restarted daemon keeps ids. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, META_CHUNKS);
 	__type(key, __u32);
 	__type(value, struct meta_chunk);
@@ -195,6 +219,7 @@ struct {
  * redirect error tracepoint is host-wide, and counts only this program's. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u32);
@@ -206,6 +231,7 @@ struct {
  * forwarded; these say they were not. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, MAX_REDIRECT_ERRORS);
 	__type(key, struct redirect_err_key);
 	__type(value, __u64);
@@ -215,6 +241,7 @@ struct {
  * neighbour, route and link events. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, NEXTHOP_SLOTS);
 	__type(key, __u32);
 	__type(value, struct nexthop);
@@ -222,6 +249,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct nexthop_state);

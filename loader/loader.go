@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -127,10 +126,12 @@ func (d *Datapath) create(spec *ebpf.CollectionSpec) error {
 	}
 	defer os.RemoveAll(tmp)
 
-	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
+	// The maps pin themselves by name (LIBBPF_PIN_BY_NAME in bpf/maps.h)
+	// into the empty temporary directory, so every one is created afresh.
+	if err := spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: tmp}}); err != nil {
 		return fmt.Errorf("load datapath: %w", verifierError(err))
 	}
-	if err := d.pinAll(tmp); err != nil {
+	if err := d.pinPrograms(tmp); err != nil {
 		d.objs.Close()
 		return err
 	}
@@ -150,17 +151,19 @@ func (d *Datapath) create(spec *ebpf.CollectionSpec) error {
 	return nil
 }
 
-func (d *Datapath) pinAll(dir string) error {
-	for name, m := range d.mapsByName() {
-		if err := m.Pin(filepath.Join(dir, name)); err != nil {
-			return fmt.Errorf("pin map %s: %w", name, err)
+// pinPrograms pins the programs into dir, replacing the pins of a previous
+// version's programs: a pinned program keeps a datapath inspectable (and its
+// maps alive) while no link holds it.
+func (d *Datapath) pinPrograms(dir string) error {
+	for _, p := range []struct {
+		name string
+		prog *ebpf.Program
+	}{{pinProgXDP, d.objs.LimpetXdp}, {pinProgGC, d.objs.LimpetGc}} {
+		path := filepath.Join(dir, p.name)
+		_ = os.Remove(path)
+		if err := p.prog.Pin(path); err != nil {
+			return fmt.Errorf("pin program %s: %w", p.name, err)
 		}
-	}
-	if err := d.objs.LimpetXdp.Pin(filepath.Join(dir, pinProgXDP)); err != nil {
-		return fmt.Errorf("pin program: %w", err)
-	}
-	if err := d.objs.LimpetGc.Pin(filepath.Join(dir, pinProgGC)); err != nil {
-		return fmt.Errorf("pin program: %w", err)
 	}
 	return nil
 }
@@ -169,67 +172,21 @@ func (d *Datapath) pinAll(dir string) error {
 // and moves any pinned links over to the new program: an upgrade or restart
 // keeps every flow and persistence entry.
 func (d *Datapath) adopt(spec *ebpf.CollectionSpec) error {
-	replacements := map[string]*ebpf.Map{}
-	closeAll := func() {
-		for _, m := range replacements {
-			m.Close()
-		}
+	if err := checkPinnedMaps(spec, d.pinPath); err != nil {
+		return err
 	}
-	var added []string
-	for name, ms := range spec.Maps {
-		if strings.HasPrefix(name, ".") {
-			continue // .rodata/.bss belong to the program, not the state
-		}
-		m, err := ebpf.LoadPinnedMap(filepath.Join(d.pinPath, name), nil)
-		if errors.Is(err, os.ErrNotExist) && addedMaps[name] {
-			// A map this version added: the load creates it empty.
-			added = append(added, name)
-			continue
-		}
-		if errors.Is(err, os.ErrNotExist) {
-			closeAll()
-			return fmt.Errorf("the datapath pinned at %s was made by another version of limpet: it has no map %s; run 'limpet detach' to start afresh (its flows and persistence entries are lost), or the limpet that pinned it", d.pinPath, name)
-		}
-		if err != nil {
-			closeAll()
-			return fmt.Errorf("adopt pinned map %s: %w (run 'limpet detach' to start afresh)", name, err)
-		}
-		if err := ms.Compatible(m); err != nil {
-			m.Close()
-			closeAll()
-			if name == "flows" {
-				return fmt.Errorf("pinned flow table has %d entries but %d were asked for; run 'limpet detach' to resize it", m.MaxEntries(), ms.MaxEntries)
-			}
-			return fmt.Errorf("pinned map %s does not match this version of limpet: %w (run 'limpet detach' first)", name, err)
-		}
-		replacements[name] = m
-	}
-	err := spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{MapReplacements: replacements})
-	closeAll() // the collection holds its own references
-	if err != nil {
+	// Pinned by name, the maps open their pins; a map this version added
+	// is created empty and pinned next to them.
+	if err := spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: d.pinPath}}); err != nil {
 		return fmt.Errorf("load datapath against pinned maps: %w", verifierError(err))
-	}
-	byName := d.mapsByName()
-	for _, name := range added {
-		if err := byName[name].Pin(filepath.Join(d.pinPath, name)); err != nil {
-			d.objs.Close()
-			return fmt.Errorf("pin map %s: %w", name, err)
-		}
 	}
 	if err := d.watchProgram(); err != nil {
 		d.objs.Close()
 		return err
 	}
-	for _, p := range []struct {
-		name string
-		prog *ebpf.Program
-	}{{pinProgXDP, d.objs.LimpetXdp}, {pinProgGC, d.objs.LimpetGc}} {
-		path := filepath.Join(d.pinPath, p.name)
-		_ = os.Remove(path)
-		if err := p.prog.Pin(path); err != nil {
-			d.objs.Close()
-			return fmt.Errorf("pin program %s: %w", p.name, err)
-		}
+	if err := d.pinPrograms(d.pinPath); err != nil {
+		d.objs.Close()
+		return err
 	}
 	entries, err := os.ReadDir(d.pinPath)
 	if err != nil {
@@ -281,21 +238,35 @@ func (d *Datapath) Close() error {
 	return err
 }
 
-// mapsByName lists the state maps by their C names, from the generated
-// bindings, so a map added in C is pinned and adopted without more code.
-func (d *Datapath) mapsByName() map[string]*ebpf.Map {
-	out := map[string]*ebpf.Map{}
-	v := reflect.ValueOf(&d.objs.limpetMaps).Elem()
-	for i := 0; i < v.NumField(); i++ {
-		name := v.Type().Field(i).Tag.Get("ebpf")
-		if name == "" || strings.HasPrefix(name, ".") {
-			continue
+// checkPinnedMaps holds the maps pinned at dir to this version's spec,
+// before anything is loaded against them, so that a datapath another limpet
+// pinned is refused with what to do about it, and left as it was.
+func checkPinnedMaps(spec *ebpf.CollectionSpec, dir string) error {
+	for name, ms := range spec.Maps {
+		if ms.Pinning != ebpf.PinByName {
+			continue // .rodata/.bss belong to the program, not the state
 		}
-		if m, ok := v.Field(i).Interface().(*ebpf.Map); ok && m != nil {
-			out[name] = m
+		m, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
+		if errors.Is(err, os.ErrNotExist) && addedMaps[name] {
+			continue // a map this version added: the load creates it empty
+		}
+		if errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("the datapath pinned at %s was made by another version of limpet: it has no map %s; run 'limpet detach' to start afresh (its flows and persistence entries are lost), or the limpet that pinned it", dir, name)
+		}
+		if err != nil {
+			return fmt.Errorf("adopt pinned map %s: %w (run 'limpet detach' to start afresh)", name, err)
+		}
+		err = ms.Compatible(m)
+		size := m.MaxEntries()
+		m.Close()
+		if err != nil {
+			if name == "flows" {
+				return fmt.Errorf("pinned flow table has %d entries but %d were asked for; run 'limpet detach' to resize it", size, ms.MaxEntries)
+			}
+			return fmt.Errorf("pinned map %s does not match this version of limpet: %w (run 'limpet detach' first)", name, err)
 		}
 	}
-	return out
+	return nil
 }
 
 // Attach attaches the datapath to an interface and pins the link, so the

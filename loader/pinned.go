@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
-	"strings"
 
 	"github.com/cilium/ebpf"
 )
@@ -24,22 +22,37 @@ func OpenPinned(pinPath string) (*Datapath, error) {
 		}
 		return nil, err
 	}
-	d := &Datapath{pinPath: pinPath}
-	v := reflect.ValueOf(&d.objs.limpetMaps).Elem()
-	for i := 0; i < v.NumField(); i++ {
-		name := v.Type().Field(i).Tag.Get("ebpf")
-		if name == "" || strings.HasPrefix(name, ".") {
+	spec, err := loadLimpet()
+	if err != nil {
+		return nil, fmt.Errorf("load datapath spec: %w", err)
+	}
+	// The view opens each pin itself rather than pointing PinPath at the
+	// directory: a load by name would create and pin a missing map, and a
+	// view writes nothing.
+	pins := map[string]*ebpf.Map{}
+	defer func() {
+		for _, m := range pins {
+			m.Close()
+		}
+	}()
+	for name, ms := range spec.Maps {
+		if ms.Pinning != ebpf.PinByName {
 			continue
 		}
 		m, err := ebpf.LoadPinnedMap(filepath.Join(pinPath, name), nil)
 		if errors.Is(err, os.ErrNotExist) && addedMaps[name] {
-			continue // pinned by an older version
+			ms.Pinning = ebpf.PinNone // pinned by an older version: an empty stand-in
+			continue
 		}
 		if err != nil {
-			d.objs.limpetMaps.Close()
 			return nil, fmt.Errorf("open pinned map %s: %w", name, err)
 		}
-		v.Field(i).Set(reflect.ValueOf(m))
+		ms.MaxEntries = m.MaxEntries() // the flow table's size is the manager's choice
+		pins[name] = m
+	}
+	d := &Datapath{pinPath: pinPath}
+	if err := spec.LoadAndAssign(&d.objs.limpetMaps, &ebpf.CollectionOptions{MapReplacements: pins}); err != nil {
+		return nil, fmt.Errorf("open pinned maps at %s: %w (run 'limpet detach' to start afresh)", pinPath, err)
 	}
 	gc, err := ebpf.LoadPinnedProgram(filepath.Join(pinPath, pinProgGC), nil)
 	if err == nil {

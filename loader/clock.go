@@ -146,12 +146,12 @@ func bootClock() (time.Duration, error) {
 }
 
 // Now is the datapath's clock: CLOCK_BOOTTIME plus the clock offset.
-func (d *Datapath) Now() (time.Duration, error) {
+func (p *Pinned) Now() (time.Duration, error) {
 	boot, err := bootClock()
 	if err != nil {
 		return 0, err
 	}
-	off, err := d.ClockOffset()
+	off, err := p.ClockOffset()
 	if err != nil {
 		return 0, err
 	}
@@ -160,9 +160,9 @@ func (d *Datapath) Now() (time.Duration, error) {
 
 // ClockOffset is how far the datapath clock runs ahead of CLOCK_BOOTTIME
 // (behind it when negative).
-func (d *Datapath) ClockOffset() (time.Duration, error) {
+func (p *Pinned) ClockOffset() (time.Duration, error) {
 	var s limpetSettings
-	if err := d.objs.RuntimeSettings.Lookup(uint32(0), &s); err != nil {
+	if err := p.m.RuntimeSettings.Lookup(uint32(0), &s); err != nil {
 		return 0, err
 	}
 	// The datapath adds it modulo 2^64, so a negative offset is stored as

@@ -47,8 +47,8 @@ type FlowHop struct {
 }
 
 // Flows reads the whole flow table with batch lookups.
-func (d *Datapath) Flows() ([]Flow, error) {
-	keys, vals, err := batchRead[rawFlowKey, rawFlowInfo](d.objs.Flows)
+func (p *Pinned) Flows() ([]Flow, error) {
+	keys, vals, err := batchRead[rawFlowKey, rawFlowInfo](p.m.Flows)
 	if err != nil {
 		return nil, fmt.Errorf("read flow table: %w", err)
 	}
@@ -60,10 +60,10 @@ func (d *Datapath) Flows() ([]Flow, error) {
 }
 
 // LookupFlow returns the flow of one 5-tuple, as the client sent it.
-func (d *Datapath) LookupFlow(src, dst netip.AddrPort, proto Protocol) (Flow, bool, error) {
+func (p *Pinned) LookupFlow(src, dst netip.AddrPort, proto Protocol) (Flow, bool, error) {
 	k := encodeFlowKey(src, dst, proto)
 	var v rawFlowInfo
-	if err := d.objs.Flows.Lookup(&k, &v); err != nil {
+	if err := p.m.Flows.Lookup(&k, &v); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return Flow{}, false, nil
 		}
@@ -73,4 +73,4 @@ func (d *Datapath) LookupFlow(src, dst netip.AddrPort, proto Protocol) (Flow, bo
 }
 
 // FlowTableSize is the capacity of the flow table.
-func (d *Datapath) FlowTableSize() uint32 { return d.objs.Flows.MaxEntries() }
+func (p *Pinned) FlowTableSize() uint32 { return p.m.Flows.MaxEntries() }

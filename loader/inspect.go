@@ -19,9 +19,9 @@ import (
 func BootTime() (time.Duration, error) { return bootClock() }
 
 // MemberConn reads one member's active connection count.
-func (d *Datapath) MemberConn(id uint32) (MemberConns, error) {
+func (p *Pinned) MemberConn(id uint32) (MemberConns, error) {
 	var cs uint64
-	if err := d.objs.MemberConns.Lookup(id, &cs); err != nil {
+	if err := p.m.MemberConns.Lookup(id, &cs); err != nil {
 		return MemberConns{}, fmt.Errorf("member %d connections: %w", id, err)
 	}
 	return MemberConns{ID: id, Conns: uint32(cs & csConnsMask), connState: cs}, nil
@@ -30,12 +30,12 @@ func (d *Datapath) MemberConn(id uint32) (MemberConns, error) {
 // PoolCursor is a pool's turn counter: round robin and weighted round robin
 // take the next turn from it, and least connection starts its tie-breaking
 // scan there. It survives pool updates.
-func (d *Datapath) PoolCursor(id uint32) (uint32, error) {
-	var p limpetPoolInfo
-	if err := d.objs.Pools.Lookup(id, &p); err != nil {
+func (p *Pinned) PoolCursor(id uint32) (uint32, error) {
+	var info limpetPoolInfo
+	if err := p.m.Pools.Lookup(id, &info); err != nil {
 		return 0, fmt.Errorf("pool %d: %w", id, err)
 	}
-	return p.RrNext, nil
+	return info.RrNext, nil
 }
 
 // ExpireConnection is ExpireFlow for the connection of one 5-tuple, as the
@@ -53,8 +53,8 @@ type PersistTable struct {
 }
 
 // OpenTable opens a persistence table.
-func (d *Datapath) OpenTable(id TableID) (*PersistTable, error) {
-	m, err := d.table(id)
+func (p *Pinned) OpenTable(id TableID) (*PersistTable, error) {
+	m, err := p.table(id)
 	if err != nil {
 		return nil, fmt.Errorf("table %d: %w", id.Index(), err)
 	}

@@ -1,7 +1,11 @@
 // Package loader owns limpet's kernel objects: it loads the XDP datapath,
 // creates and pins its maps and links under a bpffs directory, adopts them on
-// restart, and offers a typed API over the maps. It is the only package that
-// imports cilium/ebpf.
+// restart, and offers a typed API over the maps. Three types split the roles:
+// Datapath is the manager (the process holding the lock that loads, attaches
+// and applies state), Pinned a read-only view of the pins for dumps and
+// stats, and Editor an operator's edits of entries, members and metadata
+// beside whatever manager runs. It is the only package that imports
+// cilium/ebpf.
 package loader
 
 import (
@@ -36,16 +40,17 @@ var ErrNotLoaded = errors.New("no limpet datapath is pinned")
 // ErrLocked means another process manages the datapath.
 var ErrLocked = errors.New("another limpet process manages this datapath")
 
-// Datapath is a loaded, pinned limpet datapath.
+// Datapath is the manager of a pinned limpet datapath: the one process
+// that holds its lock, loads its programs, attaches them and writes its
+// state (Apply). It reads and edits like a Pinned view and an Editor.
 type Datapath struct {
-	pinPath string
+	Editor
 	objs    limpetObjects
 	adopted bool
 	lock    *os.File
 	links   map[string]link.Link // XDP links, by interface
 	// redirectLink attaches limpet_redirect_err (WatchRedirectErrors).
 	redirectLink link.Link
-	slots        tableSlots
 }
 
 // addedMaps are the maps added since the first version: adopting a
@@ -96,7 +101,8 @@ func Load(opts Options) (_ *Datapath, err error) {
 		return nil, fmt.Errorf("set cfg_decrement_ttl: %w", err)
 	}
 
-	d := &Datapath{pinPath: opts.PinPath, lock: lock, links: map[string]link.Link{}}
+	d := &Datapath{lock: lock, links: map[string]link.Link{}}
+	d.pinPath, d.m = opts.PinPath, &d.objs.limpetMaps
 	if _, statErr := os.Stat(filepath.Join(opts.PinPath, "flows")); statErr == nil {
 		err = d.adopt(spec)
 	} else {
@@ -215,9 +221,6 @@ func (d *Datapath) adopt(spec *ebpf.CollectionSpec) error {
 
 // Adopted reports whether Load found pinned state and took it over.
 func (d *Datapath) Adopted() bool { return d.adopted }
-
-// PinPath is the bpffs directory of this datapath.
-func (d *Datapath) PinPath() string { return d.pinPath }
 
 // Close releases this process's handles and lock. Pinned state, and so the
 // datapath, keeps running.

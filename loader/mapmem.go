@@ -13,8 +13,8 @@ import (
 // every element, so the figure does not depend on how full they are.
 
 // TableMemory is the memory of one persistence table.
-func (d *Datapath) TableMemory(tableID TableID) (uint64, error) {
-	inner, err := d.table(tableID)
+func (p *Pinned) TableMemory(tableID TableID) (uint64, error) {
+	inner, err := p.table(tableID)
 	if err != nil {
 		return 0, fmt.Errorf("table %d: %w", tableID.Index(), err)
 	}
@@ -23,7 +23,7 @@ func (d *Datapath) TableMemory(tableID TableID) (uint64, error) {
 }
 
 // FlowTableMemory is the memory of the flow table.
-func (d *Datapath) FlowTableMemory() (uint64, error) { return mapMemory(d.objs.Flows) }
+func (p *Pinned) FlowTableMemory() (uint64, error) { return mapMemory(p.m.Flows) }
 
 func mapMemory(m *ebpf.Map) (uint64, error) {
 	info, err := m.Info()

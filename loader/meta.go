@@ -11,7 +11,7 @@ import (
 const metaCapacity = metaChunkSize*metaChunks - 4
 
 // WriteMeta stores doc in the pinned meta map.
-func (d *Datapath) WriteMeta(doc []byte) error {
+func (e *Editor) WriteMeta(doc []byte) error {
 	if len(doc) > metaCapacity {
 		return fmt.Errorf("metadata of %d bytes exceeds %d", len(doc), metaCapacity)
 	}
@@ -23,7 +23,7 @@ func (d *Datapath) WriteMeta(doc []byte) error {
 	for i := chunks - 1; i >= 0; i-- {
 		chunk := make([]byte, metaChunkSize)
 		copy(chunk, buf[i*metaChunkSize:min(len(buf), (i+1)*metaChunkSize)])
-		if err := d.objs.Meta.Put(uint32(i), chunk); err != nil {
+		if err := e.m.Meta.Put(uint32(i), chunk); err != nil {
 			return fmt.Errorf("write metadata: %w", err)
 		}
 	}
@@ -31,9 +31,9 @@ func (d *Datapath) WriteMeta(doc []byte) error {
 }
 
 // ReadMeta returns the stored document, or nil if none was written.
-func (d *Datapath) ReadMeta() ([]byte, error) {
+func (p *Pinned) ReadMeta() ([]byte, error) {
 	first := make([]byte, metaChunkSize)
-	if err := d.objs.Meta.Lookup(uint32(0), &first); err != nil {
+	if err := p.m.Meta.Lookup(uint32(0), &first); err != nil {
 		return nil, fmt.Errorf("read metadata: %w", err)
 	}
 	n := int(binary.LittleEndian.Uint32(first))
@@ -46,7 +46,7 @@ func (d *Datapath) ReadMeta() ([]byte, error) {
 	buf := append([]byte(nil), first[4:]...)
 	for i := 1; len(buf) < n; i++ {
 		chunk := make([]byte, metaChunkSize)
-		if err := d.objs.Meta.Lookup(uint32(i), &chunk); err != nil {
+		if err := p.m.Meta.Lookup(uint32(i), &chunk); err != nil {
 			return nil, fmt.Errorf("read metadata: %w", err)
 		}
 		buf = append(buf, chunk...)

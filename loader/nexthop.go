@@ -160,8 +160,8 @@ func (d *Datapath) DropNextHops() error {
 }
 
 // NextHops reads the cache.
-func (d *Datapath) NextHops() (NextHopCache, error) {
-	st, err := d.nexthopState()
+func (p *Pinned) NextHops() (NextHopCache, error) {
+	st, err := p.nexthopState()
 	if err != nil {
 		return NextHopCache{}, err
 	}
@@ -175,7 +175,7 @@ func (d *Datapath) NextHops() (NextHopCache, error) {
 	}
 	vals := make([]limpetNexthop, MaxMembers)
 	for i, k := range keys {
-		if err := d.objs.MemberNexthops.Lookup(k, &vals[i]); err != nil {
+		if err := p.m.MemberNexthops.Lookup(k, &vals[i]); err != nil {
 			return c, fmt.Errorf("read next hop slot %d: %w", k, err)
 		}
 	}
@@ -192,9 +192,9 @@ func (d *Datapath) NextHops() (NextHopCache, error) {
 	return c, nil
 }
 
-func (d *Datapath) nexthopState() (limpetNexthopState, error) {
+func (p *Pinned) nexthopState() (limpetNexthopState, error) {
 	var st limpetNexthopState
-	if err := d.objs.NexthopCache.Lookup(uint32(0), &st); err != nil {
+	if err := p.m.NexthopCache.Lookup(uint32(0), &st); err != nil {
 		return st, fmt.Errorf("read next-hop cache state: %w", err)
 	}
 	return st, nil

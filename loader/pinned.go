@@ -9,22 +9,43 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// OpenPinned opens the maps of a pinned datapath for reading and editing,
-// without loading programs or taking the manager's lock: dumps, stats and
-// table edits work whether or not a daemon runs.
-func OpenPinned(pinPath string) (*Datapath, error) {
+// Pinned is a read-only view of a pinned datapath: its maps, opened from
+// their pins without loading programs or taking the manager's lock, so that
+// dumps and stats work whether or not a daemon runs.
+type Pinned struct {
+	pinPath string
+	m       *limpetMaps
+	slots   tableSlots
+}
+
+// OpenPinned opens a read-only view of the datapath pinned at pinPath.
+func OpenPinned(pinPath string) (*Pinned, error) {
+	p := &Pinned{}
+	if err := p.open(pinPath); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// PinPath is the bpffs directory of this datapath.
+func (p *Pinned) PinPath() string { return p.pinPath }
+
+// Close releases the view's handles.
+func (p *Pinned) Close() error { return p.m.Close() }
+
+func (p *Pinned) open(pinPath string) error {
 	if pinPath == "" {
 		pinPath = DefaultPinPath
 	}
 	if _, err := os.Stat(filepath.Join(pinPath, "flows")); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("%w at %s (is 'limpet run' started?)", ErrNotLoaded, pinPath)
+			return fmt.Errorf("%w at %s (is 'limpet run' started?)", ErrNotLoaded, pinPath)
 		}
-		return nil, err
+		return err
 	}
 	spec, err := loadLimpet()
 	if err != nil {
-		return nil, fmt.Errorf("load datapath spec: %w", err)
+		return fmt.Errorf("load datapath spec: %w", err)
 	}
 	// The view opens each pin itself rather than pointing PinPath at the
 	// directory: a load by name would create and pin a missing map, and a
@@ -45,18 +66,15 @@ func OpenPinned(pinPath string) (*Datapath, error) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("open pinned map %s: %w", name, err)
+			return fmt.Errorf("open pinned map %s: %w", name, err)
 		}
 		ms.MaxEntries = m.MaxEntries() // the flow table's size is the manager's choice
 		pins[name] = m
 	}
-	d := &Datapath{pinPath: pinPath}
-	if err := spec.LoadAndAssign(&d.objs.limpetMaps, &ebpf.CollectionOptions{MapReplacements: pins}); err != nil {
-		return nil, fmt.Errorf("open pinned maps at %s: %w (run 'limpet detach' to start afresh)", pinPath, err)
+	var maps limpetMaps
+	if err := spec.LoadAndAssign(&maps, &ebpf.CollectionOptions{MapReplacements: pins}); err != nil {
+		return fmt.Errorf("open pinned maps at %s: %w (run 'limpet detach' to start afresh)", pinPath, err)
 	}
-	gc, err := ebpf.LoadPinnedProgram(filepath.Join(pinPath, pinProgGC), nil)
-	if err == nil {
-		d.objs.LimpetGc = gc
-	}
-	return d, nil
+	p.pinPath, p.m = pinPath, &maps
+	return nil
 }

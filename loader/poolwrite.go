@@ -4,10 +4,10 @@ package loader
 // change, in the order that never sends a new client to a member that is
 // going away: going down, the member leaves the pool's eligible list before
 // it reads as down; coming up, it reads as up before it joins the list.
-func (d *Datapath) WritePool(pool Pool, members []Member, goingDown bool) error {
-	steps := []func() error{func() error { return d.SetPool(pool) }, func() error {
+func (e *Editor) WritePool(pool Pool, members []Member, goingDown bool) error {
+	steps := []func() error{func() error { return e.SetPool(pool) }, func() error {
 		for _, m := range members {
-			if err := d.SetMember(m); err != nil {
+			if err := e.SetMember(m); err != nil {
 				return err
 			}
 		}

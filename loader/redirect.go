@@ -83,8 +83,8 @@ func (d *Datapath) WatchRedirectErrors() error {
 
 // RedirectErrors returns the refused redirects counted so far, by target
 // and error, summed over CPUs.
-func (d *Datapath) RedirectErrors() ([]RedirectError, error) {
-	if d.objs.RedirectErrors == nil {
+func (p *Pinned) RedirectErrors() ([]RedirectError, error) {
+	if p.m.RedirectErrors == nil {
 		return nil, nil // a datapath pinned by a version that did not count them
 	}
 	var (
@@ -92,7 +92,7 @@ func (d *Datapath) RedirectErrors() ([]RedirectError, error) {
 		per []uint64
 		out []RedirectError
 	)
-	it := d.objs.RedirectErrors.Iterate()
+	it := p.m.RedirectErrors.Iterate()
 	for it.Next(&key, &per) {
 		var n uint64
 		for _, v := range per {
@@ -115,8 +115,8 @@ func (d *Datapath) RedirectErrors() ([]RedirectError, error) {
 // AttachedIfindexes maps the ifindex of every interface the pinned
 // datapath is attached to to its name, from the pinned links: it works
 // from any namespace, like the rest of the pinned state.
-func (d *Datapath) AttachedIfindexes() (map[int]string, error) {
-	entries, err := os.ReadDir(d.pinPath)
+func (p *Pinned) AttachedIfindexes() (map[int]string, error) {
+	entries, err := os.ReadDir(p.pinPath)
 	if err != nil {
 		return nil, err
 	}
@@ -125,7 +125,7 @@ func (d *Datapath) AttachedIfindexes() (map[int]string, error) {
 		if !strings.HasPrefix(e.Name(), linkPrefix) {
 			continue
 		}
-		l, err := link.LoadPinnedLink(filepath.Join(d.pinPath, e.Name()), nil)
+		l, err := link.LoadPinnedLink(filepath.Join(p.pinPath, e.Name()), nil)
 		if err != nil {
 			continue
 		}

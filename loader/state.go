@@ -172,7 +172,7 @@ func memberVirtualServers(s State) map[limpetMemberVsKey]limpetMemberVsInfo {
 }
 
 // SetMember rewrites one member, e.g. to take it down.
-func (d *Datapath) SetMember(mem Member) error {
+func (e *Editor) SetMember(mem Member) error {
 	if mem.ID >= MaxMembers {
 		return fmt.Errorf("member id %d exceeds %d", mem.ID, MaxMembers-1)
 	}
@@ -182,29 +182,29 @@ func (d *Datapath) SetMember(mem Member) error {
 	if mem.Up {
 		info.Flags = memberUp
 	}
-	return d.objs.Members.Put(mem.ID, &info)
+	return e.m.Members.Put(mem.ID, &info)
 }
 
 // SetPool replaces a pool: its table first (one atomic swap of the inner
 // map), then its description (one atomic hash update). A packet between the
 // two sees an old and a new half, both of which name only members that the
 // datapath checks are usable, so it is still balanced correctly.
-func (d *Datapath) SetPool(p Pool) error {
+func (e *Editor) SetPool(p Pool) error {
 	if len(p.Eligible) > MaxMembersPerPool {
 		return fmt.Errorf("pool %d has %d eligible members, more than %d", p.ID, len(p.Eligible), MaxMembersPerPool)
 	}
-	return d.writePool(p)
+	return e.writePool(p)
 }
 
-func (d *Datapath) writePool(p Pool) error {
+func (e *Editor) writePool(p Pool) error {
 	if len(p.Table) > MaxPoolTable {
 		return fmt.Errorf("pool %d: table of %d entries exceeds %d", p.ID, len(p.Table), MaxPoolTable)
 	}
 	// Swapping an inner map waits for an RCU grace period (milliseconds),
 	// so a table that did not change is left as it is: a reload that keeps
 	// a pool's members costs one lookup instead.
-	if len(p.Table) > 0 && !d.poolTableIs(p.ID, p.Table) {
-		if err := d.installPoolTable(p.ID, p.Table); err != nil {
+	if len(p.Table) > 0 && !e.poolTableIs(p.ID, p.Table) {
+		if err := e.installPoolTable(p.ID, p.Table); err != nil {
 			return err
 		}
 	}
@@ -216,14 +216,14 @@ func (d *Datapath) writePool(p Pool) error {
 	copy(info.Weight[:], p.Weights)
 	// Keep the round-robin position across updates so a reload does not
 	// send the next clients to the first member again.
-	if err := d.objs.Pools.Lookup(p.ID, &old); err == nil {
+	if err := e.m.Pools.Lookup(p.ID, &old); err == nil {
 		info.RrNext = old.RrNext
 	}
-	if err := d.objs.Pools.Put(p.ID, &info); err != nil {
+	if err := e.m.Pools.Put(p.ID, &info); err != nil {
 		return fmt.Errorf("write pool %d: %w", p.ID, err)
 	}
 	if len(p.Table) == 0 {
-		if err := d.objs.PoolTables.Delete(p.ID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		if err := e.m.PoolTables.Delete(p.ID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("remove pool %d table: %w", p.ID, err)
 		}
 	}
@@ -231,9 +231,9 @@ func (d *Datapath) writePool(p Pool) error {
 }
 
 // poolTableIs reports whether a pool's installed table holds exactly table.
-func (d *Datapath) poolTableIs(poolID uint32, table []uint32) bool {
+func (e *Editor) poolTableIs(poolID uint32, table []uint32) bool {
 	var inner *ebpf.Map
-	if err := d.objs.PoolTables.Lookup(poolID, &inner); err != nil {
+	if err := e.m.PoolTables.Lookup(poolID, &inner); err != nil {
 		return false
 	}
 	defer inner.Close()
@@ -250,7 +250,7 @@ func (d *Datapath) poolTableIs(poolID uint32, table []uint32) bool {
 	return slices.Equal(vals, table)
 }
 
-func (d *Datapath) installPoolTable(poolID uint32, table []uint32) error {
+func (e *Editor) installPoolTable(poolID uint32, table []uint32) error {
 	inner, err := ebpf.NewMap(&ebpf.MapSpec{
 		Name: fmt.Sprintf("pool_%d", poolID), Type: ebpf.Array,
 		KeySize: 4, ValueSize: 4, MaxEntries: uint32(len(table)), Flags: unix.BPF_F_INNER_MAP,
@@ -266,7 +266,7 @@ func (d *Datapath) installPoolTable(poolID uint32, table []uint32) error {
 	if _, err := inner.BatchUpdate(keys, table, nil); err != nil {
 		return fmt.Errorf("fill pool %d table: %w", poolID, err)
 	}
-	if err := d.objs.PoolTables.Put(poolID, inner); err != nil {
+	if err := e.m.PoolTables.Put(poolID, inner); err != nil {
 		return fmt.Errorf("install pool %d table: %w", poolID, err)
 	}
 	return nil

@@ -111,8 +111,8 @@ func sumPerCPU[V any](m *ebpf.Map, key uint32, add func(*V, *V)) (V, error) {
 }
 
 // VSCounters returns the counters of one virtual server.
-func (d *Datapath) VSCounters(id uint32) (VSCounters, error) {
-	s, err := sumPerCPU(d.objs.VsCounters, id, func(t, v *limpetVsStats) {
+func (p *Pinned) VSCounters(id uint32) (VSCounters, error) {
+	s, err := sumPerCPU(p.m.VsCounters, id, func(t, v *limpetVsStats) {
 		t.Packets += v.Packets
 		t.Bytes += v.Bytes
 		t.ReplyPackets += v.ReplyPackets
@@ -134,8 +134,8 @@ func (d *Datapath) VSCounters(id uint32) (VSCounters, error) {
 }
 
 // MemberCounters returns the counters of one member.
-func (d *Datapath) MemberCounters(id uint32) (MemberCounters, error) {
-	s, err := sumPerCPU(d.objs.MemberCounters, id, func(t, v *limpetMemberStats) {
+func (p *Pinned) MemberCounters(id uint32) (MemberCounters, error) {
+	s, err := sumPerCPU(p.m.MemberCounters, id, func(t, v *limpetMemberStats) {
 		t.Packets += v.Packets
 		t.Bytes += v.Bytes
 		t.NewFlows += v.NewFlows
@@ -144,8 +144,8 @@ func (d *Datapath) MemberCounters(id uint32) (MemberCounters, error) {
 }
 
 // TableCounters returns the datapath counters of one persistence table.
-func (d *Datapath) TableCounters(id TableID) (TableCounters, error) {
-	s, err := sumPerCPU(d.objs.TableCounters, id.Index(), func(t, v *limpetTableStats) {
+func (p *Pinned) TableCounters(id TableID) (TableCounters, error) {
+	s, err := sumPerCPU(p.m.TableCounters, id.Index(), func(t, v *limpetTableStats) {
 		t.Inserts += v.Inserts
 		t.Hits += v.Hits
 		t.Misses += v.Misses
@@ -157,7 +157,7 @@ func (d *Datapath) TableCounters(id TableID) (TableCounters, error) {
 
 // ReasonCounters returns every exception counter, indexed like ReasonNames,
 // with one batch lookup.
-func (d *Datapath) ReasonCounters() ([]uint64, error) {
+func (p *Pinned) ReasonCounters() ([]uint64, error) {
 	// A batch lookup of an array reads from index 0 (REASON_NONE, never
 	// counted) and writes the keys it read; the real reasons follow it.
 	keys := make([]uint32, limpetReasonREASON_MAX)
@@ -167,7 +167,7 @@ func (d *Datapath) ReasonCounters() ([]uint64, error) {
 	}
 	per := make([]uint64, len(keys)*cpus)
 	var cursor ebpf.MapBatchCursor
-	n, err := d.objs.ReasonCounters.BatchLookup(&cursor, keys, per, nil)
+	n, err := p.m.ReasonCounters.BatchLookup(&cursor, keys, per, nil)
 	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return nil, fmt.Errorf("read reason counters: %w", err)
 	}
@@ -192,8 +192,8 @@ type MemberConns struct {
 }
 
 // MemberConns reads every member's active connection count.
-func (d *Datapath) MemberConns() ([]MemberConns, error) {
-	keys, vals, err := batchRead[uint32, uint64](d.objs.MemberConns)
+func (p *Pinned) MemberConns() ([]MemberConns, error) {
+	keys, vals, err := batchRead[uint32, uint64](p.m.MemberConns)
 	if err != nil {
 		return nil, fmt.Errorf("read member connections: %w", err)
 	}

@@ -15,11 +15,11 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func (d *Datapath) outer(id TableID) *ebpf.Map {
+func (p *Pinned) outer(id TableID) *ebpf.Map {
 	if id.Purges() {
-		return d.objs.PersistLruTables
+		return p.m.PersistLruTables
 	}
-	return d.objs.PersistHashTables
+	return p.m.PersistHashTables
 }
 
 // table returns the inner map of a persistence table, or ErrKeyNotExist.
@@ -31,12 +31,12 @@ func (d *Datapath) outer(id TableID) *ebpf.Map {
 // holds the very map the outer map points to; a datapath pinned by an
 // older limpet, or a crash between installing a table and pinning it, falls
 // back to the id (and repins it) where the privilege allows.
-func (d *Datapath) table(id TableID) (*ebpf.Map, error) {
+func (p *Pinned) table(id TableID) (*ebpf.Map, error) {
 	var innerID uint32
-	if err := d.outer(id).Lookup(id.Index(), &innerID); err != nil {
+	if err := p.outer(id).Lookup(id.Index(), &innerID); err != nil {
 		return nil, err
 	}
-	for _, path := range []string{d.tablePin(id), d.tablePin(id) + pinNewSuffix} {
+	for _, path := range []string{p.tablePin(id), p.tablePin(id) + pinNewSuffix} {
 		m, err := ebpf.LoadPinnedMap(path, nil)
 		if err != nil {
 			continue
@@ -55,7 +55,7 @@ func (d *Datapath) table(id TableID) (*ebpf.Map, error) {
 		}
 		return nil, err
 	}
-	_ = d.pinTable(id, m) // best effort: the next open needs no privilege
+	_ = p.pinTable(id, m) // best effort: the next open needs no privilege
 	return m, nil
 }
 
@@ -63,18 +63,18 @@ func (d *Datapath) table(id TableID) (*ebpf.Map, error) {
 const pinNewSuffix = "_new"
 
 // tablePin is where a persistence table's inner map is pinned.
-func (d *Datapath) tablePin(id TableID) string {
+func (p *Pinned) tablePin(id TableID) string {
 	kind := "lru"
 	if !id.Purges() {
 		kind = "hash"
 	}
-	return filepath.Join(d.pinPath, fmt.Sprintf("%s%s_%d", tablePinPrefix, kind, id.Index()))
+	return filepath.Join(p.pinPath, fmt.Sprintf("%s%s_%d", tablePinPrefix, kind, id.Index()))
 }
 
 // pinTable pins m as table id's inner map, replacing the previous pin in one
 // rename.
-func (d *Datapath) pinTable(id TableID, m *ebpf.Map) error {
-	path := d.tablePin(id)
+func (p *Pinned) pinTable(id TableID, m *ebpf.Map) error {
+	path := p.tablePin(id)
 	tmp := path + pinNewSuffix
 	_ = os.Remove(tmp)
 	if err := m.Pin(tmp); err != nil {
@@ -88,9 +88,9 @@ func (d *Datapath) pinTable(id TableID, m *ebpf.Map) error {
 }
 
 // unpinTable removes a table's pins.
-func (d *Datapath) unpinTable(id TableID) {
-	_ = os.Remove(d.tablePin(id))
-	_ = os.Remove(d.tablePin(id) + pinNewSuffix)
+func (p *Pinned) unpinTable(id TableID) {
+	_ = os.Remove(p.tablePin(id))
+	_ = os.Remove(p.tablePin(id) + pinNewSuffix)
 }
 
 func newTable(id TableID, maxEntries uint32) (*ebpf.Map, error) {
@@ -213,23 +213,23 @@ func (s *tableSlots) note(id TableID, present bool) {
 
 // tableIDs lists the ids of the loaded tables: purging ones first, each
 // kind by index.
-func (d *Datapath) tableIDs() []TableID {
-	d.slots.mu.Lock()
-	defer d.slots.mu.Unlock()
-	if !d.slots.scanned {
-		d.slots.ids = map[TableID]bool{}
+func (p *Pinned) tableIDs() []TableID {
+	p.slots.mu.Lock()
+	defer p.slots.mu.Unlock()
+	if !p.slots.scanned {
+		p.slots.ids = map[TableID]bool{}
 		for _, purge := range []bool{true, false} {
 			for idx := uint32(0); idx < MaxPersistTables; idx++ {
 				id := NewTableID(idx, purge)
 				var innerID ebpf.MapID
-				if err := d.outer(id).Lookup(idx, &innerID); err == nil {
-					d.slots.ids[id] = true
+				if err := p.outer(id).Lookup(idx, &innerID); err == nil {
+					p.slots.ids[id] = true
 				}
 			}
 		}
-		d.slots.scanned = true
+		p.slots.scanned = true
 	}
-	return slices.Sorted(maps.Keys(d.slots.ids))
+	return slices.Sorted(maps.Keys(p.slots.ids))
 }
 
 // PersistEntry is one client's persistence record.
@@ -248,13 +248,13 @@ type PersistEntry struct {
 }
 
 // Tables lists the ids and capacities of the loaded persistence tables.
-func (d *Datapath) Tables() ([]Table, error) {
+func (p *Pinned) Tables() ([]Table, error) {
 	var out []Table
-	for _, id := range d.tableIDs() {
-		inner, err := d.table(id)
+	for _, id := range p.tableIDs() {
+		inner, err := p.table(id)
 		if err != nil {
 			if errors.Is(err, ebpf.ErrKeyNotExist) {
-				d.slots.note(id, false)
+				p.slots.note(id, false)
 			}
 			continue
 		}
@@ -265,8 +265,8 @@ func (d *Datapath) Tables() ([]Table, error) {
 }
 
 // TableEntries reads a whole table with batch lookups.
-func (d *Datapath) TableEntries(id TableID) ([]PersistEntry, error) {
-	inner, err := d.table(id)
+func (p *Pinned) TableEntries(id TableID) ([]PersistEntry, error) {
+	inner, err := p.table(id)
 	if err != nil {
 		return nil, fmt.Errorf("table %d: %w", id.Index(), err)
 	}
@@ -285,8 +285,8 @@ func (d *Datapath) TableEntries(id TableID) ([]PersistEntry, error) {
 // ScanTable calls fn for every entry of a table, reading it with batch
 // lookups into reused buffers: a sweep of a million entries allocates for
 // the entries it keeps, not for the table.
-func (d *Datapath) ScanTable(id TableID, fn func(*PersistEntry)) error {
-	inner, err := d.table(id)
+func (p *Pinned) ScanTable(id TableID, fn func(*PersistEntry)) error {
+	inner, err := p.table(id)
 	if err != nil {
 		return fmt.Errorf("table %d: %w", id.Index(), err)
 	}
@@ -312,8 +312,8 @@ func (d *Datapath) ScanTable(id TableID, fn func(*PersistEntry)) error {
 }
 
 // DeleteEntry removes one client's entry. Open flows keep their member.
-func (d *Datapath) DeleteEntry(tableID TableID, client netip.Addr) error {
-	inner, err := d.table(tableID)
+func (e *Editor) DeleteEntry(tableID TableID, client netip.Addr) error {
+	inner, err := e.table(tableID)
 	if err != nil {
 		return fmt.Errorf("table %d: %w", tableID.Index(), err)
 	}
@@ -332,8 +332,8 @@ func (d *Datapath) DeleteEntry(tableID TableID, client netip.Addr) error {
 var ErrTableFull = errors.New("persistence table is full")
 
 // LookupEntry returns one client's entry.
-func (d *Datapath) LookupEntry(tableID TableID, client netip.Addr) (PersistEntry, bool, error) {
-	inner, err := d.table(tableID)
+func (p *Pinned) LookupEntry(tableID TableID, client netip.Addr) (PersistEntry, bool, error) {
+	inner, err := p.table(tableID)
 	if err != nil {
 		return PersistEntry{}, false, fmt.Errorf("table %d: %w", tableID.Index(), err)
 	}
@@ -370,8 +370,8 @@ func (d *Datapath) InsertEntry(e PersistEntry) error {
 var ErrEntryExists = ebpf.ErrKeyExist
 
 // FlushTable removes every entry of a table and returns how many it removed.
-func (d *Datapath) FlushTable(tableID TableID) (int, error) {
-	inner, err := d.table(tableID)
+func (e *Editor) FlushTable(tableID TableID) (int, error) {
+	inner, err := e.table(tableID)
 	if err != nil {
 		return 0, fmt.Errorf("table %d: %w", tableID.Index(), err)
 	}

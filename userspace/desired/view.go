@@ -2,11 +2,12 @@ package desired
 
 import "github.com/limpet-lb/limpet/loader"
 
-// View is a pinned datapath with the names behind its ids (its Meta),
-// indexed by id: a dump labels a million entries. A CLI with no daemon
-// reads and writes the datapath through it.
+// View is a read-only view of a pinned datapath with the names behind its
+// ids (its Meta), indexed by id: a dump labels a million entries. A CLI
+// reads the datapath through it, whether or not a daemon runs, and edits it
+// through the loader.Editor that OpenEditor pairs with a View.
 type View struct {
-	DP      *loader.Datapath
+	DP      *loader.Pinned
 	Meta    *Meta
 	vsName  map[uint32]string
 	members map[uint32]*MemberMeta
@@ -19,6 +20,25 @@ func OpenView(pinPath string) (*View, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newView(dp)
+}
+
+// OpenEditor opens the datapath pinned at pinPath for an operator's edits,
+// with the View of the same handles. Closing the editor closes the view.
+func OpenEditor(pinPath string) (*loader.Editor, *View, error) {
+	ed, err := loader.OpenEditor(pinPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	v, err := newView(&ed.Pinned)
+	if err != nil {
+		return nil, nil, err
+	}
+	return ed, v, nil
+}
+
+// newView reads dp's metadata and indexes it; it closes dp on failure.
+func newView(dp *loader.Pinned) (*View, error) {
 	raw, err := dp.ReadMeta()
 	if err != nil {
 		dp.Close()

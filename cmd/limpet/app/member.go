@@ -56,11 +56,11 @@ func setMemberDown(env *Env, c *cli.Context, down bool) error {
 		return err
 	}
 
-	v, err := openView(c)
+	ed, v, err := openEditor(c)
 	if err != nil {
 		return err
 	}
-	defer v.DP.Close()
+	defer ed.Close()
 	m, err := v.Meta.FindMember(pool, which)
 	if err != nil {
 		return &usageError{err}
@@ -69,14 +69,14 @@ func setMemberDown(env *Env, c *cli.Context, down bool) error {
 	if err != nil {
 		return err
 	}
-	if err := v.DP.WritePool(p, members, down); err != nil {
+	if err := ed.WritePool(p, members, down); err != nil {
 		return err
 	}
 	doc, err := v.Meta.Marshal()
 	if err != nil {
 		return err
 	}
-	if err := v.DP.WriteMeta(doc); err != nil {
+	if err := ed.WriteMeta(doc); err != nil {
 		return err
 	}
 	fmt.Fprintf(env.Stdout, "member %s (%s) of pool %s %s\n", m.Name, endpoint(m.Address, m.Port), m.Pool, state)

@@ -82,6 +82,11 @@ func (f tagFilter) match(t *desired.TableMeta) bool {
 
 func openView(c *cli.Context) (*desired.View, error) { return desired.OpenView(c.String("pin-path")) }
 
+// openEditor opens the datapath pinned at --pin-path for an operator's edits.
+func openEditor(c *cli.Context) (*loader.Editor, *desired.View, error) {
+	return desired.OpenEditor(c.String("pin-path"))
+}
+
 // selectTables applies --vs and --profile, and fails on names that do not exist.
 func selectTables(v *desired.View, vs, profile string, tags []tagFilter) ([]desired.TableMeta, error) {
 	if vs != "" && v.Meta.VirtualServerByName(vs) == nil {
@@ -290,11 +295,11 @@ func persistenceDelete(env *Env, c *cli.Context) error {
 		return usagef("--client %q is not an IP address", c.String("client"))
 	}
 	client = client.Unmap()
-	v, err := openView(c)
+	ed, v, err := openEditor(c)
 	if err != nil {
 		return err
 	}
-	defer v.DP.Close()
+	defer ed.Close()
 	tables, err := selectTables(v, c.String("vs"), "", nil)
 	if err != nil {
 		return err
@@ -302,7 +307,7 @@ func persistenceDelete(env *Env, c *cli.Context) error {
 	deleted := 0
 	for _, t := range tables {
 		key := t.ClientKey(client)
-		if err := v.DP.DeleteEntry(t.ID, key); err == nil {
+		if err := ed.DeleteEntry(t.ID, key); err == nil {
 			deleted++
 			fmt.Fprintf(env.Stdout, "deleted %s from table %d (profile %s)\n", key, t.ID.Index(), t.Profile)
 		}
@@ -317,18 +322,18 @@ func persistenceFlush(env *Env, c *cli.Context) error {
 	if err := noArgs(c); err != nil {
 		return err
 	}
-	v, err := openView(c)
+	ed, v, err := openEditor(c)
 	if err != nil {
 		return err
 	}
-	defer v.DP.Close()
+	defer ed.Close()
 	tables, err := selectTables(v, c.String("vs"), c.String("profile"), nil)
 	if err != nil {
 		return err
 	}
 	total := 0
 	for _, t := range tables {
-		n, err := v.DP.FlushTable(t.ID)
+		n, err := ed.FlushTable(t.ID)
 		if err != nil {
 			return err
 		}

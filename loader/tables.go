@@ -64,11 +64,7 @@ const pinNewSuffix = "_new"
 
 // tablePin is where a persistence table's inner map is pinned.
 func (p *Pinned) tablePin(id TableID) string {
-	kind := "lru"
-	if !id.Purges() {
-		kind = "hash"
-	}
-	return filepath.Join(p.pinPath, fmt.Sprintf("%s%s_%d", tablePinPrefix, kind, id.Index()))
+	return filepath.Join(p.pinPath, fmt.Sprintf("%s%s_%d", tablePinPrefix, id.Kind(), id.Index()))
 }
 
 // pinTable pins m as table id's inner map, replacing the previous pin in one

@@ -32,8 +32,8 @@ func encapState(e Encap) State {
 	for i := range member6 {
 		s.Members = append(s.Members, Member{ID: uint32(3 + i), PoolID: 1, Addr: netip.AddrPortFrom(member6[i], 0), Up: true})
 	}
-	add := func(id uint32, vip netip.Addr, port uint16, proto uint8, pool uint32) {
-		tid := TableID(id, true)
+	add := func(id uint32, vip netip.Addr, port uint16, proto Protocol, pool uint32) {
+		tid := NewTableID(id, true)
 		s.Tables = append(s.Tables, Table{ID: tid, MaxEntries: 1024})
 		s.VirtualServers = append(s.VirtualServers, VirtualServer{
 			ID: id, VIP: netip.AddrPortFrom(vip, port), Proto: proto, PoolID: pool, TableID: tid,
@@ -136,14 +136,14 @@ func TestDatapathEncapForms(t *testing.T) {
 		cases := []struct {
 			name    string
 			in      pkt
-			table   uint32
+			table   TableID
 			members []netip.Addr
 		}{
-			{"4in4", syn(client4a, vip4, 41000, 80), TableID(0, true), member4},
-			{"6in6", syn(client6a, vip6, 41000, 80), TableID(1, true), member6},
-			{"6in4", syn(client6a, vip6, 41001, 443), TableID(2, true), member4},
-			{"4in6", syn(client4a, vip4, 41001, 443), TableID(3, true), member6},
-			{"4in4 udp", udpPkt(client4b, vip4, 41002, 53), TableID(4, true), member4},
+			{"4in4", syn(client4a, vip4, 41000, 80), NewTableID(0, true), member4},
+			{"6in6", syn(client6a, vip6, 41000, 80), NewTableID(1, true), member6},
+			{"6in4", syn(client6a, vip6, 41001, 443), NewTableID(2, true), member4},
+			{"4in6", syn(client4a, vip4, 41001, 443), NewTableID(3, true), member6},
+			{"4in4 udp", udpPkt(client4b, vip4, 41002, 53), NewTableID(4, true), member4},
 		}
 		for _, c := range cases {
 			name := map[Encap]string{EncapIPIP: "ipip ", EncapGUE: "gue "}[e] + c.name
@@ -180,7 +180,7 @@ func TestDatapathEncapForms(t *testing.T) {
 				if c.in.udp {
 					proto = ProtoUDP
 				}
-				want := encapsulated(t, in, e, c.members[idx], f.memMAC, memberMAC(idx), GUESourcePort(src, dst, proto), DefaultGUEPort)
+				want := encapsulated(t, in, e, c.members[idx], f.memMAC, memberMAC(idx), GUESourcePort(src, dst, uint8(proto)), DefaultGUEPort)
 				if !bytes.Equal(out, want) {
 					t.Fatalf("%s (packet %d):\n got %x\nwant %x", name, round, out, want)
 				}
@@ -209,7 +209,7 @@ func TestDatapathGUESourcePortEntropy(t *testing.T) {
 		}
 		sport, dport := binary.BigEndian.Uint16(out[34:]), binary.BigEndian.Uint16(out[36:])
 		src, dst := clientAddrPort(p)
-		if want := GUESourcePort(src, dst, ProtoTCP); sport != want {
+		if want := GUESourcePort(src, dst, uint8(ProtoTCP)); sport != want {
 			t.Fatalf("flow %d: source port %d, want %d", i, sport, want)
 		}
 		if sport < 49152 || dport != 7000 {

@@ -260,6 +260,7 @@ struct {
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, struct encap_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } encap_settings SEC(".maps");
 
 #endif

@@ -275,24 +275,7 @@ func (l *Lab) buildCluster(ctx context.Context) error {
 			return err
 		}
 	}
-	var st unix.Statfs_t
-	if unix.Statfs("/sys/fs/bpf", &st) == nil && uint32(st.Type) == uint32(unix.BPF_FS_MAGIC) {
-		if err := os.Mkdir(l.pinDir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("lab: %w", err)
-		}
-	}
-	if err := l.waitAddrsReady(ctx); err != nil {
-		return err
-	}
-	for _, m := range l.members {
-		if err := m.startHTTP(); err != nil {
-			return err
-		}
-		if err := m.startUDP(); err != nil {
-			return err
-		}
-	}
-	return ctx.Err()
+	return l.finishBuild(ctx)
 }
 
 // RouterSpec configures the router's BIRD: one BGP session per node and

@@ -2,10 +2,8 @@ package lab
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 
 	"github.com/limpet-lb/limpet/userspace/veth"
 	"github.com/vishvananda/netlink"
@@ -224,22 +222,5 @@ func (l *Lab) buildRouted(ctx context.Context) error {
 		}
 	}
 
-	var st unix.Statfs_t
-	if unix.Statfs("/sys/fs/bpf", &st) == nil && uint32(st.Type) == uint32(unix.BPF_FS_MAGIC) {
-		if err := os.Mkdir(l.pinDir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-			return fmt.Errorf("lab: %w", err)
-		}
-	}
-	if err := l.waitAddrsReady(ctx); err != nil {
-		return err
-	}
-	for _, m := range l.members {
-		if err := m.startHTTP(); err != nil {
-			return err
-		}
-		if err := m.startUDP(); err != nil {
-			return err
-		}
-	}
-	return ctx.Err()
+	return l.finishBuild(ctx)
 }

@@ -514,7 +514,13 @@ func (l *Lab) build(ctx context.Context) error {
 		}
 	}
 
-	// Pin directory, when bpffs is mounted where limpet expects it.
+	return l.finishBuild(ctx)
+}
+
+// finishBuild ends every topology's build the same way: the pin directory
+// (when bpffs is mounted where limpet expects it), addresses past DAD, then
+// the members' servers.
+func (l *Lab) finishBuild(ctx context.Context) error {
 	var st unix.Statfs_t
 	if unix.Statfs("/sys/fs/bpf", &st) == nil && uint32(st.Type) == uint32(unix.BPF_FS_MAGIC) {
 		if err := os.Mkdir(l.pinDir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {

@@ -64,42 +64,27 @@ var routerSysctls = []sysctlKV{
 
 func (l *Lab) buildCluster(ctx context.Context) error {
 	s := l.spec
-	client, err := l.addHost(HostClient)
+	client, err := l.addHost(HostClient, clientSysctls)
 	if err != nil {
 		return err
 	}
-	if err := setSysctls(client, commonSysctls, clientSysctls); err != nil {
-		return err
-	}
-	router, err := l.addHost(HostRouter)
+	router, err := l.addHost(HostRouter, routerSysctls)
 	if err != nil {
 		return err
 	}
-	if err := setSysctls(router, commonSysctls, routerSysctls); err != nil {
-		return err
-	}
-	sw, err := l.addHost(HostSwitch)
+	sw, err := l.addHost(HostSwitch, switchSysctls)
 	if err != nil {
-		return err
-	}
-	if err := setSysctls(sw, commonSysctls, switchSysctls); err != nil {
 		return err
 	}
 	lbs := make([]*host, s.Balancers)
 	for i := range lbs {
-		if lbs[i], err = l.addHost(BalancerHost(i)); err != nil {
-			return err
-		}
-		if err := setSysctls(lbs[i], commonSysctls, balancerSysctls); err != nil {
+		if lbs[i], err = l.addHost(BalancerHost(i), balancerSysctls); err != nil {
 			return err
 		}
 	}
 	mhosts := make([]*host, len(s.Members))
 	for j, name := range s.Members {
-		if mhosts[j], err = l.addHost(name); err != nil {
-			return err
-		}
-		if err := setSysctls(mhosts[j], commonSysctls, dsrSysctls); err != nil {
+		if mhosts[j], err = l.addHost(name, dsrSysctls); err != nil {
 			return err
 		}
 	}

@@ -111,9 +111,6 @@ func (l *Lab) addFar(name, tf string, router *host, tr string, mtu int, fl farLi
 	if err != nil {
 		return FarHost{}, err
 	}
-	if err := setSysctls(far, commonSysctls); err != nil {
-		return FarHost{}, err
-	}
 	if err := setSysctls(router, balancerSysctls); err != nil { // it routes now
 		return FarHost{}, err
 	}

@@ -34,33 +34,21 @@ import (
 // Spec.DynamicNeighbours.
 func (l *Lab) buildRouted(ctx context.Context) error {
 	s := l.spec
-	client, err := l.addHost(HostClient)
+	client, err := l.addHost(HostClient, clientSysctls)
 	if err != nil {
 		return err
 	}
-	if err := setSysctls(client, commonSysctls, clientSysctls); err != nil {
-		return err
-	}
-	router, err := l.addHost(HostRouter)
+	router, err := l.addHost(HostRouter, routerSysctls)
 	if err != nil {
 		return err
 	}
-	if err := setSysctls(router, commonSysctls, routerSysctls); err != nil {
-		return err
-	}
-	lb, err := l.addHost(HostBalancer)
+	lb, err := l.addHost(HostBalancer, balancerSysctls)
 	if err != nil {
-		return err
-	}
-	if err := setSysctls(lb, commonSysctls, balancerSysctls); err != nil {
 		return err
 	}
 	mhosts := make([]*host, len(s.Members))
 	for j, name := range s.Members {
-		if mhosts[j], err = l.addHost(name); err != nil {
-			return err
-		}
-		if err := setSysctls(mhosts[j], commonSysctls, dsrSysctls); err != nil {
+		if mhosts[j], err = l.addHost(name, dsrSysctls); err != nil {
 			return err
 		}
 	}

@@ -19,7 +19,10 @@ import (
 // addHost creates a named namespace for a host, a netlink handle in it, and
 // brings its loopback up. The host is recorded before anything is created,
 // so that Close removes whatever part of it exists.
-func (l *Lab) addHost(name string) (*host, error) {
+// addHost creates a host's namespace with lo up and the sysctls every
+// host gets, then those of its role (before any link exists, so that new
+// links inherit the "default" values).
+func (l *Lab) addHost(name string, role ...[]sysctlKV) (*host, error) {
 	h := &host{name: name, netns: NSPrefix + name + "-" + l.suffix, ns: -1}
 	l.hosts[name] = h
 	l.hostOrder = append(l.hostOrder, name)
@@ -37,6 +40,9 @@ func (l *Lab) addHost(name string) (*host, error) {
 	}
 	if err != nil {
 		return nil, fmt.Errorf("lab: %s: lo up: %w", h.netns, err)
+	}
+	if err := setSysctls(h, append([][]sysctlKV{commonSysctls}, role...)...); err != nil {
+		return nil, err
 	}
 	return h, nil
 }
@@ -271,28 +277,19 @@ func (l *Lab) build(ctx context.Context) error {
 
 	// Hosts and their sysctls (before any link exists, so that new links
 	// inherit the "default" values).
-	client, err := l.addHost(HostClient)
+	client, err := l.addHost(HostClient, clientSysctls)
 	if err != nil {
-		return err
-	}
-	if err := setSysctls(client, commonSysctls, clientSysctls); err != nil {
 		return err
 	}
 	lbs := make([]*host, s.Balancers)
 	for i := range lbs {
-		if lbs[i], err = l.addHost(BalancerHost(i)); err != nil {
-			return err
-		}
-		if err := setSysctls(lbs[i], commonSysctls, balancerSysctls); err != nil {
+		if lbs[i], err = l.addHost(BalancerHost(i), balancerSysctls); err != nil {
 			return err
 		}
 	}
 	var sw *host
 	if ha {
-		if sw, err = l.addHost(HostSwitch); err != nil {
-			return err
-		}
-		if err := setSysctls(sw, commonSysctls, switchSysctls); err != nil {
+		if sw, err = l.addHost(HostSwitch, switchSysctls); err != nil {
 			return err
 		}
 	}
@@ -301,14 +298,11 @@ func (l *Lab) build(ctx context.Context) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		if mhosts[j], err = l.addHost(name); err != nil {
-			return err
-		}
-		lists := [][]sysctlKV{commonSysctls}
+		var role [][]sysctlKV
 		if s.DSR {
-			lists = append(lists, dsrSysctls)
+			role = append(role, dsrSysctls)
 		}
-		if err := setSysctls(mhosts[j], lists...); err != nil {
+		if mhosts[j], err = l.addHost(name, role...); err != nil {
 			return err
 		}
 	}

@@ -33,6 +33,8 @@ static __always_inline void flow_create(struct scratch *sc, struct packet *p, st
 	if (p->proto == IPPROTO_UDP)
 		nf->flags |= FLOW_F_UDP;
 	nf->flags |= FLOW_F_MEMBER_COUNTED;
+	if (d->member->family != p->family)
+		nf->flags |= FLOW_F_TARGET_OTHER_FAMILY;
 	if (d->entry)
 		nf->flags |= FLOW_F_COUNTED;
 	if (bpf_map_update_elem(&flows, &sc->key, nf, BPF_NOEXIST))
@@ -62,36 +64,41 @@ static __always_inline void flow_create(struct scratch *sc, struct packet *p, st
 	bpf_map_update_elem(&flows, &sc->reverse, nf, BPF_ANY);
 }
 
-/* Copies the virtual server of a packet to a VIP into vs, or returns -1:
- * the VIP's own entry holds the first VIP_INLINE_SERVERS, virtual_servers all
- * of them. A copy, so the rest of the path is verified once, for one stack
- * slot, not once per entry it could have come from. */
-static __always_inline int vip_server(struct vip_info *vip, const struct packet *p, struct vs_info *vs)
+/* The virtual server of a VIP's port and protocol, or NULL: the VIP's own
+ * entry holds the first VIP_INLINE_SERVERS, virtual_servers all of them. */
+static __always_inline const struct vs_info *vip_server_at(struct vip_info *vip, const union addr *dst, __u8 family,
+							    __be16 port, __u8 proto)
 {
-	__u32 want = (__u32)p->dport | (__u32)p->proto << 16;
+	__u32 want = (__u32)port | (__u32)proto << 16;
 
 #pragma unroll
 	for (int i = 0; i < VIP_INLINE_SERVERS; i++) {
 		if (i >= vip->used)
 			break;
 		struct vip_server *s = &vip->servers[i];
-		if (((__u32)s->port | (__u32)s->proto << 16) == want) {
-			*vs = s->vs;
-			return 0;
-		}
+		if (((__u32)s->port | (__u32)s->proto << 16) == want)
+			return &s->vs;
 	}
 	if (!(vip->flags & VIP_F_OVERFLOW))
-		return -1;
+		return NULL;
 	struct vip_key vk;
 	__builtin_memset(&vk, 0, sizeof(vk));
-	vk.addr = p->dst;
-	vk.port = p->dport;
-	vk.proto = p->proto;
-	vk.family = p->family;
-	struct vs_info *o = bpf_map_lookup_elem(&virtual_servers, &vk);
-	if (!o)
+	vk.addr = *dst;
+	vk.port = port;
+	vk.proto = proto;
+	vk.family = family;
+	return bpf_map_lookup_elem(&virtual_servers, &vk);
+}
+
+/* Copies the virtual server of a packet to a VIP into vs, or returns -1. A
+ * copy, so the rest of the path is verified once, for one stack slot, not
+ * once per entry it could have come from. */
+static __always_inline int vip_server(struct vip_info *vip, const struct packet *p, struct vs_info *vs)
+{
+	const struct vs_info *s = vip_server_at(vip, &p->dst, p->family, p->dport, p->proto);
+	if (!s)
 		return -1;
-	*vs = *o;
+	*vs = *s;
 	return 0;
 }
 

@@ -102,6 +102,11 @@
 #define FLOW_F_DSR (1u << 6)
 #define FLOW_F_UDP (1u << 7)
 #define FLOW_F_MEMBER_COUNTED (1u << 8) /* holds one of its member's active connections */
+/* Forward: the member's address (flow_info.addr) is of the other family
+ * than the flow key's, a tunnel across families (ipip or gue, IPv6 in IPv4
+ * or IPv4 in IPv6). Only readers of the table need it: the datapath
+ * tunnels by the member's own entry. */
+#define FLOW_F_TARGET_OTHER_FAMILY (1u << 9)
 
 /* persist_entry.conn_state packs a generation (high 32 bits) and the live
  * connection count (low 31 bits) so one atomic add changes both, and the GC can

@@ -217,9 +217,11 @@ static __always_inline int encap_nexthop(struct xdp_md *ctx, struct packet *p, c
 }
 
 /* Sends a client's packet to member member_id inside an IPIP or GUE
- * header (vs_flags VS_F_ENCAP_IPIP or VS_F_ENCAP_GUE). */
+ * header (vs_flags VS_F_ENCAP_IPIP or VS_F_ENCAP_GUE), or an ICMP error
+ * about the member's reply (icmp_error), which the member's stack then
+ * takes as the client's path sent it. */
 static __always_inline int encap_to_member(struct xdp_md *ctx, struct packet *p, __u8 vs_flags, __u32 member_id,
-					   __u64 now)
+					   __u64 now, int icmp_error)
 {
 	__u32 zero = 0;
 	struct member_info *m = bpf_map_lookup_elem(&members, &member_id);
@@ -241,6 +243,10 @@ static __always_inline int encap_to_member(struct xdp_md *ctx, struct packet *p,
 	struct nexthop hop;
 	__u32 mtu = 0;
 	int r = encap_nexthop(ctx, p, m, &src, outer_len, outer_proto, member_id, now, &hop, &mtu);
+	/* An ICMP error never answers an ICMP error (RFC 1122 3.2.2): one
+	 * too long for the tunnel is counted and dropped. */
+	if (r == REASON_ENCAP_TOO_BIG && icmp_error)
+		return verdict(r, XDP_DROP);
 	if (r == REASON_ENCAP_TOO_BIG)
 		return encap_too_big(ctx, p, mtu > ovh ? mtu - ovh : 0);
 	if (r != REASON_NONE)

@@ -217,7 +217,7 @@ static __always_inline int forward_to_member(struct xdp_md *ctx, struct packet *
 		ms->bytes += p->pkt_len;
 	}
 	if (vs_flags & (VS_F_ENCAP_IPIP | VS_F_ENCAP_GUE))
-		return encap_to_member(ctx, p, vs_flags, member_id, now);
+		return encap_to_member(ctx, p, vs_flags, member_id, now, 0);
 	int dsr = !!(vs_flags & VS_F_DSR);
 	if (!dsr) {
 		if (ttl_expiring(ctx, p))

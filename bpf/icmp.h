@@ -23,6 +23,7 @@
 #include "csum.h"
 #include "flow.h"
 #include "forward.h"
+#include "balance.h"
 
 #define IPPROTO_ICMP 1
 #define IPPROTO_ICMPV6 58
@@ -60,7 +61,7 @@ struct icmp_err {
 	__be16 in_sport;
 	__be16 in_dport;
 	__u8 in_proto;
-	__u8 pad[7];
+	__u8 pad[3];
 };
 
 /* Return values of icmp_parse_error besides REASON_* */
@@ -293,7 +294,7 @@ static __always_inline int handle_icmp_to_client(struct xdp_md *ctx, struct pack
 /* An ICMP error for a VIP, which must quote a packet that left from it: a
  * reply to a client. It goes to that flow's member, or to the stack,
  * counted, when there is no such flow: never anywhere else. */
-static __always_inline int handle_icmp_to_vip(struct xdp_md *ctx, struct packet *p)
+static __always_inline int handle_icmp_to_vip(struct xdp_md *ctx, struct packet *p, struct vip_info *vip)
 {
 	struct icmp_err e;
 
@@ -306,25 +307,39 @@ static __always_inline int handle_icmp_to_vip(struct xdp_md *ctx, struct packet 
 	if (__builtin_memcmp(&e.in_src, &p->dst, sizeof(e.in_src)))
 		return verdict(REASON_ICMP_NO_FLOW, XDP_PASS);
 
-	/* The quote is a reply, VIP -> client: its flow is client -> VIP. */
-	struct flow_key fk;
-	__builtin_memset(&fk, 0, sizeof(fk));
-	fk.src = e.in_dst;
-	fk.dst = e.in_src;
-	fk.sport = e.in_dport;
-	fk.dport = e.in_sport;
-	fk.proto = e.in_proto;
-	fk.family = p->family;
-	struct flow_info *f = bpf_map_lookup_elem(&flows, &fk);
+	/* The quote is a reply, VIP -> client: its flow is client -> VIP. The
+	 * key is scratch's: a tunnel's path below needs the stack. */
+	struct scratch *sc = scratch_area();
+	if (!sc)
+		return XDP_DROP;
+	struct flow_key *fk = &sc->key;
+	__builtin_memset(fk, 0, sizeof(*fk));
+	fk->src = e.in_dst;
+	fk->dst = e.in_src;
+	fk->sport = e.in_dport;
+	fk->dport = e.in_sport;
+	fk->proto = e.in_proto;
+	fk->family = p->family;
+	struct flow_info *f = bpf_map_lookup_elem(&flows, fk);
 	if (!f || (f->flags & FLOW_F_REVERSE) || !(f->flags & (FLOW_F_NAT | FLOW_F_DSR)))
 		return verdict(REASON_ICMP_NO_FLOW, XDP_PASS);
 
 	__u64 now = now_ns();
-	union addr maddr = f->addr;
 	__u32 member_id = f->member_id;
 	/* A DSR member sent the reply from the VIP itself: the error is
-	 * already right for it, and goes on with its MACs rewritten. */
+	 * already right for it, and goes on with its MACs rewritten; a
+	 * tunnel's member is reached only through its tunnel (sent as it is,
+	 * the error would follow the VIP's route back here). */
 	int dsr = !!(f->flags & FLOW_F_DSR);
+	if (dsr) {
+		const struct vs_info *vs = vip_server_at(vip, &p->dst, p->family, e.in_sport, e.in_proto);
+		__u8 vs_flags = vs ? vs->flags : 0;
+		if (vs_flags & (VS_F_ENCAP_IPIP | VS_F_ENCAP_GUE)) {
+			count_reason(REASON_ICMP_TO_MEMBER);
+			return encap_to_member(ctx, p, vs_flags, member_id, now, 1);
+		}
+	}
+	union addr maddr = f->addr;
 	if (!dsr) {
 		if (ttl_expiring(ctx, p))
 			return verdict(REASON_TTL_EXPIRED, XDP_PASS);

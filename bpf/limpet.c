@@ -66,7 +66,7 @@ int limpet_xdp(struct xdp_md *ctx)
 		if (p.ipv6_too_deep)
 			return verdict(REASON_IPV6_EXT, XDP_DROP);
 		if (is_icmp(&p))
-			return handle_icmp_to_vip(ctx, &p);
+			return handle_icmp_to_vip(ctx, &p, vip);
 		if (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP)
 			return XDP_PASS;
 		r = parse_l4(&c, &p);

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"net"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -184,6 +185,12 @@ func TestDatapathEncapForms(t *testing.T) {
 				if !bytes.Equal(out, want) {
 					t.Fatalf("%s (packet %d):\n got %x\nwant %x", name, round, out, want)
 				}
+				// The flow names its member in the member's family,
+				// whatever the client's (a tunnel across families).
+				fl, ok, err := f.d.LookupFlow(src, dst, proto)
+				if err != nil || !ok || fl.Target.Addr() != pe.Server.Addr() {
+					t.Fatalf("%s: flow %+v (found %v, %v), want its target %s", name, fl, ok, err, pe.Server.Addr())
+				}
 			}
 		}
 	}
@@ -335,6 +342,58 @@ func TestDatapathEncapTooBig(t *testing.T) {
 				if got := f.reasons()[reasonIndex("encap_too_big")]; got != before+1 {
 					t.Fatalf("%s: encap_too_big %d -> %d, want one more", name, before, got)
 				}
+			}
+		}
+	}
+}
+
+// TestDatapathICMPToTunnelledMember: an error from the client's path about
+// a tunnelled member's reply (from the VIP) reaches the member through the
+// tunnel, every form, untouched inside it: sent as it was, it would have
+// followed the VIP's route back to the balancer (or, across families, had
+// no route at all).
+func TestDatapathICMPToTunnelledMember(t *testing.T) {
+	f := newFixture(t, Options{})
+	toMember := reasonIndex("icmp_to_member")
+	for _, e := range []Encap{EncapIPIP, EncapGUE} {
+		if err := f.d.Apply(encapState(e)); err != nil {
+			t.Fatal(err)
+		}
+		cases := []struct {
+			name           string
+			client, router netip.Addr
+			vip            netip.Addr
+			port           uint16
+			table          TableID
+			members        []netip.Addr
+		}{
+			{"4in4", client4a, client4b, vip4, 80, NewTableID(0, true), member4},
+			{"6in6", client6a, client6b, vip6, 80, NewTableID(1, true), member6},
+			{"6in4", client6a, client6b, vip6, 443, NewTableID(2, true), member4},
+			{"4in6", client4a, client4b, vip4, 443, NewTableID(3, true), member6},
+		}
+		for _, c := range cases {
+			name := map[Encap]string{EncapIPIP: "ipip ", EncapGUE: "gue "}[e] + c.name
+			if act, _ := f.run(syn(c.client, c.vip, 40000, c.port).build(t), f.cli); act != XDPRedirect {
+				t.Fatalf("%s: opening the flow: verdict %v", name, act)
+			}
+			pe, ok := f.entry(c.table, c.client)
+			idx := slices.Index(c.members, pe.Server.Addr())
+			if !ok || idx < 0 {
+				t.Fatalf("%s: entry %+v (%v), want one of %v", name, pe, ok, c.members)
+			}
+			typ, code, rest, proto := uint8(icmpUnreach), uint8(icmpFragNeeded), uint32(1400), uint8(1)
+			if c.vip.Is6() {
+				typ, code, rest, proto = icmp6TooBig, 0, 1400, 58
+			}
+			in := icmpErr{src: c.router, dst: c.vip, typ: typ, code: code, rest: rest,
+				quote: replyQuote(c.vip, c.client, c.port, false)}.build(t)
+			want := encapsulated(t, in, e, c.members[idx], f.memMAC, memberMAC(idx),
+				GUESourcePort(netip.AddrPortFrom(c.router, 0), netip.AddrPortFrom(c.vip, 0), proto), DefaultGUEPort)
+			before := f.reasons()[toMember]
+			f.expectRun(name, in, f.cli, XDPRedirect, want)
+			if n := f.reasons()[toMember]; n != before+1 {
+				t.Errorf("%s: icmp_to_member %d -> %d, want one more", name, before, n)
 			}
 		}
 	}

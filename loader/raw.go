@@ -168,6 +168,18 @@ func encodeFlowKey(src, dst netip.AddrPort, proto Protocol) (k rawFlowKey) {
 	return k
 }
 
+// targetFamily is the family of a flow's target: the key's, unless the
+// flow tunnels across families.
+func targetFamily(keyFamily uint8, flags uint32) uint8 {
+	if flags&flowTargetOtherFam == 0 {
+		return keyFamily
+	}
+	if keyFamily == familyV4 {
+		return familyV6
+	}
+	return familyV4
+}
+
 func decodeFlow(k *rawFlowKey, v *rawFlowInfo) Flow {
 	fam := k[fkFamily]
 	flags := le.Uint32(v[fiFlags:])
@@ -178,7 +190,7 @@ func decodeFlow(k *rawFlowKey, v *rawFlowInfo) Flow {
 		Src:           netip.AddrPortFrom(addrFrom(k[fkSrc:fkSrc+addrLen], fam), port(k[fkSport:])),
 		Dst:           netip.AddrPortFrom(addrFrom(k[fkDst:fkDst+addrLen], fam), port(k[fkDport:])),
 		Proto:         Protocol(k[fkProto]),
-		Target:        netip.AddrPortFrom(addrFrom(v[fiAddr:fiAddr+addrLen], fam), port(v[fiPort:])),
+		Target:        netip.AddrPortFrom(addrFrom(v[fiAddr:fiAddr+addrLen], targetFamily(fam, flags)), port(v[fiPort:])),
 		VSID:          le.Uint32(v[fiVSID:]),
 		MemberID:      le.Uint32(v[fiMemberID:]),
 		TableID:       tableID,

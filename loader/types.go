@@ -44,6 +44,7 @@ const (
 	gcOpTouch           = 4
 	gcOpMemberReconcile = 5
 	flowMemberCounted   = 1 << 8
+	flowTargetOtherFam  = 1 << 9
 	tableMirror         = 1 << 0
 	vipOverflow         = 1 << 0
 	memberVSShared      = 1 << 0

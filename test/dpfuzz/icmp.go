@@ -28,6 +28,11 @@ func (s *seq) genICMP(r *reader) genPacket {
 		k := conns[int(r.u8())%len(conns)]
 		c, _ := s.m.Conn(k)
 		client, vip, target, udp = k.Src, k.Dst, c.Target, k.Proto == 17
+		if target.Addr().Is4() != client.Addr().Is4() {
+			// A tunnel across families: the member got the client's
+			// own packet, to the VIP, and errors about it quote that.
+			target = vip
+		}
 	} else {
 		vs := s.sc.cfg.VirtualServers[r.pick(len(s.sc.cfg.VirtualServers))]
 		fam := famIdx(vs.VIP.Addr())

@@ -53,8 +53,9 @@ func gueSourcePort(p *packet) uint16 {
 	return 0xc000 | uint16(h&0x3fff)
 }
 
-// encap tunnels a client packet to its member.
-func (m *Model) encap(o *Outcome, p *packet, vs *VirtualServer, member uint32, ingress int) {
+// encap tunnels a client packet to its member, or an ICMP error about the
+// member's reply (icmpError), which is never answered with one.
+func (m *Model) encap(o *Outcome, p *packet, vs *VirtualServer, member uint32, ingress int, icmpError bool) {
 	maddr := m.members[member].Addr.Addr()
 	outerV6 := maddr.Is6()
 	src := m.cfg.Encap.SourceV4
@@ -78,6 +79,9 @@ func (m *Model) encap(o *Outcome, p *packet, vs *VirtualServer, member uint32, i
 		res = m.cfg.Network.Lookup(maddr, outerLen)
 	}
 	switch {
+	case res.Kind == FIBFragNeeded && icmpError:
+		m.drop(o, EncapTooBig)
+		return
 	case res.Kind == FIBFragNeeded:
 		m.tooBig(o, p, max(res.MTU-ovh, 0), ingress)
 		return

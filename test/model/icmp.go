@@ -157,9 +157,18 @@ func (m *Model) icmpToVIP(o *Outcome, p *packet, ingress int) {
 		o.pass(p.frame)
 		return
 	}
+	dsr := c.Mode == DSR
+	// A tunnel's member is reached only through its tunnel: the error
+	// goes in one, as the client's packets do. An error too long for it
+	// is counted and dropped (RFC 1122: no ICMP error about one).
+	if vs := m.vs[vsKey{vip.Addr(), vip.Port(), e.proto}]; dsr && vs != nil && (vs.Mode == IPIP || vs.Mode == GUE) {
+		o.say("ICMP about %s -> %s: tunnelled to member %d %s", vip, client, c.Member, c.Target)
+		m.count(o, ICMPToMember)
+		m.encap(o, p, vs, c.Member, ingress, true)
+		return
+	}
 	out := append([]byte(nil), p.frame...)
 	var finish func([]byte, bool) []CsumField
-	dsr := c.Mode == DSR
 	if !dsr {
 		if p.frame[p.ttlOff()] <= 1 {
 			m.count(o, TTLExpired)

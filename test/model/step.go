@@ -490,7 +490,7 @@ func mask(a netip.Addr, prefix uint8) netip.Addr {
 func (m *Model) forward(o *Outcome, p *packet, vs *VirtualServer, target netip.AddrPort, member uint32, ingress int) {
 	m.memberCtr.update(member, func(c *MemberCounters) { c.Packets++; c.Bytes += uint64(len(p.frame)) })
 	if vs.Mode == IPIP || vs.Mode == GUE {
-		m.encap(o, p, vs, member, ingress)
+		m.encap(o, p, vs, member, ingress, false)
 		return
 	}
 	out := append([]byte(nil), p.frame...)

@@ -220,6 +220,15 @@ func genScenario(h *reader, net model.Network) *scenario {
 			// than by another draw, so that a seed generates the same
 			// sequence as before the tunnels existed.
 			vs.Mode = []model.Mode{model.DSR, model.IPIP, model.GUE}[(int(vip.Port())+i)%3]
+			if vs.Mode != model.DSR && (int(vip.Port())/3+i)%2 == 1 {
+				// Half the tunnels cross families: a VIP of the other
+				// family than its pool's members (IPv6-in-IPv4 for a
+				// v6 VIP whose members have only v4 addresses, and
+				// IPv4-in-IPv6), as ipip and gue allow. Again no draw.
+				delete(used[vip], proto)
+				vip = mixedVIP(vip, used, proto)
+				vs.VIP = vip
+			}
 		}
 		if h.chance(30) {
 			vs.ServerDown = model.Never
@@ -242,6 +251,28 @@ func genScenario(h *reader, net model.Network) *scenario {
 	sc.rebuild()
 	sc.clients = clientPool
 	return sc
+}
+
+// mixedVIP is vip's counterpart in the other family (the same place in
+// vipPool, the same port), moved up a port until no virtual server of
+// proto uses it, and marked used.
+func mixedVIP(vip netip.AddrPort, used map[netip.AddrPort]map[uint8]bool, proto uint8) netip.AddrPort {
+	fam := famIdx(vip.Addr())
+	idx := 0
+	for j, a := range vipPool[fam] {
+		if a == vip.Addr() {
+			idx = j
+		}
+	}
+	out := netip.AddrPortFrom(vipPool[1-fam][idx], vip.Port())
+	for used[out][proto] {
+		out = netip.AddrPortFrom(out.Addr(), out.Port()+1)
+	}
+	if used[out] == nil {
+		used[out] = map[uint8]bool{}
+	}
+	used[out][proto] = true
+	return out
 }
 
 // rebuild derives what the control plane derives from member states: who

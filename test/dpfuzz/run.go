@@ -502,13 +502,17 @@ func (s *seq) reload(r *reader) error {
 	case 2:
 		vs.Timeout = timeouts[r.pick(len(timeouts))]
 	case 3:
-		var same []uint32
+		// A tunnel may reach members of either family (config
+		// validation allows it); nat and dsr need the VIP's, which
+		// their own pool has.
+		tunnel := vs.Mode == model.IPIP || vs.Mode == model.GUE
+		var fits []uint32
 		for _, p := range s.sc.cfg.Pools {
-			if s.sc.family[p.ID] == s.sc.family[vs.Pool] {
-				same = append(same, p.ID)
+			if tunnel || s.sc.family[p.ID] == famIdx(vs.VIP.Addr()) {
+				fits = append(fits, p.ID)
 			}
 		}
-		vs.Pool = same[r.pick(len(same))]
+		vs.Pool = fits[r.pick(len(fits))]
 	}
 	s.sc.rebuild()
 	if err := s.apply(); err != nil {

@@ -44,14 +44,22 @@ static __always_inline const struct nexthop *nexthop_of_member(__u32 member_id, 
 		return NULL;
 	__u32 slot = member_id * NEXTHOP_GENERATIONS + (gen & (NEXTHOP_GENERATIONS - 1));
 	struct nexthop *nh = bpf_map_lookup_elem(&member_nexthops, &slot);
+	/* Per member, for limpet status: a per-CPU array's lookup is inlined. */
+	struct member_stats *ms = bpf_map_lookup_elem(&member_counters, &member_id);
 	if (!nh || nh->gen != gen) {
+		if (ms)
+			ms->nexthop_misses++;
 		*reason = REASON_NEXTHOP_MISS;
 		return NULL;
 	}
 	if (ip_len > nh->mtu) {
+		if (ms)
+			ms->nexthop_mtu++;
 		*reason = REASON_NEXTHOP_MTU;
 		return NULL;
 	}
+	if (ms)
+		ms->nexthop_hits++;
 	return nh;
 }
 

@@ -217,6 +217,12 @@ struct member_stats {
 	__u64 packets;
 	__u64 bytes;
 	__u64 new_flows;
+	/* The member's next-hop cache lookups (nexthop.h) while a daemon keeps
+	 * the cache: hits, misses (no hop in the generation), and hops too
+	 * short for the packet (the FIB then decides). */
+	__u64 nexthop_hits;
+	__u64 nexthop_misses;
+	__u64 nexthop_mtu;
 };
 
 struct table_stats {

@@ -127,10 +127,13 @@ type limpetMemberInfo struct {
 }
 
 type limpetMemberStats struct {
-	_        structs.HostLayout
-	Packets  uint64
-	Bytes    uint64
-	NewFlows uint64
+	_             structs.HostLayout
+	Packets       uint64
+	Bytes         uint64
+	NewFlows      uint64
+	NexthopHits   uint64
+	NexthopMisses uint64
+	NexthopMtu    uint64
 }
 
 type limpetMemberVsInfo struct {

@@ -19,6 +19,10 @@ type VSCounters struct {
 // MemberCounters are a member's counters, summed over CPUs.
 type MemberCounters struct {
 	Packets, Bytes, NewFlows uint64
+	// The member's next-hop cache lookups while the cache is live: hits,
+	// misses (no hop in the generation) and MTU fallbacks (the packet was
+	// longer than the hop's MTU); the last two asked the FIB.
+	NexthopHits, NexthopMisses, NexthopMTU uint64
 }
 
 // TableCounters are a persistence table's datapath counters, summed over CPUs.
@@ -139,8 +143,12 @@ func (p *Pinned) MemberCounters(id uint32) (MemberCounters, error) {
 		t.Packets += v.Packets
 		t.Bytes += v.Bytes
 		t.NewFlows += v.NewFlows
+		t.NexthopHits += v.NexthopHits
+		t.NexthopMisses += v.NexthopMisses
+		t.NexthopMtu += v.NexthopMtu
 	})
-	return MemberCounters{s.Packets, s.Bytes, s.NewFlows}, err
+	return MemberCounters{Packets: s.Packets, Bytes: s.Bytes, NewFlows: s.NewFlows,
+		NexthopHits: s.NexthopHits, NexthopMisses: s.NexthopMisses, NexthopMTU: s.NexthopMtu}, err
 }
 
 // TableCounters returns the datapath counters of one persistence table.

@@ -717,7 +717,8 @@ func subVS(a, b model.VSCounters) model.VSCounters {
 }
 
 func subMember(a, b model.MemberCounters) model.MemberCounters {
-	return model.MemberCounters{Packets: a.Packets - b.Packets, Bytes: a.Bytes - b.Bytes, NewFlows: a.NewFlows - b.NewFlows}
+	return model.MemberCounters{Packets: a.Packets - b.Packets, Bytes: a.Bytes - b.Bytes, NewFlows: a.NewFlows - b.NewFlows,
+		NexthopHits: a.NexthopHits - b.NexthopHits, NexthopMisses: a.NexthopMisses - b.NexthopMisses, NexthopMTU: a.NexthopMTU - b.NexthopMTU}
 }
 
 func subTable(a, b model.TableCounters) model.TableCounters {

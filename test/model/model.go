@@ -378,7 +378,11 @@ type VSCounters struct {
 }
 
 // MemberCounters are a member's counters.
-type MemberCounters struct{ Packets, Bytes, NewFlows uint64 }
+type MemberCounters struct {
+	Packets, Bytes, NewFlows uint64
+	// Next-hop cache lookups for the member while the cache is live.
+	NexthopHits, NexthopMisses, NexthopMTU uint64
+}
 
 // TableCounters are a persistence table's counters.
 type TableCounters struct{ Inserts, Hits, Misses, Rejects, Expired uint64 }

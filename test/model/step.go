@@ -606,11 +606,14 @@ func (m *Model) cachedHop(o *Outcome, p *packet, member, length int) (FIBResult,
 	switch {
 	case !ok:
 		m.count(o, NexthopMiss)
+		m.memberCtr.update(uint32(member), func(c *MemberCounters) { c.NexthopMisses++ })
 		return FIBResult{}, false
 	case length > h.MTU:
 		m.count(o, NexthopMTU)
+		m.memberCtr.update(uint32(member), func(c *MemberCounters) { c.NexthopMTU++ })
 		return FIBResult{}, false
 	}
+	m.memberCtr.update(uint32(member), func(c *MemberCounters) { c.NexthopHits++ })
 	return FIBResult{Kind: FIBSuccess, Ifindex: h.Ifindex, SMAC: h.SMAC, DMAC: h.DMAC}, true
 }
 

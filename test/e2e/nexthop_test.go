@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/limpet-lb/limpet/loader"
+	"github.com/limpet-lb/limpet/userspace/admin"
 	"github.com/limpet-lb/limpet/userspace/lab"
 )
 
@@ -130,7 +132,18 @@ func TestNextHopCacheFollowsTheKernel(t *testing.T) {
 	}
 
 	old := m.Iface.MAC
-	hop("start", time.Now(), func(h loader.NextHop, cached bool) bool { return cached && h.DstMAC.String() == old.String() })
+	first := hop("start", time.Now(), func(h loader.NextHop, cached bool) bool { return cached && h.DstMAC.String() == old.String() })
+	// What 'limpet status' shows of the member's hop is what the datapath
+	// holds: the balancer's interface towards the member and its MAC, the
+	// member's MAC, the route's MTU, the live generation.
+	bif := l.Balancers()[0].MemberIfaces[0]
+	st0 := statusHop(t, ctx, l, "start", func(h *admin.MemberNextHop) bool { return h.DstMAC == old.String() })
+	if st0.SrcMAC != bif.MAC.String() || st0.Ifindex != bif.Index || st0.Interface != bif.Name || st0.MTU != first.MTU || st0.MTU != 1500 {
+		t.Errorf("status shows the hop %+v; want %s (%d, %s) to %s, MTU 1500", st0, bif.Name, bif.Index, bif.MAC, old)
+	}
+	if st0.Hits == 0 {
+		t.Errorf("status: no cache hits counted after a GET through the cached hop: %+v", st0)
+	}
 
 	// 1. The member's MAC changes and the balancer learns it (as from a
 	// gratuitous ARP): the cache follows, traffic goes to the new MAC.
@@ -146,6 +159,10 @@ func TestNextHopCacheFollowsTheKernel(t *testing.T) {
 	follows("MAC change", old)
 	if frames.Count(mac1) == 0 {
 		t.Error("no frame reached the member's new MAC")
+	}
+	st1 := statusHop(t, ctx, l, "MAC change", func(h *admin.MemberNextHop) bool { return h.DstMAC == mac1.String() })
+	if st1.Generation == st0.Generation || st1.Hits <= st0.Hits || !st1.LastRefresh.After(st0.LastRefresh) {
+		t.Errorf("status after the MAC change: %+v; want a new generation, a later refresh and more hits than %+v", st1, st0)
 	}
 
 	// 2. The NIC is swapped again and the balancer's neighbour entry is
@@ -166,6 +183,12 @@ func TestNextHopCacheFollowsTheKernel(t *testing.T) {
 	after := counters()
 	if after["fib_no_neighbour"] <= before["fib_no_neighbour"] {
 		t.Errorf("fib_no_neighbour %d -> %d: the stack path was not counted", before["fib_no_neighbour"], after["fib_no_neighbour"])
+	}
+	// While the member had no hop its packets missed the cache: the
+	// member's counter says so as the datapath's reason does.
+	st2 := statusHop(t, ctx, l, "neighbour resolved again", func(h *admin.MemberNextHop) bool { return h.DstMAC == mac2.String() })
+	if after["nexthop_miss"] > before["nexthop_miss"] && st2.Misses <= st1.Misses {
+		t.Errorf("nexthop_miss %d -> %d, but the member's misses stayed at %d", before["nexthop_miss"], after["nexthop_miss"], st2.Misses)
 	}
 
 	// 3. The route to the member gets a smaller MTU: the cache takes it,
@@ -191,6 +214,16 @@ func TestNextHopCacheFollowsTheKernel(t *testing.T) {
 	if after["nexthop_mtu"] <= before["nexthop_mtu"] || after["fib_pass"] <= before["fib_pass"] {
 		t.Errorf("segments over the route's MTU: nexthop_mtu %d -> %d, fib_pass %d -> %d; want both counted",
 			before["nexthop_mtu"], after["nexthop_mtu"], before["fib_pass"], after["fib_pass"])
+	}
+	st3 := statusHop(t, ctx, l, "route MTU 1300", func(h *admin.MemberNextHop) bool { return h.MTU == 1300 })
+	if st3.MTUFallbacks == 0 || st3.MTUFallbacks < after["nexthop_mtu"]-before["nexthop_mtu"] {
+		t.Errorf("status: %d MTU fallbacks for the member, but the datapath counted %d more nexthop_mtu", st3.MTUFallbacks, after["nexthop_mtu"]-before["nexthop_mtu"])
+	}
+	text := string(limpetCLI(t, ctx, l, "status"))
+	for _, want := range []string{"NEXT-HOP CACHE: generation ", "live, lease ", "1 members cached", m.Name, "cached", mac2.String(), bif.Name, "1300"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("limpet status has no %q:\n%s", want, text)
+		}
 	}
 	if err := l.SetMemberRouteMTU(m.Name, 0); err != nil {
 		t.Fatal(err)
@@ -219,5 +252,56 @@ func TestNextHopCacheFollowsTheKernel(t *testing.T) {
 	}
 	if _, err := l.Get(ctx, clients[0], lab.URL(dst, "/")); err != nil {
 		t.Errorf("GET after the daemon stopped (the datapath stays): %v", err)
+	}
+}
+
+// statusHop polls 'limpet status -o json' until the cache is live and the
+// only member's hop is cached and satisfies ok, checks the keys operators
+// script against, and returns the hop.
+func statusHop(t *testing.T, ctx context.Context, l *lab.Lab, what string, ok func(*admin.MemberNextHop) bool) admin.MemberNextHop {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		raw := limpetCLI(t, ctx, l, "status", "-o", "json")
+		var st admin.Status
+		if err := json.Unmarshal(raw, &st); err != nil {
+			t.Fatalf("status -o json: %v\n%s", err, raw)
+		}
+		var h *admin.MemberNextHop
+		if len(st.Pools) == 1 && len(st.Pools[0].Members) == 1 {
+			h = st.Pools[0].Members[0].NextHop
+		}
+		c := st.NextHopCache
+		if c != nil && c.Live && h != nil && h.State == admin.NextHopCached && ok(h) {
+			if h.Generation != c.Generation || c.MembersCached != 1 || c.LastResolved.IsZero() || c.Hits != h.Hits {
+				t.Errorf("%s: status cache %+v does not agree with its member's hop %+v", what, *c, *h)
+			}
+			var keys struct {
+				Cache map[string]any `json:"next_hop_cache"`
+				Pools []struct {
+					Members []struct {
+						NextHop map[string]any `json:"next_hop"`
+					} `json:"members"`
+				} `json:"pools"`
+			}
+			if err := json.Unmarshal(raw, &keys); err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []string{"state", "generation", "interface", "ifindex", "src_mac", "dst_mac", "mtu", "last_refresh", "hits_total", "misses_total", "mtu_fallbacks_total"} {
+				if _, ok := keys.Pools[0].Members[0].NextHop[k]; !ok {
+					t.Errorf("status -o json: the member's next_hop has no %q: %v", k, keys.Pools[0].Members[0].NextHop)
+				}
+			}
+			for _, k := range []string{"generation", "live", "lease_expires_in_seconds", "last_published", "last_resolved", "members_cached", "hits_total", "misses_total", "mtu_fallbacks_total"} {
+				if _, ok := keys.Cache[k]; !ok {
+					t.Errorf("status -o json: next_hop_cache has no %q: %v", k, keys.Cache)
+				}
+			}
+			return *h
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: limpet status never showed the member's hop as wanted:\n%s", what, raw)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

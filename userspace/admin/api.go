@@ -109,6 +109,65 @@ type Status struct {
 	Cluster *Cluster `json:"cluster,omitempty"`
 	// BGP lists the sessions and the VIPs' announcements (bgp section).
 	BGP *bgp.Status `json:"bgp,omitempty"`
+	// NextHopCache is the datapath's next-hop cache as a whole; each
+	// member's hop is in its Member.NextHop.
+	NextHopCache *NextHopCache `json:"next_hop_cache,omitempty"`
+}
+
+// NextHopCache is the datapath's next-hop cache: the members' next hops
+// (MAC pair, interface, MTU) that the daemon resolves from the kernel's
+// routes and neighbours, so that packets skip the FIB lookup. While it is
+// not live every packet asks the FIB.
+type NextHopCache struct {
+	// Generation is the live generation; a publish flips it, and every
+	// older hop (flows' reply hops included) is invalid at once.
+	Generation uint32 `json:"generation"`
+	// Live: the datapath uses the cache (the daemon's lease runs).
+	Live                  bool    `json:"live"`
+	LeaseExpiresInSeconds float64 `json:"lease_expires_in_seconds"`
+	// LastPublished is when the hops last changed (a new generation);
+	// LastResolved when the daemon last checked them against the kernel.
+	LastPublished     time.Time `json:"last_published,omitzero"`
+	LastResolved      time.Time `json:"last_resolved,omitzero"`
+	Publishes         uint64    `json:"publishes_total"`
+	NetlinkEvents     uint64    `json:"netlink_events_total"`
+	MembersCached     int       `json:"members_cached"`
+	MembersUnresolved int       `json:"members_unresolved"`
+	// Hits, Misses and MTUFallbacks sum the members' counters.
+	Hits         uint64 `json:"hits_total"`
+	Misses       uint64 `json:"misses_total"`
+	MTUFallbacks uint64 `json:"mtu_fallbacks_total"`
+}
+
+// A member's next-hop states.
+const (
+	// NextHopCached: the live generation holds the member's hop.
+	NextHopCached = "cached"
+	// NextHopUnresolved: the daemon could not resolve it (see Reason):
+	// the member's packets ask the FIB, or go to the stack.
+	NextHopUnresolved = "unresolved"
+	// NextHopNotCached: no live cache, or no hop published for the
+	// member yet: the FIB decides.
+	NextHopNotCached = "not_cached"
+)
+
+// MemberNextHop is one member's next hop in the cache, and its counters:
+// lookups while the cache was live that hit, missed (no hop in the
+// generation) or fell back to the FIB because the packet was longer than
+// the hop's MTU.
+type MemberNextHop struct {
+	State        string    `json:"state"`
+	Reason       string    `json:"reason,omitempty"`
+	Generation   uint32    `json:"generation,omitempty"`
+	Interface    string    `json:"interface,omitempty"`
+	Ifindex      int       `json:"ifindex,omitempty"`
+	SrcMAC       string    `json:"src_mac,omitempty"`
+	DstMAC       string    `json:"dst_mac,omitempty"`
+	MTU          int       `json:"mtu,omitempty"`
+	LastRefresh  time.Time `json:"last_refresh,omitzero"`
+	Hits         uint64    `json:"hits_total"`
+	Misses       uint64    `json:"misses_total"`
+	MTUFallbacks uint64    `json:"mtu_fallbacks_total"`
 }
 
 // Warning is a setting that breaks forwarding through an interface.
@@ -222,6 +281,8 @@ type Member struct {
 	// HealthSince is when Health last changed.
 	HealthSince       time.Time `json:"health_since,omitzero"`
 	ActiveConnections uint64    `json:"active_connections"`
+	// NextHop is the member's hop in the next-hop cache.
+	NextHop *MemberNextHop `json:"next_hop,omitempty"`
 }
 
 // InService says whether the member takes new clients: enabled, not

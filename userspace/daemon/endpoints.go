@@ -152,6 +152,7 @@ func (d *daemon) Status() admin.Status {
 	}
 	d.mu.Unlock()
 	conns, _ := d.memberConns()
+	hops := d.nextHops()
 	for _, vs := range want.VirtualServers {
 		st.VirtualServers = append(st.VirtualServers, admin.VirtualServer{Name: vs.Name, Type: vs.Type, Address: vs.Address,
 			Port: vs.Port, Protocol: vs.Protocol, Forwarding: vs.Forwarding, Pool: vs.Pool, Profile: vs.Profile})
@@ -173,10 +174,12 @@ func (d *daemon) Status() admin.Status {
 			am := admin.Member{Name: m.Name, Address: m.Address, Port: m.Port, Weight: m.Weight, MaxConnections: m.MaxConnections,
 				State: m.State, AdminDown: m.AdminDown, Monitor: monitor, Health: health, ActiveConnections: uint64(conns[m.ID])}
 			d.decorateHealth(&am, p.Name, m.Name)
+			am.NextHop = hops.member(m.ID)
 			pool.Members = append(pool.Members, am)
 		}
 		st.Pools = append(st.Pools, pool)
 	}
+	st.NextHopCache = hops.cache
 	st.Mirroring, st.Cluster = d.clusterStatus(want)
 	st.BGP = d.bgpStatus()
 	for _, tm := range meta.Tables {
@@ -195,6 +198,66 @@ func (d *daemon) Status() admin.Status {
 		}
 	}
 	return st
+}
+
+// nextHopView is the next-hop cache as status shows it: the datapath's
+// live generation and hops, and the watcher's view of why a member has none.
+type nextHopView struct {
+	d          *daemon
+	cache      *admin.NextHopCache
+	hops       map[uint32]loader.NextHop
+	unresolved map[uint32]string
+	published  time.Time
+}
+
+func (d *daemon) nextHops() *nextHopView {
+	v := &nextHopView{d: d}
+	c, err := d.dp.NextHops()
+	if err != nil {
+		return v
+	}
+	now, err := d.dp.Now()
+	if err != nil {
+		return v
+	}
+	v.cache = &admin.NextHopCache{Generation: c.Gen, Live: c.Live(now)}
+	if v.cache.Live {
+		v.hops = c.Hops
+		v.cache.LeaseExpiresInSeconds = (c.Expires - now).Seconds()
+	}
+	if d.nexthops != nil {
+		ws := d.nexthops.Stats()
+		v.unresolved, v.published = ws.Unresolved, ws.LastRefresh
+		v.cache.LastPublished, v.cache.LastResolved = ws.LastRefresh, ws.LastResolve
+		v.cache.Publishes, v.cache.NetlinkEvents = ws.Refreshes, ws.Events
+	}
+	v.cache.MembersCached = len(v.hops)
+	return v
+}
+
+// member is member id's hop and counters, and adds them to the cache's.
+func (v *nextHopView) member(id uint32) *admin.MemberNextHop {
+	if v.cache == nil {
+		return nil
+	}
+	nh := &admin.MemberNextHop{State: admin.NextHopNotCached}
+	if c, err := v.d.dp.MemberCounters(id); err == nil {
+		nh.Hits, nh.Misses, nh.MTUFallbacks = c.NexthopHits, c.NexthopMisses, c.NexthopMTU
+		v.cache.Hits += c.NexthopHits
+		v.cache.Misses += c.NexthopMisses
+		v.cache.MTUFallbacks += c.NexthopMTU
+	}
+	if h, ok := v.hops[id]; ok {
+		nh.State, nh.Generation, nh.Ifindex, nh.MTU = admin.NextHopCached, v.cache.Generation, h.Ifindex, h.MTU
+		nh.SrcMAC, nh.DstMAC, nh.LastRefresh = h.SrcMAC.String(), h.DstMAC.String(), v.published
+		if ifc, err := net.InterfaceByIndex(h.Ifindex); err == nil {
+			nh.Interface = ifc.Name
+		}
+	} else if why, ok := v.unresolved[id]; ok {
+		nh.State, nh.Reason = admin.NextHopUnresolved, why
+		v.cache.MembersUnresolved++
+	}
+	return nh
 }
 
 // RedirectErrors implements metrics.Source: the refused redirects, named

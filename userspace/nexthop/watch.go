@@ -47,7 +47,10 @@ type Stats struct {
 	Events      uint64 // relevant netlink events
 	Resolved    int
 	Unresolved  map[uint32]string
-	LastRefresh time.Time
+	LastRefresh time.Time // the last publish
+	// LastResolve is the last resolution that succeeded, published or
+	// only renewing the lease (the hops had not changed).
+	LastResolve time.Time
 }
 
 // Watcher keeps a Cache in step with the kernel's routes and neighbours.
@@ -266,7 +269,11 @@ func (w *Watcher) refresh(h *netlink.Handle, prev map[uint32]loader.NextHop, pre
 	if !always && prev != nil && maps.EqualFunc(prev, res.Hops, sameHop) {
 		if err := w.cache.RenewNextHops(w.opts.Lease); err != nil {
 			w.log.Error("next hops: renew the lease", "error", err)
+			return prev, prevUse
 		}
+		w.mu.Lock()
+		w.stats.LastResolve = time.Now()
+		w.mu.Unlock()
 		return prev, prevUse
 	}
 	gen, err := w.cache.PublishNextHops(res.Hops, w.opts.Lease)
@@ -283,6 +290,7 @@ func (w *Watcher) refresh(h *netlink.Handle, prev map[uint32]loader.NextHop, pre
 	w.stats.Generation, w.stats.Resolved, w.stats.Unresolved = gen, len(res.Hops), res.Unresolved
 	w.stats.Refreshes++
 	w.stats.LastRefresh = time.Now()
+	w.stats.LastResolve = w.stats.LastRefresh
 	w.refreshed.Broadcast()
 	w.mu.Unlock()
 	if changed {

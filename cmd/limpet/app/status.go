@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -159,6 +160,7 @@ func printStatus(env *Env, st admin.Status) error {
 				m.Weight, state, dash(health), conns)
 		}
 	}
+	printNextHops(tw, st)
 	if len(st.Tables) > 0 {
 		fmt.Fprintln(tw, "\nTABLE\tPROFILE\tVIRTUAL SERVER\tENTRIES\tMAX\tFILL\tWHEN FULL\tTIMEOUT")
 		for _, t := range st.Tables {
@@ -232,4 +234,44 @@ func safeEndpoint(addr string, port int) string {
 		return addr
 	}
 	return endpoint(addr, port)
+}
+
+// printNextHops shows the next-hop cache: its generation and lease, then
+// each member's hop (MAC pair, interface, MTU) and lookup counters.
+func printNextHops(tw io.Writer, st admin.Status) {
+	c := st.NextHopCache
+	if c == nil {
+		return
+	}
+	stamp := func(t time.Time) string {
+		if t.IsZero() {
+			return "never"
+		}
+		return t.UTC().Format(time.RFC3339)
+	}
+	live := "not live: every packet asks the FIB"
+	if c.Live {
+		live = fmt.Sprintf("live, lease %.1fs left", c.LeaseExpiresInSeconds)
+	}
+	fmt.Fprintf(tw, "\nNEXT-HOP CACHE: generation %d, %s; %d members cached, %d unresolved; last published %s, last resolved %s; %d hits, %d misses, %d MTU fallbacks\n",
+		c.Generation, live, c.MembersCached, c.MembersUnresolved, stamp(c.LastPublished), stamp(c.LastResolved), c.Hits, c.Misses, c.MTUFallbacks)
+	fmt.Fprintln(tw, "POOL\tMEMBER\tNEXT HOP\tINTERFACE\tDST MAC\tSRC MAC\tMTU\tGENERATION\tHITS\tMISSES\tMTU FALLBACKS")
+	for _, p := range st.Pools {
+		for _, m := range p.Members {
+			h := m.NextHop
+			if h == nil {
+				continue
+			}
+			state, ifc, mtu, gen := h.State, "-", "-", "-"
+			if h.Reason != "" {
+				state += ": " + h.Reason
+			}
+			if h.State == admin.NextHopCached {
+				ifc = fmt.Sprintf("%s (%d)", dash(h.Interface), h.Ifindex)
+				mtu, gen = strconv.Itoa(h.MTU), strconv.FormatUint(uint64(h.Generation), 10)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", p.Name, m.Name, state, ifc,
+				dash(h.DstMAC), dash(h.SrcMAC), mtu, gen, h.Hits, h.Misses, h.MTUFallbacks)
+		}
+	}
 }

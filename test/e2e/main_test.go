@@ -159,6 +159,9 @@ type vsConf struct {
 	// Members, when set, are the pool's member addresses instead of the
 	// lab members' (named a1, a2, ...).
 	Members []netip.Addr
+	// MembersV4 and MembersV6 take the lab members' addresses of that
+	// family whatever the VIP's (ipip and gue tunnel across families).
+	MembersV4, MembersV6 bool
 }
 
 type profileConf struct {
@@ -168,8 +171,9 @@ type profileConf struct {
 
 // writeConfig writes a limpet config for l to its run directory and returns
 // its path. Each virtual server gets its own pool (named after it), so round
-// robin state is per virtual server.
-func writeConfig(t *testing.T, l *lab.Lab, gcInterval float64, profiles []profileConf, vss []vsConf) string {
+// robin state is per virtual server. settings are more "key: value" lines of
+// the settings section.
+func writeConfig(t *testing.T, l *lab.Lab, gcInterval float64, profiles []profileConf, vss []vsConf, settings ...string) string {
 	t.Helper()
 	var b strings.Builder
 	var ifs []string
@@ -178,6 +182,9 @@ func writeConfig(t *testing.T, l *lab.Lab, gcInterval float64, profiles []profil
 	}
 	fmt.Fprintf(&b, "settings:\n  interfaces: [%s]\n  pin_path: %s\n  gc_interval: %g\n",
 		strings.Join(ifs, ", "), l.PinDir(), gcInterval)
+	for _, s := range settings {
+		b.WriteString("  " + s + "\n")
+	}
 	b.WriteString("persistence_profiles:\n")
 	for _, p := range profiles {
 		fmt.Fprintf(&b, "  - {name: %s, type: source_ip, timeout: %d}\n", p.Name, p.Timeout)
@@ -193,7 +200,7 @@ func writeConfig(t *testing.T, l *lab.Lab, gcInterval float64, profiles []profil
 				break
 			}
 			a := m.Addr4
-			if vs.VIP.Is6() {
+			if (vs.VIP.Is6() && !vs.MembersV4) || vs.MembersV6 {
 				a = m.Addr6
 			}
 			fmt.Fprintf(&b, "      - {name: %s, address: %q}\n", m.Name, a)

@@ -6,8 +6,9 @@
  *                   Ethernet/VLAN/IP/L4 parsing as limpet_xdp, then XDP_TX.
  *   floor_drive     BPF_PROG_RUN driver: restores the packet from a template
  *                   (BPF_PROG_RUN reuses one buffer, and the datapath rewrites
- *                   it), varies its client address and port, then tail-calls
- *                   the program under test (limpet_xdp or floor_tx).
+ *                   it, or grows its head to encapsulate it), varies its client
+ *                   address and port, then tail-calls the program under test
+ *                   (limpet_xdp or floor_tx).
  *   floor_gen       packet generator for BPF_F_TEST_XDP_LIVE_FRAMES: the same
  *                   restore-and-vary, then XDP_TX out of the ingress device.
  *   floor_redirect  the end-to-end floor: rewrite MACs, bpf_redirect to the
@@ -30,6 +31,7 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 #define SWEEP_F_L4_CSUM (1 << 0) /* the template carries a TCP/UDP checksum to update */
 #define SWEEP_F_UDP (1 << 1)     /* an updated UDP checksum of 0 is sent as 0xffff */
 #define REDIRECT_MAX_TARGETS 8
+#define DRIVE_HEAD_GROWTH_MAX 256 /* XDP_PACKET_HEADROOM: no program grows more */
 
 /* One packet template and how to vary it. Packet i of a run (counting from
  * start) gets client index i % clients added to the 32-bit address word at
@@ -199,10 +201,29 @@ int floor_tx(struct xdp_md *ctx)
 	return XDP_TX;
 }
 
+/* Undoes what the previous repeat's program grew the head by (encapsulation,
+ * bpf_xdp_adjust_head): BPF_PROG_RUN keeps the moved start from one repeat
+ * to the next, so the frame is then longer than the template by just that,
+ * and the template must start where it started. */
+static __always_inline int drive_restore_head(struct xdp_md *ctx)
+{
+	__u32 zero = 0;
+	struct sweep_cfg *c = bpf_map_lookup_elem(&sweep, &zero);
+
+	if (!c)
+		return -1;
+	long grown = (long)ctx->data_end - (long)ctx->data - (long)c->len;
+	if (grown <= 0)
+		return 0;
+	if (grown > DRIVE_HEAD_GROWTH_MAX)
+		return -1;
+	return bpf_xdp_adjust_head(ctx, (int)grown) ? -1 : 0;
+}
+
 SEC("xdp")
 int floor_drive(struct xdp_md *ctx)
 {
-	if (sweep_apply(ctx))
+	if (drive_restore_head(ctx) || sweep_apply(ctx))
 		return XDP_ABORTED;
 	bpf_tail_call(ctx, &drive_target, 0);
 	return XDP_ABORTED; /* no program under test */

@@ -47,6 +47,36 @@ const (
 // DatapathCases in report order.
 var DatapathCases = []DatapathCase{CaseNonVIP, CaseFlowHit, CaseFlowHitFIB, CasePersistHit, CaseNewClient, CaseReverse, CaseReverseFIB}
 
+// The forwarding modes other than NAT, small table only: a flow-table hit
+// and a new client of a DSR, an IPIP and a GUE virtual server (the family is
+// the client's and the member's: IPv4 is 4in4, IPv6 6in6). Encapsulation
+// grows the head with bpf_xdp_adjust_head, which the driver undoes before
+// the next repeat (bpf/floor.c); the driver's undo is a part of these rows,
+// the floor's driven packet has none.
+const (
+	CaseDSRHit  DatapathCase = "DSR flow-table hit"
+	CaseDSRNew  DatapathCase = "DSR new client"
+	CaseIPIPHit DatapathCase = "IPIP flow-table hit"
+	CaseIPIPNew DatapathCase = "IPIP new client"
+	CaseGUEHit  DatapathCase = "GUE flow-table hit"
+	CaseGUENew  DatapathCase = "GUE new client"
+)
+
+// DatapathMode is one forwarding mode of part 1 and its two cases.
+type DatapathMode struct {
+	Name     string // nat, dsr, ipip, gue: the config's forwarding
+	Encap    loader.Encap
+	Port     uint16 // the virtual server's port on the family's VIP
+	Hit, New DatapathCase
+}
+
+// DatapathModes in report order; DSR first: the encapsulations' reference.
+var DatapathModes = []DatapathMode{
+	{"dsr", loader.EncapNone, 81, CaseDSRHit, CaseDSRNew},
+	{"ipip", loader.EncapIPIP, 82, CaseIPIPHit, CaseIPIPNew},
+	{"gue", loader.EncapGUE, 83, CaseGUEHit, CaseGUENew},
+}
+
 // DatapathKey identifies one row of part 1.
 type DatapathKey struct {
 	Case   DatapathCase
@@ -109,6 +139,9 @@ var (
 	dpMembers4 = []netip.Addr{netip.MustParseAddr("10.1.0.11"), netip.MustParseAddr("10.1.0.12"), netip.MustParseAddr("10.1.0.13"), netip.MustParseAddr("10.1.0.14")}
 	dpMembers6 = []netip.Addr{netip.MustParseAddr("fd00:1::11"), netip.MustParseAddr("fd00:1::12"), netip.MustParseAddr("fd00:1::13"), netip.MustParseAddr("fd00:1::14")}
 	dpGwMAC    = net.HardwareAddr{0x02, 0, 0, 0, 0xc0, 0xfe}
+	// The balancer's addresses on the member side (bmem).
+	dpBalancer4 = netip.MustParseAddr("10.1.0.1")
+	dpBalancer6 = netip.MustParseAddr("fd00:1::1")
 )
 
 const (
@@ -173,26 +206,51 @@ func dpSizes(o DatapathOptions) (flows, persist uint32) {
 	return n*9/2 + 4096, n*5/2 + 4096
 }
 
+// dpState is the world's configuration: for each family (IPv4 with id 0,
+// IPv6 with 1), the NAT virtual server on port 80 and one of each of
+// DatapathModes, the mode's i-th at id 2+2i+family; each has its pool of the
+// family's four members (pool id = virtual server id, member ids
+// memberID) and its own persistence table.
 func dpState(persistSize uint32) loader.State {
 	s := loader.State{
-		Pools: []loader.Pool{{ID: 0, Eligible: []uint32{0, 1, 2, 3}}, {ID: 1, Eligible: []uint32{4, 5, 6, 7}}},
+		// The outer source of the encapsulations: the balancer's address
+		// on the member side.
+		Encap: loader.EncapSettings{SourceV4: dpBalancer4, SourceV6: dpBalancer6, GUEPort: loader.DefaultGUEPort},
 	}
-	for i := range dpMembers4 {
-		s.Members = append(s.Members, loader.Member{ID: uint32(i), PoolID: 0, Addr: netip.AddrPortFrom(dpMembers4[i], dpMemberPort), Up: true, NAT: true})
-	}
-	for i := range dpMembers6 {
-		s.Members = append(s.Members, loader.Member{ID: uint32(4 + i), PoolID: 1, Addr: netip.AddrPortFrom(dpMembers6[i], dpMemberPort), Up: true, NAT: true})
-	}
-	for id, vip := range []netip.Addr{dpVIP4, dpVIP6} {
-		tid := loader.NewTableID(uint32(id), true)
+	add := func(vsID uint32, vip netip.Addr, port uint16, m DatapathMode, members []netip.Addr) {
+		pool := loader.Pool{ID: vsID}
+		for i, a := range members {
+			mid := vsID*uint32(len(members)) + uint32(i)
+			pool.Eligible = append(pool.Eligible, mid)
+			mem := loader.Member{ID: mid, PoolID: vsID, Addr: netip.AddrPortFrom(a, dpMemberPort), Up: true, NAT: true}
+			if m.Name != "nat" {
+				// DSR keeps the port: member port 0 means the virtual server's.
+				mem.Addr, mem.NAT = netip.AddrPortFrom(a, 0), false
+			}
+			s.Members = append(s.Members, mem)
+		}
+		s.Pools = append(s.Pools, pool)
+		tid := loader.NewTableID(vsID, true)
 		s.Tables = append(s.Tables, loader.Table{ID: tid, MaxEntries: persistSize})
 		s.VirtualServers = append(s.VirtualServers, loader.VirtualServer{
-			ID: uint32(id), VIP: netip.AddrPortFrom(vip, dpVSPort), Proto: loader.ProtoTCP, PoolID: uint32(id),
+			ID: vsID, VIP: netip.AddrPortFrom(vip, port), Proto: loader.ProtoTCP, PoolID: vsID,
 			TableID: tid, IPv4Prefix: 32, IPv6Prefix: 128, Timeout: 300 * time.Second,
+			DSR: m.Name != "nat", Encap: m.Encap,
 		})
+	}
+	for _, fam := range dpFamilies {
+		add(fam.vsID, fam.vip, dpVSPort, DatapathMode{Name: "nat"}, fam.members)
+	}
+	for i, m := range DatapathModes {
+		for _, fam := range dpFamilies {
+			add(modeVSID(i, fam), fam.vip, m.Port, m, fam.members)
+		}
 	}
 	return s
 }
+
+// modeVSID is the virtual server of DatapathModes[i] in family fam.
+func modeVSID(i int, fam dpFamily) uint32 { return uint32(len(dpFamilies)*(1+i)) + fam.vsID }
 
 // dpFamily holds what differs between IPv4 and IPv6.
 type dpFamily struct {
@@ -268,7 +326,13 @@ func RunDatapath(ctx context.Context, o DatapathOptions) (*DatapathResult, error
 	rows := map[DatapathKey]*DatapathRow{}
 	for _, large := range []bool{false, true} {
 		for _, fam := range dpFamilies {
-			for _, c := range DatapathCases {
+			cases := DatapathCases
+			if !large {
+				for _, m := range DatapathModes {
+					cases = append(cases[:len(cases):len(cases)], m.Hit, m.New)
+				}
+			}
+			for _, c := range cases {
 				k := DatapathKey{Case: c, Family: fam.name, Large: large}
 				rows[k] = &DatapathRow{Key: k}
 				res.Rows = append(res.Rows, rows[k])
@@ -302,29 +366,96 @@ func RunDatapath(ctx context.Context, o DatapathOptions) (*DatapathResult, error
 				}
 				logf("datapath: run %d/%d %s %s table done in %.1fs", run+1, o.Runs, fam.name, map[bool]string{false: "small", true: "1M"}[large], time.Since(start).Seconds())
 			}
+			start := time.Now()
+			if err := dpModesRun(w, fl, o, fam, flowSize, persistSize, rows); err != nil {
+				return nil, fmt.Errorf("run %d, %s, forwarding modes: %w", run+1, fam.name, err)
+			}
+			logf("datapath: run %d/%d %s forwarding modes done in %.1fs", run+1, o.Runs, fam.name, time.Since(start).Seconds())
 		}
 	}
 	return res, nil
 }
 
-// dpRun measures the five cases on one fresh datapath.
-func dpRun(w *testutil.World, fl *loader.Floor, o DatapathOptions, fam dpFamily, large bool, flowSize, persistSize uint32, rows map[DatapathKey]*DatapathRow, res *DatapathResult) error {
+// loadDP loads a fresh datapath with the world's state and fills its
+// next-hop cache from the namespace's neighbours, as the daemon's watcher
+// does; it returns the function that fills the cache again. The caller
+// detaches the datapath.
+func loadDP(w *testutil.World, flowSize, persistSize uint32) (*loader.Datapath, func() error, error) {
 	pin := fmt.Sprintf("/sys/fs/bpf/limpet-bench-dp-%d", os.Getpid())
 	_ = loader.Detach(pin) // a crashed earlier run of this pid, if any
 	d, err := loader.Load(loader.Options{PinPath: pin, FlowTableSize: flowSize})
 	if err != nil {
-		return fmt.Errorf("load datapath: %w", err)
+		return nil, nil, fmt.Errorf("load datapath: %w", err)
 	}
-	defer d.Detach()
 	if err := d.Apply(dpState(persistSize)); err != nil {
-		return err
+		d.Detach()
+		return nil, nil, err
 	}
-	// The daemon's next-hop cache, resolved from the namespace's
-	// neighbours as the daemon's watcher does; the FIB rows turn it off.
 	publish, err := dpNextHops(w, d)
+	if err != nil {
+		d.Detach()
+		return nil, nil, err
+	}
+	return d, publish, nil
+}
+
+// dpCase is one measurement of part 1: a template, how the driver varies
+// it, and what limpet must do with every packet.
+type dpCase struct {
+	c       DatapathCase
+	vsID    uint32 // whose counters check tells apart
+	desc    string // the row's packets
+	pkt     []byte
+	ingress int
+	sw      loader.Sweep
+	want    loader.XDPAction
+	check   func(before, after loader.VSCounters, n uint64) error
+}
+
+// dpMeasure runs one case through the driver, limpet then the floor (the
+// floor leaves no state), checks limpet's verdict and counters, and adds
+// the figures to row.
+func dpMeasure(w *testutil.World, fl *loader.Floor, d *loader.Datapath, repeat int, fam dpFamily, row *DatapathRow, k dpCase) error {
+	return w.Do(func() error {
+		before, err := d.VSCounters(k.vsID)
+		if err != nil {
+			return err
+		}
+		r, err := fl.Drive(d, k.pkt, k.sw, k.ingress, repeat)
+		if err != nil {
+			return fmt.Errorf("%s: %w", k.c, err)
+		}
+		if r.Verdict != k.want {
+			return fmt.Errorf("%w: %s %s: verdict %v, want %v", errSanity, fam.name, k.c, r.Verdict, k.want)
+		}
+		after, err := d.VSCounters(k.vsID)
+		if err != nil {
+			return err
+		}
+		if k.check != nil {
+			if err := k.check(before, after, r.Packets); err != nil {
+				return fmt.Errorf("%w: %s %s: %v", errSanity, fam.name, k.c, err)
+			}
+		}
+		f, err := fl.Drive(nil, k.pkt, k.sw, k.ingress, repeat)
+		if err != nil {
+			return fmt.Errorf("%s floor: %w", k.c, err)
+		}
+		row.Limpet.Add(float64(r.PerPacket.Nanoseconds()))
+		row.Floor.Add(float64(f.PerPacket.Nanoseconds()))
+		row.Sweep = k.desc
+		return nil
+	})
+}
+
+// dpRun measures the NAT cases on one fresh datapath.
+func dpRun(w *testutil.World, fl *loader.Floor, o DatapathOptions, fam dpFamily, large bool, flowSize, persistSize uint32, rows map[DatapathKey]*DatapathRow, res *DatapathResult) error {
+	// The daemon's next-hop cache; the FIB rows turn it off.
+	d, publish, err := loadDP(w, flowSize, persistSize)
 	if err != nil {
 		return err
 	}
+	defer d.Detach()
 	table := loader.NewTableID(fam.vsID, true)
 	vipPort := netip.AddrPortFrom(fam.vip, dpVSPort)
 	member0 := netip.AddrPortFrom(fam.members[0], dpMemberPort)
@@ -350,41 +481,10 @@ func dpRun(w *testutil.World, fl *loader.Floor, o DatapathOptions, fam dpFamily,
 		return fmt.Errorf("fill persistence table: %w", err)
 	}
 
-	// measure runs one case through the driver, limpet then the floor
-	// (the floor leaves no state), and checks limpet's verdict.
 	measure := func(c DatapathCase, desc string, pkt []byte, ingress int, sw loader.Sweep, want loader.XDPAction, check func(before, after loader.VSCounters, n uint64) error) error {
 		row := rows[DatapathKey{Case: c, Family: fam.name, Large: large}]
-		return w.Do(func() error {
-			before, err := d.VSCounters(fam.vsID)
-			if err != nil {
-				return err
-			}
-			r, err := fl.Drive(d, pkt, sw, ingress, o.Repeat)
-			if err != nil {
-				return fmt.Errorf("%s: %w", c, err)
-			}
-			if r.Verdict != want {
-				return fmt.Errorf("%w: %s %s: verdict %v, want %v", errSanity, fam.name, c, r.Verdict, want)
-			}
-			after, err := d.VSCounters(fam.vsID)
-			if err != nil {
-				return err
-			}
-			if check != nil {
-				if err := check(before, after, r.Packets); err != nil {
-					return fmt.Errorf("%w: %s %s: %v", errSanity, fam.name, c, err)
-				}
-			}
-			f, err := fl.Drive(nil, pkt, sw, ingress, o.Repeat)
-			if err != nil {
-				return fmt.Errorf("%s floor: %w", c, err)
-			}
-			row.Limpet.Add(float64(r.PerPacket.Nanoseconds()))
-			row.Floor.Add(float64(f.PerPacket.Nanoseconds()))
-			row.Entries = persisted
-			row.Sweep = desc
-			return nil
-		})
+		row.Entries = persisted
+		return dpMeasure(w, fl, d, o.Repeat, fam, row, dpCase{c: c, vsID: fam.vsID, desc: desc, pkt: pkt, ingress: ingress, sw: sw, want: want, check: check})
 	}
 	cliA := func(port uint16) netip.AddrPort { return netip.AddrPortFrom(fam.clientA, port) }
 
@@ -438,20 +538,8 @@ func dpRun(w *testutil.World, fl *loader.Floor, o DatapathOptions, fam dpFamily,
 	if large {
 		sw, desc = loader.Sweep{Clients: uint32(persisted)}, fmt.Sprintf("%d flows in turn", persisted)
 	}
-	if err := measure(CaseFlowHit, desc, tcpFrame(cliA(persistPort), vipPort, "A", dpGwMAC, w.Client.MAC), w.Client.Index, sw, loader.XDPRedirect,
-		func(b, a loader.VSCounters, n uint64) error {
-			if a.NewFlows != b.NewFlows || a.Packets-b.Packets != n {
-				return fmt.Errorf("%d packets: %d counted, %d new flows", n, a.Packets-b.Packets, a.NewFlows-b.NewFlows)
-			}
-			return nil
-		}); err != nil {
+	if err := measure(CaseFlowHit, desc, tcpFrame(cliA(persistPort), vipPort, "A", dpGwMAC, w.Client.MAC), w.Client.Index, sw, loader.XDPRedirect, flowHits); err != nil {
 		return err
-	}
-	flowHit := func(b, a loader.VSCounters, n uint64) error {
-		if a.NewFlows != b.NewFlows || a.Packets-b.Packets != n {
-			return fmt.Errorf("%d packets: %d counted, %d new flows", n, a.Packets-b.Packets, a.NewFlows-b.NewFlows)
-		}
-		return nil
 	}
 	replied := func(b, a loader.VSCounters, n uint64) error {
 		if a.ReplyPackets-b.ReplyPackets != n {
@@ -467,7 +555,7 @@ func dpRun(w *testutil.World, fl *loader.Floor, o DatapathOptions, fam dpFamily,
 	if err := d.DropNextHops(); err != nil {
 		return err
 	}
-	if err := measure(CaseFlowHitFIB, desc, tcpFrame(cliA(persistPort), vipPort, "A", dpGwMAC, w.Client.MAC), w.Client.Index, sw, loader.XDPRedirect, flowHit); err != nil {
+	if err := measure(CaseFlowHitFIB, desc, tcpFrame(cliA(persistPort), vipPort, "A", dpGwMAC, w.Client.MAC), w.Client.Index, sw, loader.XDPRedirect, flowHits); err != nil {
 		return err
 	}
 	if err := measure(CaseReverseFIB, desc, reply, w.Member.Index, replySweep, loader.XDPRedirect, replied); err != nil {
@@ -487,12 +575,54 @@ func dpRun(w *testutil.World, fl *loader.Floor, o DatapathOptions, fam dpFamily,
 	// and the entry and both flow entries are inserted.
 	sw = loader.Sweep{Clients: uint32(o.Repeat) * 2} // never wraps, even if a signal restarts the run
 	syn := tcpFrame(netip.AddrPortFrom(fam.clientB, dpPortNew), vipPort, "S", dpGwMAC, w.Client.MAC)
-	return measure(CaseNewClient, "each from a new client", syn, w.Client.Index, sw, loader.XDPRedirect, func(b, a loader.VSCounters, n uint64) error {
-		if a.PersistMisses-b.PersistMisses != n || a.NewFlows-b.NewFlows != n {
-			return fmt.Errorf("%d packets: %d misses and %d new flows", n, a.PersistMisses-b.PersistMisses, a.NewFlows-b.NewFlows)
+	return measure(CaseNewClient, "each from a new client", syn, w.Client.Index, sw, loader.XDPRedirect, newClients)
+}
+
+// newClients checks a new-client case: every packet a persistence miss
+// and a new flow.
+func newClients(b, a loader.VSCounters, n uint64) error {
+	if a.PersistMisses-b.PersistMisses != n || a.NewFlows-b.NewFlows != n {
+		return fmt.Errorf("%d packets: %d misses and %d new flows", n, a.PersistMisses-b.PersistMisses, a.NewFlows-b.NewFlows)
+	}
+	return nil
+}
+
+// flowHits checks a flow-hit case: every packet counted, no new flow.
+func flowHits(b, a loader.VSCounters, n uint64) error {
+	if a.NewFlows != b.NewFlows || a.Packets-b.Packets != n {
+		return fmt.Errorf("%d packets: %d counted, %d new flows", n, a.Packets-b.Packets, a.NewFlows-b.NewFlows)
+	}
+	return nil
+}
+
+// dpModesRun measures DatapathModes on one fresh datapath of the small
+// world, in turn: for each mode a new client on every packet, then a
+// flow-table hit of the first of those connections (the one of the
+// template's own address and port).
+func dpModesRun(w *testutil.World, fl *loader.Floor, o DatapathOptions, fam dpFamily, flowSize, persistSize uint32, rows map[DatapathKey]*DatapathRow) error {
+	d, _, err := loadDP(w, flowSize, persistSize)
+	if err != nil {
+		return err
+	}
+	defer d.Detach()
+	client := netip.AddrPortFrom(fam.clientB, dpPortNew)
+	for i, m := range DatapathModes {
+		vs := netip.AddrPortFrom(fam.vip, m.Port)
+		vsID := modeVSID(i, fam)
+		for _, k := range []dpCase{
+			{c: m.New, desc: "each from a new client", pkt: tcpFrame(client, vs, "S", dpGwMAC, w.Client.MAC),
+				sw: loader.Sweep{Clients: uint32(o.Repeat) * 2}, check: newClients},
+			{c: m.Hit, desc: "one flow", pkt: tcpFrame(client, vs, "A", dpGwMAC, w.Client.MAC), check: flowHits},
+		} {
+			k.vsID, k.ingress, k.want = vsID, w.Client.Index, loader.XDPRedirect
+			row := rows[DatapathKey{Case: k.c, Family: fam.name}]
+			row.Entries = o.SmallClients
+			if err := dpMeasure(w, fl, d, o.Repeat, fam, row, k); err != nil {
+				return err
+			}
 		}
-		return nil
-	})
+	}
+	return nil
 }
 
 // dpNextHops fills d's next-hop cache from the namespace's routes and

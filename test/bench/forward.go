@@ -31,7 +31,11 @@ const (
 	PathFloor     = "floor: plain redirect (XDP)"
 	PathLimpetNAT = "limpet NAT (XDP)"
 	PathLimpetDSR = "limpet DSR (XDP)"
-	PathNft       = "nftables DNAT + conntrack (kernel stack)"
+	// Encapsulated DSR, IPv4 in IPv4: the members count the tunnelled
+	// packets at their XDP, before any decapsulation.
+	PathLimpetIPIP = "limpet IPIP 4in4 (XDP)"
+	PathLimpetGUE  = "limpet GUE 4in4 (XDP)"
+	PathNft        = "nftables DNAT + conntrack (kernel stack)"
 	// PathLimpetGC1 is limpet NAT with the default 1 s sweep: on two
 	// cores the daemon's sweep of every flow and entry competes with the
 	// packets for CPU.
@@ -39,7 +43,7 @@ const (
 )
 
 // ForwardPaths in report order.
-var ForwardPaths = []string{PathFloor, PathLimpetNAT, PathLimpetDSR, PathNft, PathLimpetGC1}
+var ForwardPaths = []string{PathFloor, PathLimpetNAT, PathLimpetDSR, PathLimpetIPIP, PathLimpetGUE, PathNft, PathLimpetGC1}
 
 // ForwardKey is one row of part 2.
 type ForwardKey struct {
@@ -81,6 +85,7 @@ func (r *ForwardResult) Row(path, proto string) *ForwardRow {
 // floor and nftables use the NAT ports).
 var forwardPorts = map[string][2]uint16{ // UDP, TCP
 	PathFloor: {53, 80}, PathLimpetNAT: {53, 80}, PathLimpetDSR: {5353, 8080}, PathNft: {53, 80}, PathLimpetGC1: {53, 80},
+	PathLimpetIPIP: {5354, 8081}, PathLimpetGUE: {5355, 8082},
 }
 
 // RunForward runs part 2 in a lab of its own.
@@ -221,9 +226,10 @@ func runForward(ctx context.Context, bl *benchLab, o ForwardOptions) (*ForwardRe
 		if err := bl.startLimpet(ctx, bl.limpetCfg); err != nil {
 			return nil, err
 		}
-		err = measure(PathLimpetNAT)
-		if err == nil {
-			err = measure(PathLimpetDSR)
+		for _, path := range []string{PathLimpetNAT, PathLimpetDSR, PathLimpetIPIP, PathLimpetGUE} {
+			if err = measure(path); err != nil {
+				break
+			}
 		}
 		if serr := bl.stopLimpet(); err == nil {
 			err = serr

@@ -191,6 +191,9 @@ func runDatapathPart(ctx context.Context, env Env, o Options) (*DatapathResult, 
 	res, err := RunDatapathSides(ctx, o.Datapath, current, &b.Side)
 	if res != nil {
 		res.Baseline.Name = b.Side.Name + " " + b.Subject
+		if res.HasModes() && !res.Baseline.HasModes() {
+			env.logf("datapath: the baseline %s measured no DSR, IPIP or GUE rows (its part 1 predates them): skipped on its side", b.Side.Name)
+		}
 	}
 	return res, err
 }

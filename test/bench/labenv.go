@@ -141,8 +141,11 @@ func (b *benchLab) renderConfigs() error {
 	for gc, path := range map[int]string{60: b.limpetCfg, 1: b.limpetGC1} {
 		err := b.env.render("limpet-l4.yaml.tmpl", path, map[string]any{
 			"Ifaces": ifs, "PinDir": b.PinDir(), "VIP": b.VIP4(), "Members": b.members(), "GCInterval": gc,
+			// The outer source of IPIP and GUE: the balancer's address.
+			"EncapSource": b.Balancers()[0].Addr4,
 			// DSR keeps the port: member port 0 means the virtual server's.
-			"Pools": []pool{{"tcp-nat", 80}, {"udp-nat", 53}, {"tcp-dsr", 0}, {"udp-dsr", 0}},
+			"Pools": []pool{{"tcp-nat", 80}, {"udp-nat", 53}, {"tcp-dsr", 0}, {"udp-dsr", 0},
+				{"tcp-ipip", 0}, {"udp-ipip", 0}, {"tcp-gue", 0}, {"udp-gue", 0}},
 		})
 		if err != nil {
 			return err

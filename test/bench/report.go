@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/limpet-lb/limpet/loader"
 )
 
 // WriteReport writes the markdown report.
@@ -104,8 +106,78 @@ func writeDatapath(w io.Writer, r *Results) {
 	}
 	p("\nWithout the driver (plain repeated BPF_PROG_RUN, possible because these packets are not rewritten): floor_tx %s ns (IPv4), %s ns (IPv6); limpet's non-VIP pass %s ns (IPv4), %s ns (IPv6). The difference to the driven rows is the driver's template copy and tail call.\n\n",
 		d.FloorPlain["IPv4"].Format(0), d.FloorPlain["IPv6"].Format(0), d.NonVIPPlain["IPv4"].Format(0), d.NonVIPPlain["IPv6"].Format(0))
+	writeDatapathModes(w, d)
 	writeDatapathBaseline(w, d)
 	writeDatapathSizes(w, d)
+}
+
+// EncapTarget is issue 17's: encapsulated DSR costs at most this many times
+// plain DSR per packet.
+const EncapTarget = 1.3
+
+// encapForm names the encapsulation of a family's row: the client's and
+// the member's family are the same in part 1.
+func encapForm(m DatapathMode, fam string) string {
+	if m.Encap == loader.EncapNone {
+		return "MAC rewrite"
+	}
+	if fam == "IPv6" {
+		return "6in6"
+	}
+	return "4in4"
+}
+
+// HasModes says whether part 1 measured DatapathModes: a baseline commit
+// whose part 1 predates them has none of their rows.
+func (r *DatapathResult) HasModes() bool {
+	for _, m := range DatapathModes {
+		for _, fam := range []string{"IPv4", "IPv6"} {
+			if row := r.Row(DatapathKey{m.Hit, fam, false}); row != nil && len(row.Limpet) > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// writeDatapathModes is part 1's DSR, IPIP and GUE rows, each against
+// plain DSR's same case in the same run.
+func writeDatapathModes(w io.Writer, d *DatapathResult) {
+	if !d.HasModes() {
+		return
+	}
+	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
+	p("### Forwarding modes: DSR, IPIP and GUE\n\n")
+	p("A virtual server of each mode on the same VIP as the NAT rows (ports 81, 82 and 83), with the same persistence and pool choice; the encapsulations' outer source is the balancer's member-side address, GUE's port %d. The three modes run on one fresh datapath per run and family (small world), DSR first: *new client* is a SYN from a client never seen on every packet (pool choice, persistence insert, one flow insert: DSR and the encapsulations keep no reverse flow), *flow-table hit* an ACK of the first of those connections. The family is the client's and the member's, so IPv4 is 4in4 and IPv6 6in6. Encapsulation grows the head with `bpf_xdp_adjust_head`; BPF_PROG_RUN keeps the moved start from one repeat to the next, so `floor_drive` moves it back first (one more `bpf_xdp_adjust_head`, which these rows pay and their floor does not). *÷ DSR* divides by plain DSR's same case and family in the same run; the target is at most %.1f× for the encapsulations.\n\n", loader.DefaultGUEPort, EncapTarget)
+	p("| mode | form | case | family | limpet ns/packet | floor ns/packet | limpet ÷ floor | ÷ DSR | (limpet − floor) ÷ DSR's |\n")
+	p("|---|---|---|---|---:|---:|---:|---:|---:|\n")
+	dsr := DatapathModes[0]
+	var worst float64
+	for _, fam := range []string{"IPv4", "IPv6"} {
+		for _, m := range DatapathModes {
+			for _, pair := range [][2]DatapathCase{{m.Hit, dsr.Hit}, {m.New, dsr.New}} {
+				row, ref := d.Row(DatapathKey{pair[0], fam, false}), d.Row(DatapathKey{pair[1], fam, false})
+				if row == nil || len(row.Limpet) == 0 || ref == nil {
+					continue
+				}
+				r := Ratios(row.Limpet, ref.Limpet)
+				if m.Encap != loader.EncapNone && r.Median() > worst {
+					worst = r.Median()
+				}
+				caseName := "flow-table hit"
+				if pair[0] == m.New {
+					caseName = "new client"
+				}
+				p("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", m.Name, encapForm(m, fam), caseName, fam, row.Limpet.Format(0), row.Floor.Format(0),
+					Ratios(row.Limpet, row.Floor).FormatRatio(), r.FormatRatio(), Ratios(Diffs(row.Limpet, row.Floor), Diffs(ref.Limpet, ref.Floor)).FormatRatio())
+			}
+		}
+	}
+	verdict := "met"
+	if worst > EncapTarget {
+		verdict = "**missed**"
+	}
+	p("\nEncapsulated ÷ plain DSR, worst median of the rows above: %.2f× against the target of at most %.1f×: %s.\n\n", worst, EncapTarget, verdict)
 }
 
 // writeDatapathBaseline is the before and after of part 1: the baseline
@@ -118,11 +190,20 @@ func writeDatapathBaseline(w io.Writer, d *DatapathResult) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
 	p("### Before and after: %s against the baseline\n\n", d.Name)
 	p("The **baseline** is commit `%s`, checked out in a scratch worktree and built there with its own `go.mod`, loader and committed bpf2go output; its datapath is measured by its own part 1 (`limpet-bench-agent`, a process per run and side), in turns with this tree's in every run: this tree first in odd runs, the baseline first in even ones. Each side's floor is its own tree's `floor_tx` through its own driver; *÷ floor* is taken within a side and run, *this ÷ baseline* between the two sides of one run.\n\n", b.Name)
+	if d.HasModes() && !b.HasModes() {
+		p("The baseline `%s` has no DSR, IPIP or GUE rows (its part 1 predates them, or its datapath has no encapsulation): those rows are skipped on its side, and measured for this tree only (above).\n\n", b.Name)
+	}
 	p("| path | family | table | baseline ns/packet | this ns/packet | baseline ÷ floor | this ÷ floor | this ÷ baseline |\n")
 	p("|---|---|---|---:|---:|---:|---:|---:|\n")
+	cases := DatapathCases
+	if b.HasModes() {
+		for _, m := range DatapathModes {
+			cases = append(cases[:len(cases):len(cases)], m.Hit, m.New)
+		}
+	}
 	for _, large := range []bool{false, true} {
 		for _, fam := range []string{"IPv4", "IPv6"} {
-			for _, c := range DatapathCases {
+			for _, c := range cases {
 				k := DatapathKey{c, fam, large}
 				cur, base := d.Row(k), b.Row(k)
 				if cur == nil && base == nil {
@@ -309,7 +390,7 @@ func writeForward(w io.Writer, r *Results) {
 	p("Client, balancer and three members are network namespaces joined by veth pairs (`userspace/lab`). The client generates with BPF_PROG_RUN and `BPF_F_TEST_XDP_LIVE_FRAMES` (`floor_gen`): %s frames per measurement, each XDP_TX'd out of the client's veth from the next of **%s source addresses** (198.19.0.1 upwards, one flow per source and protocol), 64-byte UDP datagrams or TCP SYNs. The members count what arrives with a minimal XDP program (`floor_count`, then XDP_DROP). *Mpps* is packets counted at the members divided by the generator's wall time.\n\n",
 		fmtNum(float64(f.Frames), 0), fmtNum(float64(f.Sources), 0))
 	p("- **floor**: `floor_redirect` on the balancer's veth, native XDP: rewrite the MACs, `bpf_redirect` to the members in turn.\n")
-	p("- **limpet**: the real `limpet run` (native XDP on every balancer veth), source-IP persistence on; NAT and DSR virtual servers. Started afresh for each run, with `gc_interval: 60` so that no sweep runs during a measurement; the last row is the default `gc_interval: 1`.\n")
+	p("- **limpet**: the real `limpet run` (native XDP on every balancer veth), source-IP persistence on; NAT, DSR, IPIP and GUE virtual servers (the encapsulations IPv4 in IPv4 from the balancer's address; the members count the tunnelled packets at their XDP, before any decapsulation, as they count the others). Started afresh for each run, with `gc_interval: 60` so that no sweep runs during a measurement; the last row is the default `gc_interval: 1`.\n")
 	p("- **nftables**: no XDP on the balancer; the kernel stack with conntrack, DNAT, `numgen random` over the members and one dynamic set per member keyed by client address with a 300 s timeout, chained as kube-proxy's nftables mode does for `sessionAffinity: ClientIP` (`scripts/bench/nftables.nft.tmpl`). Conntrack is flushed before each run.\n")
 	p("- Before each measurement every source sends one packet per protocol, so the figures are for established flows and existing persistence (or conntrack) entries. New connections are parts 1 and 3.\n")
 	p("- The veth pairs live in one kernel: the generator, the balancer's NAPI and the members' NAPI run one after another, mostly on the generator's CPU. A figure is the rate of the whole chain on one core, generator included; that is why the floor is measured on the same chain, and the ratios are the result.\n\n")
@@ -325,17 +406,26 @@ func writeForward(w io.Writer, r *Results) {
 	}
 	nftU, nftT := f.Row(PathNft, "UDP"), f.Row(PathNft, "TCP SYN")
 	p("\n| comparison | UDP | TCP SYN |\n|---|---:|---:|\n")
-	for _, path := range []string{PathLimpetNAT, PathLimpetDSR, PathLimpetGC1} {
+	for _, path := range []string{PathLimpetNAT, PathLimpetDSR, PathLimpetIPIP, PathLimpetGUE, PathLimpetGC1} {
 		u, t := f.Row(path, "UDP"), f.Row(path, "TCP SYN")
-		if u == nil || len(u.Delivered) == 0 || len(nftU.Delivered) == 0 {
+		if u == nil || len(u.Delivered) == 0 || nftU == nil || len(nftU.Delivered) == 0 {
 			continue
 		}
 		p("| %s ÷ nftables | %s | %s |\n", path, Ratios(u.Delivered, nftU.Delivered).FormatRatio(), Ratios(t.Delivered, nftT.Delivered).FormatRatio())
+	}
+	dsrU, dsrT := f.Row(PathLimpetDSR, "UDP"), f.Row(PathLimpetDSR, "TCP SYN")
+	for _, path := range []string{PathLimpetIPIP, PathLimpetGUE} {
+		u, t := f.Row(path, "UDP"), f.Row(path, "TCP SYN")
+		if u == nil || len(u.Delivered) == 0 || dsrU == nil || len(dsrU.Delivered) == 0 {
+			continue
+		}
+		p("| %s ÷ limpet DSR | %s | %s |\n", path, Ratios(u.Delivered, dsrU.Delivered).FormatRatio(), Ratios(t.Delivered, dsrT.Delivered).FormatRatio())
 	}
 	gc1, nat := f.Row(PathLimpetGC1, "UDP"), f.Row(PathLimpetNAT, "UDP")
 	if gc1 != nil && len(gc1.Delivered) > 0 {
 		p("| limpet NAT, 1 s sweep ÷ no sweep (UDP) | %s | |\n", Ratios(gc1.Delivered, nat.Delivered).FormatRatio())
 	}
+	writeForwardTargets(w, f)
 	p("\nEvery generated frame reached a member in these runs unless the two columns below differ (generated Mpps, UDP / TCP SYN): ")
 	var parts []string
 	for _, path := range ForwardPaths {
@@ -526,4 +616,32 @@ func writeScale(w io.Writer, r *Results) {
 	p("| `limpet persistence dump --vs web-hash` (%s entries, table output, to a file) | %s ms |\n", fmtNum(float64(s.Entries), 0), s.DumpTable.Format(0))
 	p("| `limpet persistence dump --vs web-hash -o json` (same) | %s ms |\n", s.DumpJS.Format(0))
 	p("\nThe sweep is the daemon's (`userspace/gc`): it reads every table and the flow table, and deletes expired entries through the in-kernel GC program, 48 per BPF_PROG_RUN. The dumps run the real binary against the pinned maps, as an operator would.\n\n")
+}
+
+// writeForwardTargets is issue 11's end-to-end targets for NAT: at least
+// half the floor's rate and four times nftables', ratios within each run.
+func writeForwardTargets(w io.Writer, f *ForwardResult) {
+	type target struct {
+		what, ref string
+		goal      float64
+	}
+	var lines []string
+	for _, t := range []target{{"limpet NAT ÷ floor", PathFloor, 0.5}, {"limpet NAT ÷ nftables", PathNft, 4}} {
+		for _, proto := range []string{"UDP", "TCP SYN"} {
+			nat, ref := f.Row(PathLimpetNAT, proto), f.Row(t.ref, proto)
+			if nat == nil || ref == nil || len(nat.Delivered) == 0 || len(ref.Delivered) == 0 {
+				continue
+			}
+			r := Ratios(nat.Delivered, ref.Delivered)
+			verdict := "met"
+			if r.Median() < t.goal {
+				verdict = "**missed**"
+			}
+			lines = append(lines, fmt.Sprintf("| %s, %s | %s | ≥ %g× | %s |", t.what, proto, r.FormatRatio(), t.goal, verdict))
+		}
+	}
+	if len(lines) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nAgainst the end-to-end targets (issue 11):\n\n| ratio | measured | target | |\n|---|---:|---:|---|\n%s\n", strings.Join(lines, "\n"))
 }

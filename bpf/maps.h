@@ -138,6 +138,16 @@ struct {
 	__type(value, struct settings);
 } runtime_settings SEC(".maps");
 
+/* Its own map, so that the daemon's refresh never races a write of
+ * runtime_settings: each has one writer. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct boot_offset);
+} clock_sync SEC(".maps");
+
 /* Per persistence table flags (TABLE_F_*), by table index. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -199,6 +199,13 @@ struct settings {
 	__u64 clock_offset_ns; /* added to the boot clock; lets tests move time */
 };
 
+/* CLOCK_BOOTTIME minus CLOCK_MONOTONIC, kept by the daemon (it changes only
+ * when the machine resumes from suspend): the datapath reads the cheap
+ * coarse monotonic clock and adds it to stay on the boot clock. */
+struct boot_offset {
+	__u64 boot_minus_mono_ns;
+};
+
 struct vs_stats {
 	__u64 packets;
 	__u64 bytes;

@@ -23,6 +23,11 @@ type limpetAddrKey struct {
 	Pad    [3]uint8
 }
 
+type limpetBootOffset struct {
+	_               structs.HostLayout
+	BootMinusMonoNs uint64
+}
+
 type limpetEncapConfig struct {
 	_        structs.HostLayout
 	SourceV4 struct {
@@ -342,6 +347,7 @@ type limpetVsStats struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	limpetMapClockSync             = "clock_sync"
 	limpetMapEncapSettings         = "encap_settings"
 	limpetMapFlows                 = "flows"
 	limpetMapMemberAddrs           = "member_addrs"
@@ -428,6 +434,7 @@ type limpetProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type limpetMapSpecs struct {
+	ClockSync         *ebpf.MapSpec `ebpf:"clock_sync"`
 	EncapSettings     *ebpf.MapSpec `ebpf:"encap_settings"`
 	Flows             *ebpf.MapSpec `ebpf:"flows"`
 	MemberAddrs       *ebpf.MapSpec `ebpf:"member_addrs"`
@@ -486,6 +493,7 @@ func (o *limpetObjects) Close() error {
 //
 // It can be passed to loadLimpetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type limpetMaps struct {
+	ClockSync         *ebpf.Map `ebpf:"clock_sync"`
 	EncapSettings     *ebpf.Map `ebpf:"encap_settings"`
 	Flows             *ebpf.Map `ebpf:"flows"`
 	MemberAddrs       *ebpf.Map `ebpf:"member_addrs"`
@@ -515,6 +523,7 @@ type limpetMaps struct {
 
 func (m *limpetMaps) Close() error {
 	return _LimpetClose(
+		m.ClockSync,
 		m.EncapSettings,
 		m.Flows,
 		m.MemberAddrs,

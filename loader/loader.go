@@ -55,7 +55,7 @@ type Datapath struct {
 
 // addedMaps are the maps added since the first version: adopting a
 // datapath pinned before them creates them, and OpenPinned does without.
-var addedMaps = map[string]bool{"redirect_watch": true, "redirect_errors": true}
+var addedMaps = map[string]bool{"redirect_watch": true, "redirect_errors": true, "clock_sync": true}
 
 const (
 	pinProgXDP = "prog_xdp"
@@ -109,6 +109,12 @@ func Load(opts Options) (_ *Datapath, err error) {
 		err = d.create(spec)
 	}
 	if err != nil {
+		return nil, err
+	}
+	// The datapath's clock is on the boot clock from the start (see
+	// SyncClock); the daemon keeps it there.
+	if _, err = d.SyncClock(); err != nil {
+		d.Close()
 		return nil, err
 	}
 	return d, nil

@@ -105,6 +105,13 @@ type limpetGcItem struct {
 	Flow   limpetFlowKey
 }
 
+type limpetIfMac struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Mac     [6]uint8
+	Pad     [2]uint8
+}
+
 type limpetMemberAddrKey struct {
 	_      structs.HostLayout
 	PoolId uint32
@@ -265,7 +272,8 @@ const (
 	limpetReasonREASON_ICMP_BAD_QUOTE  limpetReason = 27
 	limpetReasonREASON_ENCAP_TOO_BIG   limpetReason = 28
 	limpetReasonREASON_ENCAP_NO_SOURCE limpetReason = 29
-	limpetReasonREASON_MAX             limpetReason = 30
+	limpetReasonREASON_NOT_OUR_MAC     limpetReason = 30
+	limpetReasonREASON_MAX             limpetReason = 31
 )
 
 type limpetRedirectErrKey struct {
@@ -350,6 +358,8 @@ const (
 	limpetMapClockSync             = "clock_sync"
 	limpetMapEncapSettings         = "encap_settings"
 	limpetMapFlows                 = "flows"
+	limpetMapIfMacs                = "if_macs"
+	limpetMapIfMacsSpill           = "if_macs_spill"
 	limpetMapMemberAddrs           = "member_addrs"
 	limpetMapMemberConns           = "member_conns"
 	limpetMapMemberCounters        = "member_counters"
@@ -437,6 +447,8 @@ type limpetMapSpecs struct {
 	ClockSync         *ebpf.MapSpec `ebpf:"clock_sync"`
 	EncapSettings     *ebpf.MapSpec `ebpf:"encap_settings"`
 	Flows             *ebpf.MapSpec `ebpf:"flows"`
+	IfMacs            *ebpf.MapSpec `ebpf:"if_macs"`
+	IfMacsSpill       *ebpf.MapSpec `ebpf:"if_macs_spill"`
 	MemberAddrs       *ebpf.MapSpec `ebpf:"member_addrs"`
 	MemberConns       *ebpf.MapSpec `ebpf:"member_conns"`
 	MemberCounters    *ebpf.MapSpec `ebpf:"member_counters"`
@@ -496,6 +508,8 @@ type limpetMaps struct {
 	ClockSync         *ebpf.Map `ebpf:"clock_sync"`
 	EncapSettings     *ebpf.Map `ebpf:"encap_settings"`
 	Flows             *ebpf.Map `ebpf:"flows"`
+	IfMacs            *ebpf.Map `ebpf:"if_macs"`
+	IfMacsSpill       *ebpf.Map `ebpf:"if_macs_spill"`
 	MemberAddrs       *ebpf.Map `ebpf:"member_addrs"`
 	MemberConns       *ebpf.Map `ebpf:"member_conns"`
 	MemberCounters    *ebpf.Map `ebpf:"member_counters"`
@@ -526,6 +540,8 @@ func (m *limpetMaps) Close() error {
 		m.ClockSync,
 		m.EncapSettings,
 		m.Flows,
+		m.IfMacs,
+		m.IfMacsSpill,
 		m.MemberAddrs,
 		m.MemberConns,
 		m.MemberCounters,

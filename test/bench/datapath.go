@@ -319,6 +319,13 @@ func dpRun(w *testutil.World, fl *loader.Floor, o DatapathOptions, fam dpFamily,
 	if err := d.Apply(dpState(persistSize)); err != nil {
 		return err
 	}
+	// The interfaces' own MACs, as Attach learns them: every frame pays
+	// for the destination check in full.
+	for _, l := range []testutil.Link{w.Client, w.Member} {
+		if err := d.SetInterfaceMAC(l.Index, l.MAC); err != nil {
+			return err
+		}
+	}
 	// The daemon's next-hop cache, resolved from the namespace's
 	// neighbours as the daemon's watcher does; the FIB rows turn it off.
 	publish, err := dpNextHops(w, d)

@@ -22,6 +22,8 @@
 #define ETH_P_8021Q 0x8100
 #define ETH_P_8021AD 0x88A8
 #define ETH_ALEN 6
+#define IF_MAC_SLOTS 256    /* power of two: an ifindex is masked to its slot */
+#define MAX_IF_MAC_SPILL 64 /* interfaces whose slot another one holds */
 
 #define IPPROTO_HOPOPTS 0
 #define IPPROTO_TCP 6
@@ -152,6 +154,7 @@ enum reason {
 	REASON_ICMP_BAD_QUOTE,  /* pass: an ICMP error for a VIP whose quote is truncated or not TCP/UDP */
 	REASON_ENCAP_TOO_BIG,   /* counted only: too long for its tunnel, answered with ICMP too-big */
 	REASON_ENCAP_NO_SOURCE, /* drop: encapsulating VS, no settings.encap_source of the member's family */
+	REASON_NOT_OUR_MAC,     /* pass: Ethernet destination not the receiving interface's MAC (flooded unicast, broadcast, multicast) */
 	REASON_MAX,
 };
 

@@ -17,6 +17,7 @@
 #include "maps.h"
 #include "common.h"
 #include "parse.h"
+#include "l2dst.h"
 #include "balance.h"
 #include "reply.h"
 #include "icmp.h"
@@ -61,6 +62,8 @@ int limpet_xdp(struct xdp_md *ctx)
 	ak.family = p.family;
 	struct vip_info *vip = bpf_map_lookup_elem(&vips, &ak);
 	if (vip) {
+		if (l2_dst_of(ctx, data, data_end) != L2_DST_OURS)
+			return verdict(REASON_NOT_OUR_MAC, XDP_PASS);
 		if (p.is_fragment)
 			return verdict(REASON_FRAGMENT, XDP_DROP);
 		if (p.ipv6_too_deep)
@@ -82,10 +85,20 @@ int limpet_xdp(struct xdp_md *ctx)
 		return handle_vs(ctx, &p, &vs);
 	}
 
-	if (!p.is_fragment && is_icmp(&p))
-		return handle_icmp_to_client(ctx, &p);
-	if (p.is_fragment || (p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP))
+	if (p.is_fragment || (!is_icmp(&p) && p.proto != IPPROTO_TCP && p.proto != IPPROTO_UDP))
 		return XDP_PASS;
+	/* A reply or an ICMP error flooded to us is not ours to rewrite; a
+	 * group's frame (mDNS, DHCP) is the host's and not worth a count. */
+	switch (l2_dst_of(ctx, data, data_end)) {
+	case L2_DST_OTHER_HOST:
+		return verdict(REASON_NOT_OUR_MAC, XDP_PASS);
+	case L2_DST_GROUP:
+		return XDP_PASS;
+	default:
+		break;
+	}
+	if (is_icmp(&p))
+		return handle_icmp_to_client(ctx, &p);
 	/* Host traffic that fails our checks is the stack's business. */
 	if (parse_l4(&c, &p) != REASON_NONE)
 		return XDP_PASS;

@@ -138,6 +138,34 @@ struct {
 	__type(value, struct settings);
 } runtime_settings SEC(".maps");
 
+/* The attached interfaces' own MACs (struct if_mac): an array indexed by
+ * the masked ifindex, so the check costs an inlined lookup, not a hash. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(max_entries, IF_MAC_SLOTS);
+	__type(key, __u32);
+	__type(value, struct if_mac);
+} if_macs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(max_entries, MAX_IF_MAC_SPILL);
+	__type(key, __u32); /* ifindex */
+	__type(value, struct if_mac);
+} if_macs_spill SEC(".maps");
+
+/* Its own map, so that the daemon's refresh never races a write of
+ * runtime_settings: each has one writer. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct boot_offset);
+} clock_sync SEC(".maps");
+
 /* Per persistence table flags (TABLE_F_*), by table index. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

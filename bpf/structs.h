@@ -199,6 +199,22 @@ struct settings {
 	__u64 clock_offset_ns; /* added to the boot clock; lets tests move time */
 };
 
+/* An interface's own MAC, which the loader learns at attach and follows:
+ * in if_macs at slot ifindex % IF_MAC_SLOTS, or in if_macs_spill when that
+ * slot holds another interface's. ifindex 0: an empty slot. */
+struct if_mac {
+	__u32 ifindex;
+	__u8 mac[ETH_ALEN];
+	__u8 pad[2];
+};
+
+/* CLOCK_BOOTTIME minus CLOCK_MONOTONIC, kept by the daemon (it changes only
+ * when the machine resumes from suspend): the datapath reads the cheap
+ * coarse monotonic clock and adds it to stay on the boot clock. */
+struct boot_offset {
+	__u64 boot_minus_mono_ns;
+};
+
 struct vs_stats {
 	__u64 packets;
 	__u64 bytes;

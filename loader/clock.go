@@ -17,6 +17,17 @@ import (
 // activity, an event's time) is a reading of it. The Go side converts to
 // and from it only through this file.
 //
+// The boot clock is read cheaply: the coarse monotonic clock (the time the
+// last tick stored, so up to a tick behind) plus clock_sync's boot-minus-
+// monotonic offset, which SyncClock keeps (the daemon calls it every
+// second; the offset moves only when the machine resumes from suspend).
+// Now reads the same sum through the same kernel function, so that a
+// reading here and the datapath's are ordered exactly as the calls are:
+// the sweeper's and the tests' "stamped at or after" reasoning holds as it
+// did with the precise clock. What the coarse clock costs is a tick (4 ms at
+// HZ=250) of lag on each reading, so a measured age can be off by up to a
+// tick either way, against timeouts of a second or more.
+//
 // The maps hold unsigned nanoseconds, so the clock has no time before its
 // zero. Yet "now minus an age" goes before it whenever the age is longer
 // than the uptime: on a standby that booted five minutes ago, a peer's
@@ -98,21 +109,29 @@ func (m ClockMap) Clock(w time.Time) time.Duration {
 	return ClockTime(time.Duration(w.UnixNano()) - m.off)
 }
 
-// Read measures both clocks and returns the mapping in use.
+// Read measures both clocks and returns the mapping in use. It reads the
+// precise monotonic clock plus the datapath's offsets, not the coarse one
+// the datapath reads (whose tick-long steps would move the offset by more
+// than WallClockStep): the datapath's readings lag it by at most a tick.
 func (c *WallClock) Read(d *Datapath) (ClockMap, error) {
 	dpOff, err := d.ClockOffset()
 	if err != nil {
 		return ClockMap{}, err
 	}
+	bootOff, err := d.BootOffset()
+	if err != nil {
+		return ClockMap{}, err
+	}
+	dpOff += bootOff
 	var off, span, boot time.Duration
 	var wall time.Time
 	for i := 0; i < 5; i++ {
-		b1, err := bootClock()
+		b1, err := readClock(unix.CLOCK_MONOTONIC)
 		if err != nil {
 			return ClockMap{}, err
 		}
 		w := time.Now()
-		b2, err := bootClock()
+		b2, err := readClock(unix.CLOCK_MONOTONIC)
 		if err != nil {
 			return ClockMap{}, err
 		}
@@ -137,17 +156,23 @@ func (c *WallClock) Read(d *Datapath) (ClockMap, error) {
 	return m, nil
 }
 
-func bootClock() (time.Duration, error) {
+func bootClock() (time.Duration, error) { return readClock(unix.CLOCK_BOOTTIME) }
+
+// readClock reads a clock through the clock_gettime system call (x/sys/unix
+// does not use the vDSO): for CLOCK_MONOTONIC_COARSE, the very function
+// bpf_ktime_get_coarse_ns calls, on the kernel's own copy of the time.
+func readClock(id int32) (time.Duration, error) {
 	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+	if err := unix.ClockGettime(id, &ts); err != nil {
 		return 0, err
 	}
 	return time.Duration(ts.Nano()), nil
 }
 
-// Now is the datapath's clock: CLOCK_BOOTTIME plus the clock offset.
+// Now is the datapath's clock as the datapath reads it now (see above): a
+// packet the datapath handles after Now returns is stamped at or after it.
 func (p *Pinned) Now() (time.Duration, error) {
-	boot, err := bootClock()
+	base, err := p.coarseBoot()
 	if err != nil {
 		return 0, err
 	}
@@ -155,7 +180,101 @@ func (p *Pinned) Now() (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	return boot + off, nil
+	return base + off, nil
+}
+
+// coarseBoot is the boot clock as the datapath reads it: the coarse
+// monotonic clock plus clock_sync.
+func (p *Pinned) coarseBoot() (time.Duration, error) {
+	mono, err := readClock(unix.CLOCK_MONOTONIC_COARSE)
+	if err != nil {
+		return 0, err
+	}
+	off, err := p.BootOffset()
+	if err != nil {
+		return 0, err
+	}
+	return mono + off, nil
+}
+
+// BootOffset is the datapath's copy of CLOCK_BOOTTIME minus
+// CLOCK_MONOTONIC, which SyncClock keeps. A datapath pinned before
+// clock_sync existed read the boot clock itself: zero.
+func (p *Pinned) BootOffset() (time.Duration, error) {
+	if p.m.ClockSync == nil {
+		return 0, nil
+	}
+	var cs limpetBootOffset
+	if err := p.m.ClockSync.Lookup(uint32(0), &cs); err != nil {
+		return 0, fmt.Errorf("read clock_sync: %w", err)
+	}
+	return time.Duration(int64(cs.BootMinusMonoNs)), nil
+}
+
+// ClockTick is the coarse clock's step (the kernel's tick): how far a
+// reading of the datapath's clock may lag the true time.
+func ClockTick() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGetres(unix.CLOCK_MONOTONIC_COARSE, &ts); err != nil {
+		return 10 * time.Millisecond // HZ=100, the coarsest
+	}
+	return time.Duration(ts.Nano())
+}
+
+// ClockSyncStep is how far the measured boot-minus-monotonic offset must
+// move from the datapath's copy before SyncClock rewrites it. The true
+// offset is constant between suspends, and measuring it costs two system
+// calls whose readings are a microsecond or so apart; rewriting it on that
+// jitter would step the datapath clock back and forth. A resume moves it by
+// the time asleep: far more.
+const ClockSyncStep = time.Millisecond
+
+// SyncClock measures CLOCK_BOOTTIME minus CLOCK_MONOTONIC and writes it to
+// the datapath's clock_sync when it moved by ClockSyncStep or more: after a
+// resume from suspend, the coarse monotonic clock has not counted the time
+// asleep and the boot clock has, so until this runs, the datapath's clock
+// lags by that long. Load runs it once; the daemon runs it every second and
+// before every sweep. It returns how far it moved the datapath's clock.
+func (d *Datapath) SyncClock() (time.Duration, error) {
+	want, err := measureBootOffset()
+	if err != nil {
+		return 0, err
+	}
+	have, err := d.BootOffset()
+	if err != nil {
+		return 0, err
+	}
+	if diff := want - have; diff < ClockSyncStep && diff > -ClockSyncStep {
+		return 0, nil
+	}
+	if err := d.objs.ClockSync.Put(uint32(0), &limpetBootOffset{BootMinusMonoNs: uint64(want)}); err != nil {
+		return 0, fmt.Errorf("write clock_sync: %w", err)
+	}
+	return want - have, nil
+}
+
+// measureBootOffset is CLOCK_BOOTTIME minus CLOCK_MONOTONIC, from the
+// boot reading between the tightest pair of monotonic readings of a few.
+func measureBootOffset() (time.Duration, error) {
+	var off, span time.Duration
+	for i := 0; i < 5; i++ {
+		m1, err := readClock(unix.CLOCK_MONOTONIC)
+		if err != nil {
+			return 0, err
+		}
+		b, err := bootClock()
+		if err != nil {
+			return 0, err
+		}
+		m2, err := readClock(unix.CLOCK_MONOTONIC)
+		if err != nil {
+			return 0, err
+		}
+		if s := m2 - m1; i == 0 || s < span {
+			off, span = b-(m1+s/2), s
+		}
+	}
+	return off, nil
 }
 
 // ClockOffset is how far the datapath clock runs ahead of CLOCK_BOOTTIME
@@ -175,7 +294,7 @@ func (p *Pinned) ClockOffset() (time.Duration, error) {
 // must not go below zero: the offset may be negative only down to minus the
 // boot clock.
 func (d *Datapath) SetClockOffset(off time.Duration) error {
-	boot, err := bootClock()
+	boot, err := d.coarseBoot()
 	if err != nil {
 		return err
 	}
@@ -185,11 +304,31 @@ func (d *Datapath) SetClockOffset(off time.Duration) error {
 	return d.objs.RuntimeSettings.Put(uint32(0), &limpetSettings{ClockOffsetNs: uint64(off)})
 }
 
-// SetClock sets the datapath clock to read at now (see SetClockOffset).
+// SetClock sets the datapath clock to read at now (see SetClockOffset): at
+// exactly, until the next tick moves it on.
 func (d *Datapath) SetClock(at time.Duration) error {
-	boot, err := bootClock()
+	boot, err := d.coarseBoot()
 	if err != nil {
 		return err
 	}
 	return d.SetClockOffset(at - boot)
+}
+
+// SkewBootOffset moves the boot offset of the datapath pinned at pinPath by
+// d, as a resume from a suspend of -d leaves it until SyncClock runs: a
+// test's way to check that a daemon keeps the datapath's clock in sync.
+func SkewBootOffset(pinPath string, d time.Duration) error {
+	p, err := OpenPinned(pinPath)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	if p.m.ClockSync == nil {
+		return fmt.Errorf("the datapath pinned at %s has no clock_sync map", pinPath)
+	}
+	off, err := p.BootOffset()
+	if err != nil {
+		return err
+	}
+	return p.m.ClockSync.Put(uint32(0), &limpetBootOffset{BootMinusMonoNs: uint64(off + d)})
 }

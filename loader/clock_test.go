@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // A datapath clock that reads less than the ages involved: what a standby
@@ -140,4 +141,77 @@ func TestWallClockIsExactUntilTheClocksMoveApart(t *testing.T) {
 	if got := moved.Wall(moved.ClockNow); got.Sub(moved.WallNow).Abs() > WallClockStep {
 		t.Fatalf("after the move the clock's now reads %v on the wall clock, which reads %v", got, moved.WallNow)
 	}
+}
+
+// kernelNow is the datapath clock as the kernel reads it: limpet_gc stamps
+// its batch with now_ns.
+func kernelNow(t *testing.T, d *Datapath) time.Duration {
+	t.Helper()
+	in := make([]byte, unsafe.Sizeof(limpetGcBatch{}))
+	out := make([]byte, len(in))
+	if _, err := d.objs.LimpetGc.Run(&runOptions{Data: in, DataOut: out}); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(le.Uint64(out[unsafe.Offsetof(limpetGcBatch{}.NowNs):]))
+}
+
+
+// The datapath reads a coarse clock plus a boot offset userspace keeps. Its
+// readings must be on the boot clock (behind it by at most a tick; the test
+// allows two and a millisecond, a late tick), and Now must bracket them
+// exactly: every "stamped at or after" rule of the sweeper and the
+// checkers' Instant brackets stand on that. A stale offset (a resume from a
+// suspend of an hour, simulated) puts the kernel's clock an hour behind,
+// and SyncClock brings it back.
+func TestDatapathClockIsTheBootClockAndSyncClockFollowsASuspend(t *testing.T) {
+	d := loadTemp(t, Options{})
+	if err := d.SetClockOffset(3 * time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	slack := 2*ClockTick() + time.Millisecond
+	onBootClock := func(what string) {
+		t.Helper()
+		for range 200 {
+			b1, err := bootClock()
+			if err != nil {
+				t.Fatal(err)
+			}
+			lo, err := d.Now()
+			if err != nil {
+				t.Fatal(err)
+			}
+			k := kernelNow(t, d)
+			hi, err := d.Now()
+			if err != nil {
+				t.Fatal(err)
+			}
+			b2, _ := bootClock()
+			if k < lo || k > hi {
+				t.Fatalf("%s: the kernel read %v, outside Now's bracket [%v, %v]", what, k, lo, hi)
+			}
+			if k > b2+3*time.Hour || k < b1+3*time.Hour-slack {
+				t.Fatalf("%s: the kernel read %v; the boot clock plus the offset read [%v, %v]: more than %v apart",
+					what, k, b1+3*time.Hour, b2+3*time.Hour, slack)
+			}
+		}
+	}
+	onBootClock("after Load")
+	if moved, err := d.SyncClock(); err != nil || moved != 0 {
+		t.Fatalf("SyncClock on a fresh offset: moved %v, %v", moved, err)
+	}
+	if err := SkewBootOffset(d.PinPath(), -time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := bootClock()
+	if k := kernelNow(t, d); k > b+2*time.Hour+slack {
+		t.Fatalf("with the boot offset an hour stale the kernel read %v, the boot clock %v: the offset is not used", k, b)
+	}
+	moved, err := d.SyncClock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if (moved - time.Hour).Abs() > ClockSyncStep {
+		t.Fatalf("SyncClock moved the clock by %v after an hour's suspend", moved)
+	}
+	onBootClock("after SyncClock")
 }

@@ -14,9 +14,10 @@ import (
 // packet by packet (test/dpfuzz) reads only what each packet could touch, so
 // these must stay cheap.
 
-// BootTime is CLOCK_BOOTTIME, the clock the datapath's clock adds its
-// offset to: a checker brackets a program run between two readings.
-func BootTime() (time.Duration, error) { return bootClock() }
+// BootTime is the boot clock as the datapath reads it (coarse, see
+// clock.go), the clock its clock adds runtime_settings' offset to: a checker
+// brackets a program run between two readings, exactly.
+func (p *Pinned) BootTime() (time.Duration, error) { return p.coarseBoot() }
 
 // MemberConn reads one member's active connection count.
 func (p *Pinned) MemberConn(id uint32) (MemberConns, error) {

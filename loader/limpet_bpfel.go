@@ -23,6 +23,11 @@ type limpetAddrKey struct {
 	Pad    [3]uint8
 }
 
+type limpetBootOffset struct {
+	_               structs.HostLayout
+	BootMinusMonoNs uint64
+}
+
 type limpetEncapConfig struct {
 	_        structs.HostLayout
 	SourceV4 struct {
@@ -98,6 +103,13 @@ type limpetGcItem struct {
 	Arg    uint64
 	Arg2   uint64
 	Flow   limpetFlowKey
+}
+
+type limpetIfMac struct {
+	_       structs.HostLayout
+	Ifindex uint32
+	Mac     [6]uint8
+	Pad     [2]uint8
 }
 
 type limpetMemberAddrKey struct {
@@ -263,7 +275,8 @@ const (
 	limpetReasonREASON_ICMP_BAD_QUOTE  limpetReason = 27
 	limpetReasonREASON_ENCAP_TOO_BIG   limpetReason = 28
 	limpetReasonREASON_ENCAP_NO_SOURCE limpetReason = 29
-	limpetReasonREASON_MAX             limpetReason = 30
+	limpetReasonREASON_NOT_OUR_MAC     limpetReason = 30
+	limpetReasonREASON_MAX             limpetReason = 31
 )
 
 type limpetRedirectErrKey struct {
@@ -345,8 +358,11 @@ type limpetVsStats struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	limpetMapClockSync             = "clock_sync"
 	limpetMapEncapSettings         = "encap_settings"
 	limpetMapFlows                 = "flows"
+	limpetMapIfMacs                = "if_macs"
+	limpetMapIfMacsSpill           = "if_macs_spill"
 	limpetMapMemberAddrs           = "member_addrs"
 	limpetMapMemberConns           = "member_conns"
 	limpetMapMemberCounters        = "member_counters"
@@ -431,8 +447,11 @@ type limpetProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type limpetMapSpecs struct {
+	ClockSync         *ebpf.MapSpec `ebpf:"clock_sync"`
 	EncapSettings     *ebpf.MapSpec `ebpf:"encap_settings"`
 	Flows             *ebpf.MapSpec `ebpf:"flows"`
+	IfMacs            *ebpf.MapSpec `ebpf:"if_macs"`
+	IfMacsSpill       *ebpf.MapSpec `ebpf:"if_macs_spill"`
 	MemberAddrs       *ebpf.MapSpec `ebpf:"member_addrs"`
 	MemberConns       *ebpf.MapSpec `ebpf:"member_conns"`
 	MemberCounters    *ebpf.MapSpec `ebpf:"member_counters"`
@@ -489,8 +508,11 @@ func (o *limpetObjects) Close() error {
 //
 // It can be passed to loadLimpetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type limpetMaps struct {
+	ClockSync         *ebpf.Map `ebpf:"clock_sync"`
 	EncapSettings     *ebpf.Map `ebpf:"encap_settings"`
 	Flows             *ebpf.Map `ebpf:"flows"`
+	IfMacs            *ebpf.Map `ebpf:"if_macs"`
+	IfMacsSpill       *ebpf.Map `ebpf:"if_macs_spill"`
 	MemberAddrs       *ebpf.Map `ebpf:"member_addrs"`
 	MemberConns       *ebpf.Map `ebpf:"member_conns"`
 	MemberCounters    *ebpf.Map `ebpf:"member_counters"`
@@ -518,8 +540,11 @@ type limpetMaps struct {
 
 func (m *limpetMaps) Close() error {
 	return _LimpetClose(
+		m.ClockSync,
 		m.EncapSettings,
 		m.Flows,
+		m.IfMacs,
+		m.IfMacsSpill,
 		m.MemberAddrs,
 		m.MemberConns,
 		m.MemberCounters,

@@ -51,11 +51,12 @@ type Datapath struct {
 	links   map[string]link.Link // XDP links, by interface
 	// redirectLink attaches limpet_redirect_err (WatchRedirectErrors).
 	redirectLink link.Link
+	macs         ownMACs // the attached interfaces' MACs (ownmac.go)
 }
 
 // addedMaps are the maps added since the first version: adopting a
 // datapath pinned before them creates them, and OpenPinned does without.
-var addedMaps = map[string]bool{"redirect_watch": true, "redirect_errors": true}
+var addedMaps = map[string]bool{"redirect_watch": true, "redirect_errors": true, "clock_sync": true, "if_macs": true, "if_macs_spill": true}
 
 const (
 	pinProgXDP = "prog_xdp"
@@ -109,6 +110,12 @@ func Load(opts Options) (_ *Datapath, err error) {
 		err = d.create(spec)
 	}
 	if err != nil {
+		return nil, err
+	}
+	// The datapath's clock is on the boot clock from the start (see
+	// SyncClock); the daemon keeps it there.
+	if _, err = d.SyncClock(); err != nil {
+		d.Close()
 		return nil, err
 	}
 	return d, nil
@@ -281,6 +288,10 @@ func (d *Datapath) Attach(ifname string, mode XDPMode) (string, error) {
 		return "", err
 	}
 	if _, ok := d.links[ifname]; ok {
+		// Its MAC may have changed while no daemon ran.
+		if err := d.learnMAC(ifname); err != nil {
+			return "", err
+		}
 		return "adopted", nil
 	}
 	pin := filepath.Join(d.pinPath, linkPrefix+ifname)
@@ -319,6 +330,9 @@ func (d *Datapath) Attach(ifname string, mode XDPMode) (string, error) {
 		return "", fmt.Errorf("pin link for %s: %w", ifname, err)
 	}
 	d.links[ifname] = l
+	if err := d.learnMAC(ifname); err != nil {
+		return used, fmt.Errorf("attached to %s, but: %w", ifname, err)
+	}
 	return used, nil
 }
 
@@ -341,6 +355,10 @@ func (d *Datapath) DetachInterface(ifname string) error {
 		return err
 	}
 	delete(d.links, ifname)
+	if err := d.forgetMAC(ifname); err != nil {
+		l.Close()
+		return err
+	}
 	return l.Close()
 }
 

@@ -89,7 +89,7 @@ func TestRestartAdoptsPinnedState(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.attach(f.d, "fxcli", XDPAuto)
-	act, out := f.run(syn(client4a, vip4, 46000, 80).build(t), f.cli)
+	act, out := f.run(syn(client4a, vip4, 46000, 80).to(f.cliMAC).build(t), f.cli)
 	if act != XDPRedirect {
 		t.Fatalf("verdict %v", act)
 	}
@@ -123,7 +123,7 @@ func TestRestartAdoptsPinnedState(t *testing.T) {
 		t.Fatalf("entry changed across restart: %+v -> %+v", before, after)
 	}
 	// The old flow and the persisted client still reach the same member.
-	act, out2 := f.run(syn(client4a, vip4, 46001, 80).build(t), f.cli)
+	act, out2 := f.run(syn(client4a, vip4, 46001, 80).to(f.cliMAC).build(t), f.cli)
 	if act != XDPRedirect || !bytesEqualAt(out, out2, 30, 34) {
 		t.Fatalf("after restart the client moved: %v", act)
 	}

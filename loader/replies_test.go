@@ -80,6 +80,15 @@ func TestDatapathMemberServingTwoVIPs(t *testing.T) {
 		}
 	}
 	// Expiring the connections takes their reverse entries with them.
+	// A second on, so that the GC's reading of the (coarse) clock is past
+	// the connections' stamps: one at or after it is not idle.
+	off, err := f.d.ClockOffset()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.d.SetClockOffset(off + time.Second); err != nil {
+		t.Fatal(err)
+	}
 	for _, fl := range flows {
 		if !fl.Reverse {
 			if err := f.d.RunGC([]GCRequest{ExpireFlow(fl, 0)}); err != nil {

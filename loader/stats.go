@@ -76,6 +76,7 @@ var reasons = [limpetReasonREASON_MAX]struct {
 	limpetReasonREASON_ICMP_BAD_QUOTE:  {"icmp_bad_quote", reasonPasses},
 	limpetReasonREASON_ENCAP_TOO_BIG:   {"encap_too_big", reasonCounts}, // answered with ICMP too-big, not forwarded
 	limpetReasonREASON_ENCAP_NO_SOURCE: {"encap_no_source", reasonDrops},
+	limpetReasonREASON_NOT_OUR_MAC:     {"not_our_mac", reasonPasses},
 }
 
 // firstReason is the first real reason: REASON_NONE (0) counts nothing.

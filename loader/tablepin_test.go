@@ -48,7 +48,7 @@ func TestTablesOpenThroughTheirPinsWithoutSysAdmin(t *testing.T) {
 		}
 	}
 	f.attach(f.d, "fxcli", XDPAuto)
-	if act, _ := f.run(syn(client4a, vip4, 46000, 80).build(t), f.cli); act != XDPRedirect {
+	if act, _ := f.run(syn(client4a, vip4, 46000, 80).to(f.cliMAC).build(t), f.cli); act != XDPRedirect {
 		t.Fatalf("verdict %v", act)
 	}
 	tid := NewTableID(0, true)

@@ -391,6 +391,16 @@ func loadDP(w *testutil.World, flowSize, persistSize uint32) (*loader.Datapath, 
 		d.Detach()
 		return nil, nil, err
 	}
+	// The interfaces' own MACs, as Attach learns them: every frame pays
+	// for the destination check in full.
+	for _, l := range []testutil.Link{w.Client, w.Member} {
+		if err := d.SetInterfaceMAC(l.Index, l.MAC); err != nil {
+			d.Detach()
+			return nil, nil, err
+		}
+	}
+	// The daemon's next-hop cache, resolved from the namespace's
+	// neighbours as the daemon's watcher does; the FIB rows turn it off.
 	publish, err := dpNextHops(w, d)
 	if err != nil {
 		d.Detach()

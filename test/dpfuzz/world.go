@@ -101,13 +101,13 @@ func networkOf(fx *testutil.World) model.Network {
 func (w *World) do(fn func() error) error { return w.fx.Do(fn) }
 
 // The datapath clock reads the boot clock plus an offset the world sets: a
-// reading is known to lie between the boot clock read just before and just
-// after the program ran, plus the offset. Time jumps forward by raising the
+// reading is known to lie between the boot clock (as the datapath reads it,
+// coarse) read just before and just after the program ran, plus the offset. Time jumps forward by raising the
 // offset; it never goes back (but see runGC).
 
 // now is the datapath clock's reading now, as far as the world knows.
 func (w *World) now() (time.Duration, error) {
-	b, err := loader.BootTime()
+	b, err := w.dp.BootTime()
 	return b + w.offset, err
 }
 

@@ -37,7 +37,10 @@ func (m *Model) ExpireConn(k FlowKey, idle time.Duration, now Instant) GCResult 
 	if !ok {
 		return GCNotFound
 	}
-	if !m.settle(elapsedOver(now, c.LastSeen, idle, false), "connection %s idle for %v", k, idle) {
+	// The kernel's rule: a connection stamped at or after the sweep's
+	// reading of the clock is not idle, whatever idle is (the coarse
+	// clock makes the two readings equal within a tick).
+	if !m.settle(elapsedOver(now, c.LastSeen, max(idle, time.Nanosecond), false), "connection %s idle for %v", k, idle) {
 		return GCSkipped
 	}
 	m.release(&c, now)

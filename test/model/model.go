@@ -76,6 +76,7 @@ const (
 	ICMPBadQuote       Reason = "icmp_bad_quote"
 	EncapTooBig        Reason = "encap_too_big"
 	EncapNoSource      Reason = "encap_no_source"
+	NotOurMAC          Reason = "not_our_mac"
 	reasonNone         Reason = ""
 )
 
@@ -216,6 +217,11 @@ type Config struct {
 	// DecrementTTL: the balancer routes, so it decrements TTL and hop
 	// limit of what it forwards itself (loader.Options.KeepTTL turns it off).
 	DecrementTTL bool
+	// OwnMACs are the interfaces' own MACs, by ifindex, as the loader
+	// learns them when it attaches: a frame that arrives on one of them
+	// for another unicast MAC is not balanced. Frames on other interfaces
+	// are not checked (but a group's never is VIP traffic).
+	OwnMACs map[int]net.HardwareAddr
 	// FlowStampGranularity is how stale a connection's recorded last-seen
 	// time may be: the datapath refreshes it at most this often, so a
 	// connection's idle time is known to within this much. Zero means the

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -119,6 +120,13 @@ func (m *Model) packet(o *Outcome, frame []byte, ingress int, now Instant) {
 		return
 	}
 	if m.vips[p.dst] {
+		// README: "Ethernet destination not the receiving interface's
+		// own MAC ... passed untouched, counted not_our_mac".
+		if m.l2Dst(frame, ingress) != l2Ours {
+			m.count(o, NotOurMAC)
+			o.pass(frame)
+			return
+		}
 		// README: "IPv4 or IPv6 fragment for a VIP | dropped, counted
 		// (fragments of other traffic pass)".
 		if p.fragment {
@@ -165,7 +173,20 @@ func (m *Model) packet(o *Outcome, frame []byte, ingress int, now Instant) {
 	}
 	// Replies come from NAT members' addresses. Anything of theirs that is
 	// not a well-formed TCP or UDP reply to a connection of ours is host
-	// traffic, and the stack's business.
+	// traffic, and the stack's business. So is a frame for another MAC
+	// (counted: it was flooded to us) or for a group (not counted).
+	if !p.fragment && (p.proto == icmpProto(p.family) || p.proto == ipProtoTCP || p.proto == ipProtoUDP) {
+		switch m.l2Dst(frame, ingress) {
+		case l2OtherHost:
+			m.count(o, NotOurMAC)
+			o.pass(frame)
+			return
+		case l2Group:
+			o.say("host traffic to a group MAC")
+			o.pass(frame)
+			return
+		}
+	}
 	if !p.fragment && p.proto == icmpProto(p.family) {
 		m.icmpToClient(o, &p, ingress)
 		return
@@ -181,6 +202,26 @@ func (m *Model) packet(o *Outcome, frame []byte, ingress int, now Instant) {
 		return
 	}
 	m.reply(o, &p, ingress, now)
+}
+
+type l2Dst int
+
+const (
+	l2Ours l2Dst = iota // or an interface whose MAC is not known
+	l2OtherHost
+	l2Group
+)
+
+// l2Dst classifies the frame's Ethernet destination.
+func (m *Model) l2Dst(frame []byte, ingress int) l2Dst {
+	dst := frame[:6]
+	if dst[0]&1 != 0 {
+		return l2Group
+	}
+	if own, ok := m.cfg.OwnMACs[ingress]; ok && !bytes.Equal(own, dst) {
+		return l2OtherHost
+	}
+	return l2Ours
 }
 
 // client handles a packet for a virtual server.

@@ -304,6 +304,11 @@ func Run(ctx context.Context, opts Options) error {
 		watchdog = wt.C
 		opts.Notify.Watchdog()
 	}
+	// The datapath reads a coarse monotonic clock plus a boot offset that
+	// only this loop keeps: after a resume from suspend it is stale (the
+	// datapath's clock lags by the time asleep) until the next tick here.
+	clockTick := time.NewTicker(clockSyncInterval)
+	defer clockTick.Stop()
 	var bgpTick <-chan time.Time
 	if d.bgp != nil {
 		t := time.NewTicker(bgpEvalInterval)
@@ -346,6 +351,8 @@ func Run(ctx context.Context, opts Options) error {
 			job()
 		case <-ticker.C:
 			d.sweep()
+		case <-clockTick.C:
+			d.syncClock()
 		case err := <-d.proxy.failed:
 			return fmt.Errorf("http virtual servers: %w", err)
 		}
@@ -417,7 +424,26 @@ func (d *daemon) setMemberHealth(id ids.MemberRef, up bool, reason string) {
 	d.log.Info("member health", "pool", id.Pool, "member", id.Member, "up", up, "reason", reason)
 }
 
+// clockSyncInterval is how often the daemon checks the datapath's boot
+// offset (loader.Datapath.SyncClock): two system calls and a map read.
+const clockSyncInterval = time.Second
+
+// syncClock keeps the datapath's clock on the boot clock (see clockTick).
+func (d *daemon) syncClock() {
+	moved, err := d.dp.SyncClock()
+	if err != nil {
+		d.log.Error("sync the datapath clock", "error", err)
+		return
+	}
+	if moved != 0 {
+		d.log.Info("datapath clock resynchronised with the boot clock (a resume from suspend?)", "moved", moved.String())
+	}
+}
+
 func (d *daemon) sweep() {
+	// A sweep after a resume must not read the entries as older than they
+	// are: the clock first.
+	d.syncClock()
 	d.tables.Sweep(time.Now())
 	d.refreshHeld()
 	rep, err := d.sweeper.Sweep()

@@ -167,3 +167,74 @@ virtual_servers: [{name: web, address: 192.0.2.10, port: 80, protocol: tcp, pool
 		t.Fatalf("run returned %v after a clean shutdown", err)
 	}
 }
+
+// The datapath's clock is a coarse monotonic clock plus a boot offset that
+// the daemon keeps: after a resume from suspend (here an hour's, simulated
+// by making the pinned offset an hour stale) the daemon puts it back within
+// a second or so, or every entry would read as an hour younger than it is.
+func TestRunKeepsTheDatapathClockOnTheBootClock(t *testing.T) {
+	testutil.RequireRoot(t)
+	pin := fmt.Sprintf("/sys/fs/bpf/limpet-daemonclock-%d", os.Getpid())
+	t.Cleanup(func() {
+		_ = loader.Detach(pin)
+		_ = os.Remove("/run/limpet/" + loader.PinName(pin) + ".lock")
+	})
+	path := filepath.Join(t.TempDir(), "limpet.yaml")
+	cfg := `
+pools: [{name: web, members: [{name: a, address: 192.0.2.11, port: 80}]}]
+virtual_servers: [{name: web, address: 192.0.2.10, port: 80, protocol: tcp, pool: web}]
+`
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n := &recordingNotifier{ready: make(chan string, 4)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, Options{ConfigPath: path, Compile: plan.Load(path), PinPath: pin, Notify: n, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	}()
+	select {
+	case <-n.ready:
+	case err := <-done:
+		t.Fatalf("run: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no READY within 30s")
+	}
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("run returned %v after a clean shutdown", err)
+		}
+	}()
+	bootOffset := func() time.Duration {
+		t.Helper()
+		p, err := loader.OpenPinned(pin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer p.Close()
+		off, err := p.BootOffset()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return off
+	}
+	synced := bootOffset()
+	if err := loader.SkewBootOffset(pin, -time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if got := bootOffset(); (synced - time.Hour - got).Abs() > loader.ClockSyncStep {
+		t.Fatalf("the skewed offset reads %v, want %v", got, synced-time.Hour)
+	}
+	deadline := time.Now().Add(3 * clockSyncInterval)
+	for {
+		got := bootOffset()
+		if (got - synced).Abs() <= loader.ClockSyncStep {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the datapath's boot offset still reads %v (synced: %v) %v after it went stale: the daemon does not keep it", got, synced, 3*clockSyncInterval)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -26,6 +26,13 @@ type Cache interface {
 	DropNextHops() error
 }
 
+// MACFollower is a Cache that also holds its interfaces' own MACs
+// (loader.Datapath): the watcher has it reread them on a link event and
+// every resync, so that a MAC change reaches the datapath at once.
+type MACFollower interface {
+	SyncInterfaceMACs() error
+}
+
 // Options tune a Watcher; the zero value is the daemon's.
 type Options struct {
 	// Lease is how long the datapath trusts a publish without a renewal:
@@ -215,8 +222,11 @@ func (w *Watcher) Run(ctx context.Context) error {
 			}
 			if !ok {
 				resubscribe()
-			} else if inUse.links[u.Attrs().Index] {
-				inUse = w.invalidate(inUse)
+			} else {
+				w.followMACs()
+				if inUse.links[u.Attrs().Index] {
+					inUse = w.invalidate(inUse)
+				}
 			}
 			pending = w.event(settle, pending)
 		case <-w.poke:
@@ -228,6 +238,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 			if sub == nil {
 				resubscribe()
 			}
+			w.followMACs()
 			if pending {
 				continue
 			}
@@ -235,6 +246,17 @@ func (w *Watcher) Run(ctx context.Context) error {
 			// MTU, a sysctl); otherwise renew the lease.
 			published, inUse = w.refresh(h, published, inUse, false)
 		}
+	}
+}
+
+// followMACs has the cache reread its interfaces' MACs, if it holds any.
+func (w *Watcher) followMACs() {
+	f, ok := w.cache.(MACFollower)
+	if !ok {
+		return
+	}
+	if err := f.SyncInterfaceMACs(); err != nil {
+		w.log.Error("interface MACs", "error", err)
 	}
 }
 

@@ -100,13 +100,13 @@ func (t *TableID) UnmarshalJSON(b []byte) error {
 // numbers them.
 type Algorithm uint32
 
-// Pool algorithms.
+// Pool algorithms, as the datapath's enum algorithm numbers them.
 const (
-	AlgoRoundRobin              Algorithm = 0
-	AlgoWeightedRoundRobin      Algorithm = 1
-	AlgoLeastConnection         Algorithm = 2
-	AlgoWeightedLeastConnection Algorithm = 3
-	AlgoIPHash                  Algorithm = 4
+	AlgoRoundRobin              = Algorithm(limpetAlgorithmALGO_ROUND_ROBIN)
+	AlgoWeightedRoundRobin      = Algorithm(limpetAlgorithmALGO_WEIGHTED_ROUND_ROBIN)
+	AlgoLeastConnection         = Algorithm(limpetAlgorithmALGO_LEAST_CONNECTION)
+	AlgoWeightedLeastConnection = Algorithm(limpetAlgorithmALGO_WEIGHTED_LEAST_CONNECTION)
+	AlgoIPHash                  = Algorithm(limpetAlgorithmALGO_IP_HASH)
 )
 
 // The config's names of the algorithms, by number.

@@ -57,7 +57,7 @@ func Reconcile(e PersistEntry, conns uint32) GCRequest {
 // provided no connection opened or closed since m was read.
 func ReconcileMember(m MemberConns, conns uint32) GCRequest {
 	r := GCRequest{op: gcOpMemberReconcile, arg: m.connState, arg2: uint64(conns)}
-	le.PutUint32(r.key[0:], m.ID)
+	le.PutUint32(r.key[0:], uint32(m.ID))
 	return r
 }
 

@@ -19,9 +19,21 @@ type TableID uint32
 // flow that holds no persistence entry.
 const TableNone TableID = 0xffffffff
 
-// NoID is a virtual server or member id that names none, as the datapath
-// spells it in an entry written by userspace (mirroring, shared tables).
-const NoID uint32 = 0xffffffff
+// VirtualServerID, PoolID and MemberID number the datapath's virtual
+// servers, pools and members: each is its key in its map, and plan assigns
+// them, keeping an object's id across reloads.
+type (
+	VirtualServerID uint32
+	PoolID          uint32
+	MemberID        uint32
+)
+
+// NoVirtualServer and NoMember name none, as the datapath spells it in an
+// entry written by userspace (mirroring, shared tables).
+const (
+	NoVirtualServer VirtualServerID = 0xffffffff
+	NoMember        MemberID        = 0xffffffff
+)
 
 // NewTableID builds the id of a persistence table from its index and kind. A
 // table that does not purge when full is a plain hash, so inserts into a

@@ -26,7 +26,7 @@ type NextHopCache struct {
 	// from then on every packet asks the FIB.
 	Expires time.Duration
 	// Hops are the members' hops of the live generation, by member id.
-	Hops map[uint32]NextHop
+	Hops map[MemberID]NextHop
 }
 
 // Live reports whether the datapath uses the cache at clock time now.
@@ -51,8 +51,8 @@ type nexthopPublisher struct {
 
 var nexthopPub nexthopPublisher
 
-func nexthopSlot(member, gen uint32) uint32 {
-	return member*nexthopGenerations + gen%nexthopGenerations
+func nexthopSlot(member MemberID, gen uint32) uint32 {
+	return uint32(member)*nexthopGenerations + gen%nexthopGenerations
 }
 
 func nextGen(g uint32) uint32 {
@@ -63,7 +63,7 @@ func nextGen(g uint32) uint32 {
 	return g
 }
 
-func (h NextHop) validate(member uint32) error {
+func (h NextHop) validate(member MemberID) error {
 	switch {
 	case member >= MaxMembers:
 		return fmt.Errorf("next hop of member %d: member ids go up to %d", member, MaxMembers-1)
@@ -84,7 +84,7 @@ func (h NextHop) validate(member uint32) error {
 // The generation is written into the slots the live one does not use, and
 // only then made live, so that no packet reads a half-written hop; the
 // flip also invalidates every reply hop that flows stored.
-func (d *Datapath) PublishNextHops(hops map[uint32]NextHop, lease time.Duration) (uint32, error) {
+func (d *Datapath) PublishNextHops(hops map[MemberID]NextHop, lease time.Duration) (uint32, error) {
 	for id, h := range hops {
 		if err := h.validate(id); err != nil {
 			return 0, err
@@ -102,7 +102,7 @@ func (d *Datapath) PublishNextHops(hops map[uint32]NextHop, lease time.Duration)
 	gen := nextGen(st.Gen)
 	keys := make([]uint32, MaxMembers)
 	vals := make([]limpetNexthop, MaxMembers)
-	for id := range uint32(MaxMembers) {
+	for id := range MemberID(MaxMembers) {
 		keys[id] = nexthopSlot(id, gen)
 		h, ok := hops[id]
 		if !ok {
@@ -165,12 +165,12 @@ func (p *Pinned) NextHops() (NextHopCache, error) {
 	if err != nil {
 		return NextHopCache{}, err
 	}
-	c := NextHopCache{Gen: st.Gen, Expires: time.Duration(st.ExpiresNs), Hops: map[uint32]NextHop{}}
+	c := NextHopCache{Gen: st.Gen, Expires: time.Duration(st.ExpiresNs), Hops: map[MemberID]NextHop{}}
 	if st.Gen == nexthopGenNone {
 		return c, nil
 	}
 	keys := make([]uint32, MaxMembers)
-	for id := range uint32(MaxMembers) {
+	for id := range MemberID(MaxMembers) {
 		keys[id] = nexthopSlot(id, st.Gen)
 	}
 	vals := make([]limpetNexthop, MaxMembers)
@@ -183,7 +183,7 @@ func (p *Pinned) NextHops() (NextHopCache, error) {
 		if v.Gen != st.Gen {
 			continue
 		}
-		c.Hops[uint32(id)] = NextHop{
+		c.Hops[MemberID(id)] = NextHop{
 			Ifindex: int(v.Ifindex), MTU: int(v.Mtu),
 			SrcMAC: net.HardwareAddr(append([]byte(nil), v.Smac[:]...)),
 			DstMAC: net.HardwareAddr(append([]byte(nil), v.Dmac[:]...)),

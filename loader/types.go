@@ -57,10 +57,10 @@ const (
 
 // VirtualServer is one (VIP, port, protocol) the datapath balances.
 type VirtualServer struct {
-	ID              uint32
+	ID              VirtualServerID
 	VIP             netip.AddrPort
 	Proto           Protocol
-	PoolID          uint32
+	PoolID          PoolID
 	TableID         TableID // TableNone: no persistence
 	DSR             bool    // also set for Encap: the flow and its replies are DSR's
 	Encap           Encap
@@ -95,19 +95,19 @@ const MaxPoolTable = 1 << 20
 
 // Pool is the set of members that can take new clients, and how to choose.
 type Pool struct {
-	ID        uint32
+	ID        PoolID
 	Algorithm Algorithm
-	Eligible  []uint32 // member ids, in config order
-	Weights   []uint16 // of Eligible, same order (weighted least connection)
+	Eligible  []MemberID // in config order
+	Weights   []uint16   // of Eligible, same order (weighted least connection)
 	// Table is the weighted round-robin schedule or the Maglev table, as
 	// member ids; nil for the other algorithms.
-	Table []uint32
+	Table []MemberID
 }
 
 // Member is one server of one pool.
 type Member struct {
-	ID     uint32
-	PoolID uint32
+	ID     MemberID
+	PoolID PoolID
 	Addr   netip.AddrPort // port 0: the virtual server's port
 	// Up members keep persisted clients and take flows; only Eligible
 	// members of the pool take new clients.

@@ -175,19 +175,19 @@ func dpSizes(o DatapathOptions) (flows, persist uint32) {
 
 func dpState(persistSize uint32) loader.State {
 	s := loader.State{
-		Pools: []loader.Pool{{ID: 0, Eligible: []uint32{0, 1, 2, 3}}, {ID: 1, Eligible: []uint32{4, 5, 6, 7}}},
+		Pools: []loader.Pool{{ID: 0, Eligible: []loader.MemberID{0, 1, 2, 3}}, {ID: 1, Eligible: []loader.MemberID{4, 5, 6, 7}}},
 	}
 	for i := range dpMembers4 {
-		s.Members = append(s.Members, loader.Member{ID: uint32(i), PoolID: 0, Addr: netip.AddrPortFrom(dpMembers4[i], dpMemberPort), Up: true, NAT: true})
+		s.Members = append(s.Members, loader.Member{ID: loader.MemberID(i), PoolID: 0, Addr: netip.AddrPortFrom(dpMembers4[i], dpMemberPort), Up: true, NAT: true})
 	}
 	for i := range dpMembers6 {
-		s.Members = append(s.Members, loader.Member{ID: uint32(4 + i), PoolID: 1, Addr: netip.AddrPortFrom(dpMembers6[i], dpMemberPort), Up: true, NAT: true})
+		s.Members = append(s.Members, loader.Member{ID: loader.MemberID(4 + i), PoolID: 1, Addr: netip.AddrPortFrom(dpMembers6[i], dpMemberPort), Up: true, NAT: true})
 	}
 	for id, vip := range []netip.Addr{dpVIP4, dpVIP6} {
 		tid := loader.NewTableID(uint32(id), true)
 		s.Tables = append(s.Tables, loader.Table{ID: tid, MaxEntries: persistSize})
 		s.VirtualServers = append(s.VirtualServers, loader.VirtualServer{
-			ID: uint32(id), VIP: netip.AddrPortFrom(vip, dpVSPort), Proto: loader.ProtoTCP, PoolID: uint32(id),
+			ID: loader.VirtualServerID(id), VIP: netip.AddrPortFrom(vip, dpVSPort), Proto: loader.ProtoTCP, PoolID: loader.PoolID(id),
 			TableID: tid, IPv4Prefix: 32, IPv6Prefix: 128, Timeout: 300 * time.Second,
 		})
 	}
@@ -344,7 +344,7 @@ func dpRun(w *testutil.World, fl *loader.Floor, o DatapathOptions, fam dpFamily,
 	entries := make([]loader.PersistEntry, persisted)
 	for i := range entries {
 		entries[i] = loader.PersistEntry{TableID: table, Client: addN(fam.clientA, uint32(i)), Server: member0,
-			VSID: fam.vsID, MemberID: memberID(fam, 0), Created: now, LastSeen: now}
+			VSID: loader.VirtualServerID(fam.vsID), MemberID: memberID(fam, 0), Created: now, LastSeen: now}
 	}
 	if err := d.PutEntries(table, entries); err != nil {
 		return fmt.Errorf("fill persistence table: %w", err)
@@ -355,7 +355,7 @@ func dpRun(w *testutil.World, fl *loader.Floor, o DatapathOptions, fam dpFamily,
 	measure := func(c DatapathCase, desc string, pkt []byte, ingress int, sw loader.Sweep, want loader.XDPAction, check func(before, after loader.VSCounters, n uint64) error) error {
 		row := rows[DatapathKey{Case: c, Family: fam.name, Large: large}]
 		return w.Do(func() error {
-			before, err := d.VSCounters(fam.vsID)
+			before, err := d.VSCounters(loader.VirtualServerID(fam.vsID))
 			if err != nil {
 				return err
 			}
@@ -366,7 +366,7 @@ func dpRun(w *testutil.World, fl *loader.Floor, o DatapathOptions, fam dpFamily,
 			if r.Verdict != want {
 				return fmt.Errorf("%w: %s %s: verdict %v, want %v", errSanity, fam.name, c, r.Verdict, want)
 			}
-			after, err := d.VSCounters(fam.vsID)
+			after, err := d.VSCounters(loader.VirtualServerID(fam.vsID))
 			if err != nil {
 				return err
 			}
@@ -518,4 +518,6 @@ func dpNextHops(w *testutil.World, d *loader.Datapath) (func() error, error) {
 	return publish, publish()
 }
 
-func memberID(fam dpFamily, i int) uint32 { return fam.vsID*uint32(len(dpMembers4)) + uint32(i) }
+func memberID(fam dpFamily, i int) loader.MemberID {
+	return loader.MemberID(fam.vsID*uint32(len(dpMembers4)) + uint32(i))
+}

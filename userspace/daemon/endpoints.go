@@ -62,12 +62,12 @@ func (d *daemon) VirtualServers() ([]metrics.VirtualServer, error) {
 	return out, nil
 }
 
-func (d *daemon) memberConns() (map[uint32]uint32, error) {
+func (d *daemon) memberConns() (map[loader.MemberID]uint32, error) {
 	mc, err := d.dp.MemberConns()
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[uint32]uint32, len(mc))
+	out := make(map[loader.MemberID]uint32, len(mc))
 	for _, m := range mc {
 		out[m.ID] = m.Conns
 	}

@@ -138,7 +138,7 @@ func stats(env *Env, c *cli.Context) error {
 			PersistMoved: cnt.PersistMoved, PersistRejects: cnt.Rejects,
 			DroppedPackets: map[string]uint64{"server_down": cnt.ServerDownDrops, "no_member": cnt.NoMemberDrops}})
 	}
-	conns := map[uint32]uint32{}
+	conns := map[loader.MemberID]uint32{}
 	if mc, err := v.DP.MemberConns(); err == nil {
 		for _, m := range mc {
 			conns[m.ID] = m.Conns

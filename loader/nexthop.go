@@ -125,38 +125,41 @@ func (d *Datapath) PublishNextHops(hops map[MemberID]NextHop, lease time.Duratio
 
 // RenewNextHops extends the live generation's lease to lease from now.
 func (d *Datapath) RenewNextHops(lease time.Duration) error {
+	return d.withNexthopState(func(st limpetNexthopState) error {
+		if st.Gen == nexthopGenNone {
+			return errors.New("renew next hops: nothing was published")
+		}
+		return d.writeNexthopState(st.Gen, lease)
+	})
+}
+
+// withNexthopState runs f on the cache's state, read with publishes held off.
+func (d *Datapath) withNexthopState(f func(limpetNexthopState) error) error {
 	nexthopPub.mu.Lock()
 	defer nexthopPub.mu.Unlock()
 	st, err := d.nexthopState()
 	if err != nil {
 		return err
 	}
-	if st.Gen == nexthopGenNone {
-		return errors.New("renew next hops: nothing was published")
-	}
-	return d.writeNexthopState(st.Gen, lease)
+	return f(st)
 }
 
 // DropNextHops turns the cache off: every packet asks the FIB, as it does
 // before anything is published. A daemon that stops and leaves the datapath
 // forwarding does this, since nobody follows the kernel's changes after it.
 func (d *Datapath) DropNextHops() error {
-	nexthopPub.mu.Lock()
-	defer nexthopPub.mu.Unlock()
-	st, err := d.nexthopState()
-	if err != nil {
-		return err
-	}
-	if st.Gen == nexthopGenNone {
+	return d.withNexthopState(func(st limpetNexthopState) error {
+		if st.Gen == nexthopGenNone {
+			return nil
+		}
+		// A new generation, so that a reply hop stored under the old one
+		// never comes back to life when the cache does.
+		if err := d.objs.NexthopCache.Put(uint32(0), &limpetNexthopState{Gen: nextGen(st.Gen)}); err != nil {
+			return fmt.Errorf("drop next hops: %w", err)
+		}
+		nexthopPub.flipped = time.Now()
 		return nil
-	}
-	// A new generation, so that a reply hop stored under the old one never
-	// comes back to life when the cache does.
-	if err := d.objs.NexthopCache.Put(uint32(0), &limpetNexthopState{Gen: nextGen(st.Gen)}); err != nil {
-		return fmt.Errorf("drop next hops: %w", err)
-	}
-	nexthopPub.flipped = time.Now()
-	return nil
+	})
 }
 
 // NextHops reads the cache.

@@ -43,7 +43,9 @@
  * its virtual server with the one lookup that tells it from host traffic.
  * An address with more sets VIP_F_OVERFLOW: the rest are in virtual_servers. */
 #define VIP_INLINE_SERVERS 8
-#define VIP_F_OVERFLOW (1 << 0)
+enum vip_flag {
+	VIP_F_OVERFLOW = 1 << 0,
+};
 
 /* member_vs entries: a (member address, port, protocol) per NAT virtual
  * server it serves, four per member on average. */
@@ -51,20 +53,31 @@
 /* member_vs.flags. SHARED: the member's address and port serve several
  * virtual servers, so a reply cannot name its VIP: its connections keep a
  * reverse flow entry (FLOW_F_REVERSE) instead. */
-#define MEMBER_VS_F_SHARED (1 << 0)
+enum member_vs_flag {
+	MEMBER_VS_F_SHARED = 1 << 0,
+};
+
+/* Flag sets, enum values the loader reads, pools' algorithms, event types
+ * and GC operations are enums rather than macros so that clang emits them
+ * in the object's BTF and bpf2go binds them: the loader takes their values
+ * from the generated code instead of spelling them again. */
 
 /* vs_info.flags */
-#define VS_F_DSR (1 << 0)
-#define VS_F_PERSIST (1 << 1)
-#define VS_F_SERVER_DOWN_NEVER (1 << 2)
-/* Encapsulated DSR (encap.h); VS_F_DSR is set with either: the flow and
- * its replies are DSR's, only the last step differs. */
-#define VS_F_ENCAP_IPIP (1 << 3)
-#define VS_F_ENCAP_GUE (1 << 4)
+enum vs_flag {
+	VS_F_DSR = 1 << 0,
+	VS_F_PERSIST = 1 << 1,
+	VS_F_SERVER_DOWN_NEVER = 1 << 2,
+	/* Encapsulated DSR (encap.h); VS_F_DSR is set with either: the flow and
+	 * its replies are DSR's, only the last step differs. */
+	VS_F_ENCAP_IPIP = 1 << 3,
+	VS_F_ENCAP_GUE = 1 << 4,
+};
 
 /* encap_config.flags: which outer source addresses are configured. */
-#define ENCAP_F_SOURCE_V4 (1 << 0)
-#define ENCAP_F_SOURCE_V6 (1 << 1)
+enum encap_flag {
+	ENCAP_F_SOURCE_V4 = 1 << 0,
+	ENCAP_F_SOURCE_V6 = 1 << 1,
+};
 #define GUE_PORT_DEFAULT 6080 /* Katran's */
 #define GUE_SPORT_MIN 0xc000 /* GUE source ports: the ephemeral range, 49152-65535 */
 #define GUE_SPORT_SPAN 0x4000
@@ -78,14 +91,18 @@
 /* member_info.flags. UP: may keep persisted clients and open flows. New
  * clients are chosen only from the pool's eligible list, which the control
  * plane maintains (so a draining member can be UP but not eligible). */
-#define MEMBER_F_UP (1 << 0)
+enum member_flag {
+	MEMBER_F_UP = 1 << 0,
+};
 
 /* pool_info.algorithm */
-#define ALGO_ROUND_ROBIN 0
-#define ALGO_WEIGHTED_ROUND_ROBIN 1 /* round robin over a weighted schedule table */
-#define ALGO_LEAST_CONNECTION 2
-#define ALGO_WEIGHTED_LEAST_CONNECTION 3
-#define ALGO_IP_HASH 4 /* Maglev table indexed by a hash of the client */
+enum algorithm {
+	ALGO_ROUND_ROBIN = 0,
+	ALGO_WEIGHTED_ROUND_ROBIN = 1, /* round robin over a weighted schedule table */
+	ALGO_LEAST_CONNECTION = 2,
+	ALGO_WEIGHTED_LEAST_CONNECTION = 3,
+	ALGO_IP_HASH = 4, /* Maglev table indexed by a hash of the client */
+};
 #define PICK_PROBES 4  /* further slots tried when a choice is down or full */
 
 /* persist_key.table_id: the low bits index an outer map; this bit says the
@@ -95,20 +112,22 @@
 #define TABLE_NONE 0xffffffffu
 
 /* flow_info.flags, changed with atomics because the GC and other CPUs race. */
-#define FLOW_F_COUNTED (1u << 0) /* holds one live connection of its persistence entry */
-#define FLOW_F_FIN_CLIENT (1u << 1)
-#define FLOW_F_FIN_SERVER (1u << 2)
-#define FLOW_F_RST (1u << 3)
-#define FLOW_F_REVERSE (1u << 4) /* reply-direction entry of a NAT flow */
-#define FLOW_F_NAT (1u << 5)
-#define FLOW_F_DSR (1u << 6)
-#define FLOW_F_UDP (1u << 7)
-#define FLOW_F_MEMBER_COUNTED (1u << 8) /* holds one of its member's active connections */
-/* Forward: the member's address (flow_info.addr) is of the other family
- * than the flow key's, a tunnel across families (ipip or gue, IPv6 in IPv4
- * or IPv4 in IPv6). Only readers of the table need it: the datapath
- * tunnels by the member's own entry. */
-#define FLOW_F_TARGET_OTHER_FAMILY (1u << 9)
+enum flow_flag {
+	FLOW_F_COUNTED = 1u << 0, /* holds one live connection of its persistence entry */
+	FLOW_F_FIN_CLIENT = 1u << 1,
+	FLOW_F_FIN_SERVER = 1u << 2,
+	FLOW_F_RST = 1u << 3,
+	FLOW_F_REVERSE = 1u << 4, /* reply-direction entry of a NAT flow */
+	FLOW_F_NAT = 1u << 5,
+	FLOW_F_DSR = 1u << 6,
+	FLOW_F_UDP = 1u << 7,
+	FLOW_F_MEMBER_COUNTED = 1u << 8, /* holds one of its member's active connections */
+	/* Forward: the member's address (flow_info.addr) is of the other family
+	 * than the flow key's, a tunnel across families (ipip or gue, IPv6 in
+	 * IPv4 or IPv4 in IPv6). Only readers of the table need it: the datapath
+	 * tunnels by the member's own entry. */
+	FLOW_F_TARGET_OTHER_FAMILY = 1u << 9,
+};
 
 /* persist_entry.conn_state packs a generation (high 32 bits) and the live
  * connection count (low 31 bits) so one atomic add changes both, and the GC can
@@ -167,26 +186,34 @@ enum reason {
 #define NEXTHOP_GEN_NONE 0 /* never published: a zeroed slot is never used */
 
 /* table_config flags */
-#define TABLE_F_MIRROR (1u << 0) /* publish persistence events for HA mirroring */
+enum table_flag {
+	TABLE_F_MIRROR = 1u << 0, /* publish persistence events for HA mirroring */
+};
 
 /* persist_event.type */
-#define EVENT_CREATED 1
-#define EVENT_MOVED 2
-#define EVENT_EXPIRED 3
+enum event_type {
+	EVENT_CREATED = 1,
+	EVENT_MOVED = 2,
+	EVENT_EXPIRED = 3,
+};
 #define EVENT_RING_BYTES (1 << 22)
 
 /* GC operations, executed by limpet_gc through BPF_PROG_RUN. */
-#define GC_OP_FLOW_EXPIRE 1
-#define GC_OP_PERSIST_EXPIRE 2
-#define GC_OP_RECONCILE 3
-#define GC_OP_TOUCH 4 /* restart an entry's countdown: L7 connections hold it this way */
-#define GC_OP_MEMBER_RECONCILE 5
+enum gc_op {
+	GC_OP_FLOW_EXPIRE = 1,
+	GC_OP_PERSIST_EXPIRE = 2,
+	GC_OP_RECONCILE = 3,
+	GC_OP_TOUCH = 4, /* restart an entry's countdown: L7 connections hold it this way */
+	GC_OP_MEMBER_RECONCILE = 5,
+};
 #define GC_BATCH_MAX 48
 
-#define GC_RES_DONE 1
-#define GC_RES_SKIPPED 2
-#define GC_RES_NOT_FOUND 3
-#define GC_RES_BAD 4
+enum gc_result {
+	GC_RES_DONE = 1,
+	GC_RES_SKIPPED = 2,
+	GC_RES_NOT_FOUND = 3,
+	GC_RES_BAD = 4,
+};
 
 /* Errnos the datapath tells apart (the kernel's uapi errno-base.h). */
 #define EEXIST 17

@@ -50,31 +50,26 @@ static __always_inline __u32 gc_flow_expire(struct gc_item *it, __u64 now)
 	return GC_RES_DONE;
 }
 
-static __always_inline __u32 gc_persist_expire(struct gc_item *it, __u64 now)
+/* Expires an entry with no live connection, idle for at least idle_ns. */
+static __always_inline __u32 gc_persist_expire(void *table, struct persist_key *key, struct persist_entry *e,
+					       __u64 idle_ns, __u64 now)
 {
-	struct persist_key key = it->persist;
-	void *table = persist_table(key.table_id);
-	if (!table)
-		return GC_RES_BAD;
-	struct persist_entry *e = bpf_map_lookup_elem(table, &key);
-	if (!e)
-		return GC_RES_NOT_FOUND;
 	__u64 cs = READ_ONCE_U64(e->conn_state);
 	if (!(cs & CS_DEAD)) {
 		if ((cs & CS_CONNS_MASK) != 0)
 			return GC_RES_SKIPPED;
-		if (now <= e->last_seen_ns || now - e->last_seen_ns <= it->arg)
+		if (now <= e->last_seen_ns || now - e->last_seen_ns <= idle_ns)
 			return GC_RES_SKIPPED;
 		if (__sync_val_compare_and_swap(&e->conn_state, cs, cs | CS_DEAD) != cs)
 			return GC_RES_SKIPPED;
-		struct table_stats *ts = table_stats_of(key.table_id);
+		struct table_stats *ts = table_stats_of(key->table_id);
 		if (ts)
 			ts->expired++;
 	}
 	union addr server = e->server;
 	__be16 server_port = e->server_port;
-	bpf_map_delete_elem(table, &key);
-	persist_event(EVENT_EXPIRED, &key, &server, server_port, now);
+	bpf_map_delete_elem(table, key);
+	persist_event(EVENT_EXPIRED, key, &server, server_port, now);
 	return GC_RES_DONE;
 }
 
@@ -90,18 +85,6 @@ static __always_inline __u32 cs_correct(__u64 *cs, __u64 expect, __u64 conns)
 	return GC_RES_DONE;
 }
 
-static __always_inline __u32 gc_reconcile(struct gc_item *it)
-{
-	struct persist_key key = it->persist;
-	void *table = persist_table(key.table_id);
-	if (!table)
-		return GC_RES_BAD;
-	struct persist_entry *e = bpf_map_lookup_elem(table, &key);
-	if (!e)
-		return GC_RES_NOT_FOUND;
-	return cs_correct(&e->conn_state, it->arg, it->arg2);
-}
-
 /* The member version: the member id is the key's first word. */
 static __always_inline __u32 gc_member_reconcile(struct gc_item *it)
 {
@@ -114,7 +97,17 @@ static __always_inline __u32 gc_member_reconcile(struct gc_item *it)
 
 /* Moves an entry's countdown base to now without touching its atomic count,
  * which belongs to the datapath and the sweeper's recount of the flow table. */
-static __always_inline __u32 gc_touch(struct gc_item *it, __u64 now)
+static __always_inline __u32 gc_touch(struct persist_entry *e, __u64 now)
+{
+	if (READ_ONCE_U64(e->conn_state) & CS_DEAD)
+		return GC_RES_SKIPPED;
+	e->last_seen_ns = now;
+	return GC_RES_DONE;
+}
+
+/* The operations on a persistence entry (expire, reconcile, touch), run on
+ * the live entry the item's key names: one lookup serves them all. */
+static __always_inline __u32 gc_entry_op(struct gc_item *it, __u64 now)
 {
 	struct persist_key key = it->persist;
 	void *table = persist_table(key.table_id);
@@ -123,10 +116,15 @@ static __always_inline __u32 gc_touch(struct gc_item *it, __u64 now)
 	struct persist_entry *e = bpf_map_lookup_elem(table, &key);
 	if (!e)
 		return GC_RES_NOT_FOUND;
-	if (READ_ONCE_U64(e->conn_state) & CS_DEAD)
-		return GC_RES_SKIPPED;
-	e->last_seen_ns = now;
-	return GC_RES_DONE;
+	switch (it->op) {
+	case GC_OP_PERSIST_EXPIRE:
+		return gc_persist_expire(table, &key, e, it->arg, now);
+	case GC_OP_RECONCILE:
+		return cs_correct(&e->conn_state, it->arg, it->arg2);
+	case GC_OP_TOUCH:
+		return gc_touch(e, now);
+	}
+	return GC_RES_BAD;
 }
 
 /* Runs one item of a batch against the live maps. */
@@ -135,14 +133,12 @@ static __always_inline __u32 gc_run_item(struct gc_item *it, __u64 now)
 	switch (it->op) {
 	case GC_OP_FLOW_EXPIRE:
 		return gc_flow_expire(it, now);
-	case GC_OP_PERSIST_EXPIRE:
-		return gc_persist_expire(it, now);
-	case GC_OP_RECONCILE:
-		return gc_reconcile(it);
-	case GC_OP_TOUCH:
-		return gc_touch(it, now);
 	case GC_OP_MEMBER_RECONCILE:
 		return gc_member_reconcile(it);
+	case GC_OP_PERSIST_EXPIRE:
+	case GC_OP_RECONCILE:
+	case GC_OP_TOUCH:
+		return gc_entry_op(it, now);
 	}
 	return GC_RES_BAD;
 }

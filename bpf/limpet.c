@@ -31,6 +31,17 @@ const struct gc_batch *btf_anchor_gc_batch __attribute__((unused));
 const enum reason *btf_anchor_reason __attribute__((unused));
 const struct persist_entry *btf_anchor_persist_entry __attribute__((unused));
 const struct persist_event *btf_anchor_persist_event __attribute__((unused));
+const enum vip_flag *btf_anchor_vip_flag __attribute__((unused));
+const enum member_vs_flag *btf_anchor_member_vs_flag __attribute__((unused));
+const enum vs_flag *btf_anchor_vs_flag __attribute__((unused));
+const enum encap_flag *btf_anchor_encap_flag __attribute__((unused));
+const enum member_flag *btf_anchor_member_flag __attribute__((unused));
+const enum algorithm *btf_anchor_algorithm __attribute__((unused));
+const enum flow_flag *btf_anchor_flow_flag __attribute__((unused));
+const enum table_flag *btf_anchor_table_flag __attribute__((unused));
+const enum event_type *btf_anchor_event_type __attribute__((unused));
+const enum gc_op *btf_anchor_gc_op __attribute__((unused));
+const enum gc_result *btf_anchor_gc_result __attribute__((unused));
 
 SEC("xdp")
 int limpet_xdp(struct xdp_md *ctx)

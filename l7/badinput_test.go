@@ -50,10 +50,7 @@ func TestHugeCookieHeaderIs431AndLogged(t *testing.T) {
 			if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 				t.Fatalf("status %d, want 431", resp.StatusCode)
 			}
-			l := h.log.last(t, 1)
-			if num(l, "status") != 431 || str(l, "decision") != "rejected" || str(l, "reason") != "headers_too_large" {
-				t.Errorf("access log: %v", l)
-			}
+			h.log.wantLast(t, map[string]any{"status": 431, "decision": "rejected", "reason": "headers_too_large"})
 			if ms["a"].hits.Load()+ms["b"].hits.Load() != 0 {
 				t.Errorf("an oversized request reached a member")
 			}
@@ -74,9 +71,7 @@ func TestMalformedRequestIs400AndLogged(t *testing.T) {
 	if resp.StatusCode != 400 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
-	if l := h.log.last(t, 1); num(l, "status") != 400 || str(l, "decision") != "rejected" {
-		t.Errorf("access log: %v", l)
-	}
+	h.log.wantLast(t, map[string]any{"status": 400, "decision": "rejected"})
 }
 
 func TestSlowClientHeadersTimeOut(t *testing.T) {
@@ -93,10 +88,7 @@ func TestSlowClientHeadersTimeOut(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("slow client held the connection %v", d)
 	}
-	l := h.log.last(t, 1)
-	if num(l, "status") != 408 || str(l, "reason") != "header_timeout" {
-		t.Errorf("access log: %v", l)
-	}
+	h.log.wantLast(t, map[string]any{"status": 408, "reason": "header_timeout"})
 }
 
 func TestSlowClientBodyTimesOut(t *testing.T) {
@@ -112,10 +104,7 @@ func TestSlowClientBodyTimesOut(t *testing.T) {
 	if resp.StatusCode != http.StatusRequestTimeout {
 		t.Fatalf("status %d, want 408", resp.StatusCode)
 	}
-	l := h.log.last(t, 1)
-	if num(l, "status") != 408 || str(l, "reason") != "client_body_timeout" {
-		t.Errorf("access log: %v", l)
-	}
+	h.log.wantLast(t, map[string]any{"status": 408, "reason": "client_body_timeout"})
 }
 
 func TestClientGoneMidHeadersLogged(t *testing.T) {
@@ -125,10 +114,7 @@ func TestClientGoneMidHeadersLogged(t *testing.T) {
 	io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\n")
 	time.Sleep(50 * time.Millisecond)
 	c.Close()
-	l := h.log.last(t, 1)
-	if num(l, "status") != 499 || str(l, "reason") != "client_closed" {
-		t.Errorf("access log: %v", l)
-	}
+	h.log.wantLast(t, map[string]any{"status": 499, "reason": "client_closed"})
 }
 
 func TestMemberResetMidResponse(t *testing.T) {
@@ -175,9 +161,7 @@ func TestMemberStallsBeforeHeadersIs504(t *testing.T) {
 	if resp.StatusCode != http.StatusGatewayTimeout {
 		t.Fatalf("status %d, want 504", resp.StatusCode)
 	}
-	if l := h.log.last(t, 1); str(l, "reason") != "server_timeout" {
-		t.Errorf("access log: %v", l)
-	}
+	h.log.wantLast(t, map[string]any{"reason": "server_timeout"})
 }
 
 func TestMemberStallsMidBodyIsCut(t *testing.T) {
@@ -200,9 +184,7 @@ func TestMemberStallsMidBodyIsCut(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("stalled member held the client %v", d)
 	}
-	if l := h.log.last(t, 1); str(l, "reason") != "server_timeout" {
-		t.Errorf("access log: %v", l)
-	}
+	h.log.wantLast(t, map[string]any{"reason": "server_timeout"})
 }
 
 func TestConnectMethodRefused(t *testing.T) {
@@ -228,9 +210,7 @@ func TestNoMemberIs503(t *testing.T) {
 	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
 		t.Fatalf("status %d Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
-	if l := h.log.last(t, 1); str(l, "decision") != "no_member" {
-		t.Errorf("access log: %v", l)
-	}
+	h.log.wantLast(t, map[string]any{"decision": "no_member"})
 	// Both are now passively down: the next answer comes without dialing.
 	resp, _ = get(t, &http.Client{}, h.urls["web"])
 	if resp.StatusCode != 503 {

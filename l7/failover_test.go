@@ -131,9 +131,7 @@ func TestMemberRemovedFromPoolIsUnknownMember(t *testing.T) {
 	if resp.StatusCode != 200 || len(setCookies(resp, "LB")) != 1 {
 		t.Fatalf("%d %q", resp.StatusCode, resp.Header.Values("Set-Cookie"))
 	}
-	if l := h.log.last(t, 1); str(l, "cookie") != "unknown_member" || str(l, "decision") != "balanced" {
-		t.Errorf("access log: %v", l)
-	}
+	h.log.wantLast(t, map[string]any{"cookie": "unknown_member", "decision": "balanced"})
 }
 
 // fakeHealth is a HealthSource the test drives.
@@ -209,9 +207,7 @@ func TestPassiveFailuresReportedAndRetriedWithBody(t *testing.T) {
 	if resp.StatusCode != 200 || resp.Header.Get("X-Member") != "b" || resp.Header.Get("X-Seen-Body-Len") != strconv.Itoa(len(body)) {
 		t.Fatalf("retry: %d member %q body %q", resp.StatusCode, resp.Header.Get("X-Member"), resp.Header.Get("X-Seen-Body-Len"))
 	}
-	if l := h.log.last(t, 1); num(l, "retries") != 1 || str(l, "reason") != "connect_failed" || str(l, "member") != "b" {
-		t.Errorf("access log: %v", l)
-	}
+	h.log.wantLast(t, map[string]any{"retries": 1, "reason": "connect_failed", "member": "b"})
 	a := h.srv.Member(ids.MemberRef{Pool: "p", Member: "a"})[0]
 	if a.ConsecutiveFailures() != 1 || !a.Healthy(h.clock.now()) {
 		t.Fatalf("one failure of max_fails 2 must not mark down: failures %d", a.ConsecutiveFailures())
@@ -242,7 +238,5 @@ func TestRetriesZeroGives502(t *testing.T) {
 	if resp.StatusCode != http.StatusBadGateway {
 		t.Fatalf("status %d, want 502", resp.StatusCode)
 	}
-	if l := h.log.last(t, 1); str(l, "reason") != "connect_failed" {
-		t.Errorf("access log: %v", l)
-	}
+	h.log.wantLast(t, map[string]any{"reason": "connect_failed"})
 }

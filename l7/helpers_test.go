@@ -127,6 +127,27 @@ func (s *syncBuffer) last(t *testing.T, n int) map[string]any {
 	return l[n-1]
 }
 
+// wantLast checks fields of the last access log line: an int as a number,
+// a string as a string.
+func (s *syncBuffer) wantLast(t *testing.T, want map[string]any) {
+	t.Helper()
+	l := s.last(t, 1)
+	for k, v := range want {
+		switch v := v.(type) {
+		case int:
+			if num(l, k) != v {
+				t.Errorf("access log: %s %d, want %d: %v", k, num(l, k), v, l)
+			}
+		case string:
+			if str(l, k) != v {
+				t.Errorf("access log: %s %q, want %q: %v", k, str(l, k), v, l)
+			}
+		default:
+			t.Fatalf("wantLast: %s: %T is neither int nor string", k, v)
+		}
+	}
+}
+
 // clock is a test clock: real time plus an offset the test can advance.
 type clock struct{ off atomic.Int64 }
 

@@ -330,9 +330,7 @@ func TestKeyRotation(t *testing.T) {
 	if resp.StatusCode != 200 || len(setCookies(resp, "LB")) != 1 {
 		t.Fatalf("old-key cookie after rotation: %d %q", resp.StatusCode, resp.Header.Values("Set-Cookie"))
 	}
-	if l := h.log.last(t, 1); str(l, "cookie") != "tampered" || str(l, "reason") != "cookie_bad_seal" {
-		t.Errorf("access log: %v", l)
-	}
+	h.log.wantLast(t, map[string]any{"cookie": "tampered", "reason": "cookie_bad_seal"})
 }
 
 func TestKeyRotationMigratesDerivedName(t *testing.T) {

@@ -49,9 +49,7 @@ func TestHostHeaderPreserved(t *testing.T) {
 	if got := resp.Header.Get("X-Seen-Host"); got != "shop.example" {
 		t.Errorf("member saw Host %q", got)
 	}
-	if l := h.log.last(t, 1); str(l, "uri") != "/path?q=1" || str(l, "host") != "shop.example" {
-		t.Errorf("access log: %v", l)
-	}
+	h.log.wantLast(t, map[string]any{"uri": "/path?q=1", "host": "shop.example"})
 }
 
 // wsMember answers an Upgrade: websocket handshake and echoes the bytes
@@ -115,10 +113,7 @@ func TestWebSocketUpgradePassesThrough(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Fatalf("idle tunnel lived %v with tunnel_timeout 0.5s", d)
 	}
-	l := h.log.last(t, 1)
-	if num(l, "status") != 101 || str(l, "upgrade") != "websocket" {
-		t.Errorf("access log: %v", l)
-	}
+	h.log.wantLast(t, map[string]any{"status": 101, "upgrade": "websocket"})
 }
 
 func TestKeepAliveBothSides(t *testing.T) {

@@ -62,7 +62,7 @@ func TestEntryBeforeBootIsStoredAtZeroAndExpires(t *testing.T) {
 	client := netip.MustParseAddr("198.51.100.7")
 	ago := now - 10*time.Minute // negative: before boot
 	if err := d.PutEntry(PersistEntry{TableID: id, Client: client, Server: netip.MustParseAddrPort("10.0.0.1:80"),
-		VSID: NoID, MemberID: NoID, Created: ago, LastSeen: ago}); err != nil {
+		VSID: NoVirtualServer, MemberID: NoMember, Created: ago, LastSeen: ago}); err != nil {
 		t.Fatal(err)
 	}
 	e, ok, err := d.LookupEntry(id, client)

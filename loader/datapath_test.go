@@ -331,8 +331,8 @@ func TestDatapathUnresolvedNeighbour(t *testing.T) {
 	// Member 0 of every pool becomes an address with no neighbour entry.
 	s.Members[0].Addr = netip.AddrPortFrom(unresolv, 8080)
 	s.Members[6].Addr = netip.AddrPortFrom(unresolv, 0)
-	s.Pools[0].Eligible = []uint32{0}
-	s.Pools[2].Eligible = []uint32{6}
+	s.Pools[0].Eligible = []MemberID{0}
+	s.Pools[2].Eligible = []MemberID{6}
 	if err := f.d.Apply(s); err != nil {
 		t.Fatal(err)
 	}
@@ -365,7 +365,7 @@ func TestDatapathVIPWithManyVirtualServers(t *testing.T) {
 	const first, n = 9000, 12 // more than the vips entry holds with the standard ones
 	for i := range uint32(n) {
 		s.VirtualServers = append(s.VirtualServers, VirtualServer{
-			ID: 10 + i, VIP: netip.AddrPortFrom(vip4, uint16(first+2*i)), Proto: ProtoTCP, PoolID: 0, TableID: TableNone,
+			ID: VirtualServerID(10 + i), VIP: netip.AddrPortFrom(vip4, uint16(first+2*i)), Proto: ProtoTCP, PoolID: 0, TableID: TableNone,
 		})
 	}
 	if err := f.d.Apply(s); err != nil {
@@ -378,7 +378,7 @@ func TestDatapathVIPWithManyVirtualServers(t *testing.T) {
 			t.Fatalf("port %d: verdict %v, want XDP_REDIRECT", port, act)
 		}
 		fl, ok, err := f.d.LookupFlow(netip.AddrPortFrom(client4a, 46000), netip.AddrPortFrom(vip4, port), ProtoTCP)
-		if err != nil || !ok || fl.VSID != 10+i {
+		if err != nil || !ok || fl.VSID != VirtualServerID(10+i) {
 			t.Fatalf("port %d: flow %+v found %v (%v), want one of virtual server %d", port, fl, ok, err, 10+i)
 		}
 		if act, _ := f.run(syn(client4a, vip4, 46000, port+1).build(t), f.cli); act != XDPPass {

@@ -24,20 +24,20 @@ var (
 // members (ids 0-2), pool 1 the v6 ones (3-5), both with port 0 as DSR.
 func encapState(e Encap) State {
 	s := State{
-		Pools: []Pool{{ID: 0, Eligible: []uint32{0, 1, 2}}, {ID: 1, Eligible: []uint32{3, 4, 5}}},
+		Pools: []Pool{{ID: 0, Eligible: []MemberID{0, 1, 2}}, {ID: 1, Eligible: []MemberID{3, 4, 5}}},
 		Encap: EncapSettings{SourceV4: encapSrc4, SourceV6: encapSrc6},
 	}
 	for i := range member4 {
-		s.Members = append(s.Members, Member{ID: uint32(i), PoolID: 0, Addr: netip.AddrPortFrom(member4[i], 0), Up: true})
+		s.Members = append(s.Members, Member{ID: MemberID(i), PoolID: 0, Addr: netip.AddrPortFrom(member4[i], 0), Up: true})
 	}
 	for i := range member6 {
-		s.Members = append(s.Members, Member{ID: uint32(3 + i), PoolID: 1, Addr: netip.AddrPortFrom(member6[i], 0), Up: true})
+		s.Members = append(s.Members, Member{ID: MemberID(3 + i), PoolID: 1, Addr: netip.AddrPortFrom(member6[i], 0), Up: true})
 	}
 	add := func(id uint32, vip netip.Addr, port uint16, proto Protocol, pool uint32) {
 		tid := NewTableID(id, true)
 		s.Tables = append(s.Tables, Table{ID: tid, MaxEntries: 1024})
 		s.VirtualServers = append(s.VirtualServers, VirtualServer{
-			ID: id, VIP: netip.AddrPortFrom(vip, port), Proto: proto, PoolID: pool, TableID: tid,
+			ID: VirtualServerID(id), VIP: netip.AddrPortFrom(vip, port), Proto: proto, PoolID: PoolID(pool), TableID: tid,
 			DSR: true, Encap: e, IPv4Prefix: 32, IPv6Prefix: 128, Timeout: 300 * time.Second,
 		})
 	}

@@ -13,11 +13,11 @@ import (
 // EventType says what happened to a mirrored persistence entry.
 type EventType uint8
 
-// Event types.
+// Event types, as the datapath's enum event_type numbers them.
 const (
-	EventCreated EventType = 1
-	EventMoved   EventType = 2
-	EventExpired EventType = 3
+	EventCreated = EventType(limpetEventTypeEVENT_CREATED)
+	EventMoved   = EventType(limpetEventTypeEVENT_MOVED)
+	EventExpired = EventType(limpetEventTypeEVENT_EXPIRED)
 )
 
 func (t EventType) String() string {

@@ -62,19 +62,19 @@ func newFixture(t *testing.T, opts Options) *fixture {
 // persistence in private tables; pools 0 (v4) and 1 (v6) of three members.
 func standardState() State {
 	s := State{
-		Pools: []Pool{{ID: 0, Eligible: []uint32{0, 1, 2}}, {ID: 1, Eligible: []uint32{3, 4, 5}}},
+		Pools: []Pool{{ID: 0, Eligible: []MemberID{0, 1, 2}}, {ID: 1, Eligible: []MemberID{3, 4, 5}}},
 	}
 	for i := range member4 {
-		s.Members = append(s.Members, Member{ID: uint32(i), PoolID: 0, Addr: netip.AddrPortFrom(member4[i], 8080), Up: true, NAT: true})
+		s.Members = append(s.Members, Member{ID: MemberID(i), PoolID: 0, Addr: netip.AddrPortFrom(member4[i], 8080), Up: true, NAT: true})
 	}
 	for i := range member6 {
-		s.Members = append(s.Members, Member{ID: uint32(3 + i), PoolID: 1, Addr: netip.AddrPortFrom(member6[i], 8080), Up: true, NAT: true})
+		s.Members = append(s.Members, Member{ID: MemberID(3 + i), PoolID: 1, Addr: netip.AddrPortFrom(member6[i], 8080), Up: true, NAT: true})
 	}
 	add := func(id uint32, vip netip.Addr, port uint16, proto Protocol, pool uint32, dsr bool) {
 		tid := NewTableID(id, true)
 		s.Tables = append(s.Tables, Table{ID: tid, MaxEntries: 1024})
 		s.VirtualServers = append(s.VirtualServers, VirtualServer{
-			ID: id, VIP: netip.AddrPortFrom(vip, port), Proto: proto, PoolID: pool, TableID: tid,
+			ID: VirtualServerID(id), VIP: netip.AddrPortFrom(vip, port), Proto: proto, PoolID: PoolID(pool), TableID: tid,
 			DSR: dsr, IPv4Prefix: 32, IPv6Prefix: 128, Timeout: 300 * time.Second,
 		})
 	}
@@ -84,9 +84,9 @@ func standardState() State {
 	add(3, vip4, 8080, ProtoTCP, 2, true)
 	add(4, vip6, 53, ProtoUDP, 1, false)
 	// DSR keeps ports, so its pool lists the members with port 0.
-	s.Pools = append(s.Pools, Pool{ID: 2, Eligible: []uint32{6, 7, 8}})
+	s.Pools = append(s.Pools, Pool{ID: 2, Eligible: []MemberID{6, 7, 8}})
 	for i := range member4 {
-		s.Members = append(s.Members, Member{ID: uint32(6 + i), PoolID: 2, Addr: netip.AddrPortFrom(member4[i], 0), Up: true})
+		s.Members = append(s.Members, Member{ID: MemberID(6 + i), PoolID: 2, Addr: netip.AddrPortFrom(member4[i], 0), Up: true})
 	}
 	return s
 }

@@ -15,8 +15,8 @@ type Flow struct {
 	Src, Dst netip.AddrPort
 	Proto    Protocol
 	Target   netip.AddrPort // forward: the member; reverse: the VIP
-	VSID     uint32
-	MemberID uint32
+	VSID     VirtualServerID
+	MemberID MemberID
 	TableID  TableID    // TableNone when the flow holds no persistence entry
 	Client   netip.Addr // the persistence key's (masked) client
 	Counted  bool       // holds one live connection of its entry

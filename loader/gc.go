@@ -12,10 +12,10 @@ type GCResult uint32
 
 // GC results.
 const (
-	GCDone     GCResult = gcResultDone
-	GCSkipped  GCResult = gcResultSkipped  // still live, or changed since it was read
-	GCNotFound GCResult = gcResultNotFound // already gone
-	GCBad      GCResult = gcResultBadArgument
+	GCDone     = GCResult(limpetGcResultGC_RES_DONE)
+	GCSkipped  = GCResult(limpetGcResultGC_RES_SKIPPED)   // still live, or changed since it was read
+	GCNotFound = GCResult(limpetGcResultGC_RES_NOT_FOUND) // already gone
+	GCBad      = GCResult(limpetGcResultGC_RES_BAD)
 )
 
 // GCRequest is one operation for the in-kernel GC. Build it with
@@ -57,7 +57,7 @@ func Reconcile(e PersistEntry, conns uint32) GCRequest {
 // provided no connection opened or closed since m was read.
 func ReconcileMember(m MemberConns, conns uint32) GCRequest {
 	r := GCRequest{op: gcOpMemberReconcile, arg: m.connState, arg2: uint64(conns)}
-	le.PutUint32(r.key[0:], m.ID)
+	le.PutUint32(r.key[0:], uint32(m.ID))
 	return r
 }
 

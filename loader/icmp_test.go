@@ -100,8 +100,8 @@ const (
 func icmpFixture(t *testing.T) *fixture {
 	f := newFixture(t, Options{})
 	s := standardState()
-	s.Pools[0].Eligible = []uint32{0}
-	s.Pools[1].Eligible = []uint32{3}
+	s.Pools[0].Eligible = []MemberID{0}
+	s.Pools[1].Eligible = []MemberID{3}
 	if err := f.d.Apply(s); err != nil {
 		t.Fatal(err)
 	}

@@ -19,9 +19,21 @@ type TableID uint32
 // flow that holds no persistence entry.
 const TableNone TableID = 0xffffffff
 
-// NoID is a virtual server or member id that names none, as the datapath
-// spells it in an entry written by userspace (mirroring, shared tables).
-const NoID uint32 = 0xffffffff
+// VirtualServerID, PoolID and MemberID number the datapath's virtual
+// servers, pools and members: each is its key in its map, and plan assigns
+// them, keeping an object's id across reloads.
+type (
+	VirtualServerID uint32
+	PoolID          uint32
+	MemberID        uint32
+)
+
+// NoVirtualServer and NoMember name none, as the datapath spells it in an
+// entry written by userspace (mirroring, shared tables).
+const (
+	NoVirtualServer VirtualServerID = 0xffffffff
+	NoMember        MemberID        = 0xffffffff
+)
 
 // NewTableID builds the id of a persistence table from its index and kind. A
 // table that does not purge when full is a plain hash, so inserts into a
@@ -100,13 +112,13 @@ func (t *TableID) UnmarshalJSON(b []byte) error {
 // numbers them.
 type Algorithm uint32
 
-// Pool algorithms.
+// Pool algorithms, as the datapath's enum algorithm numbers them.
 const (
-	AlgoRoundRobin              Algorithm = 0
-	AlgoWeightedRoundRobin      Algorithm = 1
-	AlgoLeastConnection         Algorithm = 2
-	AlgoWeightedLeastConnection Algorithm = 3
-	AlgoIPHash                  Algorithm = 4
+	AlgoRoundRobin              = Algorithm(limpetAlgorithmALGO_ROUND_ROBIN)
+	AlgoWeightedRoundRobin      = Algorithm(limpetAlgorithmALGO_WEIGHTED_ROUND_ROBIN)
+	AlgoLeastConnection         = Algorithm(limpetAlgorithmALGO_LEAST_CONNECTION)
+	AlgoWeightedLeastConnection = Algorithm(limpetAlgorithmALGO_WEIGHTED_LEAST_CONNECTION)
+	AlgoIPHash                  = Algorithm(limpetAlgorithmALGO_IP_HASH)
 )
 
 // The config's names of the algorithms, by number.

@@ -20,7 +20,7 @@ import (
 func (p *Pinned) BootTime() (time.Duration, error) { return p.coarseBoot() }
 
 // MemberConn reads one member's active connection count.
-func (p *Pinned) MemberConn(id uint32) (MemberConns, error) {
+func (p *Pinned) MemberConn(id MemberID) (MemberConns, error) {
 	var cs uint64
 	if err := p.m.MemberConns.Lookup(id, &cs); err != nil {
 		return MemberConns{}, fmt.Errorf("member %d connections: %w", id, err)
@@ -31,7 +31,7 @@ func (p *Pinned) MemberConn(id uint32) (MemberConns, error) {
 // PoolCursor is a pool's turn counter: round robin and weighted round robin
 // take the next turn from it, and least connection starts its tie-breaking
 // scan there. It survives pool updates.
-func (p *Pinned) PoolCursor(id uint32) (uint32, error) {
+func (p *Pinned) PoolCursor(id PoolID) (uint32, error) {
 	var info limpetPoolInfo
 	if err := p.m.Pools.Lookup(id, &info); err != nil {
 		return 0, fmt.Errorf("pool %d: %w", id, err)

@@ -23,6 +23,16 @@ type limpetAddrKey struct {
 	Pad    [3]uint8
 }
 
+type limpetAlgorithm uint32
+
+const (
+	limpetAlgorithmALGO_ROUND_ROBIN               limpetAlgorithm = 0
+	limpetAlgorithmALGO_WEIGHTED_ROUND_ROBIN      limpetAlgorithm = 1
+	limpetAlgorithmALGO_LEAST_CONNECTION          limpetAlgorithm = 2
+	limpetAlgorithmALGO_WEIGHTED_LEAST_CONNECTION limpetAlgorithm = 3
+	limpetAlgorithmALGO_IP_HASH                   limpetAlgorithm = 4
+)
+
 type limpetBootOffset struct {
 	_               structs.HostLayout
 	BootMinusMonoNs uint64
@@ -43,6 +53,36 @@ type limpetEncapConfig struct {
 	Pad     uint8
 	Pad2    uint32
 }
+
+type limpetEncapFlag uint32
+
+const (
+	limpetEncapFlagENCAP_F_SOURCE_V4 limpetEncapFlag = 1
+	limpetEncapFlagENCAP_F_SOURCE_V6 limpetEncapFlag = 2
+)
+
+type limpetEventType uint32
+
+const (
+	limpetEventTypeEVENT_CREATED limpetEventType = 1
+	limpetEventTypeEVENT_MOVED   limpetEventType = 2
+	limpetEventTypeEVENT_EXPIRED limpetEventType = 3
+)
+
+type limpetFlowFlag uint32
+
+const (
+	limpetFlowFlagFLOW_F_COUNTED             limpetFlowFlag = 1
+	limpetFlowFlagFLOW_F_FIN_CLIENT          limpetFlowFlag = 2
+	limpetFlowFlagFLOW_F_FIN_SERVER          limpetFlowFlag = 4
+	limpetFlowFlagFLOW_F_RST                 limpetFlowFlag = 8
+	limpetFlowFlagFLOW_F_REVERSE             limpetFlowFlag = 16
+	limpetFlowFlagFLOW_F_NAT                 limpetFlowFlag = 32
+	limpetFlowFlagFLOW_F_DSR                 limpetFlowFlag = 64
+	limpetFlowFlagFLOW_F_UDP                 limpetFlowFlag = 128
+	limpetFlowFlagFLOW_F_MEMBER_COUNTED      limpetFlowFlag = 256
+	limpetFlowFlagFLOW_F_TARGET_OTHER_FAMILY limpetFlowFlag = 512
+)
 
 type limpetFlowInfo struct {
 	_    structs.HostLayout
@@ -105,6 +145,25 @@ type limpetGcItem struct {
 	Flow   limpetFlowKey
 }
 
+type limpetGcOp uint32
+
+const (
+	limpetGcOpGC_OP_FLOW_EXPIRE      limpetGcOp = 1
+	limpetGcOpGC_OP_PERSIST_EXPIRE   limpetGcOp = 2
+	limpetGcOpGC_OP_RECONCILE        limpetGcOp = 3
+	limpetGcOpGC_OP_TOUCH            limpetGcOp = 4
+	limpetGcOpGC_OP_MEMBER_RECONCILE limpetGcOp = 5
+)
+
+type limpetGcResult uint32
+
+const (
+	limpetGcResultGC_RES_DONE      limpetGcResult = 1
+	limpetGcResultGC_RES_SKIPPED   limpetGcResult = 2
+	limpetGcResultGC_RES_NOT_FOUND limpetGcResult = 3
+	limpetGcResultGC_RES_BAD       limpetGcResult = 4
+)
+
 type limpetIfMac struct {
 	_       structs.HostLayout
 	Ifindex uint32
@@ -123,6 +182,12 @@ type limpetMemberAddrKey struct {
 		B [16]uint8
 	}
 }
+
+type limpetMemberFlag uint32
+
+const (
+	limpetMemberFlagMEMBER_F_UP limpetMemberFlag = 1
+)
 
 type limpetMemberInfo struct {
 	_    structs.HostLayout
@@ -147,6 +212,12 @@ type limpetMemberStats struct {
 	NexthopMisses uint64
 	NexthopMtu    uint64
 }
+
+type limpetMemberVsFlag uint32
+
+const (
+	limpetMemberVsFlagMEMBER_VS_F_SHARED limpetMemberVsFlag = 1
+)
 
 type limpetMemberVsInfo struct {
 	_   structs.HostLayout
@@ -290,6 +361,12 @@ type limpetSettings struct {
 	ClockOffsetNs uint64
 }
 
+type limpetTableFlag uint32
+
+const (
+	limpetTableFlagTABLE_F_MIRROR limpetTableFlag = 1
+)
+
 type limpetTableStats struct {
 	_       structs.HostLayout
 	Inserts uint64
@@ -298,6 +375,12 @@ type limpetTableStats struct {
 	Rejects uint64
 	Expired uint64
 }
+
+type limpetVipFlag uint32
+
+const (
+	limpetVipFlagVIP_F_OVERFLOW limpetVipFlag = 1
+)
 
 type limpetVipInfo struct {
 	_       structs.HostLayout
@@ -326,6 +409,16 @@ type limpetVipServer struct {
 	Pad2  uint32
 	Vs    limpetVsInfo
 }
+
+type limpetVsFlag uint32
+
+const (
+	limpetVsFlagVS_F_DSR               limpetVsFlag = 1
+	limpetVsFlagVS_F_PERSIST           limpetVsFlag = 2
+	limpetVsFlagVS_F_SERVER_DOWN_NEVER limpetVsFlag = 4
+	limpetVsFlagVS_F_ENCAP_IPIP        limpetVsFlag = 8
+	limpetVsFlagVS_F_ENCAP_GUE         limpetVsFlag = 16
+)
 
 type limpetVsInfo struct {
 	_         structs.HostLayout
@@ -389,10 +482,21 @@ const (
 	limpetProgLimpetGc             = "limpet_gc"
 	limpetProgLimpetRedirectErr    = "limpet_redirect_err"
 	limpetProgLimpetXdp            = "limpet_xdp"
+	limpetVarBtfAnchorAlgorithm    = "btf_anchor_algorithm"
+	limpetVarBtfAnchorEncapFlag    = "btf_anchor_encap_flag"
+	limpetVarBtfAnchorEventType    = "btf_anchor_event_type"
+	limpetVarBtfAnchorFlowFlag     = "btf_anchor_flow_flag"
 	limpetVarBtfAnchorGcBatch      = "btf_anchor_gc_batch"
+	limpetVarBtfAnchorGcOp         = "btf_anchor_gc_op"
+	limpetVarBtfAnchorGcResult     = "btf_anchor_gc_result"
+	limpetVarBtfAnchorMemberFlag   = "btf_anchor_member_flag"
+	limpetVarBtfAnchorMemberVsFlag = "btf_anchor_member_vs_flag"
 	limpetVarBtfAnchorPersistEntry = "btf_anchor_persist_entry"
 	limpetVarBtfAnchorPersistEvent = "btf_anchor_persist_event"
 	limpetVarBtfAnchorReason       = "btf_anchor_reason"
+	limpetVarBtfAnchorTableFlag    = "btf_anchor_table_flag"
+	limpetVarBtfAnchorVipFlag      = "btf_anchor_vip_flag"
+	limpetVarBtfAnchorVsFlag       = "btf_anchor_vs_flag"
 	limpetVarCfgDecrementTtl       = "cfg_decrement_ttl"
 )
 
@@ -481,10 +585,21 @@ type limpetMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type limpetVariableSpecs struct {
+	BtfAnchorAlgorithm    *ebpf.VariableSpec `ebpf:"btf_anchor_algorithm"`
+	BtfAnchorEncapFlag    *ebpf.VariableSpec `ebpf:"btf_anchor_encap_flag"`
+	BtfAnchorEventType    *ebpf.VariableSpec `ebpf:"btf_anchor_event_type"`
+	BtfAnchorFlowFlag     *ebpf.VariableSpec `ebpf:"btf_anchor_flow_flag"`
 	BtfAnchorGcBatch      *ebpf.VariableSpec `ebpf:"btf_anchor_gc_batch"`
+	BtfAnchorGcOp         *ebpf.VariableSpec `ebpf:"btf_anchor_gc_op"`
+	BtfAnchorGcResult     *ebpf.VariableSpec `ebpf:"btf_anchor_gc_result"`
+	BtfAnchorMemberFlag   *ebpf.VariableSpec `ebpf:"btf_anchor_member_flag"`
+	BtfAnchorMemberVsFlag *ebpf.VariableSpec `ebpf:"btf_anchor_member_vs_flag"`
 	BtfAnchorPersistEntry *ebpf.VariableSpec `ebpf:"btf_anchor_persist_entry"`
 	BtfAnchorPersistEvent *ebpf.VariableSpec `ebpf:"btf_anchor_persist_event"`
 	BtfAnchorReason       *ebpf.VariableSpec `ebpf:"btf_anchor_reason"`
+	BtfAnchorTableFlag    *ebpf.VariableSpec `ebpf:"btf_anchor_table_flag"`
+	BtfAnchorVipFlag      *ebpf.VariableSpec `ebpf:"btf_anchor_vip_flag"`
+	BtfAnchorVsFlag       *ebpf.VariableSpec `ebpf:"btf_anchor_vs_flag"`
 	CfgDecrementTtl       *ebpf.VariableSpec `ebpf:"cfg_decrement_ttl"`
 }
 
@@ -575,10 +690,21 @@ func (m *limpetMaps) Close() error {
 //
 // It can be passed to loadLimpetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type limpetVariables struct {
+	BtfAnchorAlgorithm    *ebpf.Variable `ebpf:"btf_anchor_algorithm"`
+	BtfAnchorEncapFlag    *ebpf.Variable `ebpf:"btf_anchor_encap_flag"`
+	BtfAnchorEventType    *ebpf.Variable `ebpf:"btf_anchor_event_type"`
+	BtfAnchorFlowFlag     *ebpf.Variable `ebpf:"btf_anchor_flow_flag"`
 	BtfAnchorGcBatch      *ebpf.Variable `ebpf:"btf_anchor_gc_batch"`
+	BtfAnchorGcOp         *ebpf.Variable `ebpf:"btf_anchor_gc_op"`
+	BtfAnchorGcResult     *ebpf.Variable `ebpf:"btf_anchor_gc_result"`
+	BtfAnchorMemberFlag   *ebpf.Variable `ebpf:"btf_anchor_member_flag"`
+	BtfAnchorMemberVsFlag *ebpf.Variable `ebpf:"btf_anchor_member_vs_flag"`
 	BtfAnchorPersistEntry *ebpf.Variable `ebpf:"btf_anchor_persist_entry"`
 	BtfAnchorPersistEvent *ebpf.Variable `ebpf:"btf_anchor_persist_event"`
 	BtfAnchorReason       *ebpf.Variable `ebpf:"btf_anchor_reason"`
+	BtfAnchorTableFlag    *ebpf.Variable `ebpf:"btf_anchor_table_flag"`
+	BtfAnchorVipFlag      *ebpf.Variable `ebpf:"btf_anchor_vip_flag"`
+	BtfAnchorVsFlag       *ebpf.Variable `ebpf:"btf_anchor_vs_flag"`
 	CfgDecrementTtl       *ebpf.Variable `ebpf:"cfg_decrement_ttl"`
 }
 

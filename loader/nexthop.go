@@ -26,7 +26,7 @@ type NextHopCache struct {
 	// from then on every packet asks the FIB.
 	Expires time.Duration
 	// Hops are the members' hops of the live generation, by member id.
-	Hops map[uint32]NextHop
+	Hops map[MemberID]NextHop
 }
 
 // Live reports whether the datapath uses the cache at clock time now.
@@ -51,8 +51,8 @@ type nexthopPublisher struct {
 
 var nexthopPub nexthopPublisher
 
-func nexthopSlot(member, gen uint32) uint32 {
-	return member*nexthopGenerations + gen%nexthopGenerations
+func nexthopSlot(member MemberID, gen uint32) uint32 {
+	return uint32(member)*nexthopGenerations + gen%nexthopGenerations
 }
 
 func nextGen(g uint32) uint32 {
@@ -63,7 +63,7 @@ func nextGen(g uint32) uint32 {
 	return g
 }
 
-func (h NextHop) validate(member uint32) error {
+func (h NextHop) validate(member MemberID) error {
 	switch {
 	case member >= MaxMembers:
 		return fmt.Errorf("next hop of member %d: member ids go up to %d", member, MaxMembers-1)
@@ -84,7 +84,7 @@ func (h NextHop) validate(member uint32) error {
 // The generation is written into the slots the live one does not use, and
 // only then made live, so that no packet reads a half-written hop; the
 // flip also invalidates every reply hop that flows stored.
-func (d *Datapath) PublishNextHops(hops map[uint32]NextHop, lease time.Duration) (uint32, error) {
+func (d *Datapath) PublishNextHops(hops map[MemberID]NextHop, lease time.Duration) (uint32, error) {
 	for id, h := range hops {
 		if err := h.validate(id); err != nil {
 			return 0, err
@@ -102,7 +102,7 @@ func (d *Datapath) PublishNextHops(hops map[uint32]NextHop, lease time.Duration)
 	gen := nextGen(st.Gen)
 	keys := make([]uint32, MaxMembers)
 	vals := make([]limpetNexthop, MaxMembers)
-	for id := range uint32(MaxMembers) {
+	for id := range MemberID(MaxMembers) {
 		keys[id] = nexthopSlot(id, gen)
 		h, ok := hops[id]
 		if !ok {
@@ -125,38 +125,41 @@ func (d *Datapath) PublishNextHops(hops map[uint32]NextHop, lease time.Duration)
 
 // RenewNextHops extends the live generation's lease to lease from now.
 func (d *Datapath) RenewNextHops(lease time.Duration) error {
+	return d.withNexthopState(func(st limpetNexthopState) error {
+		if st.Gen == nexthopGenNone {
+			return errors.New("renew next hops: nothing was published")
+		}
+		return d.writeNexthopState(st.Gen, lease)
+	})
+}
+
+// withNexthopState runs f on the cache's state, read with publishes held off.
+func (d *Datapath) withNexthopState(f func(limpetNexthopState) error) error {
 	nexthopPub.mu.Lock()
 	defer nexthopPub.mu.Unlock()
 	st, err := d.nexthopState()
 	if err != nil {
 		return err
 	}
-	if st.Gen == nexthopGenNone {
-		return errors.New("renew next hops: nothing was published")
-	}
-	return d.writeNexthopState(st.Gen, lease)
+	return f(st)
 }
 
 // DropNextHops turns the cache off: every packet asks the FIB, as it does
 // before anything is published. A daemon that stops and leaves the datapath
 // forwarding does this, since nobody follows the kernel's changes after it.
 func (d *Datapath) DropNextHops() error {
-	nexthopPub.mu.Lock()
-	defer nexthopPub.mu.Unlock()
-	st, err := d.nexthopState()
-	if err != nil {
-		return err
-	}
-	if st.Gen == nexthopGenNone {
+	return d.withNexthopState(func(st limpetNexthopState) error {
+		if st.Gen == nexthopGenNone {
+			return nil
+		}
+		// A new generation, so that a reply hop stored under the old one
+		// never comes back to life when the cache does.
+		if err := d.objs.NexthopCache.Put(uint32(0), &limpetNexthopState{Gen: nextGen(st.Gen)}); err != nil {
+			return fmt.Errorf("drop next hops: %w", err)
+		}
+		nexthopPub.flipped = time.Now()
 		return nil
-	}
-	// A new generation, so that a reply hop stored under the old one never
-	// comes back to life when the cache does.
-	if err := d.objs.NexthopCache.Put(uint32(0), &limpetNexthopState{Gen: nextGen(st.Gen)}); err != nil {
-		return fmt.Errorf("drop next hops: %w", err)
-	}
-	nexthopPub.flipped = time.Now()
-	return nil
+	})
 }
 
 // NextHops reads the cache.
@@ -165,12 +168,12 @@ func (p *Pinned) NextHops() (NextHopCache, error) {
 	if err != nil {
 		return NextHopCache{}, err
 	}
-	c := NextHopCache{Gen: st.Gen, Expires: time.Duration(st.ExpiresNs), Hops: map[uint32]NextHop{}}
+	c := NextHopCache{Gen: st.Gen, Expires: time.Duration(st.ExpiresNs), Hops: map[MemberID]NextHop{}}
 	if st.Gen == nexthopGenNone {
 		return c, nil
 	}
 	keys := make([]uint32, MaxMembers)
-	for id := range uint32(MaxMembers) {
+	for id := range MemberID(MaxMembers) {
 		keys[id] = nexthopSlot(id, st.Gen)
 	}
 	vals := make([]limpetNexthop, MaxMembers)
@@ -183,7 +186,7 @@ func (p *Pinned) NextHops() (NextHopCache, error) {
 		if v.Gen != st.Gen {
 			continue
 		}
-		c.Hops[uint32(id)] = NextHop{
+		c.Hops[MemberID(id)] = NextHop{
 			Ifindex: int(v.Ifindex), MTU: int(v.Mtu),
 			SrcMAC: net.HardwareAddr(append([]byte(nil), v.Smac[:]...)),
 			DstMAC: net.HardwareAddr(append([]byte(nil), v.Dmac[:]...)),

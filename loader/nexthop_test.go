@@ -16,10 +16,10 @@ func cachedMAC(i int) net.HardwareAddr { return net.HardwareAddr{0x02, 0x0c, 0, 
 
 // publishAll caches a hop for every member of standardState, each with its
 // own cachedMAC, of the given MTU.
-func (f *fixture) publishAll(mtu int, lease time.Duration, skip ...uint32) uint32 {
+func (f *fixture) publishAll(mtu int, lease time.Duration, skip ...MemberID) uint32 {
 	f.t.Helper()
-	hops := map[uint32]NextHop{}
-	for id := range uint32(9) {
+	hops := map[MemberID]NextHop{}
+	for id := range MemberID(9) {
 		hops[id] = NextHop{Ifindex: f.mem.Index, SrcMAC: f.memMAC, DstMAC: cachedMAC(int(id)), MTU: mtu}
 	}
 	for _, id := range skip {
@@ -114,7 +114,7 @@ func TestNextHopCacheForwardsMembers(t *testing.T) {
 
 	// The client's member (persisted) without a hop: a counted miss.
 	dst, _ := f.forwardedTo(next(client4a))
-	f.publishAll(1500, time.Hour, uint32(memberIndex(dst)))
+	f.publishAll(1500, time.Hour, MemberID(memberIndex(dst)))
 	expect("member not cached: a miss, the FIB", next(client4a), false, 1, 0)
 
 	// A hop whose MTU the packet exceeds: the FIB decides (here it
@@ -242,7 +242,7 @@ func TestNextHopCacheStoresReplyHopsInTheFlow(t *testing.T) {
 func TestNextHopPublishRefusesBadHops(t *testing.T) {
 	f := newFixture(t, Options{})
 	mac := net.HardwareAddr{2, 0, 0, 0, 0, 1}
-	for name, h := range map[string]map[uint32]NextHop{
+	for name, h := range map[string]map[MemberID]NextHop{
 		"member id":  {MaxMembers: {Ifindex: 1, SrcMAC: mac, DstMAC: mac, MTU: 1500}},
 		"ifindex":    {0: {SrcMAC: mac, DstMAC: mac, MTU: 1500}},
 		"short MAC":  {0: {Ifindex: 1, SrcMAC: mac[:4], DstMAC: mac, MTU: 1500}},

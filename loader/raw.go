@@ -132,8 +132,8 @@ func decodeEntry(k *rawPersistKey, v *rawPersistEntry) PersistEntry {
 		TableID:   tid,
 		Client:    client,
 		Server:    netip.AddrPortFrom(addrFrom(v[peServer:peServer+addrLen], v[peFamily]), port(v[peServerPort:])),
-		VSID:      le.Uint32(v[peVSID:]),
-		MemberID:  le.Uint32(v[peMemberID:]),
+		VSID:      VirtualServerID(le.Uint32(v[peVSID:])),
+		MemberID:  MemberID(le.Uint32(v[peMemberID:])),
 		Conns:     uint32(cs & csConnsMask),
 		Gen:       uint32(cs >> 32),
 		Dying:     cs&csDead != 0,
@@ -149,8 +149,8 @@ func encodeEntry(e PersistEntry) (k rawPersistKey, v rawPersistEntry) {
 	copy(v[peServer:peServer+addrLen], b[:])
 	putPort(v[peServerPort:], e.Server.Port())
 	v[peFamily] = fam
-	le.PutUint32(v[peVSID:], e.VSID)
-	le.PutUint32(v[peMemberID:], e.MemberID)
+	le.PutUint32(v[peVSID:], uint32(e.VSID))
+	le.PutUint32(v[peMemberID:], uint32(e.MemberID))
 	le.PutUint64(v[peConnState:], uint64(e.Gen)<<32|uint64(e.Conns))
 	le.PutUint64(v[peCreated:], uint64(ClockTime(e.Created)))
 	le.PutUint64(v[peLastSeen:], uint64(ClockTime(e.LastSeen)))
@@ -191,8 +191,8 @@ func decodeFlow(k *rawFlowKey, v *rawFlowInfo) Flow {
 		Dst:           netip.AddrPortFrom(addrFrom(k[fkDst:fkDst+addrLen], fam), port(k[fkDport:])),
 		Proto:         Protocol(k[fkProto]),
 		Target:        netip.AddrPortFrom(addrFrom(v[fiAddr:fiAddr+addrLen], targetFamily(fam, flags)), port(v[fiPort:])),
-		VSID:          le.Uint32(v[fiVSID:]),
-		MemberID:      le.Uint32(v[fiMemberID:]),
+		VSID:          VirtualServerID(le.Uint32(v[fiVSID:])),
+		MemberID:      MemberID(le.Uint32(v[fiMemberID:])),
 		TableID:       tableID,
 		Counted:       flags&flowCounted != 0,
 		MemberCounted: flags&flowMemberCounted != 0,

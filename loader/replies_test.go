@@ -16,7 +16,7 @@ func TestDatapathMemberServingTwoVIPs(t *testing.T) {
 	f := newFixture(t, Options{})
 	s := standardState()
 	vipB := netip.MustParseAddr("203.0.113.20")
-	s.Pools[0].Eligible = []uint32{0} // every v4 NAT connection goes to member 0
+	s.Pools[0].Eligible = []MemberID{0} // every v4 NAT connection goes to member 0
 	s.VirtualServers = append(s.VirtualServers, VirtualServer{
 		ID: 20, VIP: netip.AddrPortFrom(vipB, 80), Proto: ProtoTCP, PoolID: 0, TableID: TableNone,
 	})
@@ -70,7 +70,7 @@ func TestDatapathMemberServingTwoVIPs(t *testing.T) {
 			t.Fatalf("reply to port %d, want from %s:\n got %x\nwant %x", c.dport, c.vip, out, w)
 		}
 	}
-	for _, id := range []uint32{0, 20} {
+	for _, id := range []VirtualServerID{0, 20} {
 		c, err := f.d.VSCounters(id)
 		if err != nil {
 			t.Fatal(err)
@@ -107,7 +107,7 @@ func TestDatapathMemberServingTwoVIPs(t *testing.T) {
 func TestDatapathServerPushUDPIdleExpiry(t *testing.T) {
 	f := newFixture(t, Options{})
 	s := standardState()
-	s.Pools[0].Eligible = []uint32{0}
+	s.Pools[0].Eligible = []MemberID{0}
 	if err := f.d.Apply(s); err != nil {
 		t.Fatal(err)
 	}

@@ -29,13 +29,13 @@ func (d *Datapath) Apply(s State) error {
 		}
 	}
 
-	wantMemberAddrs := map[limpetMemberAddrKey]uint32{}
+	wantMemberAddrs := map[limpetMemberAddrKey]MemberID{}
 	for _, mem := range s.Members {
 		if err := d.SetMember(mem); err != nil {
 			return fmt.Errorf("write member %d: %w", mem.ID, err)
 		}
 		b, fam := addrBytes(mem.Addr.Addr())
-		k := limpetMemberAddrKey{PoolId: mem.PoolID, Family: fam, Port: htons(mem.Addr.Port())}
+		k := limpetMemberAddrKey{PoolId: uint32(mem.PoolID), Family: fam, Port: htons(mem.Addr.Port())}
 		k.Addr.B = b
 		wantMemberAddrs[k] = mem.ID
 		k.Port = 0
@@ -58,7 +58,7 @@ func (d *Datapath) Apply(s State) error {
 		}
 	}
 
-	wantPools := map[uint32]bool{}
+	wantPools := map[PoolID]bool{}
 	for _, p := range s.Pools {
 		if err := d.writePool(p); err != nil {
 			return err
@@ -73,7 +73,7 @@ func (d *Datapath) Apply(s State) error {
 		k := limpetVipKey{Port: htons(vs.VIP.Port()), Proto: uint8(vs.Proto), Family: fam}
 		k.Addr.B = b
 		info := limpetVsInfo{
-			VsId: vs.ID, PoolId: vs.PoolID, TableId: uint32(vs.TableID),
+			VsId: uint32(vs.ID), PoolId: uint32(vs.PoolID), TableId: uint32(vs.TableID),
 			V4Prefix: vs.IPv4Prefix, V6Prefix: vs.IPv6Prefix, TimeoutNs: uint64(vs.Timeout),
 		}
 		if vs.DSR {
@@ -123,7 +123,7 @@ func (d *Datapath) Apply(s State) error {
 		_, ok := wantMemberVS[*k]
 		return ok
 	}))
-	errs = append(errs, deleteStale(m.Pools, func(k *uint32) bool { return wantPools[*k] }))
+	errs = append(errs, deleteStale(m.Pools, func(k *PoolID) bool { return wantPools[*k] }))
 	errs = append(errs, deleteStale(m.MemberAddrs, func(k *limpetMemberAddrKey) bool {
 		_, ok := wantMemberAddrs[*k]
 		return ok
@@ -159,11 +159,11 @@ func memberVirtualServers(s State) map[limpetMemberVsKey]limpetMemberVsInfo {
 			b, mfam := addrBytes(mem.Addr.Addr())
 			k := limpetMemberVsKey{Port: htons(port), Proto: uint8(vs.Proto), Family: mfam}
 			k.Addr.B = b
-			if prev, ok := out[k]; ok && (prev.Flags&memberVSShared != 0 || prev.VsId != vs.ID) {
+			if prev, ok := out[k]; ok && (prev.Flags&memberVSShared != 0 || prev.VsId != uint32(vs.ID)) {
 				out[k] = limpetMemberVsInfo{Flags: memberVSShared}
 				continue
 			}
-			v := limpetMemberVsInfo{VipPort: htons(vs.VIP.Port()), VsId: vs.ID}
+			v := limpetMemberVsInfo{VipPort: htons(vs.VIP.Port()), VsId: uint32(vs.ID)}
 			v.Vip.B = vip
 			out[k] = v
 		}
@@ -177,7 +177,7 @@ func (e *Editor) SetMember(mem Member) error {
 		return fmt.Errorf("member id %d exceeds %d", mem.ID, MaxMembers-1)
 	}
 	b, fam := addrBytes(mem.Addr.Addr())
-	info := limpetMemberInfo{Port: htons(mem.Addr.Port()), Family: fam, PoolId: mem.PoolID, MaxConns: mem.MaxConns}
+	info := limpetMemberInfo{Port: htons(mem.Addr.Port()), Family: fam, PoolId: uint32(mem.PoolID), MaxConns: mem.MaxConns}
 	info.Addr.B = b
 	if mem.Up {
 		info.Flags = memberUp
@@ -212,7 +212,9 @@ func (e *Editor) writePool(p Pool) error {
 	info.N_eligible = uint32(len(p.Eligible))
 	info.Algorithm = uint32(p.Algorithm)
 	info.TableSize = uint32(len(p.Table))
-	copy(info.Eligible[:], p.Eligible)
+	for i, id := range p.Eligible {
+		info.Eligible[i] = uint32(id)
+	}
 	copy(info.Weight[:], p.Weights)
 	// Keep the round-robin position across updates so a reload does not
 	// send the next clients to the first member again.
@@ -231,7 +233,7 @@ func (e *Editor) writePool(p Pool) error {
 }
 
 // poolTableIs reports whether a pool's installed table holds exactly table.
-func (e *Editor) poolTableIs(poolID uint32, table []uint32) bool {
+func (e *Editor) poolTableIs(poolID PoolID, table []MemberID) bool {
 	var inner *ebpf.Map
 	if err := e.m.PoolTables.Lookup(poolID, &inner); err != nil {
 		return false
@@ -241,7 +243,7 @@ func (e *Editor) poolTableIs(poolID uint32, table []uint32) bool {
 		return false
 	}
 	keys := make([]uint32, len(table))
-	vals := make([]uint32, len(table))
+	vals := make([]MemberID, len(table))
 	var cursor ebpf.MapBatchCursor
 	n, err := inner.BatchLookup(&cursor, keys, vals, nil)
 	if (err != nil && !errors.Is(err, ebpf.ErrKeyNotExist)) || n != len(table) {
@@ -250,7 +252,7 @@ func (e *Editor) poolTableIs(poolID uint32, table []uint32) bool {
 	return slices.Equal(vals, table)
 }
 
-func (e *Editor) installPoolTable(poolID uint32, table []uint32) error {
+func (e *Editor) installPoolTable(poolID PoolID, table []MemberID) error {
 	inner, err := ebpf.NewMap(&ebpf.MapSpec{
 		Name: fmt.Sprintf("pool_%d", poolID), Type: ebpf.Array,
 		KeySize: 4, ValueSize: 4, MaxEntries: uint32(len(table)), Flags: unix.BPF_F_INNER_MAP,

@@ -116,8 +116,8 @@ func sumPerCPU[V any](m *ebpf.Map, key uint32, add func(*V, *V)) (V, error) {
 }
 
 // VSCounters returns the counters of one virtual server.
-func (p *Pinned) VSCounters(id uint32) (VSCounters, error) {
-	s, err := sumPerCPU(p.m.VsCounters, id, func(t, v *limpetVsStats) {
+func (p *Pinned) VSCounters(id VirtualServerID) (VSCounters, error) {
+	s, err := sumPerCPU(p.m.VsCounters, uint32(id), func(t, v *limpetVsStats) {
 		t.Packets += v.Packets
 		t.Bytes += v.Bytes
 		t.ReplyPackets += v.ReplyPackets
@@ -139,8 +139,8 @@ func (p *Pinned) VSCounters(id uint32) (VSCounters, error) {
 }
 
 // MemberCounters returns the counters of one member.
-func (p *Pinned) MemberCounters(id uint32) (MemberCounters, error) {
-	s, err := sumPerCPU(p.m.MemberCounters, id, func(t, v *limpetMemberStats) {
+func (p *Pinned) MemberCounters(id MemberID) (MemberCounters, error) {
+	s, err := sumPerCPU(p.m.MemberCounters, uint32(id), func(t, v *limpetMemberStats) {
 		t.Packets += v.Packets
 		t.Bytes += v.Bytes
 		t.NewFlows += v.NewFlows
@@ -195,14 +195,14 @@ func (p *Pinned) ReasonCounters() ([]uint64, error) {
 
 // MemberConns is a member's count of active connections.
 type MemberConns struct {
-	ID        uint32
+	ID        MemberID
 	Conns     uint32
 	connState uint64
 }
 
 // MemberConns reads every member's active connection count.
 func (p *Pinned) MemberConns() ([]MemberConns, error) {
-	keys, vals, err := batchRead[uint32, uint64](p.m.MemberConns)
+	keys, vals, err := batchRead[MemberID, uint64](p.m.MemberConns)
 	if err != nil {
 		return nil, fmt.Errorf("read member connections: %w", err)
 	}

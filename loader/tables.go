@@ -233,8 +233,8 @@ type PersistEntry struct {
 	TableID   TableID
 	Client    netip.Addr // masked by the profile's prefix
 	Server    netip.AddrPort
-	VSID      uint32
-	MemberID  uint32
+	VSID      VirtualServerID
+	MemberID  MemberID
 	Conns     uint32 // live connections holding the entry
 	Gen       uint32 // bumped on every open, close and correction
 	Dying     bool   // claimed for expiry, about to be deleted

@@ -8,58 +8,60 @@ import (
 
 // Limits compiled into the datapath.
 const (
-	MaxVirtualServers   = 1024
-	MaxPools            = 1024
-	MaxMembers          = 4096
-	MaxMembersPerPool   = 64
-	MaxPersistTables    = 1024
-	tablePlainHash      = 1 << 31
-	tableIndexMask      = MaxPersistTables - 1
-	familyV4            = 4
-	familyV6            = 6
-	flowCounted         = 1 << 0
-	flowFinClient       = 1 << 1
-	flowFinServer       = 1 << 2
-	flowRST             = 1 << 3
-	flowReverse         = 1 << 4
-	flowNAT             = 1 << 5
-	flowDSR             = 1 << 6
-	flowUDP             = 1 << 7
-	csConnsMask         = 0x7fffffff
-	csDead              = 1 << 31
-	memberUp            = 1 << 0
-	vsDSR               = 1 << 0
-	vsPersist           = 1 << 1
-	vsServerDownNever   = 1 << 2
-	vsEncapIPIP         = 1 << 3
-	vsEncapGUE          = 1 << 4
-	encapSourceV4       = 1 << 0
-	encapSourceV6       = 1 << 1
-	metaChunkSize       = 4096
-	metaChunks          = 256
-	gcBatchMax          = 48
-	gcOpFlowExpire      = 1
-	gcOpPersistExpire   = 2
-	gcOpReconcile       = 3
-	gcOpTouch           = 4
-	gcOpMemberReconcile = 5
-	flowMemberCounted   = 1 << 8
-	flowTargetOtherFam  = 1 << 9
-	tableMirror         = 1 << 0
-	vipOverflow         = 1 << 0
-	memberVSShared      = 1 << 0
-	gcResultDone        = 1
-	gcResultSkipped     = 2
-	gcResultNotFound    = 3
-	gcResultBadArgument = 4
+	MaxVirtualServers = 1024
+	MaxPools          = 1024
+	MaxMembers        = 4096
+	MaxMembersPerPool = 64
+	MaxPersistTables  = 1024
+	tablePlainHash    = 1 << 31
+	tableIndexMask    = MaxPersistTables - 1
+	familyV4          = 4
+	familyV6          = 6
+	csConnsMask       = 0x7fffffff
+	csDead            = 1 << 31
+	metaChunkSize     = 4096
+	metaChunks        = 256
+	gcBatchMax        = 48
+)
+
+// Flag bits, operations and results, as the datapath's enums in
+// bpf/consts.h define them (bpf2go binds them), each at the width of the
+// field that holds it: a value that no longer fits fails to compile.
+const (
+	flowCounted         = uint32(limpetFlowFlagFLOW_F_COUNTED)
+	flowFinClient       = uint32(limpetFlowFlagFLOW_F_FIN_CLIENT)
+	flowFinServer       = uint32(limpetFlowFlagFLOW_F_FIN_SERVER)
+	flowRST             = uint32(limpetFlowFlagFLOW_F_RST)
+	flowReverse         = uint32(limpetFlowFlagFLOW_F_REVERSE)
+	flowNAT             = uint32(limpetFlowFlagFLOW_F_NAT)
+	flowDSR             = uint32(limpetFlowFlagFLOW_F_DSR)
+	flowUDP             = uint32(limpetFlowFlagFLOW_F_UDP)
+	flowMemberCounted   = uint32(limpetFlowFlagFLOW_F_MEMBER_COUNTED)
+	flowTargetOtherFam  = uint32(limpetFlowFlagFLOW_F_TARGET_OTHER_FAMILY)
+	memberUp            = uint8(limpetMemberFlagMEMBER_F_UP)
+	vsDSR               = uint8(limpetVsFlagVS_F_DSR)
+	vsPersist           = uint8(limpetVsFlagVS_F_PERSIST)
+	vsServerDownNever   = uint8(limpetVsFlagVS_F_SERVER_DOWN_NEVER)
+	vsEncapIPIP         = uint8(limpetVsFlagVS_F_ENCAP_IPIP)
+	vsEncapGUE          = uint8(limpetVsFlagVS_F_ENCAP_GUE)
+	encapSourceV4       = uint8(limpetEncapFlagENCAP_F_SOURCE_V4)
+	encapSourceV6       = uint8(limpetEncapFlagENCAP_F_SOURCE_V6)
+	tableMirror         = uint32(limpetTableFlagTABLE_F_MIRROR) // table_config holds a __u32
+	vipOverflow         = uint8(limpetVipFlagVIP_F_OVERFLOW)
+	memberVSShared      = uint8(limpetMemberVsFlagMEMBER_VS_F_SHARED)
+	gcOpFlowExpire      = uint64(limpetGcOpGC_OP_FLOW_EXPIRE)
+	gcOpPersistExpire   = uint64(limpetGcOpGC_OP_PERSIST_EXPIRE)
+	gcOpReconcile       = uint64(limpetGcOpGC_OP_RECONCILE)
+	gcOpTouch           = uint64(limpetGcOpGC_OP_TOUCH)
+	gcOpMemberReconcile = uint64(limpetGcOpGC_OP_MEMBER_RECONCILE)
 )
 
 // VirtualServer is one (VIP, port, protocol) the datapath balances.
 type VirtualServer struct {
-	ID              uint32
+	ID              VirtualServerID
 	VIP             netip.AddrPort
 	Proto           Protocol
-	PoolID          uint32
+	PoolID          PoolID
 	TableID         TableID // TableNone: no persistence
 	DSR             bool    // also set for Encap: the flow and its replies are DSR's
 	Encap           Encap
@@ -94,19 +96,19 @@ const MaxPoolTable = 1 << 20
 
 // Pool is the set of members that can take new clients, and how to choose.
 type Pool struct {
-	ID        uint32
+	ID        PoolID
 	Algorithm Algorithm
-	Eligible  []uint32 // member ids, in config order
-	Weights   []uint16 // of Eligible, same order (weighted least connection)
+	Eligible  []MemberID // in config order
+	Weights   []uint16   // of Eligible, same order (weighted least connection)
 	// Table is the weighted round-robin schedule or the Maglev table, as
 	// member ids; nil for the other algorithms.
-	Table []uint32
+	Table []MemberID
 }
 
 // Member is one server of one pool.
 type Member struct {
-	ID     uint32
-	PoolID uint32
+	ID     MemberID
+	PoolID PoolID
 	Addr   netip.AddrPort // port 0: the virtual server's port
 	// Up members keep persisted clients and take flows; only Eligible
 	// members of the pool take new clients.

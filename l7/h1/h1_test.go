@@ -11,13 +11,38 @@ import (
 	"testing"
 )
 
-func read(t testing.TB, raw, method string) (Head, http.Header, *bufio.Reader, error) {
-	t.Helper()
+// readWith parses raw through a 16-byte buffer, so that fields cross
+// buffer fills, and returns what parse read, the fields and the reader.
+func readWith[H any](raw string, parse func(*bufio.Reader, *[]byte, http.Header) (H, error)) (H, http.Header, *bufio.Reader, error) {
 	br := bufio.NewReaderSize(strings.NewReader(raw), 16)
 	h := http.Header{}
 	var buf []byte
-	hd, err := ReadHead(br, &buf, method, h)
+	hd, err := parse(br, &buf, h)
 	return hd, h, br, err
+}
+
+func read(t testing.TB, raw, method string) (Head, http.Header, *bufio.Reader, error) {
+	t.Helper()
+	return readWith(raw, func(br *bufio.Reader, buf *[]byte, h http.Header) (Head, error) { return ReadHead(br, buf, method, h) })
+}
+
+// checkRead holds what a read returned to what a case wants: the head, the
+// fields, and the bytes it left unread for the body.
+func checkRead[H comparable](t *testing.T, got H, fields http.Header, br *bufio.Reader, err error, want H, wantFields http.Header, wantRest string) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Errorf("head %+v, want %+v", got, want)
+	}
+	if !reflect.DeepEqual(fields, wantFields) {
+		t.Errorf("fields %v, want %v", fields, wantFields)
+	}
+	rest, _ := io.ReadAll(br)
+	if string(rest) != wantRest {
+		t.Errorf("left %q, want %q", rest, wantRest)
+	}
 }
 
 func TestReadHeadFramings(t *testing.T) {
@@ -72,19 +97,7 @@ func TestReadHeadFramings(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hd, h, br, err := read(t, tc.raw, tc.method)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if hd != tc.want {
-				t.Errorf("head %+v, want %+v", hd, tc.want)
-			}
-			if !reflect.DeepEqual(h, tc.fields) {
-				t.Errorf("fields %v, want %v", h, tc.fields)
-			}
-			rest, _ := io.ReadAll(br)
-			if string(rest) != tc.rest {
-				t.Errorf("left %q, want %q", rest, tc.rest)
-			}
+			checkRead(t, hd, h, br, err, tc.want, tc.fields, tc.rest)
 		})
 	}
 }

@@ -14,11 +14,7 @@ import (
 
 func readReq(t testing.TB, raw string, max int) (ReqHead, http.Header, *bufio.Reader, error) {
 	t.Helper()
-	br := bufio.NewReaderSize(strings.NewReader(raw), 16)
-	h := http.Header{}
-	var buf []byte
-	rq, err := ReadRequest(br, &buf, max, h)
-	return rq, h, br, err
+	return readWith(raw, func(br *bufio.Reader, buf *[]byte, h http.Header) (ReqHead, error) { return ReadRequest(br, buf, max, h) })
 }
 
 func TestReadRequest(t *testing.T) {
@@ -60,19 +56,7 @@ func TestReadRequest(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rq, h, br, err := readReq(t, tc.raw, 1<<16)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if rq != tc.want {
-				t.Errorf("head %+v, want %+v", rq, tc.want)
-			}
-			if !reflect.DeepEqual(h, tc.fields) {
-				t.Errorf("fields %v, want %v", h, tc.fields)
-			}
-			rest, _ := io.ReadAll(br)
-			if string(rest) != tc.rest {
-				t.Errorf("left %q, want %q", rest, tc.rest)
-			}
+			checkRead(t, rq, h, br, err, tc.want, tc.fields, tc.rest)
 		})
 	}
 }

@@ -188,7 +188,7 @@ func probeDatapath(ctx context.Context) ([]ProgramSize, []FlowMemory, error) {
 		syn := tcpFrame(netip.AddrPortFrom(fam.clientB, dpPortNew), netip.AddrPortFrom(fam.vip, dpVSPort), "S", dpGwMAC, cliMAC)
 		var conns int
 		err := w.do(func() error {
-			b, err := d.VSCounters(fam.vsID)
+			b, err := d.VSCounters(loader.VirtualServerID(fam.vsID))
 			if err != nil {
 				return err
 			}
@@ -199,7 +199,7 @@ func probeDatapath(ctx context.Context) ([]ProgramSize, []FlowMemory, error) {
 			if r.Verdict != loader.XDPRedirect {
 				return fmt.Errorf("%w: %s new connection: verdict %v, want %v", errSanity, fam.name, r.Verdict, loader.XDPRedirect)
 			}
-			a, err := d.VSCounters(fam.vsID)
+			a, err := d.VSCounters(loader.VirtualServerID(fam.vsID))
 			if err != nil {
 				return err
 			}

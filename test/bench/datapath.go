@@ -218,11 +218,11 @@ func dpState(persistSize uint32) loader.State {
 		Encap: loader.EncapSettings{SourceV4: dpBalancer4, SourceV6: dpBalancer6, GUEPort: loader.DefaultGUEPort},
 	}
 	add := func(vsID uint32, vip netip.Addr, port uint16, m DatapathMode, members []netip.Addr) {
-		pool := loader.Pool{ID: vsID}
+		pool := loader.Pool{ID: loader.PoolID(vsID)}
 		for i, a := range members {
-			mid := vsID*uint32(len(members)) + uint32(i)
+			mid := loader.MemberID(vsID*uint32(len(members)) + uint32(i))
 			pool.Eligible = append(pool.Eligible, mid)
-			mem := loader.Member{ID: mid, PoolID: vsID, Addr: netip.AddrPortFrom(a, dpMemberPort), Up: true, NAT: true}
+			mem := loader.Member{ID: mid, PoolID: loader.PoolID(vsID), Addr: netip.AddrPortFrom(a, dpMemberPort), Up: true, NAT: true}
 			if m.Name != "nat" {
 				// DSR keeps the port: member port 0 means the virtual server's.
 				mem.Addr, mem.NAT = netip.AddrPortFrom(a, 0), false
@@ -233,7 +233,7 @@ func dpState(persistSize uint32) loader.State {
 		tid := loader.NewTableID(vsID, true)
 		s.Tables = append(s.Tables, loader.Table{ID: tid, MaxEntries: persistSize})
 		s.VirtualServers = append(s.VirtualServers, loader.VirtualServer{
-			ID: vsID, VIP: netip.AddrPortFrom(vip, port), Proto: loader.ProtoTCP, PoolID: vsID,
+			ID: loader.VirtualServerID(vsID), VIP: netip.AddrPortFrom(vip, port), Proto: loader.ProtoTCP, PoolID: loader.PoolID(vsID),
 			TableID: tid, IPv4Prefix: 32, IPv6Prefix: 128, Timeout: 300 * time.Second,
 			DSR: m.Name != "nat", Encap: m.Encap,
 		})
@@ -427,7 +427,7 @@ type dpCase struct {
 // the figures to row.
 func dpMeasure(w *testutil.World, fl *loader.Floor, d *loader.Datapath, repeat int, fam dpFamily, row *DatapathRow, k dpCase) error {
 	return w.Do(func() error {
-		before, err := d.VSCounters(k.vsID)
+		before, err := d.VSCounters(loader.VirtualServerID(k.vsID))
 		if err != nil {
 			return err
 		}
@@ -438,7 +438,7 @@ func dpMeasure(w *testutil.World, fl *loader.Floor, d *loader.Datapath, repeat i
 		if r.Verdict != k.want {
 			return fmt.Errorf("%w: %s %s: verdict %v, want %v", errSanity, fam.name, k.c, r.Verdict, k.want)
 		}
-		after, err := d.VSCounters(k.vsID)
+		after, err := d.VSCounters(loader.VirtualServerID(k.vsID))
 		if err != nil {
 			return err
 		}
@@ -485,7 +485,7 @@ func dpRun(w *testutil.World, fl *loader.Floor, o DatapathOptions, fam dpFamily,
 	entries := make([]loader.PersistEntry, persisted)
 	for i := range entries {
 		entries[i] = loader.PersistEntry{TableID: table, Client: addN(fam.clientA, uint32(i)), Server: member0,
-			VSID: fam.vsID, MemberID: memberID(fam, 0), Created: now, LastSeen: now}
+			VSID: loader.VirtualServerID(fam.vsID), MemberID: memberID(fam, 0), Created: now, LastSeen: now}
 	}
 	if err := d.PutEntries(table, entries); err != nil {
 		return fmt.Errorf("fill persistence table: %w", err)
@@ -658,4 +658,6 @@ func dpNextHops(w *testutil.World, d *loader.Datapath) (func() error, error) {
 	return publish, publish()
 }
 
-func memberID(fam dpFamily, i int) uint32 { return fam.vsID*uint32(len(dpMembers4)) + uint32(i) }
+func memberID(fam dpFamily, i int) loader.MemberID {
+	return loader.MemberID(fam.vsID*uint32(len(dpMembers4)) + uint32(i))
+}

@@ -116,7 +116,7 @@ func RunScale(ctx context.Context, env Env, o ScaleOptions) (res *ScaleResult, e
 		return nil, err
 	}
 	timeout := time.Duration(hash.Timeout) * time.Second
-	vsOf := map[loader.TableID]uint32{}
+	vsOf := map[loader.TableID]loader.VirtualServerID{}
 	for _, vs := range state.VirtualServers {
 		vsOf[vs.TableID] = vs.ID
 	}

@@ -27,7 +27,7 @@ func toLoader(cfg model.Config) loader.State {
 	}
 	for _, vs := range cfg.VirtualServers {
 		lv := loader.VirtualServer{
-			ID: vs.ID, VIP: vs.VIP, Proto: loader.Protocol(vs.Proto), PoolID: vs.Pool, TableID: loader.TableNone,
+			ID: loader.VirtualServerID(vs.ID), VIP: vs.VIP, Proto: loader.Protocol(vs.Proto), PoolID: loader.PoolID(vs.Pool), TableID: loader.TableNone,
 			DSR: vs.Mode.Conn() == model.DSR, Encap: encaps[vs.Mode], ServerDownNever: vs.ServerDown == model.Never,
 			IPv4Prefix: vs.V4Prefix, IPv6Prefix: vs.V6Prefix, Timeout: vs.Timeout,
 		}
@@ -58,11 +58,23 @@ var algorithms = map[model.Algorithm]loader.Algorithm{
 }
 
 func loaderPool(p model.Pool) loader.Pool {
-	return loader.Pool{ID: p.ID, Algorithm: algorithms[p.Algorithm], Eligible: p.Eligible, Weights: p.Weights, Table: p.Table}
+	return loader.Pool{ID: loader.PoolID(p.ID), Algorithm: algorithms[p.Algorithm], Eligible: memberIDs(p.Eligible), Weights: p.Weights, Table: memberIDs(p.Table)}
+}
+
+// memberIDs types the model's member ids (nil stays nil: a pool without a table).
+func memberIDs(ids []uint32) []loader.MemberID {
+	if ids == nil {
+		return nil
+	}
+	out := make([]loader.MemberID, len(ids))
+	for i, id := range ids {
+		out[i] = loader.MemberID(id)
+	}
+	return out
 }
 
 func loaderMember(m model.Member) loader.Member {
-	return loader.Member{ID: m.ID, PoolID: m.Pool, Addr: m.Addr, Up: m.Up, NAT: m.NAT, MaxConns: m.MaxConns}
+	return loader.Member{ID: loader.MemberID(m.ID), PoolID: loader.PoolID(m.Pool), Addr: m.Addr, Up: m.Up, NAT: m.NAT, MaxConns: m.MaxConns}
 }
 
 // modelVerdict names a kernel verdict in the model's terms.
@@ -140,7 +152,7 @@ func (k *kernel) conn(key model.FlowKey) kConn {
 
 func connFromFlow(f loader.Flow) model.Conn {
 	c := model.Conn{
-		VS: f.VSID, Member: f.MemberID, Target: f.Target, UDP: f.UDP,
+		VS: uint32(f.VSID), Member: uint32(f.MemberID), Target: f.Target, UDP: f.UDP,
 		Counted: f.Counted, MemberCounted: f.MemberCounted,
 		FinClient: f.FinClient, FinServer: f.FinServer, RST: f.RST,
 	}
@@ -163,7 +175,7 @@ func (k *kernel) reply(key model.ReplyKey) kReply {
 	k.fail(err)
 	v := kReply{}
 	if ok && f.Reverse {
-		v = kReply{ok: true, t: model.Translation{VIP: f.Target, VS: f.VSID, Member: f.MemberID}}
+		v = kReply{ok: true, t: model.Translation{VIP: f.Target, VS: uint32(f.VSID), Member: uint32(f.MemberID)}}
 	}
 	k.replies[key] = v
 	return v
@@ -187,7 +199,7 @@ func (k *kernel) entry(key model.EntryKey) kEntry {
 
 func entryFromKernel(e loader.PersistEntry) kEntry {
 	return kEntry{ok: true, created: e.Created, lastSeen: e.LastSeen, e: model.Entry{
-		Server: e.Server, Member: e.MemberID, VS: e.VSID, Conns: e.Conns, Expired: e.Dying,
+		Server: e.Server, Member: uint32(e.MemberID), VS: uint32(e.VSID), Conns: e.Conns, Expired: e.Dying,
 	}}
 }
 
@@ -212,7 +224,7 @@ func (k *kernel) memberConns(id uint32) uint32 {
 	if v, ok := k.members[id]; ok {
 		return v
 	}
-	mc, err := k.dp.MemberConn(id)
+	mc, err := k.dp.MemberConn(loader.MemberID(id))
 	k.fail(err)
 	k.members[id] = mc.Conns
 	return mc.Conns
@@ -227,13 +239,13 @@ type counters struct {
 }
 
 func (k *kernel) vsCounters(id uint32) model.VSCounters {
-	c, err := k.dp.VSCounters(id)
+	c, err := k.dp.VSCounters(loader.VirtualServerID(id))
 	k.fail(err)
 	return model.VSCounters(c)
 }
 
 func (k *kernel) memberCounters(id uint32) model.MemberCounters {
-	c, err := k.dp.MemberCounters(id)
+	c, err := k.dp.MemberCounters(loader.MemberID(id))
 	k.fail(err)
 	return model.MemberCounters(c)
 }
@@ -294,7 +306,7 @@ func (k *kernel) allFlows() (map[model.FlowKey]kConn, map[model.ReplyKey]kReply)
 	replies := map[model.ReplyKey]kReply{}
 	for _, f := range flows {
 		if f.Reverse {
-			replies[model.ReplyKey{Member: f.Src, Client: f.Dst, Proto: uint8(f.Proto)}] = kReply{ok: true, t: model.Translation{VIP: f.Target, VS: f.VSID, Member: f.MemberID}}
+			replies[model.ReplyKey{Member: f.Src, Client: f.Dst, Proto: uint8(f.Proto)}] = kReply{ok: true, t: model.Translation{VIP: f.Target, VS: uint32(f.VSID), Member: uint32(f.MemberID)}}
 			continue
 		}
 		conns[model.FlowKey{Src: f.Src, Dst: f.Dst, Proto: uint8(f.Proto)}] = kConn{ok: true, c: connFromFlow(f), created: f.Created, lastSeen: f.LastSeen}

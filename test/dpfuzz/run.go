@@ -154,7 +154,7 @@ func (s *seq) run() (*Mismatch, error) {
 	}
 	s.m = model.New(s.sc.cfg)
 	for _, p := range s.sc.cfg.Pools {
-		c, err := s.w.dp.PoolCursor(p.ID)
+		c, err := s.w.dp.PoolCursor(loader.PoolID(p.ID))
 		if err != nil {
 			return nil, err
 		}
@@ -236,7 +236,7 @@ func (s *seq) publishNextHops() error {
 	}
 	var targets []nexthop.Target
 	for _, m := range s.sc.cfg.Members {
-		targets = append(targets, nexthop.Target{Member: m.ID, Addr: m.Addr.Addr()})
+		targets = append(targets, nexthop.Target{Member: loader.MemberID(m.ID), Addr: m.Addr.Addr()})
 	}
 	// A sequence runs on the fixture's thread, in its namespace.
 	res, err := nexthop.ResolveHere(targets)
@@ -248,7 +248,7 @@ func (s *seq) publishNextHops() error {
 	}
 	s.sc.cfg.NextHops = map[uint32]model.NextHop{}
 	for id, h := range res.Hops {
-		s.sc.cfg.NextHops[id] = model.NextHop{Ifindex: h.Ifindex, SMAC: h.SrcMAC, DMAC: h.DstMAC, MTU: h.MTU}
+		s.sc.cfg.NextHops[uint32(id)] = model.NextHop{Ifindex: h.Ifindex, SMAC: h.SrcMAC, DMAC: h.DstMAC, MTU: h.MTU}
 	}
 	s.stats.CachedHops += len(res.Hops)
 	return nil
@@ -891,7 +891,7 @@ func (s *seq) checkAll() *Mismatch {
 	}
 	d = append(d, s.compareReasons(k)...)
 	for _, p := range s.sc.cfg.Pools {
-		got, err := s.w.dp.PoolCursor(p.ID)
+		got, err := s.w.dp.PoolCursor(loader.PoolID(p.ID))
 		k.fail(err)
 		if want := s.m.PoolCursor(p.ID); got != want {
 			d = append(d, fmt.Sprintf("pool %d turn: kernel %d, model %d", p.ID, got, want))

@@ -37,16 +37,7 @@ func TestTCPPersistence(t *testing.T) {
 			}
 			cfg := writeConfig(t, l, 1, []profileConf{{"sticky", 300}}, vss)
 			startLimpet(t, l, cfg)
-			for _, fam := range []struct {
-				name string
-				vs   string
-				vip  netip.Addr
-				srcs []netip.Addr
-				is6  bool
-			}{
-				{"ipv4", "web4", l.VIP4(), l.ClientAddrs4(), false},
-				{"ipv6", "web6", l.VIP6(), l.ClientAddrs6(), true},
-			} {
+			for _, fam := range bothFamilies(l, "web4", "web6") {
 				t.Run(fam.name, func(t *testing.T) {
 					t.Parallel()
 					ctx := testCtx(t, 30*time.Second)
@@ -75,6 +66,25 @@ func TestTCPPersistence(t *testing.T) {
 	}
 }
 
+// family is one side of a test run over both address families: its
+// virtual server, VIP and clients.
+type family struct {
+	name string
+	vs   string
+	vip  netip.Addr
+	srcs []netip.Addr
+	is6  bool
+}
+
+// bothFamilies are the lab's IPv4 and IPv6 sides, served by virtual servers
+// vs4 and vs6.
+func bothFamilies(l *lab.Lab, vs4, vs6 string) []family {
+	return []family{
+		{"ipv4", vs4, l.VIP4(), l.ClientAddrs4(), false},
+		{"ipv6", vs6, l.VIP6(), l.ClientAddrs6(), true},
+	}
+}
+
 // TestUDPPersistence: UDP/53 queries to the members' echo through the
 // datapath (NAT), IPv4 and IPv6. Every query comes from a new socket, hence
 // a new source port and a new flow; each client must keep its member, the
@@ -90,16 +100,7 @@ func TestUDPPersistence(t *testing.T) {
 	}
 	cfg := writeConfig(t, l, 1, []profileConf{{"sticky", 300}}, vss)
 	startLimpet(t, l, cfg)
-	for _, fam := range []struct {
-		name string
-		vs   string
-		vip  netip.Addr
-		srcs []netip.Addr
-		is6  bool
-	}{
-		{"ipv4", "dns4", l.VIP4(), l.ClientAddrs4(), false},
-		{"ipv6", "dns6", l.VIP6(), l.ClientAddrs6(), true},
-	} {
+	for _, fam := range bothFamilies(l, "dns4", "dns6") {
 		t.Run(fam.name, func(t *testing.T) {
 			t.Parallel()
 			ctx := testCtx(t, 30*time.Second)

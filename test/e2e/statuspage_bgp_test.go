@@ -1,14 +1,11 @@
 package e2e_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"image/color"
-	"image/png"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -209,19 +206,8 @@ func TestStatusPageBGPInChromium(t *testing.T) {
 
 	// The screenshot: the BGP section in view, the established session's
 	// and the announced VIP's rows marked green.
-	shot := pg.Screenshot()
-	path := filepath.Join(artifactDir(t), "status-page-bgp.png")
-	if err := os.WriteFile(path, shot, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	img, err := png.Decode(bytes.NewReader(shot))
-	if err != nil {
-		t.Fatalf("screenshot: %v", err)
-	}
-	dpr := dom.DPR
-	if dpr == 0 {
-		dpr = 1
-	}
+	img, path := screenshot(t, pg, "status-page-bgp.png")
+	dpr := pixelRatio(dom.DPR)
 	green, orange := color.RGBA{0x1b, 0x7f, 0x3b, 255}, color.RGBA{0xb8, 0x6e, 0x00, 255}
 	sg, vg := share(img, ps.Strip, dpr, green), share(img, dom.VIPs[0].Strip, dpr, green)
 	t.Logf("screenshot %s (%dx%d): session row %.0f%% green, VIP row %.0f%% green", path, img.Bounds().Dx(), img.Bounds().Dy(), 100*sg, 100*vg)
@@ -267,13 +253,8 @@ func TestStatusPageBGPInChromium(t *testing.T) {
 	if len(dom.Sessions) != 1 || dom.Sessions[0].State != "established" || dom.Sessions[0].Sent != "0" {
 		t.Errorf("while draining the session stays up with nothing advertised; page %+v", dom.Sessions)
 	}
-	drainShot := pg.Screenshot()
-	if err := os.WriteFile(filepath.Join(artifactDir(t), "status-page-bgp-draining.png"), drainShot, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if img, err := png.Decode(bytes.NewReader(drainShot)); err != nil {
-		t.Fatal(err)
-	} else if o := share(img, dom.VIPs[0].Strip, dpr, orange); o < 0.6 {
+	drainImg, _ := screenshot(t, pg, "status-page-bgp-draining.png")
+	if o := share(drainImg, dom.VIPs[0].Strip, dpr, orange); o < 0.6 {
 		t.Errorf("the draining VIP's row is %.2f orange in the screenshot, want its drain colour", o)
 	}
 	t.Logf("limpet drain: BIRD's route lost node 0 %.2fs after limpet drain returned; the open page showed it withdrawn (draining) %.1fs later (refresh every 5s)", took.Seconds(), shown.Seconds())

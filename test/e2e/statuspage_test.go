@@ -122,6 +122,30 @@ func artifactDir(t *testing.T) string {
 	return abs
 }
 
+// screenshot saves what the page shows into the artifacts as name, and
+// returns it decoded, with its path.
+func screenshot(t *testing.T, pg *chromium.Page, name string) (image.Image, string) {
+	t.Helper()
+	shot := pg.Screenshot()
+	path := filepath.Join(artifactDir(t), name)
+	if err := os.WriteFile(path, shot, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(bytes.NewReader(shot))
+	if err != nil {
+		t.Fatalf("screenshot %s: %v", name, err)
+	}
+	return img, path
+}
+
+// pixelRatio is the page's device pixel ratio, 1 where it did not say.
+func pixelRatio(dpr float64) float64 {
+	if dpr == 0 {
+		return 1
+	}
+	return dpr
+}
+
 // share is the fraction of r's pixels within 24 (per channel) of want.
 func share(img image.Image, r rect, dpr float64, want color.RGBA) float64 {
 	b := image.Rect(int(r.X*dpr), int(r.Y*dpr), int((r.X+r.W)*dpr), int((r.Y+r.H)*dpr)).Intersect(img.Bounds())
@@ -296,19 +320,8 @@ func TestStatusPageInChromium(t *testing.T) {
 	}
 
 	// The screenshot shows the page's own elements.
-	shot := pg.Screenshot()
-	path := filepath.Join(artifactDir(t), "status-page.png")
-	if err := os.WriteFile(path, shot, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	img, err := png.Decode(bytes.NewReader(shot))
-	if err != nil {
-		t.Fatalf("screenshot: %v", err)
-	}
-	dpr := dom.DPR
-	if dpr == 0 {
-		dpr = 1
-	}
+	img, path := screenshot(t, pg, "status-page.png")
+	dpr := pixelRatio(dom.DPR)
 	head := share(img, dom.Header, dpr, color.RGBA{0x1d, 0x35, 0x57, 255})
 	badge := share(img, dom.Badge, dpr, color.RGBA{0x1b, 0x7f, 0x3b, 255})
 	white := share(img, dom.Meter, dpr, color.RGBA{255, 255, 255, 255})

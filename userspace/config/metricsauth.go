@@ -71,15 +71,24 @@ func (c *Config) validateMetricsAuth(v *validator) {
 	}
 }
 
-// LoadMetricsSecret reads a password or token file: one trailing newline is
-// not part of it, and it must hold at least minLen bytes.
-func LoadMetricsSecret(path string, minLen int) ([]byte, error) {
+// readSecret reads a one-line secret file (a password, a token, a key): its
+// content less one trailing newline (LF or CRLF).
+func readSecret(path string) ([]byte, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read: %v", err)
 	}
 	b = bytes.TrimSuffix(b, []byte("\n"))
-	b = bytes.TrimSuffix(b, []byte("\r"))
+	return bytes.TrimSuffix(b, []byte("\r")), nil
+}
+
+// LoadMetricsSecret reads a password or token file: one trailing newline is
+// not part of it, and it must hold at least minLen bytes.
+func LoadMetricsSecret(path string, minLen int) ([]byte, error) {
+	b, err := readSecret(path)
+	if err != nil {
+		return nil, err
+	}
 	switch {
 	case len(b) < minLen:
 		return nil, fmt.Errorf("%s holds %d bytes; at least %d are required (openssl rand -base64 24 > %s)", path, len(b), minLen, path)

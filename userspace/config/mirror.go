@@ -1,13 +1,11 @@
 package config
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strconv"
 )
@@ -215,12 +213,10 @@ func (m *HAMirroring) validateAuth(v *validator, f string) {
 // newline, is the key, and must be 32 to 4096 bytes long. Errors never hold
 // the key.
 func LoadMirrorPSK(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
+	b, err := readSecret(path)
 	if err != nil {
-		return nil, fmt.Errorf("cannot read: %v", err)
+		return nil, err
 	}
-	b = bytes.TrimSuffix(b, []byte("\n"))
-	b = bytes.TrimSuffix(b, []byte("\r"))
 	switch {
 	case len(b) < MinMirrorPSKBytes:
 		return nil, fmt.Errorf("%s holds a key of %d bytes; at least %d are required (openssl rand -base64 48 > %s)", path, len(b), MinMirrorPSKBytes, path)

@@ -297,13 +297,8 @@ func Run(ctx context.Context, opts Options) error {
 	// The watchdog is fed from this loop, so a daemon wedged in a sweep, a
 	// reload or a job stops feeding it and systemd restarts it (the pinned
 	// datapath forwards meanwhile, and the new daemon adopts it).
-	var watchdog <-chan time.Time
-	if iv := opts.Notify.WatchdogInterval(); iv > 0 {
-		wt := time.NewTicker(iv)
-		defer wt.Stop()
-		watchdog = wt.C
-		opts.Notify.Watchdog()
-	}
+	watchdog, stopWatchdog := startWatchdog(opts.Notify)
+	defer stopWatchdog()
 	// The datapath reads a coarse monotonic clock plus a boot offset that
 	// only this loop keeps: after a resume from suspend it is stale (the
 	// datapath's clock lags by the time asleep) until the next tick here.
@@ -724,4 +719,17 @@ func count(n int, thing string) string {
 		return "1 " + thing
 	}
 	return fmt.Sprintf("%d %ss", n, thing)
+}
+
+// startWatchdog feeds the service manager's watchdog once, and returns the
+// ticks on which to feed it again (nil when it has no watchdog) and what
+// stops them.
+func startWatchdog(n notify.Notifier) (<-chan time.Time, func()) {
+	iv := n.WatchdogInterval()
+	if iv <= 0 {
+		return nil, func() {}
+	}
+	t := time.NewTicker(iv)
+	n.Watchdog()
+	return t.C, t.Stop
 }

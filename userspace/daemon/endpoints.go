@@ -62,12 +62,12 @@ func (d *daemon) VirtualServers() ([]metrics.VirtualServer, error) {
 	return out, nil
 }
 
-func (d *daemon) memberConns() (map[uint32]uint32, error) {
+func (d *daemon) memberConns() (map[loader.MemberID]uint32, error) {
 	mc, err := d.dp.MemberConns()
 	if err != nil {
 		return nil, err
 	}
-	out := make(map[uint32]uint32, len(mc))
+	out := make(map[loader.MemberID]uint32, len(mc))
 	for _, m := range mc {
 		out[m.ID] = m.Conns
 	}
@@ -205,8 +205,8 @@ func (d *daemon) Status() admin.Status {
 type nextHopView struct {
 	d          *daemon
 	cache      *admin.NextHopCache
-	hops       map[uint32]loader.NextHop
-	unresolved map[uint32]string
+	hops       map[loader.MemberID]loader.NextHop
+	unresolved map[loader.MemberID]string
 	published  time.Time
 }
 
@@ -236,7 +236,7 @@ func (d *daemon) nextHops() *nextHopView {
 }
 
 // member is member id's hop and counters, and adds them to the cache's.
-func (v *nextHopView) member(id uint32) *admin.MemberNextHop {
+func (v *nextHopView) member(id loader.MemberID) *admin.MemberNextHop {
 	if v.cache == nil {
 		return nil
 	}

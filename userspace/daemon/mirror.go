@@ -115,7 +115,7 @@ func (d *daemon) keepNewest(tm *desired.TableMeta, e mirror.Entry, created time.
 	if !mirror.Newer(e, entryVersion(tm.Key, &cur, cm)) {
 		return nil // replaced by a newer version: a peer's, or the datapath's own next one
 	}
-	return d.dp.PutEntry(loader.PersistEntry{TableID: tm.ID, Client: e.Client, Server: e.Server, VSID: loader.NoID,
+	return d.dp.PutEntry(loader.PersistEntry{TableID: tm.ID, Client: e.Client, Server: e.Server, VSID: loader.NoVirtualServer,
 		MemberID: d.memberIDByAddr(e.Server.Addr()), Created: created, LastSeen: max(cur.LastSeen, min(created, cm.ClockNow)),
 		Conns: cur.Conns, Gen: cur.Gen + 1})
 }
@@ -264,7 +264,7 @@ func (d *daemon) applyEntry(tm *desired.TableMeta, client netip.Addr, e mirror.E
 		// The newer version replaces the entry, keeping its connection
 		// count and never moving its countdown back; for the same server
 		// only the version changes, which later comparisons need.
-		return false, d.dp.PutEntry(loader.PersistEntry{TableID: tm.ID, Client: client, Server: e.Server, VSID: loader.NoID,
+		return false, d.dp.PutEntry(loader.PersistEntry{TableID: tm.ID, Client: client, Server: e.Server, VSID: loader.NoVirtualServer,
 			MemberID: d.memberIDByAddr(e.Server.Addr()), Created: created, LastSeen: max(cur.LastSeen, min(created, cm.ClockNow)),
 			Conns: cur.Conns, Gen: cur.Gen + 1})
 	}
@@ -280,7 +280,7 @@ func (d *daemon) applyEntry(tm *desired.TableMeta, client netip.Addr, e mirror.E
 	// Created is the version's time exactly, so that the entry reads back
 	// as the version it is; the countdown starts no later than now, so a
 	// peer's clock ahead of ours does not stretch the timeout.
-	ne := loader.PersistEntry{TableID: tm.ID, Client: client, Server: e.Server, VSID: loader.NoID,
+	ne := loader.PersistEntry{TableID: tm.ID, Client: client, Server: e.Server, VSID: loader.NoVirtualServer,
 		MemberID: d.memberIDByAddr(e.Server.Addr()), Created: created, LastSeen: min(created, cm.ClockNow)}
 	if ok {
 		// Claimed for expiry: the datapath treats it as absent too.
@@ -296,7 +296,7 @@ func (d *daemon) applyEntry(tm *desired.TableMeta, client netip.Addr, e mirror.E
 
 // memberIDByAddr labels a mirrored entry with a local member of that
 // address, for dumps; the datapath itself matches by address.
-func (d *daemon) memberIDByAddr(a netip.Addr) uint32 {
+func (d *daemon) memberIDByAddr(a netip.Addr) loader.MemberID {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for _, m := range d.meta.Members {
@@ -304,7 +304,7 @@ func (d *daemon) memberIDByAddr(a netip.Addr) uint32 {
 			return m.ID
 		}
 	}
-	return loader.NoID
+	return loader.NoMember
 }
 
 // refreshHeld republishes the entries local connections hold: no event

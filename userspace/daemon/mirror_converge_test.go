@@ -217,7 +217,7 @@ func TestMirrorEventReinstallsTheNodesNewerVersion(t *testing.T) {
 	}
 	now := cm.ClockNow
 	plant := func(c netip.Addr, s netip.AddrPort, created time.Duration) {
-		if err := d.dp.PutEntry(loader.PersistEntry{TableID: table, Client: c, Server: s, VSID: loader.NoID, MemberID: loader.NoID,
+		if err := d.dp.PutEntry(loader.PersistEntry{TableID: table, Client: c, Server: s, VSID: loader.NoVirtualServer, MemberID: loader.NoMember,
 			Created: created, LastSeen: created, Conns: 1}); err != nil {
 			t.Fatal(err)
 		}

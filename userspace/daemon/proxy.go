@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"time"
 
 	"github.com/limpet-lb/limpet/l7"
 	"github.com/limpet-lb/limpet/l7/persist"
@@ -106,13 +105,8 @@ func runL7Only(ctx context.Context, opts Options, want *desired.Desired, log *sl
 		return s
 	}
 	opts.Notify.Ready(status(n, nil))
-	var watchdog <-chan time.Time
-	if iv := opts.Notify.WatchdogInterval(); iv > 0 {
-		wt := time.NewTicker(iv)
-		defer wt.Stop()
-		watchdog = wt.C
-		opts.Notify.Watchdog()
-	}
+	watchdog, stopWatchdog := startWatchdog(opts.Notify)
+	defer stopWatchdog()
 	for {
 		select {
 		case <-ctx.Done():

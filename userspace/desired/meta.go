@@ -49,35 +49,35 @@ type Meta struct {
 
 // VirtualServerMeta names a virtual server id.
 type VirtualServerMeta struct {
-	ID         uint32         `json:"id"`
-	Name       string         `json:"name"`
-	Address    string         `json:"address"`
-	Port       int            `json:"port"`
-	Protocol   string         `json:"protocol"`
-	Forwarding string         `json:"forwarding"`
-	Pool       string         `json:"pool"`
-	Profile    string         `json:"profile,omitempty"`
-	TableID    loader.TableID `json:"table_id"`
+	ID         loader.VirtualServerID `json:"id"`
+	Name       string                 `json:"name"`
+	Address    string                 `json:"address"`
+	Port       int                    `json:"port"`
+	Protocol   string                 `json:"protocol"`
+	Forwarding string                 `json:"forwarding"`
+	Pool       string                 `json:"pool"`
+	Profile    string                 `json:"profile,omitempty"`
+	TableID    loader.TableID         `json:"table_id"`
 }
 
 // PoolMeta names a pool id.
 type PoolMeta struct {
-	ID              uint32 `json:"id"`
-	Name            string `json:"name"`
-	Algorithm       string `json:"algorithm"`
-	MaglevTableSize int    `json:"maglev_table_size,omitempty"`
+	ID              loader.PoolID `json:"id"`
+	Name            string        `json:"name"`
+	Algorithm       string        `json:"algorithm"`
+	MaglevTableSize int           `json:"maglev_table_size,omitempty"`
 }
 
 // MemberMeta names a member id.
 type MemberMeta struct {
-	ID      uint32 `json:"id"`
-	Key     string `json:"key"`
-	Pool    string `json:"pool"`
-	Name    string `json:"name"`
-	Address string `json:"address"`
-	Port    int    `json:"port"`
-	State   string `json:"state"` // as configured
-	Weight  int    `json:"weight"`
+	ID      loader.MemberID `json:"id"`
+	Key     string          `json:"key"`
+	Pool    string          `json:"pool"`
+	Name    string          `json:"name"`
+	Address string          `json:"address"`
+	Port    int             `json:"port"`
+	State   string          `json:"state"` // as configured
+	Weight  int             `json:"weight"`
 	// MaxConnections caps active connections; 0: no limit.
 	MaxConnections int `json:"max_connections,omitempty"`
 	// AdminDown is set by 'limpet member disable' and wins over State.
@@ -133,7 +133,7 @@ func (m *Meta) FindMember(pool, which string) (*MemberMeta, error) {
 
 // SetAdminDown records an operator's enable or disable of a member and
 // returns the datapath view of its pool, with health verdicts applied.
-func (m *Meta) SetAdminDown(id uint32, adminDown bool, healthDown map[string]bool) (loader.Pool, []loader.Member, error) {
+func (m *Meta) SetAdminDown(id loader.MemberID, adminDown bool, healthDown map[string]bool) (loader.Pool, []loader.Member, error) {
 	mm := m.Member(id)
 	if mm == nil {
 		return loader.Pool{}, nil, fmt.Errorf("%w: no member with id %d", ErrNoMember, id)
@@ -242,7 +242,7 @@ func (m *Meta) Table(id loader.TableID) *TableMeta {
 }
 
 // VirtualServer returns the metadata of a virtual server id, or nil.
-func (m *Meta) VirtualServer(id uint32) *VirtualServerMeta {
+func (m *Meta) VirtualServer(id loader.VirtualServerID) *VirtualServerMeta {
 	for i := range m.VirtualServers {
 		if m.VirtualServers[i].ID == id {
 			return &m.VirtualServers[i]
@@ -262,7 +262,7 @@ func (m *Meta) VirtualServerByName(name string) *VirtualServerMeta {
 }
 
 // Member returns the metadata of a member id, or nil.
-func (m *Meta) Member(id uint32) *MemberMeta {
+func (m *Meta) Member(id loader.MemberID) *MemberMeta {
 	for i := range m.Members {
 		if m.Members[i].ID == id {
 			return &m.Members[i]

@@ -69,7 +69,7 @@ func buildPool(pm PoolMeta, members []MemberMeta) (loader.Pool, error) {
 		if err != nil {
 			return pool, fmt.Errorf("pool %s: %w", pm.Name, err)
 		}
-		pool.Table = make([]uint32, len(idx))
+		pool.Table = make([]loader.MemberID, len(idx))
 		for i, k := range idx {
 			pool.Table[i] = pool.Eligible[k]
 		}

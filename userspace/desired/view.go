@@ -9,8 +9,8 @@ import "github.com/limpet-lb/limpet/loader"
 type View struct {
 	DP      *loader.Pinned
 	Meta    *Meta
-	vsName  map[uint32]string
-	members map[uint32]*MemberMeta
+	vsName  map[loader.VirtualServerID]string
+	members map[loader.MemberID]*MemberMeta
 }
 
 // OpenView opens the datapath pinned at pinPath and the metadata stored
@@ -52,7 +52,7 @@ func newView(dp *loader.Pinned) (*View, error) {
 	if meta == nil {
 		meta = &Meta{}
 	}
-	v := &View{DP: dp, Meta: meta, vsName: map[uint32]string{}, members: map[uint32]*MemberMeta{}}
+	v := &View{DP: dp, Meta: meta, vsName: map[loader.VirtualServerID]string{}, members: map[loader.MemberID]*MemberMeta{}}
 	for _, vs := range meta.VirtualServers {
 		v.vsName[vs.ID] = vs.Name
 	}
@@ -66,7 +66,7 @@ func newView(dp *loader.Pinned) (*View, error) {
 func (v *View) Close() error { return v.DP.Close() }
 
 // VirtualServerName names a virtual server id; "" when unknown.
-func (v *View) VirtualServerName(id uint32) string { return v.vsName[id] }
+func (v *View) VirtualServerName(id loader.VirtualServerID) string { return v.vsName[id] }
 
 // EntryMember is the member an entry points at, or nil.
 func (v *View) EntryMember(e loader.PersistEntry) *MemberMeta {

@@ -146,7 +146,7 @@ func (s *Sweeper) Sweep() (Report, error) {
 	rep.Flows = len(flows)
 
 	live := map[entryRef]uint32{}
-	memberLive := map[uint32]uint32{}
+	memberLive := map[loader.MemberID]uint32{}
 	var reqs []loader.GCRequest
 	for _, f := range flows {
 		limit := s.idleLimit(f)

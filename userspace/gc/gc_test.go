@@ -52,9 +52,9 @@ func oneVS(o vsOpts) loader.State {
 	if o.dsr {
 		port = 0
 	}
-	s := loader.State{Pools: []loader.Pool{{ID: 0, Eligible: []uint32{0, 1, 2}}}}
+	s := loader.State{Pools: []loader.Pool{{ID: 0, Eligible: []loader.MemberID{0, 1, 2}}}}
 	for i, m := range members {
-		s.Members = append(s.Members, loader.Member{ID: uint32(i), PoolID: 0, Addr: netip.AddrPortFrom(m, port), Up: true, NAT: !o.dsr})
+		s.Members = append(s.Members, loader.Member{ID: loader.MemberID(i), PoolID: 0, Addr: netip.AddrPortFrom(m, port), Up: true, NAT: !o.dsr})
 	}
 	for id, v := range []struct {
 		vip   netip.AddrPort
@@ -63,7 +63,7 @@ func oneVS(o vsOpts) loader.State {
 		tid := loader.NewTableID(uint32(id), o.purge)
 		s.Tables = append(s.Tables, loader.Table{ID: tid, MaxEntries: o.maxEntries})
 		s.VirtualServers = append(s.VirtualServers, loader.VirtualServer{
-			ID: uint32(id), VIP: v.vip, Proto: v.proto, PoolID: 0, TableID: tid, DSR: o.dsr,
+			ID: loader.VirtualServerID(id), VIP: v.vip, Proto: v.proto, PoolID: 0, TableID: tid, DSR: o.dsr,
 			ServerDownNever: o.never, IPv4Prefix: o.prefix4, IPv6Prefix: 128, Timeout: entryTimeout,
 		})
 	}
@@ -311,7 +311,7 @@ func TestLiveConnectionCountsDoNotDrift(t *testing.T) {
 				t.Errorf("%s: client %s entry counts %d connections, the flow table holds %d", stage, c, e.Conns, want[c])
 			}
 		}
-		perMember := map[uint32]uint32{}
+		perMember := map[loader.MemberID]uint32{}
 		for _, f := range flows {
 			if f.MemberCounted && !f.Reverse {
 				perMember[f.MemberID]++
@@ -350,9 +350,9 @@ func TestSharePersistence(t *testing.T) {
 	// robin alone would pick another server.
 	build := func(shared bool) loader.State {
 		s := oneVS(vsOpts{purge: true})
-		s.Pools = append(s.Pools, loader.Pool{ID: 1, Eligible: []uint32{4, 5, 3}})
+		s.Pools = append(s.Pools, loader.Pool{ID: 1, Eligible: []loader.MemberID{4, 5, 3}})
 		for i, m := range members {
-			s.Members = append(s.Members, loader.Member{ID: uint32(3 + i), PoolID: 1, Addr: netip.AddrPortFrom(m, 9090), Up: true, NAT: true})
+			s.Members = append(s.Members, loader.Member{ID: loader.MemberID(3 + i), PoolID: 1, Addr: netip.AddrPortFrom(m, 9090), Up: true, NAT: true})
 		}
 		tid := loader.NewTableID(2, true)
 		if shared {
@@ -504,14 +504,14 @@ func TestServerDownPolicy(t *testing.T) {
 			c := client(6)
 			m := w.Connect(c, 27000, webVIP)
 			// Take that member down: not eligible, not up.
-			var down uint32
+			var down loader.MemberID
 			for i := range s.Members {
 				if s.Members[i].Addr == m {
 					s.Members[i].Up = false
 					down = s.Members[i].ID
 				}
 			}
-			var eligible []uint32
+			var eligible []loader.MemberID
 			for _, id := range s.Pools[0].Eligible {
 				if id != down {
 					eligible = append(eligible, id)
@@ -580,7 +580,7 @@ func benchmarkSweep(b *testing.B, n, every int) {
 		}
 		entries[i] = loader.PersistEntry{
 			TableID: table, Client: netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)}),
-			Server: netip.AddrPortFrom(members[i%3], 8080), MemberID: uint32(i % 3), Created: last, LastSeen: last,
+			Server: netip.AddrPortFrom(members[i%3], 8080), MemberID: loader.MemberID(i % 3), Created: last, LastSeen: last,
 		}
 	}
 	sw := gc.New(dp, timeouts, func(loader.TableID) (time.Duration, bool) { return time.Hour, true })

@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/limpet-lb/limpet/userspace/veth"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -76,17 +75,13 @@ func (l *Lab) buildCluster(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	lbs := make([]*host, s.Balancers)
-	for i := range lbs {
-		if lbs[i], err = l.addHost(BalancerHost(i), balancerSysctls); err != nil {
-			return err
-		}
+	lbs, err := l.addHosts(balancerHosts(s.Balancers), balancerSysctls)
+	if err != nil {
+		return err
 	}
-	mhosts := make([]*host, len(s.Members))
-	for j, name := range s.Members {
-		if mhosts[j], err = l.addHost(name, dsrSysctls); err != nil {
-			return err
-		}
+	mhosts, err := l.addHosts(s.Members, dsrSysctls)
+	if err != nil {
+		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -109,32 +104,21 @@ func (l *Lab) buildCluster(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	port, rf, err := l.veth(sw, "srf", nil, router, "rf", mac(0x0e, 0, 1, 0))
+	_, rf, err := l.switchPort(sw, brf, "srf", router, "rf", mac(0x0e, 0, 1, 0), false, &ends)
 	if err != nil {
 		return err
 	}
-	if err := enslave(sw, port, brf); err != nil {
-		return err
-	}
-	ends = append(ends, vethEnd{sw, port.Name, false}, vethEnd{router, rf.Name, false})
-	port, rb, err := l.veth(sw, "srb", nil, router, "rb", mac(0x0e, 0, 2, 0))
+	_, rb, err := l.switchPort(sw, brm, "srb", router, "rb", mac(0x0e, 0, 2, 0), false, &ends)
 	if err != nil {
 		return err
 	}
-	if err := enslave(sw, port, brm); err != nil {
-		return err
-	}
-	ends = append(ends, vethEnd{sw, port.Name, false}, vethEnd{router, rb.Name, false})
 
 	l.balancers = make([]Balancer, s.Balancers)
 	for i, lb := range lbs {
 		b := &l.balancers[i]
 		*b = Balancer{Host: BalancerHost(i), NetNS: lb.netns, Addr4: v4(1, 10+i), Addr6: v6(1, 10+i), BackAddr4: v4(16, 1+i), BackAddr6: v6(16, 1+i)}
-		port, bf, err := l.veth(sw, fmt.Sprintf("sb%df", i), nil, lb, fmt.Sprintf("b%df", i), mac(0x0b, byte(i), 0, 0))
+		port, bf, err := l.switchPort(sw, brf, fmt.Sprintf("sb%df", i), lb, fmt.Sprintf("b%df", i), mac(0x0b, byte(i), 0, 0), false, &ends)
 		if err != nil {
-			return err
-		}
-		if err := enslave(sw, port, brf); err != nil {
 			return err
 		}
 		b.ClientIface, b.FrontSwitchPort = bf, port
@@ -145,45 +129,23 @@ func (l *Lab) buildCluster(ctx context.Context) error {
 			State: netlink.NUD_NOARP, HardwareAddr: bf.MAC}); err != nil {
 			return fmt.Errorf("lab: fdb entry for %s: %w", bf.Name, err)
 		}
-		ends = append(ends, vethEnd{sw, port.Name, false}, vethEnd{lb, bf.Name, false})
-		port, bm, err := l.veth(sw, fmt.Sprintf("sb%dm", i), nil, lb, fmt.Sprintf("b%dm", i), mac(0x0b, byte(i), 1, 0))
+		_, bm, err := l.switchPort(sw, brm, fmt.Sprintf("sb%dm", i), lb, fmt.Sprintf("b%dm", i), mac(0x0b, byte(i), 1, 0), false, &ends)
 		if err != nil {
 			return err
 		}
-		if err := enslave(sw, port, brm); err != nil {
-			return err
-		}
 		b.MemberIfaces = []Iface{bm}
-		ends = append(ends, vethEnd{sw, port.Name, false}, vethEnd{lb, bm.Name, false})
 	}
 	l.members = make([]*member, len(s.Members))
 	for j, name := range s.Members {
 		m := &member{lab: l, h: mhosts[j], info: Member{Name: name, NetNS: mhosts[j].netns,
 			Addr4: v4(16, 100+j), Addr6: v6(16, 100+j), Gateway4: routerBack4, Gateway6: routerBack6}}
 		l.members[j] = m
-		port, mi, err := l.veth(sw, fmt.Sprintf("sm%d", j), nil, mhosts[j], fmt.Sprintf("m%d", j), mac(0x0d, byte(j), 0, 0))
-		if err != nil {
+		if _, m.info.Iface, err = l.switchPort(sw, brm, fmt.Sprintf("sm%d", j), mhosts[j], fmt.Sprintf("m%d", j), mac(0x0d, byte(j), 0, 0), true, &ends); err != nil {
 			return err
 		}
-		if err := enslave(sw, port, brm); err != nil {
-			return err
-		}
-		m.info.Iface = mi
-		ends = append(ends, vethEnd{sw, port.Name, false}, vethEnd{mhosts[j], mi.Name, true})
 	}
-	for _, e := range ends {
-		err := e.h.run(func() error {
-			if err := veth.Set(e.name, veth.GRO, true); err != nil {
-				return err
-			}
-			if e.txCsumOff {
-				return veth.Set(e.name, veth.TXChecksum, false)
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
+	if err := setOffloads(ends); err != nil {
+		return err
 	}
 
 	// Addresses and routes.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/limpet-lb/limpet/userspace/veth"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 )
@@ -46,11 +45,9 @@ func (l *Lab) buildRouted(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	mhosts := make([]*host, len(s.Members))
-	for j, name := range s.Members {
-		if mhosts[j], err = l.addHost(name, dsrSysctls); err != nil {
-			return err
-		}
+	mhosts, err := l.addHosts(s.Members, dsrSysctls)
+	if err != nil {
+		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -92,21 +89,8 @@ func (l *Lab) buildRouted(ctx context.Context) error {
 		subnets = append(subnets, subnet{ri, m})
 		ends = append(ends, vethEnd{router, ri.Name, false}, vethEnd{mhosts[j], mi.Name, true})
 	}
-	for _, e := range ends {
-		err := e.h.run(func() error {
-			if err := veth.Set(e.name, veth.GRO, true); err != nil {
-				return fmt.Errorf("lab: %s: %w", e.name, err)
-			}
-			if e.txCsumOff {
-				if err := veth.Set(e.name, veth.TXChecksum, false); err != nil {
-					return fmt.Errorf("lab: %s: %w", e.name, err)
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
+	if err := setOffloads(ends); err != nil {
+		return err
 	}
 
 	// Addresses.

@@ -130,6 +130,43 @@ func enslave(h *host, port Iface, br netlink.Link) error {
 	return nil
 }
 
+// switchPort links peer to bridge br of switch sw: a veth whose switch end,
+// port, is enslaved to br. Both ends join ends, peer's with TX checksum
+// offload off if txCsumOff.
+func (l *Lab) switchPort(sw *host, br netlink.Link, port string, peer *host, name string, peerMAC net.HardwareAddr, txCsumOff bool, ends *[]vethEnd) (Iface, Iface, error) {
+	sp, pi, err := l.veth(sw, port, nil, peer, name, peerMAC)
+	if err != nil {
+		return sp, pi, err
+	}
+	if err := enslave(sw, sp, br); err != nil {
+		return sp, pi, err
+	}
+	*ends = append(*ends, vethEnd{sw, sp.Name, false}, vethEnd{peer, pi.Name, txCsumOff})
+	return sp, pi, nil
+}
+
+// balancerHosts names the hosts of n balancers.
+func balancerHosts(n int) []string {
+	names := make([]string, n)
+	for i := range names {
+		names[i] = BalancerHost(i)
+	}
+	return names
+}
+
+// addHosts adds a host of each name, all with the same role.
+func (l *Lab) addHosts(names []string, role ...[]sysctlKV) ([]*host, error) {
+	hosts := make([]*host, len(names))
+	for j, name := range names {
+		h, err := l.addHost(name, role...)
+		if err != nil {
+			return nil, err
+		}
+		hosts[j] = h
+	}
+	return hosts, nil
+}
+
 func ipnet(a netip.Addr, bits int) *net.IPNet {
 	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, a.BitLen())}
 }
@@ -265,6 +302,30 @@ type vethEnd struct {
 	txCsumOff bool
 }
 
+// setOffloads turns GRO on at every veth end (XDP_REDIRECT into a veth needs
+// GRO or an XDP program on the receiving peer), and TX checksum offload off
+// at the ends that say so: where packets towards the balancer are sent, so
+// that they carry full checksums.
+func setOffloads(ends []vethEnd) error {
+	for _, e := range ends {
+		err := e.h.run(func() error {
+			if err := veth.Set(e.name, veth.GRO, true); err != nil {
+				return fmt.Errorf("lab: %s: %w", e.name, err)
+			}
+			if e.txCsumOff {
+				if err := veth.Set(e.name, veth.TXChecksum, false); err != nil {
+					return fmt.Errorf("lab: %s: %w", e.name, err)
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func (l *Lab) build(ctx context.Context) error {
 	if l.spec.Cluster {
 		return l.buildCluster(ctx)
@@ -281,11 +342,9 @@ func (l *Lab) build(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	lbs := make([]*host, s.Balancers)
-	for i := range lbs {
-		if lbs[i], err = l.addHost(BalancerHost(i), balancerSysctls); err != nil {
-			return err
-		}
+	lbs, err := l.addHosts(balancerHosts(s.Balancers), balancerSysctls)
+	if err != nil {
+		return err
 	}
 	var sw *host
 	if ha {
@@ -293,18 +352,13 @@ func (l *Lab) build(ctx context.Context) error {
 			return err
 		}
 	}
-	mhosts := make([]*host, len(s.Members))
-	for j, name := range s.Members {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		var role [][]sysctlKV
-		if s.DSR {
-			role = append(role, dsrSysctls)
-		}
-		if mhosts[j], err = l.addHost(name, role...); err != nil {
-			return err
-		}
+	var role [][]sysctlKV
+	if s.DSR {
+		role = append(role, dsrSysctls)
+	}
+	mhosts, err := l.addHosts(s.Members, role...)
+	if err != nil {
+		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -361,70 +415,32 @@ func (l *Lab) build(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		port, ci, err := l.veth(sw, "sc", nil, client, "c", clientMAC)
-		if err != nil {
+		if _, l.clientIface, err = l.switchPort(sw, brc, "sc", client, "c", clientMAC, true, &ends); err != nil {
 			return err
 		}
-		l.clientIface = ci
-		if err := enslave(sw, port, brc); err != nil {
-			return err
-		}
-		ends = append(ends, vethEnd{sw, port.Name, false}, vethEnd{client, ci.Name, true})
 		for i, lb := range lbs {
 			b := &l.balancers[i]
-			port, bi, err := l.veth(sw, fmt.Sprintf("sb%dc", i), nil, lb, fmt.Sprintf("b%dc", i), mac(0x0b, byte(i), 0, 0))
+			if _, b.ClientIface, err = l.switchPort(sw, brc, fmt.Sprintf("sb%dc", i), lb, fmt.Sprintf("b%dc", i), mac(0x0b, byte(i), 0, 0), false, &ends); err != nil {
+				return err
+			}
+			_, bm, err := l.switchPort(sw, brm, fmt.Sprintf("sb%dm", i), lb, fmt.Sprintf("b%dm", i), mac(0x0b, byte(i), 1, 0), false, &ends)
 			if err != nil {
-				return err
-			}
-			if err := enslave(sw, port, brc); err != nil {
-				return err
-			}
-			b.ClientIface = bi
-			ends = append(ends, vethEnd{sw, port.Name, false}, vethEnd{lb, bi.Name, false})
-			port, bm, err := l.veth(sw, fmt.Sprintf("sb%dm", i), nil, lb, fmt.Sprintf("b%dm", i), mac(0x0b, byte(i), 1, 0))
-			if err != nil {
-				return err
-			}
-			if err := enslave(sw, port, brm); err != nil {
 				return err
 			}
 			b.MemberIfaces = []Iface{bm}
-			ends = append(ends, vethEnd{sw, port.Name, false}, vethEnd{lb, bm.Name, false})
 		}
 		for j, m := range l.members {
-			port, mi, err := l.veth(sw, fmt.Sprintf("sm%d", j), nil, mhosts[j], fmt.Sprintf("m%d", j), memberMAC(j))
-			if err != nil {
+			if _, m.info.Iface, err = l.switchPort(sw, brm, fmt.Sprintf("sm%d", j), mhosts[j], fmt.Sprintf("m%d", j), memberMAC(j), true, &ends); err != nil {
 				return err
 			}
-			if err := enslave(sw, port, brm); err != nil {
-				return err
-			}
-			m.info.Iface = mi
-			ends = append(ends, vethEnd{sw, port.Name, false}, vethEnd{mhosts[j], mi.Name, true})
 		}
 	}
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 
-	// Offloads: GRO on every veth end (XDP_REDIRECT into a veth needs GRO or
-	// an XDP program on the receiving peer); TX checksum offload off where
-	// packets towards the balancer are sent, so they carry full checksums.
-	for _, e := range ends {
-		err := e.h.run(func() error {
-			if err := veth.Set(e.name, veth.GRO, true); err != nil {
-				return fmt.Errorf("lab: %s: %w", e.name, err)
-			}
-			if e.txCsumOff {
-				if err := veth.Set(e.name, veth.TXChecksum, false); err != nil {
-					return fmt.Errorf("lab: %s: %w", e.name, err)
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
+	if err := setOffloads(ends); err != nil {
+		return err
 	}
 
 	// Addresses and routes.

@@ -21,11 +21,11 @@ type fakeCache struct {
 	mu   sync.Mutex
 	ops  []string // "publish", "renew", "drop"
 	gen  uint32
-	hops map[uint32]loader.NextHop
+	hops map[loader.MemberID]loader.NextHop
 	live bool
 }
 
-func (c *fakeCache) PublishNextHops(hops map[uint32]loader.NextHop, _ time.Duration) (uint32, error) {
+func (c *fakeCache) PublishNextHops(hops map[loader.MemberID]loader.NextHop, _ time.Duration) (uint32, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.gen++
@@ -50,7 +50,7 @@ func (c *fakeCache) DropNextHops() error {
 	return nil
 }
 
-func (c *fakeCache) state() (bool, map[uint32]loader.NextHop, []string) {
+func (c *fakeCache) state() (bool, map[loader.MemberID]loader.NextHop, []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.live, c.hops, slices.Clone(c.ops)
@@ -81,7 +81,7 @@ func resolveIn(t *testing.T, w *testutil.World) Result {
 func TestResolveAsTheFIB(t *testing.T) {
 	w := testutil.NewWorld(t)
 	res := resolveIn(t, w)
-	want := map[uint32]loader.NextHop{
+	want := map[loader.MemberID]loader.NextHop{
 		0: {Ifindex: w.Member.Index, SrcMAC: w.Member.MAC, DstMAC: testutil.MemberMAC(0), MTU: w.Member.MTU},
 		1: {Ifindex: w.Member.Index, SrcMAC: w.Member.MAC, DstMAC: testutil.MemberMAC(1), MTU: w.Member.MTU},
 		2: {Ifindex: w.Member.Index, SrcMAC: w.Member.MAC, DstMAC: testutil.MemberMAC(0), MTU: w.Member.MTU},
@@ -92,7 +92,7 @@ func TestResolveAsTheFIB(t *testing.T) {
 			t.Errorf("member %d: hop %+v (%v), want %+v (unresolved: %q)", id, got, ok, h, res.Unresolved[id])
 		}
 	}
-	for id, why := range map[uint32]string{3: "unresolved", 4: "no route"} {
+	for id, why := range map[loader.MemberID]string{3: "unresolved", 4: "no route"} {
 		if _, ok := res.Hops[id]; ok {
 			t.Errorf("member %d has a hop", id)
 		}
@@ -155,7 +155,7 @@ func TestResolveRefusesWhatOneHopCannotFollow(t *testing.T) {
 }
 
 // waitFor polls the fake cache until ok says yes.
-func waitFor(t *testing.T, c *fakeCache, what string, ok func(live bool, hops map[uint32]loader.NextHop) bool) {
+func waitFor(t *testing.T, c *fakeCache, what string, ok func(live bool, hops map[loader.MemberID]loader.NextHop) bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for time.Now().Before(deadline) {
@@ -208,7 +208,7 @@ func TestWatcherFollowsTheKernel(t *testing.T) {
 			t.Error("the cache is still live after the watcher stopped")
 		}
 	}()
-	waitFor(t, c, "first publish", func(live bool, hops map[uint32]loader.NextHop) bool {
+	waitFor(t, c, "first publish", func(live bool, hops map[loader.MemberID]loader.NextHop) bool {
 		return live && slices.Equal(hops[0].DstMAC, testutil.MemberMAC(0))
 	})
 
@@ -235,7 +235,7 @@ func TestWatcherFollowsTheKernel(t *testing.T) {
 	settled(t, c)
 	_, _, before := c.state()
 	do(func(l netlink.Link) error { return netlink.NeighSet(neigh(l, testutil.Member4[0], newMAC)) })
-	waitFor(t, c, "new MAC", func(live bool, hops map[uint32]loader.NextHop) bool {
+	waitFor(t, c, "new MAC", func(live bool, hops map[loader.MemberID]loader.NextHop) bool {
 		return live && slices.Equal(hops[0].DstMAC, newMAC)
 	})
 	_, _, after := c.state()
@@ -246,7 +246,7 @@ func TestWatcherFollowsTheKernel(t *testing.T) {
 
 	// A neighbour deleted: the member loses its hop, the others keep theirs.
 	do(func(l netlink.Link) error { return netlink.NeighDel(neigh(l, testutil.Member4[0], newMAC)) })
-	waitFor(t, c, "deleted neighbour", func(live bool, hops map[uint32]loader.NextHop) bool {
+	waitFor(t, c, "deleted neighbour", func(live bool, hops map[loader.MemberID]loader.NextHop) bool {
 		_, has0 := hops[0]
 		_, has1 := hops[1]
 		return live && !has0 && has1
@@ -264,7 +264,7 @@ func TestWatcherFollowsTheKernel(t *testing.T) {
 
 	// A link MTU change reaches the hops.
 	do(func(l netlink.Link) error { return netlink.LinkSetMTU(l, 1280) })
-	waitFor(t, c, "MTU 1280", func(live bool, hops map[uint32]loader.NextHop) bool {
+	waitFor(t, c, "MTU 1280", func(live bool, hops map[loader.MemberID]loader.NextHop) bool {
 		return live && hops[1].MTU == 1280
 	})
 

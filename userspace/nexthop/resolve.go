@@ -27,15 +27,15 @@ import (
 
 // Target is a member whose next hop the datapath needs.
 type Target struct {
-	Member uint32
+	Member loader.MemberID
 	Addr   netip.Addr
 }
 
 // Result is one resolution of every target.
 type Result struct {
-	Hops map[uint32]loader.NextHop
+	Hops map[loader.MemberID]loader.NextHop
 	// Unresolved says, for each target without a hop, why.
-	Unresolved map[uint32]string
+	Unresolved map[loader.MemberID]string
 	// neighs are the neighbour entries the hops were read from.
 	neighs map[neighKey]bool
 }
@@ -64,7 +64,7 @@ func ResolveHere(targets []Target) (Result, error) {
 // Resolve resolves every target through h, in h's network namespace; the
 // forwarding sysctls are read in the calling thread's.
 func Resolve(h *netlink.Handle, targets []Target) (Result, error) {
-	res := Result{Hops: map[uint32]loader.NextHop{}, Unresolved: map[uint32]string{}, neighs: map[neighKey]bool{}}
+	res := Result{Hops: map[loader.MemberID]loader.NextHop{}, Unresolved: map[loader.MemberID]string{}, neighs: map[neighKey]bool{}}
 	if len(targets) == 0 {
 		return res, nil
 	}

@@ -21,7 +21,7 @@ import (
 
 // Cache is the datapath's next-hop cache (loader.Datapath).
 type Cache interface {
-	PublishNextHops(hops map[uint32]loader.NextHop, lease time.Duration) (uint32, error)
+	PublishNextHops(hops map[loader.MemberID]loader.NextHop, lease time.Duration) (uint32, error)
 	RenewNextHops(lease time.Duration) error
 	DropNextHops() error
 }
@@ -53,7 +53,7 @@ type Stats struct {
 	Refreshes   uint64 // generations published
 	Events      uint64 // relevant netlink events
 	Resolved    int
-	Unresolved  map[uint32]string
+	Unresolved  map[loader.MemberID]string
 	LastRefresh time.Time // the last publish
 	// LastResolve is the last resolution that succeeded, published or
 	// only renewing the lease (the hops had not changed).
@@ -172,7 +172,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	defer resync.Stop()
 	settle := time.NewTimer(0) // the first resolution, at once
 	pending := true
-	var published map[uint32]loader.NextHop
+	var published map[loader.MemberID]loader.NextHop
 	// inUse: what the published hops were read from. A change to one of
 	// them turns the cache off at once, before the settle: between the
 	// event and the next publish the FIB decides, never a stale MAC.
@@ -277,7 +277,7 @@ func (w *Watcher) armed(settle *time.Timer, pending bool) bool {
 // refresh resolves every target and publishes a new generation, unless
 // always is off and nothing differs from prev: then it renews the lease.
 // It returns what the cache holds.
-func (w *Watcher) refresh(h *netlink.Handle, prev map[uint32]loader.NextHop, prevUse usage, always bool) (map[uint32]loader.NextHop, usage) {
+func (w *Watcher) refresh(h *netlink.Handle, prev map[loader.MemberID]loader.NextHop, prevUse usage, always bool) (map[loader.MemberID]loader.NextHop, usage) {
 	w.mu.Lock()
 	targets := w.targets
 	w.mu.Unlock()

@@ -41,7 +41,7 @@ func Build(cfg *config.Config, prev *desired.Meta) (loader.State, *desired.Meta,
 		}
 	}
 
-	prevPools, prevMembers, prevVS, prevTables := map[string]uint32{}, map[string]uint32{}, map[string]uint32{}, map[string]uint32{}
+	prevPools, prevMembers, prevVS, prevTables := map[string]loader.PoolID{}, map[string]loader.MemberID{}, map[string]loader.VirtualServerID{}, map[string]uint32{}
 	for _, p := range prev.Pools {
 		prevPools[p.Name] = p.ID
 	}
@@ -76,7 +76,7 @@ func Build(cfg *config.Config, prev *desired.Meta) (loader.State, *desired.Meta,
 	vsIDs := newAllocator("l4 virtual servers", loader.MaxVirtualServers, prevVS, vsNames)
 	tableIDs := newAllocator("persistence tables", loader.MaxPersistTables, prevTables, tableKeys)
 
-	poolID := map[string]uint32{}
+	poolID := map[string]loader.PoolID{}
 	for _, p := range cfg.Pools {
 		if !poolUsed[p.Name] {
 			continue

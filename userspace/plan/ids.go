@@ -11,16 +11,17 @@ func MemberKey(pool string, addr netip.Addr, port int) string {
 	return fmt.Sprintf("%s/%s", pool, netip.AddrPortFrom(addr.Unmap(), uint16(port)))
 }
 
-// idAllocator hands out the smallest free id, reusing previous ids by key.
-type idAllocator struct {
-	prev  map[string]uint32
-	used  map[uint32]bool
-	limit uint32
+// idAllocator hands out the smallest free id, reusing previous ids by key:
+// pool, member and virtual server ids, and table indexes.
+type idAllocator[ID ~uint32] struct {
+	prev  map[string]ID
+	used  map[ID]bool
+	limit ID
 	what  string
 }
 
-func newAllocator(what string, limit uint32, prev map[string]uint32, wanted []string) *idAllocator {
-	a := &idAllocator{prev: map[string]uint32{}, used: map[uint32]bool{}, limit: limit, what: what}
+func newAllocator[ID ~uint32](what string, limit ID, prev map[string]ID, wanted []string) *idAllocator[ID] {
+	a := &idAllocator[ID]{prev: map[string]ID{}, used: map[ID]bool{}, limit: limit, what: what}
 	want := map[string]bool{}
 	for _, k := range wanted {
 		want[k] = true
@@ -36,11 +37,11 @@ func newAllocator(what string, limit uint32, prev map[string]uint32, wanted []st
 	return a
 }
 
-func (a *idAllocator) get(key string) (uint32, error) {
+func (a *idAllocator[ID]) get(key string) (ID, error) {
 	if id, ok := a.prev[key]; ok {
 		return id, nil
 	}
-	for id := uint32(0); id < a.limit; id++ {
+	for id := ID(0); id < a.limit; id++ {
 		if !a.used[id] {
 			a.used[id] = true
 			a.prev[key] = id

@@ -183,7 +183,7 @@ func (s *Store) Set(key persist.Key, server netip.AddrPort, now time.Time) error
 		return err
 	}
 	e := loader.PersistEntry{TableID: s.table, Client: key.Addr, Server: netip.AddrPortFrom(server.Addr(), 0),
-		MemberID: loader.NoID, VSID: loader.NoID, Created: dpNow, LastSeen: dpNow}
+		MemberID: loader.NoMember, VSID: loader.NoVirtualServer, Created: dpNow, LastSeen: dpNow}
 	err = s.dp.InsertEntry(e)
 	if errors.Is(err, loader.ErrTableFull) {
 		return persist.ErrFull

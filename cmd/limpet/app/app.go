@@ -5,6 +5,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -138,7 +139,8 @@ func newApp(env *Env) *cli.App {
 	}
 }
 
-// noArgs rejects stray positional arguments.
+// noArgs rejects stray positional arguments: the Before of every command
+// that takes none.
 func noArgs(c *cli.Context) error {
 	if c.Args().Present() {
 		return usagef("%s takes no arguments, got %q", c.Command.FullName(), c.Args().Slice())
@@ -153,6 +155,13 @@ func outputFormat(c *cli.Context) (string, error) {
 		return "", usagef("-o %q: the output format must be table or json", o)
 	}
 	return o, nil
+}
+
+// writeJSON writes v as -o json does: indented, one document.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 var outputFlag = &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "table or json"}

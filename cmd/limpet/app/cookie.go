@@ -3,7 +3,6 @@ package app
 import (
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -52,9 +51,7 @@ func cookieCommand(env *Env) *cli.Command {
 					return fmt.Errorf("cookie does not open: %w", err)
 				}
 				if format == "json" {
-					enc := json.NewEncoder(env.Stdout)
-					enc.SetIndent("", "  ")
-					return enc.Encode(info)
+					return writeJSON(env.Stdout, info)
 				}
 				tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 				fmt.Fprintf(tw, "member\t%s\n", info.Member)
@@ -65,12 +62,10 @@ func cookieCommand(env *Env) *cli.Command {
 				return tw.Flush()
 			},
 		}, {
-			Name:  "keygen",
-			Usage: "print a new random 32-byte key, base64, for a profile's keys list or a key file",
+			Name:   "keygen",
+			Usage:  "print a new random 32-byte key, base64, for a profile's keys list or a key file",
+			Before: noArgs,
 			Action: func(c *cli.Context) error {
-				if err := noArgs(c); err != nil {
-					return err
-				}
 				k := make([]byte, cookie.KeySize)
 				if _, err := rand.Read(k); err != nil {
 					return err

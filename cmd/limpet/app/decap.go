@@ -1,7 +1,6 @@
 package app
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -54,10 +53,8 @@ func memberDecapCommand(env *Env) *cli.Command {
 				Usage: "bpffs `DIR` of the decapsulators' pins (one directory per interface)"},
 			outputFlag,
 		},
+		Before: noArgs,
 		Action: func(c *cli.Context) error {
-			if err := noArgs(c); err != nil {
-				return err
-			}
 			format, err := outputFormat(c)
 			if err != nil {
 				return err
@@ -167,9 +164,7 @@ func writeDecapJSON(w io.Writer, pin string, list []loader.DecapStatus) error {
 		}
 		v.Interfaces = append(v.Interfaces, dv)
 	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	return writeJSON(w, v)
 }
 
 func destinations(onlyTo []netip.Addr) string {

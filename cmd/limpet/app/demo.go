@@ -23,10 +23,8 @@ func demoCommand(env *Env) *cli.Command {
 			&cli.IntFlag{Name: "members", Value: 3, Usage: "pool members"},
 			&cli.DurationFlag{Name: "timeout", Value: demoTimeout, Usage: "persistence timeout of the demo profile (whole seconds)"},
 		},
+		Before: noArgs,
 		Action: func(c *cli.Context) error {
-			if err := noArgs(c); err != nil {
-				return err
-			}
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("the demo builds network namespaces and loads XDP: run it as root")
 			}
@@ -71,13 +69,11 @@ func labCommand(env *Env) *cli.Command {
 		Name:  "lab",
 		Usage: "the netns lab of the demo and the integration tests",
 		Subcommands: []*cli.Command{{
-			Name:  "clean",
-			Usage: "remove what crashed or --keep lab runs left behind (namespaces, links, pins, processes)",
-			Flags: []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "also remove labs whose owner process still runs"}},
+			Name:   "clean",
+			Usage:  "remove what crashed or --keep lab runs left behind (namespaces, links, pins, processes)",
+			Flags:  []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "also remove labs whose owner process still runs"}},
+			Before: noArgs,
 			Action: func(c *cli.Context) error {
-				if err := noArgs(c); err != nil {
-					return err
-				}
 				clean := lab.Clean
 				if c.Bool("force") {
 					clean = lab.ForceClean

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -20,66 +21,59 @@ func drainCommand(env *Env) *cli.Command {
 			&cli.DurationFlag{Name: "wait", Usage: "after withdrawing, wait up to this long for the node's open connections to end"},
 			adminSocketFlag,
 		},
+		Before: noArgs,
 		Action: func(c *cli.Context) error { return drain(env, c) },
 	}
 }
 
 func drain(env *Env, c *cli.Context) error {
-	if err := noArgs(c); err != nil {
-		return err
-	}
 	if c.Duration("wait") < 0 {
 		return usagef("--wait %s must not be negative", c.Duration("wait"))
 	}
 	if c.Bool("cancel") && c.Duration("wait") > 0 {
 		return usagef("--wait applies to a drain, not to --cancel")
 	}
-	cl, err := dialAdmin(c)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	ctx, cancel := adminContext(env)
-	defer cancel()
 	on := !c.Bool("cancel")
-	if err := cl.Drain(ctx, on); err != nil {
-		if errors.Is(err, admin.ErrInvalid) {
-			return usagef("%v", err)
-		}
-		return err
-	}
-	if !on {
-		fmt.Fprintln(env.Stdout, "drain cancelled: the VIPs are announced again as they qualify (see limpet status)")
-		return nil
-	}
-	fmt.Fprintln(env.Stdout, "draining: every VIP is withdrawn from BGP; open connections keep being served")
-	wait := c.Duration("wait")
-	if wait == 0 {
-		return nil
-	}
-	deadline := time.Now().Add(wait)
-	for {
-		st, err := cl.Status(ctx)
-		if err != nil {
+	return callAdmin(env, c, func(ctx context.Context, cl *admin.Client) error {
+		if err := cl.Drain(ctx, on); err != nil {
+			if errors.Is(err, admin.ErrInvalid) {
+				return usagef("%v", err)
+			}
 			return err
 		}
-		var open uint64
-		for _, p := range st.Pools {
-			for _, m := range p.Members {
-				open += m.ActiveConnections
-			}
-		}
-		if open == 0 {
-			fmt.Fprintln(env.Stdout, "drained: no open connection is left on this node")
+		if !on {
+			fmt.Fprintln(env.Stdout, "drain cancelled: the VIPs are announced again as they qualify (see limpet status)")
 			return nil
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%d connections still open after %s", open, wait)
+		fmt.Fprintln(env.Stdout, "draining: every VIP is withdrawn from BGP; open connections keep being served")
+		wait := c.Duration("wait")
+		if wait == 0 {
+			return nil
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
+		deadline := time.Now().Add(wait)
+		for {
+			st, err := cl.Status(ctx)
+			if err != nil {
+				return err
+			}
+			var open uint64
+			for _, p := range st.Pools {
+				for _, m := range p.Members {
+					open += m.ActiveConnections
+				}
+			}
+			if open == 0 {
+				fmt.Fprintln(env.Stdout, "drained: no open connection is left on this node")
+				return nil
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%d connections still open after %s", open, wait)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(250 * time.Millisecond):
+			}
 		}
-	}
+	})
 }

@@ -23,10 +23,8 @@ func l7Command(env *Env) *cli.Command {
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
 			&cli.StringFlag{Name: "pprof-listen", Usage: "serve Go profiles (/debug/pprof/) on a loopback `ADDR` such as 127.0.0.1:6060 (off by default)"},
 		},
+		Before: noArgs,
 		Action: func(c *cli.Context) error {
-			if err := noArgs(c); err != nil {
-				return err
-			}
 			if c.String("config") == "" {
 				return usagef("l7 needs a config file: -c FILE")
 			}

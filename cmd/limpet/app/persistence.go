@@ -2,7 +2,6 @@ package app
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -33,6 +32,7 @@ func persistenceCommand(env *Env) *cli.Command {
 					&cli.StringSliceFlag{Name: "tag", Usage: "only profiles tagged `SCOPE=TAG` (SCOPE= or TAG alone match either part)"},
 					outputFlag,
 				},
+				Before: noArgs,
 				Action: func(c *cli.Context) error { return persistenceDump(env, c) },
 			},
 			{
@@ -42,6 +42,7 @@ func persistenceCommand(env *Env) *cli.Command {
 					&cli.StringFlag{Name: "client", Usage: "client `IP` (required)"},
 					&cli.StringFlag{Name: "vs", Usage: "only in the tables of this virtual server"},
 				},
+				Before: noArgs,
 				Action: func(c *cli.Context) error { return persistenceDelete(env, c) },
 			},
 			{
@@ -51,6 +52,7 @@ func persistenceCommand(env *Env) *cli.Command {
 					&cli.StringFlag{Name: "vs", Usage: "only the tables of this virtual server"},
 					&cli.StringFlag{Name: "profile", Usage: "only the tables of this profile"},
 				},
+				Before: noArgs,
 				Action: func(c *cli.Context) error { return persistenceFlush(env, c) },
 			},
 		},
@@ -179,9 +181,6 @@ func entryView(v *desired.View, e loader.PersistEntry, t *desired.TableMeta, now
 }
 
 func persistenceDump(env *Env, c *cli.Context) error {
-	if err := noArgs(c); err != nil {
-		return err
-	}
 	format, err := outputFormat(c)
 	if err != nil {
 		return err
@@ -237,9 +236,7 @@ func persistenceDump(env *Env, c *cli.Context) error {
 	out := bufio.NewWriterSize(env.Stdout, 1<<16)
 	defer out.Flush()
 	if format == "json" {
-		enc := json.NewEncoder(out)
-		enc.SetIndent("", "  ")
-		return enc.Encode(DumpView{Count: len(rows), Entries: rows})
+		return writeJSON(out, DumpView{Count: len(rows), Entries: rows})
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "VIRTUAL SERVER\tPROFILE\tTABLE\tCLIENT\tSERVER\tMEMBER\tCONNS\tAGE\tEXPIRES")
@@ -284,9 +281,6 @@ func parsePrefixOrAddr(s string) (netip.Prefix, error) {
 }
 
 func persistenceDelete(env *Env, c *cli.Context) error {
-	if err := noArgs(c); err != nil {
-		return err
-	}
 	if c.String("client") == "" {
 		return usagef("persistence delete needs --client IP")
 	}
@@ -319,9 +313,6 @@ func persistenceDelete(env *Env, c *cli.Context) error {
 }
 
 func persistenceFlush(env *Env, c *cli.Context) error {
-	if err := noArgs(c); err != nil {
-		return err
-	}
 	ed, v, err := openEditor(c)
 	if err != nil {
 		return err

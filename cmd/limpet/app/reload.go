@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -15,22 +16,17 @@ func reloadCommand(env *Env) *cli.Command {
 		Name:   "reload",
 		Usage:  "make the running daemon read its config file again and apply it, as SIGHUP does (needs the daemon)",
 		Flags:  []cli.Flag{adminSocketFlag},
+		Before: noArgs,
 		Action: func(c *cli.Context) error { return reload(env, c) },
 	}
 }
 
 func reload(env *Env, c *cli.Context) error {
-	if err := noArgs(c); err != nil {
+	var sum admin.Summary
+	err := callAdmin(env, c, func(ctx context.Context, cl *admin.Client) (err error) {
+		sum, err = cl.Reload(ctx)
 		return err
-	}
-	cl, err := dialAdmin(c)
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	ctx, cancel := adminContext(env)
-	defer cancel()
-	sum, err := cl.Reload(ctx)
+	})
 	var ce *admin.ConfigError
 	if errors.As(err, &ce) {
 		// Exit 2, as 'limpet config check' would for the same file.

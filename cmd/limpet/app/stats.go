@@ -1,7 +1,6 @@
 package app
 
 import (
-	"encoding/json"
 	"fmt"
 	"text/tabwriter"
 
@@ -108,14 +107,12 @@ func statsCommand(env *Env) *cli.Command {
 		Name:   "stats",
 		Usage:  "show datapath counters (no daemon needed)",
 		Flags:  []cli.Flag{outputFlag},
+		Before: noArgs,
 		Action: func(c *cli.Context) error { return stats(env, c) },
 	}
 }
 
 func stats(env *Env, c *cli.Context) error {
-	if err := noArgs(c); err != nil {
-		return err
-	}
 	format, err := outputFormat(c)
 	if err != nil {
 		return err
@@ -138,7 +135,7 @@ func stats(env *Env, c *cli.Context) error {
 			PersistMoved: cnt.PersistMoved, PersistRejects: cnt.Rejects,
 			DroppedPackets: map[string]uint64{"server_down": cnt.ServerDownDrops, "no_member": cnt.NoMemberDrops}})
 	}
-	conns := map[uint32]uint32{}
+	conns := map[loader.MemberID]uint32{}
 	if mc, err := v.DP.MemberConns(); err == nil {
 		for _, m := range mc {
 			conns[m.ID] = m.Conns
@@ -192,9 +189,7 @@ func stats(env *Env, c *cli.Context) error {
 			Error: loader.ErrnoName(r.Errno), Hint: loader.RedirectErrorHint(r.Errno), Count: r.Count})
 	}
 	if format == "json" {
-		enc := json.NewEncoder(env.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(out)
+		return writeJSON(env.Stdout, out)
 	}
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "VIRTUAL SERVER\tADDRESS\tPACKETS\tBYTES\tREPLIES\tNEW CONNS\tPERSIST HITS\tMISSES\tMOVED\tREJECTS\tDOWN DROPS\tNO MEMBER")

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
@@ -57,23 +56,8 @@ func adminContext(env *Env) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, adminTimeout)
 }
 
-func statusCommand(env *Env) *cli.Command {
-	return &cli.Command{
-		Name:   "status",
-		Usage:  "show the running daemon: config, interfaces, virtual servers, members and their health, tables (needs the daemon)",
-		Flags:  []cli.Flag{outputFlag, adminSocketFlag},
-		Action: func(c *cli.Context) error { return status(env, c) },
-	}
-}
-
-func status(env *Env, c *cli.Context) error {
-	if err := noArgs(c); err != nil {
-		return err
-	}
-	format, err := outputFormat(c)
-	if err != nil {
-		return err
-	}
+// callAdmin runs call on the running daemon's admin API, within adminTimeout.
+func callAdmin(env *Env, c *cli.Context, call func(context.Context, *admin.Client) error) error {
 	cl, err := dialAdmin(c)
 	if err != nil {
 		return err
@@ -81,14 +65,33 @@ func status(env *Env, c *cli.Context) error {
 	defer cl.Close()
 	ctx, cancel := adminContext(env)
 	defer cancel()
-	st, err := cl.Status(ctx)
+	return call(ctx, cl)
+}
+
+func statusCommand(env *Env) *cli.Command {
+	return &cli.Command{
+		Name:   "status",
+		Usage:  "show the running daemon: config, interfaces, virtual servers, members and their health, tables (needs the daemon)",
+		Flags:  []cli.Flag{outputFlag, adminSocketFlag},
+		Before: noArgs,
+		Action: func(c *cli.Context) error { return status(env, c) },
+	}
+}
+
+func status(env *Env, c *cli.Context) error {
+	format, err := outputFormat(c)
 	if err != nil {
 		return err
 	}
+	var st admin.Status
+	if err := callAdmin(env, c, func(ctx context.Context, cl *admin.Client) (err error) {
+		st, err = cl.Status(ctx)
+		return err
+	}); err != nil {
+		return err
+	}
 	if format == "json" {
-		enc := json.NewEncoder(env.Stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(st)
+		return writeJSON(env.Stdout, st)
 	}
 	return printStatus(env, st)
 }

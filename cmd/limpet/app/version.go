@@ -9,12 +9,10 @@ import (
 
 func versionCommand(env *Env) *cli.Command {
 	return &cli.Command{
-		Name:  "version",
-		Usage: "print limpet's version",
+		Name:   "version",
+		Usage:  "print limpet's version",
+		Before: noArgs,
 		Action: func(c *cli.Context) error {
-			if err := noArgs(c); err != nil {
-				return err
-			}
 			fmt.Fprintf(env.Stdout, "limpet %s (%s, %s/%s)\n", Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 			return nil
 		},

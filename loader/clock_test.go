@@ -155,7 +155,6 @@ func kernelNow(t *testing.T, d *Datapath) time.Duration {
 	return time.Duration(le.Uint64(out[unsafe.Offsetof(limpetGcBatch{}.NowNs):]))
 }
 
-
 // The datapath reads a coarse clock plus a boot offset userspace keeps. Its
 // readings must be on the boot clock (behind it by at most a tick; the test
 // allows two and a millisecond, a late tick), and Now must bracket them

@@ -14,7 +14,9 @@ import (
 
 func readReq(t testing.TB, raw string, max int) (ReqHead, http.Header, *bufio.Reader, error) {
 	t.Helper()
-	return readWith(raw, func(br *bufio.Reader, buf *[]byte, h http.Header) (ReqHead, error) { return ReadRequest(br, buf, max, h) })
+	return readWith(raw, func(br *bufio.Reader, buf *[]byte, h http.Header) (ReqHead, error) {
+		return ReadRequest(br, buf, max, h)
+	})
 }
 
 func TestReadRequest(t *testing.T) {

@@ -85,6 +85,7 @@ func TestEnumsMatchObjectBTF(t *testing.T) {
 			"FLOW_F_FIN_SERVER": uint64(flowFinServer), "FLOW_F_RST": uint64(flowRST),
 			"FLOW_F_REVERSE": uint64(flowReverse), "FLOW_F_NAT": uint64(flowNAT), "FLOW_F_DSR": uint64(flowDSR),
 			"FLOW_F_UDP": uint64(flowUDP), "FLOW_F_MEMBER_COUNTED": uint64(flowMemberCounted),
+			"FLOW_F_TARGET_OTHER_FAMILY": uint64(flowTargetOtherFam),
 		},
 		"vs_flag": {
 			"VS_F_DSR": uint64(vsDSR), "VS_F_PERSIST": uint64(vsPersist), "VS_F_SERVER_DOWN_NEVER": uint64(vsServerDownNever),

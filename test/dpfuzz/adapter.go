@@ -321,17 +321,38 @@ func (k *kernel) allFlows() (map[model.FlowKey]kConn, map[model.ReplyKey]kReply)
 // come back with their turn at 0 and a sequence replays the same way
 // whatever ran before it. (Tables that stay save the RCU grace period that
 // replacing one costs.)
+// A coarse clock tick is 1-10 ms (CONFIG_HZ); a few of them are plenty.
+const (
+	resetRetry = 5 * time.Millisecond
+	resetTries = 20
+)
+
 func reset(dp *loader.Datapath, keep []loader.Table) error {
 	flows, err := dp.Flows()
 	if err != nil {
 		return err
 	}
 	var reqs []loader.GCRequest
-	for _, f := range flows {
-		reqs = append(reqs, loader.ExpireFlow(f, 0))
-	}
-	if err := dp.RunGC(reqs); err != nil {
-		return err
+	// The sweeper keeps a flow stamped at or after its reading of the
+	// clock, and the datapath's clock is coarse (a tick): a flow the
+	// sequence touched in the current tick survives until the next one.
+	for try := 0; len(flows) != 0; try++ {
+		if try == resetTries {
+			return fmt.Errorf("reset left %d flows after %d sweeps", len(flows), try)
+		}
+		if try > 0 {
+			time.Sleep(resetRetry)
+		}
+		reqs = reqs[:0]
+		for _, f := range flows {
+			reqs = append(reqs, loader.ExpireFlow(f, 0))
+		}
+		if err := dp.RunGC(reqs); err != nil {
+			return err
+		}
+		if flows, err = dp.Flows(); err != nil {
+			return err
+		}
 	}
 	tables, err := dp.Tables()
 	if err != nil {

@@ -114,47 +114,19 @@ func TestEncapRouted(t *testing.T) {
 			}
 			time.Sleep(500 * time.Millisecond) // the last FINs and ACKs
 
-			var st app.StatsView
-			if err := json.Unmarshal(limpetCLI(t, ctx, l, "stats", "-o", "json"), &st); err != nil {
-				t.Fatal(err)
-			}
-			var forwarded uint64
-			for _, v := range st.VirtualServers {
-				if v.ReplyPackets != 0 {
-					t.Errorf("%s: %d reply packets passed the balancer", v.VirtualServer, v.ReplyPackets)
-				}
-				forwarded += v.Packets
-			}
-			if st.ExceptionPackets["encap_too_big"] == 0 {
-				t.Errorf("no encap_too_big counted, but the upload's first segments were too long for the tunnel")
-			}
-			for name, n := range st.DroppedPackets {
-				if n != 0 {
-					t.Errorf("datapath dropped %d packets: %s", n, name)
-				}
-			}
-			rx := rxPackets(t, l, lab.HostBalancer, front.Name) - rx0
-			// Everything the balancer received was a client's packet it
-			// tunnelled: of the download's ~300 reply packets, none came.
-			if rx > forwarded+8 {
-				t.Errorf("balancer received %d packets, forwarded %d: replies passed it", rx, forwarded)
-			}
+			forwarded, tooBig, rx := checkRepliesBypassed(t, ctx, l, front.Name, rx0)
 			stat4, stat6 := fw+"_4in4", fw+"_6in6"
 			var decap4, decap6 uint64
 			for _, m := range members {
 				after, _ := decapCounters(t, ctx, l, m.Name)
 				decap4 += after[stat4] - before[m.Name][stat4]
 				decap6 += after[stat6] - before[m.Name][stat6]
-				for _, name := range []string{"truncated", "bad_outer", "fragment", "bad_inner", "gue_version", "gue_proto", "gue_options", "ecn_drop", "adjust_failed"} {
-					if d := after[name] - before[m.Name][name]; d != 0 {
-						t.Errorf("%s: %d packets counted %s", m.Name, d, name)
-					}
-				}
+				checkNoDecapFaults(t, m.Name, before[m.Name], after)
 			}
 			// What was too big was answered, not tunnelled. A member's GRO
 			// may merge IPIP packets before tc sees them, so its counters
 			// may count fewer.
-			tunnelled := forwarded - st.ExceptionPackets["encap_too_big"]
+			tunnelled := forwarded - tooBig
 			if decap4+decap6 > tunnelled {
 				t.Errorf("members decapsulated %d (%s) + %d (%s), more than the %d the balancer tunnelled", decap4, stat4, decap6, stat6, tunnelled)
 			}
@@ -163,7 +135,7 @@ func TestEncapRouted(t *testing.T) {
 				t.Errorf("decapsulated %d %s and %d %s, want at least %d each", decap4, stat4, decap6, stat6, 4*n)
 			}
 			t.Logf("%s: forwarded %d packets (%d answered too big, client path MTU %d); members decapsulated %s %d, %s %d; balancer received %d",
-				fw, forwarded, st.ExceptionPackets["encap_too_big"], mtu, stat4, decap4, stat6, decap6, rx)
+				fw, forwarded, tooBig, mtu, stat4, decap4, stat6, decap6, rx)
 		})
 	}
 }
@@ -243,4 +215,47 @@ func clientPathMTU(t *testing.T, l *lab.Lab, dst netip.Addr) int {
 		}
 	}
 	return 0
+}
+
+// checkRepliesBypassed holds a tunnelling balancer to its promise: no reply
+// passed it (its counters and its interface's since rx0), the uploads met
+// the tunnel's MTU (encap_too_big), and nothing was dropped. It returns
+// what it counted, for the caller's own checks.
+func checkRepliesBypassed(t *testing.T, ctx context.Context, l *lab.Lab, iface string, rx0 uint64) (forwarded, tooBig, rx uint64) {
+	t.Helper()
+	var st app.StatsView
+	if err := json.Unmarshal(limpetCLI(t, ctx, l, "stats", "-o", "json"), &st); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range st.VirtualServers {
+		if v.ReplyPackets != 0 {
+			t.Errorf("%s: %d reply packets passed the balancer", v.VirtualServer, v.ReplyPackets)
+		}
+		forwarded += v.Packets
+	}
+	if tooBig = st.ExceptionPackets["encap_too_big"]; tooBig == 0 {
+		t.Errorf("no encap_too_big counted, but the uploads' first segments were too long for the tunnel")
+	}
+	for name, n := range st.DroppedPackets {
+		if n != 0 {
+			t.Errorf("datapath dropped %d packets: %s", n, name)
+		}
+	}
+	// Everything the balancer received was a client's packet it
+	// tunnelled: of the downloads' reply packets, none came.
+	if rx = rxPackets(t, l, lab.HostBalancer, iface) - rx0; rx > forwarded+8 {
+		t.Errorf("balancer received %d packets, forwarded %d: replies passed it", rx, forwarded)
+	}
+	return forwarded, tooBig, rx
+}
+
+// checkNoDecapFaults fails for every packet the member's decapsulator
+// refused between its before and after counters.
+func checkNoDecapFaults(t *testing.T, member string, before, after map[string]uint64) {
+	t.Helper()
+	for _, name := range []string{"truncated", "bad_outer", "fragment", "bad_inner", "gue_version", "gue_proto", "gue_options", "ecn_drop", "adjust_failed"} {
+		if d := after[name] - before[name]; d != 0 {
+			t.Errorf("%s: %d packets counted %s", member, d, name)
+		}
+	}
 }

@@ -125,12 +125,12 @@ type recordingNotifier struct {
 
 func (r *recordingNotifier) Ready(status string) { r.ready <- status }
 
-// With no interface configured (the packaged example config), the daemon
-// starts inert: the datapath is loaded and nothing is attached, and its
-// status says how to make it forward.
-func TestRunWithoutInterfacesIsInert(t *testing.T) {
+// runInert starts the daemon on a config with no interface, pinned under a
+// name of this process, and removes the pins when the test ends; the caller
+// waits for READY on n and cancels.
+func runInert(t *testing.T, name string) (pin string, n *recordingNotifier, done chan error, cancel context.CancelFunc) {
 	testutil.RequireRoot(t)
-	pin := fmt.Sprintf("/sys/fs/bpf/limpet-daemontest-%d", os.Getpid())
+	pin = fmt.Sprintf("/sys/fs/bpf/%s-%d", name, os.Getpid())
 	t.Cleanup(func() {
 		_ = loader.Detach(pin)
 		_ = os.Remove("/run/limpet/" + loader.PinName(pin) + ".lock")
@@ -143,12 +143,20 @@ virtual_servers: [{name: web, address: 192.0.2.10, port: 80, protocol: tcp, pool
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	n := &recordingNotifier{ready: make(chan string, 4)}
+	n = &recordingNotifier{ready: make(chan string, 4)}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
+	done = make(chan error, 1)
 	go func() {
 		done <- Run(ctx, Options{ConfigPath: path, Compile: plan.Load(path), PinPath: pin, Notify: n, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	}()
+	return pin, n, done, cancel
+}
+
+// With no interface configured (the packaged example config), the daemon
+// starts inert: the datapath is loaded and nothing is attached, and its
+// status says how to make it forward.
+func TestRunWithoutInterfacesIsInert(t *testing.T) {
+	pin, n, done, cancel := runInert(t, "limpet-daemontest")
 	select {
 	case st := <-n.ready:
 		if !strings.Contains(st, "attached to no interface") || !strings.Contains(st, "set settings.interfaces") {
@@ -173,26 +181,7 @@ virtual_servers: [{name: web, address: 192.0.2.10, port: 80, protocol: tcp, pool
 // by making the pinned offset an hour stale) the daemon puts it back within
 // a second or so, or every entry would read as an hour younger than it is.
 func TestRunKeepsTheDatapathClockOnTheBootClock(t *testing.T) {
-	testutil.RequireRoot(t)
-	pin := fmt.Sprintf("/sys/fs/bpf/limpet-daemonclock-%d", os.Getpid())
-	t.Cleanup(func() {
-		_ = loader.Detach(pin)
-		_ = os.Remove("/run/limpet/" + loader.PinName(pin) + ".lock")
-	})
-	path := filepath.Join(t.TempDir(), "limpet.yaml")
-	cfg := `
-pools: [{name: web, members: [{name: a, address: 192.0.2.11, port: 80}]}]
-virtual_servers: [{name: web, address: 192.0.2.10, port: 80, protocol: tcp, pool: web}]
-`
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	n := &recordingNotifier{ready: make(chan string, 4)}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Run(ctx, Options{ConfigPath: path, Compile: plan.Load(path), PinPath: pin, Notify: n, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	}()
+	pin, n, done, cancel := runInert(t, "limpet-daemonclock")
 	select {
 	case <-n.ready:
 	case err := <-done:

@@ -32,8 +32,7 @@ func persistenceCommand(env *Env) *cli.Command {
 					&cli.StringSliceFlag{Name: "tag", Usage: "only profiles tagged `SCOPE=TAG` (SCOPE= or TAG alone match either part)"},
 					outputFlag,
 				},
-				Before: noArgs,
-				Action: func(c *cli.Context) error { return persistenceDump(env, c) },
+				Action: env.persistenceDump,
 			},
 			{
 				Name:  "delete",
@@ -42,8 +41,7 @@ func persistenceCommand(env *Env) *cli.Command {
 					&cli.StringFlag{Name: "client", Usage: "client `IP` (required)"},
 					&cli.StringFlag{Name: "vs", Usage: "only in the tables of this virtual server"},
 				},
-				Before: noArgs,
-				Action: func(c *cli.Context) error { return persistenceDelete(env, c) },
+				Action: env.persistenceDelete,
 			},
 			{
 				Name:  "flush",
@@ -52,8 +50,7 @@ func persistenceCommand(env *Env) *cli.Command {
 					&cli.StringFlag{Name: "vs", Usage: "only the tables of this virtual server"},
 					&cli.StringFlag{Name: "profile", Usage: "only the tables of this profile"},
 				},
-				Before: noArgs,
-				Action: func(c *cli.Context) error { return persistenceFlush(env, c) },
+				Action: env.persistenceFlush,
 			},
 		},
 	}
@@ -180,7 +177,7 @@ func entryView(v *desired.View, e loader.PersistEntry, t *desired.TableMeta, now
 	return ev
 }
 
-func persistenceDump(env *Env, c *cli.Context) error {
+func (env *Env) persistenceDump(c *cli.Context) error {
 	format, err := outputFormat(c)
 	if err != nil {
 		return err
@@ -280,7 +277,7 @@ func parsePrefixOrAddr(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
 
-func persistenceDelete(env *Env, c *cli.Context) error {
+func (env *Env) persistenceDelete(c *cli.Context) error {
 	if c.String("client") == "" {
 		return usagef("persistence delete needs --client IP")
 	}
@@ -312,7 +309,7 @@ func persistenceDelete(env *Env, c *cli.Context) error {
 	return nil
 }
 
-func persistenceFlush(env *Env, c *cli.Context) error {
+func (env *Env) persistenceFlush(c *cli.Context) error {
 	ed, v, err := openEditor(c)
 	if err != nil {
 		return err

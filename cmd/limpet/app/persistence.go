@@ -26,8 +26,8 @@ func persistenceCommand(env *Env) *cli.Command {
 				Name:  "dump",
 				Usage: "list persistence entries",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "vs", Usage: "only tables of this virtual server"},
-					&cli.StringFlag{Name: "profile", Usage: "only tables of this profile"},
+					vsFlag,
+					profileFlag,
 					&cli.StringFlag{Name: "client", Usage: "only clients in this `CIDR` (or address)"},
 					&cli.StringSliceFlag{Name: "tag", Usage: "only profiles tagged `SCOPE=TAG` (SCOPE= or TAG alone match either part)"},
 					outputFlag,
@@ -39,22 +39,25 @@ func persistenceCommand(env *Env) *cli.Command {
 				Usage: "delete one client's entries; its open connections keep their server",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "client", Usage: "client `IP` (required)"},
-					&cli.StringFlag{Name: "vs", Usage: "only in the tables of this virtual server"},
+					vsFlag,
 				},
 				Action: env.persistenceDelete,
 			},
 			{
-				Name:  "flush",
-				Usage: "delete every entry of the selected tables (all tables by default)",
-				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "vs", Usage: "only the tables of this virtual server"},
-					&cli.StringFlag{Name: "profile", Usage: "only the tables of this profile"},
-				},
+				Name:   "flush",
+				Usage:  "delete every entry of the selected tables (all tables by default)",
+				Flags:  []cli.Flag{vsFlag, profileFlag},
 				Action: env.persistenceFlush,
 			},
 		},
 	}
 }
+
+// The table selectors of the persistence commands (see selectTables).
+var (
+	vsFlag      = &cli.StringFlag{Name: "vs", Usage: "only the tables of this virtual server"}
+	profileFlag = &cli.StringFlag{Name: "profile", Usage: "only the tables of this profile"}
+)
 
 // tagFilter matches NSX-style scope/tag pairs.
 type tagFilter struct{ scope, tag string }

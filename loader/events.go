@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/limpet-lb/limpet/userspace/enum"
 )
 
 // EventType says what happened to a mirrored persistence entry.
@@ -20,17 +22,13 @@ const (
 	EventExpired = EventType(limpetEventTypeEVENT_EXPIRED)
 )
 
-func (t EventType) String() string {
-	switch t {
-	case EventCreated:
-		return "created"
-	case EventMoved:
-		return "moved"
-	case EventExpired:
-		return "expired"
-	}
-	return fmt.Sprintf("event-%d", uint8(t))
+var eventTypeNames = enum.Names[EventType]{
+	EventCreated: "created",
+	EventMoved:   "moved",
+	EventExpired: "expired",
 }
+
+func (t EventType) String() string { return eventTypeNames.Name(t, "event-%d") }
 
 // Event is a change of an entry of a table with Mirror set.
 type Event struct {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/limpet-lb/limpet/userspace/enum"
 )
 
 // TableID names a persistence table: its slot in the outer map of its kind,
@@ -158,26 +160,20 @@ const (
 	ProtoUDP Protocol = 17
 )
 
-func (p Protocol) String() string {
-	switch p {
-	case ProtoTCP:
-		return "tcp"
-	case ProtoUDP:
-		return "udp"
-	}
-	return fmt.Sprintf("proto_%d", uint8(p))
+var protocolNames = enum.Names[Protocol]{
+	ProtoTCP: "tcp",
+	ProtoUDP: "udp",
 }
+
+func (p Protocol) String() string { return protocolNames.Name(p, "proto_%d") }
 
 // UnmarshalText parses "tcp" or "udp".
 func (p *Protocol) UnmarshalText(b []byte) error {
-	switch string(b) {
-	case "tcp":
-		*p = ProtoTCP
-	case "udp":
-		*p = ProtoUDP
-	default:
+	v, ok := protocolNames.Parse(string(b))
+	if !ok {
 		return fmt.Errorf("protocol %q must be tcp or udp", b)
 	}
+	*p = v
 	return nil
 }
 

@@ -1,10 +1,11 @@
 package loader
 
 import (
-	"fmt"
 	"time"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/limpet-lb/limpet/userspace/enum"
 )
 
 // XDPAction is an XDP verdict.
@@ -19,21 +20,15 @@ const (
 	XDPRedirect XDPAction = 4
 )
 
-func (a XDPAction) String() string {
-	switch a {
-	case XDPAborted:
-		return "XDP_ABORTED"
-	case XDPDrop:
-		return "XDP_DROP"
-	case XDPPass:
-		return "XDP_PASS"
-	case XDPTX:
-		return "XDP_TX"
-	case XDPRedirect:
-		return "XDP_REDIRECT"
-	}
-	return fmt.Sprintf("XDP_%d", uint32(a))
+var xdpActionNames = enum.Names[XDPAction]{
+	XDPAborted:  "XDP_ABORTED",
+	XDPDrop:     "XDP_DROP",
+	XDPPass:     "XDP_PASS",
+	XDPTX:       "XDP_TX",
+	XDPRedirect: "XDP_REDIRECT",
 }
+
+func (a XDPAction) String() string { return xdpActionNames.Name(a, "XDP_%d") }
 
 // xdpMd mirrors struct xdp_md for BPF_PROG_RUN's context.
 type xdpMd struct {

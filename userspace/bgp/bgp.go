@@ -20,6 +20,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/limpet-lb/limpet/userspace/enum"
 )
 
 // Family is an address family of a session.
@@ -31,15 +33,12 @@ const (
 	IPv6Unicast Family = 2
 )
 
-func (f Family) String() string {
-	switch f {
-	case IPv4Unicast:
-		return "ipv4_unicast"
-	case IPv6Unicast:
-		return "ipv6_unicast"
-	}
-	return fmt.Sprintf("family(%d)", uint8(f))
+var familyNames = enum.Names[Family]{
+	IPv4Unicast: "ipv4_unicast",
+	IPv6Unicast: "ipv6_unicast",
 }
+
+func (f Family) String() string { return familyNames.Name(f, "family(%d)") }
 
 // FamilyOf is the family of a prefix's address.
 func FamilyOf(a netip.Addr) Family {

@@ -367,19 +367,19 @@ func (c *Config) applyDefaults() {
 
 // Profile returns the profile with the given name, or nil.
 func (c *Config) Profile(name string) *Profile {
-	for i := range c.Profiles {
-		if c.Profiles[i].Name == name {
-			return &c.Profiles[i]
-		}
-	}
-	return nil
+	return find(c.Profiles, func(p *Profile) bool { return p.Name == name })
 }
 
 // Pool returns the pool with the given name, or nil.
 func (c *Config) Pool(name string) *Pool {
-	for i := range c.Pools {
-		if c.Pools[i].Name == name {
-			return &c.Pools[i]
+	return find(c.Pools, func(p *Pool) bool { return p.Name == name })
+}
+
+// find returns the first element of s that match accepts, or nil.
+func find[T any](s []T, match func(*T) bool) *T {
+	for i := range s {
+		if match(&s[i]) {
+			return &s[i]
 		}
 	}
 	return nil

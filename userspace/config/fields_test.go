@@ -146,3 +146,20 @@ func TestEditDistance(t *testing.T) {
 		}
 	}
 }
+
+// checkParse parses the config y of a table test's case name: with want
+// empty it must be accepted, else refused with an error holding want. It
+// returns Parse's error.
+func checkParse(t *testing.T, name, y, want string) error {
+	t.Helper()
+	_, err := Parse([]byte(y))
+	switch {
+	case want == "" && err != nil:
+		t.Errorf("%s: %v", name, err)
+	case want != "" && err == nil:
+		t.Errorf("%s: accepted, want %q", name, want)
+	case want != "" && !strings.Contains(err.Error(), want):
+		t.Errorf("%s:\n got %v\nwant %q", name, err, want)
+	}
+	return err
+}

@@ -114,12 +114,7 @@ func (m *HealthMonitor) NeedsPort() bool {
 
 // HealthMonitor returns the monitor with the given name, or nil.
 func (c *Config) HealthMonitor(name string) *HealthMonitor {
-	for i := range c.HealthMonitors {
-		if c.HealthMonitors[i].Name == name {
-			return &c.HealthMonitors[i]
-		}
-	}
-	return nil
+	return find(c.HealthMonitors, func(h *HealthMonitor) bool { return h.Name == name })
 }
 
 // CodeRange is an inclusive range of HTTP status codes.

@@ -136,15 +136,7 @@ func TestHealthValidation(t *testing.T) {
 		{"type: https, tls_server_name: \"bad name\"", f + `.tls_server_name: "bad name" is not a host name`},
 		{"type: http, nonsense: 1", `health_monitors[0] (web-mon): unknown field "nonsense"`},
 	} {
-		_, err := Parse([]byte(healthConfig(tc.monitor)))
-		switch {
-		case tc.want == "" && err != nil:
-			t.Errorf("%s: %v", tc.monitor, err)
-		case tc.want != "" && err == nil:
-			t.Errorf("%s: accepted, want %q", tc.monitor, tc.want)
-		case tc.want != "" && !strings.Contains(err.Error(), tc.want):
-			t.Errorf("%s:\n got %v\nwant %q", tc.monitor, err, tc.want)
-		}
+		checkParse(t, tc.monitor, healthConfig(tc.monitor), tc.want)
 	}
 }
 

@@ -165,15 +165,7 @@ func TestMirrorValidation(t *testing.T) {
 		{"  listen: 10.0.0.1:7946\n  heartbeat_interval: 2\n  heartbeat_timeout: 3\n" + psk, f + ".heartbeat_timeout: 3 must be at least twice heartbeat_interval (2)"},
 		{"  listen: 10.0.0.1:7946\n  psk: x\n" + psk, `ha_mirroring: unknown field "psk"`},
 	} {
-		_, err := Parse([]byte(mirrorConfig(tc.section)))
-		switch {
-		case tc.want == "" && err != nil:
-			t.Errorf("%s: %v", tc.section, err)
-		case tc.want != "" && err == nil:
-			t.Errorf("%s: accepted, want %q", tc.section, tc.want)
-		case tc.want != "" && !strings.Contains(err.Error(), tc.want):
-			t.Errorf("%s:\n got %v\nwant %q", tc.section, err, tc.want)
-		}
+		err := checkParse(t, tc.section, mirrorConfig(tc.section), tc.want)
 		if err != nil && strings.Contains(err.Error(), mirrorKey) {
 			t.Errorf("an error holds the key: %v", err)
 		}

@@ -233,42 +233,22 @@ func ParseMeta(b []byte) (*Meta, error) {
 
 // Table returns the metadata of a table id, or nil.
 func (m *Meta) Table(id loader.TableID) *TableMeta {
-	for i := range m.Tables {
-		if m.Tables[i].ID == id {
-			return &m.Tables[i]
-		}
-	}
-	return nil
+	return find(m.Tables, func(t *TableMeta) bool { return t.ID == id })
 }
 
 // VirtualServer returns the metadata of a virtual server id, or nil.
 func (m *Meta) VirtualServer(id loader.VirtualServerID) *VirtualServerMeta {
-	for i := range m.VirtualServers {
-		if m.VirtualServers[i].ID == id {
-			return &m.VirtualServers[i]
-		}
-	}
-	return nil
+	return find(m.VirtualServers, func(v *VirtualServerMeta) bool { return v.ID == id })
 }
 
 // VirtualServerByName returns the metadata of a named virtual server, or nil.
 func (m *Meta) VirtualServerByName(name string) *VirtualServerMeta {
-	for i := range m.VirtualServers {
-		if m.VirtualServers[i].Name == name {
-			return &m.VirtualServers[i]
-		}
-	}
-	return nil
+	return find(m.VirtualServers, func(v *VirtualServerMeta) bool { return v.Name == name })
 }
 
 // Member returns the metadata of a member id, or nil.
 func (m *Meta) Member(id loader.MemberID) *MemberMeta {
-	for i := range m.Members {
-		if m.Members[i].ID == id {
-			return &m.Members[i]
-		}
-	}
-	return nil
+	return find(m.Members, func(mm *MemberMeta) bool { return mm.ID == id })
 }
 
 // TablesOf lists the tables a virtual server uses (at most one today).
@@ -317,4 +297,14 @@ func (t *TableMeta) EntryState(e loader.PersistEntry, now time.Duration) (string
 		return EntryExpired, &left
 	}
 	return EntryCountdown, &left
+}
+
+// find returns the first element of s that match accepts, or nil.
+func find[T any](s []T, match func(*T) bool) *T {
+	for i := range s {
+		if match(&s[i]) {
+			return &s[i]
+		}
+	}
+	return nil
 }

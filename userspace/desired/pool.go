@@ -7,15 +7,6 @@ import (
 	"github.com/limpet-lb/limpet/userspace/pooltable"
 )
 
-// Pool algorithms, as the config and the stored Meta spell them.
-const (
-	AlgoRoundRobin              = "round_robin"
-	AlgoWeightedRoundRobin      = "weighted_round_robin"
-	AlgoLeastConnection         = "least_connection"
-	AlgoWeightedLeastConnection = "weighted_least_connection"
-	AlgoIPHash                  = "ip_hash"
-)
-
 // DefaultMaglevTableSize is the Maglev table of an ip_hash pool whose Meta
 // names no size (the config's default; a test holds them equal).
 const DefaultMaglevTableSize = 65537
@@ -27,19 +18,15 @@ const (
 	MemberGracefulDisabled = "graceful_disabled"
 )
 
-var algorithms = map[string]loader.Algorithm{
-	AlgoRoundRobin:              loader.AlgoRoundRobin,
-	AlgoWeightedRoundRobin:      loader.AlgoWeightedRoundRobin,
-	AlgoLeastConnection:         loader.AlgoLeastConnection,
-	AlgoWeightedLeastConnection: loader.AlgoWeightedLeastConnection,
-	AlgoIPHash:                  loader.AlgoIPHash,
-}
-
 // buildPool describes a pool to the datapath: the members that may take new
 // clients (enabled, in config order), their weights, and the schedule or
-// Maglev table its algorithm balances with.
+// Maglev table its algorithm balances with. The stored Meta spells the
+// algorithm as the config does, and loader.Algorithm parses that spelling.
 func buildPool(pm PoolMeta, members []MemberMeta) (loader.Pool, error) {
-	pool := loader.Pool{ID: pm.ID, Algorithm: algorithms[pm.Algorithm]}
+	pool := loader.Pool{ID: pm.ID}
+	if err := pool.Algorithm.UnmarshalText([]byte(pm.Algorithm)); err != nil {
+		return pool, fmt.Errorf("pool %s: %w", pm.Name, err)
+	}
 	var keys []string
 	var weights []int
 	for _, m := range members {
@@ -52,12 +39,12 @@ func buildPool(pm PoolMeta, members []MemberMeta) (loader.Pool, error) {
 		keys = append(keys, m.Key)
 		weights = append(weights, w)
 	}
-	switch pm.Algorithm {
-	case AlgoWeightedRoundRobin:
+	switch pool.Algorithm {
+	case loader.AlgoWeightedRoundRobin:
 		for _, i := range pooltable.Schedule(weights) {
 			pool.Table = append(pool.Table, pool.Eligible[i])
 		}
-	case AlgoIPHash:
+	case loader.AlgoIPHash:
 		if len(keys) == 0 {
 			break
 		}

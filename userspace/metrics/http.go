@@ -2,7 +2,6 @@ package metrics
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -12,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/limpet-lb/limpet/userspace/httpserve"
 )
 
 // ExampleListen is the address the docs suggest for settings.metrics_listen;
@@ -75,8 +76,6 @@ type Options struct {
 // Serve serves src's metrics at /metrics on ln until ctx is done, then
 // closes ln. It returns nil after ctx is done.
 func Serve(ctx context.Context, ln net.Listener, src Source, log *slog.Logger, opts Options) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	mux := http.NewServeMux()
 	mux.Handle("GET "+Path, Handler(src, log))
 	if opts.Page != nil {
@@ -97,21 +96,7 @@ func Serve(ctx context.Context, ln net.Listener, src Source, log *slog.Logger, o
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(orDefault(log).Handler(), slog.LevelWarn),
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-	}()
-	err := srv.Serve(ln)
-	cancel()
-	<-done
-	if errors.Is(err, http.ErrServerClosed) {
-		return nil
-	}
-	return err
+	return httpserve.Serve(ctx, srv, ln)
 }
 
 func orDefault(log *slog.Logger) *slog.Logger {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"time"
+
+	"github.com/limpet-lb/limpet/userspace/enum"
 )
 
 // Mode is active_standby or active_active. Both stream entries both ways;
@@ -19,23 +21,17 @@ const (
 	ActiveActive  Mode = 2
 )
 
-func (m Mode) String() string {
-	switch m {
-	case ActiveStandby:
-		return "active_standby"
-	case ActiveActive:
-		return "active_active"
-	}
-	return fmt.Sprintf("mode(%d)", uint8(m))
+var modeNames = enum.Names[Mode]{
+	ActiveStandby: "active_standby",
+	ActiveActive:  "active_active",
 }
+
+func (m Mode) String() string { return modeNames.Name(m, "mode(%d)") }
 
 // ParseMode parses "active_standby" or "active_active".
 func ParseMode(s string) (Mode, error) {
-	switch s {
-	case "active_standby":
-		return ActiveStandby, nil
-	case "active_active":
-		return ActiveActive, nil
+	if m, ok := modeNames.Parse(s); ok {
+		return m, nil
 	}
 	return 0, fmt.Errorf("mode %q must be active_standby or active_active", s)
 }

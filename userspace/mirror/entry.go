@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/limpet-lb/limpet/userspace/enum"
 )
 
 // Op says what happened to an entry.
@@ -17,15 +19,12 @@ const (
 	Delete Op = 2
 )
 
-func (o Op) String() string {
-	switch o {
-	case Upsert:
-		return "upsert"
-	case Delete:
-		return "delete"
-	}
-	return fmt.Sprintf("op(%d)", uint8(o))
+var opNames = enum.Names[Op]{
+	Upsert: "upsert",
+	Delete: "delete",
 }
+
+func (o Op) String() string { return opNames.Name(o, "op(%d)") }
 
 // Limits of one entry on the wire.
 const (

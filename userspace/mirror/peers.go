@@ -67,11 +67,34 @@ type row struct {
 	lastInstance uint64 // instance of the node last reached through this row
 	link         *link
 	changed      chan struct{} // closed and replaced whenever link changes
-	// totals of the connections that ended
+	ended        linkTotals    // of the connections that ended
+	lastSync     time.Time
+	syncs        uint64
+}
+
+// linkTotals are a connection's counters, or the sum of several.
+type linkTotals struct {
 	sent, received, skipped, applyErrs, dropped uint64
 	lastRecv                                    time.Time
-	lastSync                                    time.Time
-	syncs                                       uint64
+}
+
+// totals reads the link's counters now.
+func (l *link) totals() linkTotals {
+	return linkTotals{sent: l.sent.Load(), received: l.received.Load(), skipped: l.skipped.Load(),
+		applyErrs: l.applyErrs.Load(), dropped: l.dropped.Load(), lastRecv: l.lastRecvTime()}
+}
+
+// plus is t with u added: the counts summed, the later receive time.
+func (t linkTotals) plus(u linkTotals) linkTotals {
+	t.sent += u.sent
+	t.received += u.received
+	t.skipped += u.skipped
+	t.applyErrs += u.applyErrs
+	t.dropped += u.dropped
+	if u.lastRecv.After(t.lastRecv) {
+		t.lastRecv = u.lastRecv
+	}
+	return t
 }
 
 func (r *row) notify() {
@@ -221,14 +244,7 @@ func (n *Node) unregister(l *link, err error) {
 	links := slices.DeleteFunc(slices.Clone(*n.links.Load()), func(x *link) bool { return x == l })
 	n.links.Store(&links)
 	r := l.row
-	r.sent += l.sent.Load()
-	r.received += l.received.Load()
-	r.skipped += l.skipped.Load()
-	r.applyErrs += l.applyErrs.Load()
-	r.dropped += l.dropped.Load()
-	if t := l.lastRecvTime(); t.After(r.lastRecv) {
-		r.lastRecv = t
-	}
+	r.ended = r.ended.plus(l.totals())
 	if r.link != l {
 		return
 	}
@@ -260,21 +276,17 @@ func (n *Node) Status() []PeerStatus {
 	now := time.Now()
 	out := make([]PeerStatus, 0, len(n.rows))
 	for _, r := range n.rows {
+		t := r.ended
+		if r.link != nil {
+			t = t.plus(r.link.totals())
+		}
 		s := PeerStatus{
 			Addr: r.addr, Configured: r.configured, State: r.state, Since: r.since,
-			Sent: r.sent, Received: r.received, Skipped: r.skipped, ApplyErrors: r.applyErrs, Dropped: r.dropped,
-			LastReceived: r.lastRecv, LastError: r.lastErr, LastSync: r.lastSync, Syncs: r.syncs,
+			Sent: t.sent, Received: t.received, Skipped: t.skipped, ApplyErrors: t.applyErrs, Dropped: t.dropped,
+			LastReceived: t.lastRecv, LastError: r.lastErr, LastSync: r.lastSync, Syncs: r.syncs,
 		}
 		if l := r.link; l != nil {
 			s.Inbound = !l.outbound
-			s.Sent += l.sent.Load()
-			s.Received += l.received.Load()
-			s.Skipped += l.skipped.Load()
-			s.ApplyErrors += l.applyErrs.Load()
-			s.Dropped += l.dropped.Load()
-			if t := l.lastRecvTime(); t.After(s.LastReceived) {
-				s.LastReceived = t
-			}
 			s.ClockOffset = time.Duration(l.offset.Load())
 			var oldest time.Time
 			s.QueueLen, oldest = l.q.stats()

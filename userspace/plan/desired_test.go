@@ -3,6 +3,7 @@ package plan
 import (
 	"testing"
 
+	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/userspace/config"
 	"github.com/limpet-lb/limpet/userspace/desired"
 )
@@ -14,14 +15,23 @@ func TestDesiredSpellsAsTheConfig(t *testing.T) {
 		{desired.MemberEnabled, config.MemberEnabled},
 		{desired.MemberDisabled, config.MemberDisabled},
 		{desired.MemberGracefulDisabled, config.MemberGracefulDisabled},
-		{desired.AlgoRoundRobin, config.AlgoRoundRobin},
-		{desired.AlgoWeightedRoundRobin, config.AlgoWeightedRoundRobin},
-		{desired.AlgoLeastConnection, config.AlgoLeastConnection},
-		{desired.AlgoWeightedLeastConnection, config.AlgoWeightedLeastConnection},
-		{desired.AlgoIPHash, config.AlgoIPHash},
 	} {
 		if p[0] != p[1] {
 			t.Errorf("desired spells %q, the config %q", p[0], p[1])
+		}
+	}
+	// The Meta's algorithm is the config's spelling, which loader.Algorithm
+	// parses.
+	for name, want := range map[string]loader.Algorithm{
+		config.AlgoRoundRobin:              loader.AlgoRoundRobin,
+		config.AlgoWeightedRoundRobin:      loader.AlgoWeightedRoundRobin,
+		config.AlgoLeastConnection:         loader.AlgoLeastConnection,
+		config.AlgoWeightedLeastConnection: loader.AlgoWeightedLeastConnection,
+		config.AlgoIPHash:                  loader.AlgoIPHash,
+	} {
+		var got loader.Algorithm
+		if err := got.UnmarshalText([]byte(name)); err != nil || got != want {
+			t.Errorf("loader reads the config's %q as %v (%v), want %v", name, got, err, want)
 		}
 	}
 	if desired.DefaultMaglevTableSize != config.DefaultMaglevTableSize {

@@ -1,8 +1,6 @@
 package app
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,31 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/urfave/cli/v2"
-
 	"github.com/limpet-lb/limpet/userspace/admin"
 	"github.com/limpet-lb/limpet/userspace/config"
 )
-
-// limpetAdmin runs the CLI in process like limpet, with the status and
-// reload commands present even before app.go lists them.
-func limpetAdmin(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	var out, errOut bytes.Buffer
-	env := &Env{Stdout: &out, Stderr: &errOut, Context: context.Background()}
-	a := newApp(env)
-	for _, cmd := range []*cli.Command{statusCommand(env), reloadCommand(env)} {
-		if a.Command(cmd.Name) == nil {
-			a.Commands = append(a.Commands, cmd)
-		}
-	}
-	code := ExitOK
-	if err := a.RunContext(env.Context, append([]string{"limpet"}, args...)); err != nil {
-		fmt.Fprintf(env.Stderr, "limpet: %v\n", err)
-		code = exitCode(err)
-	}
-	return code, out.String(), errOut.String()
-}
 
 // fakeDaemon is an admin.Handler with canned answers.
 type fakeDaemon struct {
@@ -108,7 +84,7 @@ func daemonStatus() admin.Status {
 func TestStatusCommand(t *testing.T) {
 	h := &fakeDaemon{status: daemonStatus()}
 	sock := serveAdmin(t, h)
-	code, out, errOut := limpetAdmin(t, "status", "--socket", sock)
+	code, out, errOut := limpet(t, "status", "--socket", sock)
 	if code != ExitOK {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -146,7 +122,7 @@ func TestStatusCommand(t *testing.T) {
 		}
 	}
 
-	code, out, errOut = limpetAdmin(t, "status", "-o", "json", "--socket", sock)
+	code, out, errOut = limpet(t, "status", "-o", "json", "--socket", sock)
 	if code != ExitOK {
 		t.Fatalf("json: exit %d: %s", code, errOut)
 	}
@@ -162,7 +138,7 @@ func TestStatusCommand(t *testing.T) {
 
 	// LIMPET_ADMIN_SOCKET selects the socket too.
 	t.Setenv("LIMPET_ADMIN_SOCKET", sock)
-	if code, _, errOut := limpetAdmin(t, "status"); code != ExitOK {
+	if code, _, errOut := limpet(t, "status"); code != ExitOK {
 		t.Errorf("LIMPET_ADMIN_SOCKET: exit %d: %s", code, errOut)
 	}
 }
@@ -180,7 +156,7 @@ func TestStatusCommandErrors(t *testing.T) {
 		{[]string{"status", "extra", "--socket", missing}, ExitUsage, "takes no arguments"},
 		{[]string{"reload", "extra"}, ExitUsage, "takes no arguments"},
 	} {
-		code, _, errOut := limpetAdmin(t, tc.args...)
+		code, _, errOut := limpet(t, tc.args...)
 		if code != tc.code || !strings.Contains(errOut, tc.msg) {
 			t.Errorf("%q: exit %d, stderr %q; want %d and %q", tc.args, code, errOut, tc.code, tc.msg)
 		}
@@ -190,7 +166,7 @@ func TestStatusCommandErrors(t *testing.T) {
 func TestReloadCommand(t *testing.T) {
 	h := &fakeDaemon{}
 	sock := serveAdmin(t, h)
-	code, out, errOut := limpetAdmin(t, "reload", "--socket", sock)
+	code, out, errOut := limpet(t, "reload", "--socket", sock)
 	if code != ExitOK {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -204,18 +180,18 @@ func TestReloadCommand(t *testing.T) {
 		t.Fatal("bad config parsed")
 	}
 	h.reloadErr = verr
-	code, out, errOut = limpetAdmin(t, "reload", "--socket", sock)
+	code, out, errOut = limpet(t, "reload", "--socket", sock)
 	if code != ExitUsage || out != "" || !strings.Contains(errOut, "the daemon refused the config; the running config is unchanged:\nsettings.xdp_mode: \"turbo\"") {
 		t.Errorf("refused config: exit %d, stdout %q, stderr %q", code, out, errOut)
 	}
 	h.reloadErr = &admin.ConfigError{Err: errors.New("read /etc/limpet/limpet.yaml: no such file or directory")}
-	if code, _, errOut = limpetAdmin(t, "reload", "--socket", sock); code != ExitUsage || !strings.Contains(errOut, "no such file") {
+	if code, _, errOut = limpet(t, "reload", "--socket", sock); code != ExitUsage || !strings.Contains(errOut, "no such file") {
 		t.Errorf("missing config: exit %d, stderr %q", code, errOut)
 	}
 
 	// A failure of the daemon itself is a runtime error.
 	h.reloadErr = errors.New("update map vs_table: no space left on device")
-	code, _, errOut = limpetAdmin(t, "reload", "--socket", sock)
+	code, _, errOut = limpet(t, "reload", "--socket", sock)
 	if code != ExitRuntime || errOut != "limpet: update map vs_table: no space left on device\n" {
 		t.Errorf("daemon failure: exit %d, stderr %q", code, errOut)
 	}

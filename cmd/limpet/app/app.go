@@ -116,7 +116,7 @@ func newApp(env *Env) *cli.App {
 		CommandNotFound: func(c *cli.Context, name string) {
 			fmt.Fprintf(env.Stderr, "limpet: no command %q; see 'limpet help'\n", name)
 		},
-		Commands: []*cli.Command{
+		Commands: withNoArgs([]*cli.Command{
 			runCommand(env),
 			detachCommand(env),
 			persistenceCommand(env),
@@ -129,7 +129,7 @@ func newApp(env *Env) *cli.App {
 			labCommand(env),
 			statusCommand(env), reloadCommand(env), drainCommand(env),
 			completionCommand(env), manCommand(env),
-		},
+		}),
 		Before: func(c *cli.Context) error {
 			if c.Args().Present() && c.App.Command(c.Args().First()) == nil {
 				return usagef("no command %q; see 'limpet help'", c.Args().First())
@@ -137,6 +137,20 @@ func newApp(env *Env) *cli.App {
 			return nil
 		},
 	}
+}
+
+// withNoArgs makes noArgs the Before of every leaf command that names no
+// positional arguments (no ArgsUsage), so that no command can forget it.
+func withNoArgs(cmds []*cli.Command) []*cli.Command {
+	for _, c := range cmds {
+		switch {
+		case len(c.Subcommands) > 0:
+			withNoArgs(c.Subcommands)
+		case c.ArgsUsage == "" && c.Before == nil:
+			c.Before = noArgs
+		}
+	}
+	return cmds
 }
 
 // noArgs rejects stray positional arguments: the Before of every command

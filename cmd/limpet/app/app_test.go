@@ -237,23 +237,20 @@ func TestPersistenceDumpAfterTraffic(t *testing.T) {
 	}
 
 	// Filters.
-	if got := dump(t, pin, "--vs", "dns"); got.Count != 1 {
-		t.Fatalf("--vs dns: %d entries", got.Count)
-	}
-	if got := dump(t, pin, "--profile", "sticky"); got.Count != 2 {
-		t.Fatalf("--profile sticky: %d entries", got.Count)
-	}
-	if got := dump(t, pin, "--client", "198.51.100.8"); got.Count != 2 {
-		t.Fatalf("--client .8 should match its own entry and the /24 one: %d", got.Count)
-	}
-	if got := dump(t, pin, "--client", "192.0.2.0/24"); got.Count != 0 {
-		t.Fatalf("--client elsewhere: %d", got.Count)
-	}
-	if got := dump(t, pin, "--tag", "team=web"); got.Count != 2 {
-		t.Fatalf("--tag team=web: %d", got.Count)
-	}
-	if got := dump(t, pin, "--tag", "team=db"); got.Count != 0 {
-		t.Fatalf("--tag team=db: %d", got.Count)
+	for _, f := range []struct {
+		flag, value string
+		want        int
+	}{
+		{"--vs", "dns", 1},
+		{"--profile", "sticky", 2},
+		{"--client", "198.51.100.8", 2}, // its own entry and the /24 one
+		{"--client", "192.0.2.0/24", 0},
+		{"--tag", "team=web", 2},
+		{"--tag", "team=db", 0},
+	} {
+		if got := dump(t, pin, f.flag, f.value); got.Count != f.want {
+			t.Fatalf("%s %s: %d entries, want %d", f.flag, f.value, got.Count, f.want)
+		}
 	}
 	if code, _, errOut := limpet(t, "--pin-path", pin, "persistence", "dump", "--vs", "nope"); code != ExitUsage || !strings.Contains(errOut, `"nope"`) {
 		t.Fatalf("--vs nope: %d %q", code, errOut)

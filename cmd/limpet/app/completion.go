@@ -80,7 +80,6 @@ func manCommand(env *Env) *cli.Command {
 		Usage: "print limpet's manual page (roff, section 8), generated from this command line",
 		Description: "The Debian package installs it as limpet(8). To read it without the package:\n" +
 			"  limpet man | man -l -",
-		Before: noArgs,
 		Action: func(c *cli.Context) error {
 			page, err := manPage(c.App)
 			if err != nil {

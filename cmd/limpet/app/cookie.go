@@ -62,9 +62,8 @@ func cookieCommand(env *Env) *cli.Command {
 				return tw.Flush()
 			},
 		}, {
-			Name:   "keygen",
-			Usage:  "print a new random 32-byte key, base64, for a profile's keys list or a key file",
-			Before: noArgs,
+			Name:  "keygen",
+			Usage: "print a new random 32-byte key, base64, for a profile's keys list or a key file",
 			Action: func(c *cli.Context) error {
 				k := make([]byte, cookie.KeySize)
 				if _, err := rand.Read(k); err != nil {

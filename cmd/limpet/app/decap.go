@@ -53,7 +53,6 @@ func memberDecapCommand(env *Env) *cli.Command {
 				Usage: "bpffs `DIR` of the decapsulators' pins (one directory per interface)"},
 			outputFlag,
 		},
-		Before: noArgs,
 		Action: func(c *cli.Context) error {
 			format, err := outputFormat(c)
 			if err != nil {

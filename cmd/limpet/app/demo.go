@@ -23,7 +23,6 @@ func demoCommand(env *Env) *cli.Command {
 			&cli.IntFlag{Name: "members", Value: 3, Usage: "pool members"},
 			&cli.DurationFlag{Name: "timeout", Value: demoTimeout, Usage: "persistence timeout of the demo profile (whole seconds)"},
 		},
-		Before: noArgs,
 		Action: func(c *cli.Context) error {
 			if os.Geteuid() != 0 {
 				return fmt.Errorf("the demo builds network namespaces and loads XDP: run it as root")
@@ -69,10 +68,9 @@ func labCommand(env *Env) *cli.Command {
 		Name:  "lab",
 		Usage: "the netns lab of the demo and the integration tests",
 		Subcommands: []*cli.Command{{
-			Name:   "clean",
-			Usage:  "remove what crashed or --keep lab runs left behind (namespaces, links, pins, processes)",
-			Flags:  []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "also remove labs whose owner process still runs"}},
-			Before: noArgs,
+			Name:  "clean",
+			Usage: "remove what crashed or --keep lab runs left behind (namespaces, links, pins, processes)",
+			Flags: []cli.Flag{&cli.BoolFlag{Name: "force", Usage: "also remove labs whose owner process still runs"}},
 			Action: func(c *cli.Context) error {
 				clean := lab.Clean
 				if c.Bool("force") {

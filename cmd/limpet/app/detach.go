@@ -18,7 +18,6 @@ func detachCommand(env *Env) *cli.Command {
 			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "take the pin path from this config `FILE`'s settings.pin_path (unless --pin-path is given)"},
 			&cli.BoolFlag{Name: "missing-ok", Usage: "succeed when nothing is pinned (as the Debian package's removal does)"},
 		},
-		Before: noArgs,
 		Action: func(c *cli.Context) error {
 			pin := c.String("pin-path")
 			if f := c.String("config"); f != "" && !c.IsSet("pin-path") {

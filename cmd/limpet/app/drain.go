@@ -21,12 +21,11 @@ func drainCommand(env *Env) *cli.Command {
 			&cli.DurationFlag{Name: "wait", Usage: "after withdrawing, wait up to this long for the node's open connections to end"},
 			adminSocketFlag,
 		},
-		Before: noArgs,
-		Action: func(c *cli.Context) error { return drain(env, c) },
+		Action: env.drain,
 	}
 }
 
-func drain(env *Env, c *cli.Context) error {
+func (env *Env) drain(c *cli.Context) error {
 	if c.Duration("wait") < 0 {
 		return usagef("--wait %s must not be negative", c.Duration("wait"))
 	}

@@ -93,7 +93,7 @@ func TestEveryJSONOutputIsSnakeCase(t *testing.T) {
 		}
 	}
 	for name, args := range runs {
-		code, out, errOut := limpetAdmin(t, args...)
+		code, out, errOut := limpet(t, args...)
 		if code != ExitOK {
 			t.Errorf("limpet %s: exit %d: %s", name, code, errOut)
 			continue

@@ -18,17 +18,14 @@ func l7Command(env *Env) *cli.Command {
 			"Access logs go where each virtual server's access_log says (stdout by\n" +
 			"default), as JSON lines; the daemon's own log goes to stderr.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config `FILE` (required)"},
-			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
-			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+			configFileFlag, logFormatFlag, logLevelFlag,
 			&cli.StringFlag{Name: "pprof-listen", Usage: "serve Go profiles (/debug/pprof/) on a loopback `ADDR` such as 127.0.0.1:6060 (off by default)"},
 		},
-		Before: noArgs,
 		Action: func(c *cli.Context) error {
-			if c.String("config") == "" {
-				return usagef("l7 needs a config file: -c FILE")
+			if err := needConfigFile(c); err != nil {
+				return err
 			}
-			log, err := newLogger(env, c.String("log-format"), c.String("log-level"))
+			log, err := newLogger(env, c)
 			if err != nil {
 				return err
 			}

@@ -41,6 +41,7 @@ func setMemberDown(env *Env, c *cli.Context, down bool) error {
 	// A running daemon owns the member state (and its health view): ask it.
 	// Only with no daemon are the pinned maps edited directly.
 	if cl, err := dialAdmin(c); err == nil {
+		defer cl.Close()
 		ctx, cancel := adminContext(env)
 		defer cancel()
 		err := cl.SetMember(ctx, pool, which, !down)

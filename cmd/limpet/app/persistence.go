@@ -26,38 +26,38 @@ func persistenceCommand(env *Env) *cli.Command {
 				Name:  "dump",
 				Usage: "list persistence entries",
 				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "vs", Usage: "only tables of this virtual server"},
-					&cli.StringFlag{Name: "profile", Usage: "only tables of this profile"},
+					vsFlag,
+					profileFlag,
 					&cli.StringFlag{Name: "client", Usage: "only clients in this `CIDR` (or address)"},
 					&cli.StringSliceFlag{Name: "tag", Usage: "only profiles tagged `SCOPE=TAG` (SCOPE= or TAG alone match either part)"},
 					outputFlag,
 				},
-				Before: noArgs,
-				Action: func(c *cli.Context) error { return persistenceDump(env, c) },
+				Action: env.persistenceDump,
 			},
 			{
 				Name:  "delete",
 				Usage: "delete one client's entries; its open connections keep their server",
 				Flags: []cli.Flag{
 					&cli.StringFlag{Name: "client", Usage: "client `IP` (required)"},
-					&cli.StringFlag{Name: "vs", Usage: "only in the tables of this virtual server"},
+					vsFlag,
 				},
-				Before: noArgs,
-				Action: func(c *cli.Context) error { return persistenceDelete(env, c) },
+				Action: env.persistenceDelete,
 			},
 			{
-				Name:  "flush",
-				Usage: "delete every entry of the selected tables (all tables by default)",
-				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "vs", Usage: "only the tables of this virtual server"},
-					&cli.StringFlag{Name: "profile", Usage: "only the tables of this profile"},
-				},
-				Before: noArgs,
-				Action: func(c *cli.Context) error { return persistenceFlush(env, c) },
+				Name:   "flush",
+				Usage:  "delete every entry of the selected tables (all tables by default)",
+				Flags:  []cli.Flag{vsFlag, profileFlag},
+				Action: env.persistenceFlush,
 			},
 		},
 	}
 }
+
+// The table selectors of the persistence commands (see selectTables).
+var (
+	vsFlag      = &cli.StringFlag{Name: "vs", Usage: "only the tables of this virtual server"}
+	profileFlag = &cli.StringFlag{Name: "profile", Usage: "only the tables of this profile"}
+)
 
 // tagFilter matches NSX-style scope/tag pairs.
 type tagFilter struct{ scope, tag string }
@@ -180,7 +180,7 @@ func entryView(v *desired.View, e loader.PersistEntry, t *desired.TableMeta, now
 	return ev
 }
 
-func persistenceDump(env *Env, c *cli.Context) error {
+func (env *Env) persistenceDump(c *cli.Context) error {
 	format, err := outputFormat(c)
 	if err != nil {
 		return err
@@ -280,7 +280,7 @@ func parsePrefixOrAddr(s string) (netip.Prefix, error) {
 	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
 }
 
-func persistenceDelete(env *Env, c *cli.Context) error {
+func (env *Env) persistenceDelete(c *cli.Context) error {
 	if c.String("client") == "" {
 		return usagef("persistence delete needs --client IP")
 	}
@@ -312,7 +312,7 @@ func persistenceDelete(env *Env, c *cli.Context) error {
 	return nil
 }
 
-func persistenceFlush(env *Env, c *cli.Context) error {
+func (env *Env) persistenceFlush(c *cli.Context) error {
 	ed, v, err := openEditor(c)
 	if err != nil {
 		return err

@@ -16,12 +16,11 @@ func reloadCommand(env *Env) *cli.Command {
 		Name:   "reload",
 		Usage:  "make the running daemon read its config file again and apply it, as SIGHUP does (needs the daemon)",
 		Flags:  []cli.Flag{adminSocketFlag},
-		Before: noArgs,
-		Action: func(c *cli.Context) error { return reload(env, c) },
+		Action: env.reload,
 	}
 }
 
-func reload(env *Env, c *cli.Context) error {
+func (env *Env) reload(c *cli.Context) error {
 	var sum admin.Summary
 	err := callAdmin(env, c, func(ctx context.Context, cl *admin.Client) (err error) {
 		sum, err = cl.Reload(ctx)

@@ -22,24 +22,22 @@ func runCommand(env *Env) *cli.Command {
 			"(Type=notify) it reports READY=1 once it forwards, RELOADING=1 around reloads,\n" +
 			"STOPPING=1, and feeds the watchdog (WatchdogSec=) from its main loop.",
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config `FILE` (required)"},
+			configFileFlag,
 			&cli.StringSliceFlag{Name: "iface", Aliases: []string{"i"}, Usage: "interface to attach to (repeatable)"},
 			&cli.StringFlag{Name: "xdp-mode", Usage: "auto, native or generic (default: settings.xdp_mode, else auto)"},
 			&cli.BoolFlag{Name: "detach-on-exit", Usage: "remove the datapath and its pins on exit"},
-			&cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"},
-			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"},
+			logFormatFlag, logLevelFlag,
 		},
-		Before: noArgs,
 		Action: func(c *cli.Context) error {
-			if c.String("config") == "" {
-				return usagef("run needs a config file: -c FILE")
+			if err := needConfigFile(c); err != nil {
+				return err
 			}
 			if m := c.String("xdp-mode"); m != "" {
 				if _, err := loader.ParseXDPMode(m); err != nil {
 					return &usageError{err}
 				}
 			}
-			log, err := newLogger(env, c.String("log-format"), c.String("log-level"))
+			log, err := newLogger(env, c)
 			if err != nil {
 				return err
 			}
@@ -63,7 +61,25 @@ func runCommand(env *Env) *cli.Command {
 	}
 }
 
-func newLogger(env *Env, format, level string) (*slog.Logger, error) {
+// The flags of the long-running commands, run and l7.
+var (
+	configFileFlag = &cli.StringFlag{Name: "config", Aliases: []string{"c"}, Usage: "config `FILE` (required)"}
+	logFormatFlag  = &cli.StringFlag{Name: "log-format", Value: "text", Usage: "text or json"}
+	logLevelFlag   = &cli.StringFlag{Name: "log-level", Value: "info", Usage: "debug, info, warn or error"}
+)
+
+// needConfigFile fails when configFileFlag is not given.
+func needConfigFile(c *cli.Context) error {
+	if c.String("config") == "" {
+		return usagef("%s needs a config file: -c FILE", c.Command.Name)
+	}
+	return nil
+}
+
+// newLogger is the daemon's own log, on stderr, as --log-format and
+// --log-level say.
+func newLogger(env *Env, c *cli.Context) (*slog.Logger, error) {
+	format, level := c.String("log-format"), c.String("log-level")
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(strings.ToUpper(level))); err != nil {
 		return nil, usagef("--log-level %q must be debug, info, warn or error", level)

@@ -107,12 +107,11 @@ func statsCommand(env *Env) *cli.Command {
 		Name:   "stats",
 		Usage:  "show datapath counters (no daemon needed)",
 		Flags:  []cli.Flag{outputFlag},
-		Before: noArgs,
-		Action: func(c *cli.Context) error { return stats(env, c) },
+		Action: env.stats,
 	}
 }
 
-func stats(env *Env, c *cli.Context) error {
+func (env *Env) stats(c *cli.Context) error {
 	format, err := outputFormat(c)
 	if err != nil {
 		return err

@@ -73,12 +73,11 @@ func statusCommand(env *Env) *cli.Command {
 		Name:   "status",
 		Usage:  "show the running daemon: config, interfaces, virtual servers, members and their health, tables (needs the daemon)",
 		Flags:  []cli.Flag{outputFlag, adminSocketFlag},
-		Before: noArgs,
-		Action: func(c *cli.Context) error { return status(env, c) },
+		Action: env.status,
 	}
 }
 
-func status(env *Env, c *cli.Context) error {
+func (env *Env) status(c *cli.Context) error {
 	format, err := outputFormat(c)
 	if err != nil {
 		return err

@@ -9,9 +9,8 @@ import (
 
 func versionCommand(env *Env) *cli.Command {
 	return &cli.Command{
-		Name:   "version",
-		Usage:  "print limpet's version",
-		Before: noArgs,
+		Name:  "version",
+		Usage: "print limpet's version",
 		Action: func(c *cli.Context) error {
 			fmt.Fprintf(env.Stdout, "limpet %s (%s, %s/%s)\n", Version, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 			return nil

@@ -17,8 +17,7 @@ func TestCLIFindsDaemonWithAdminSocketSetting(t *testing.T) {
 	t.Parallel()
 	l := newLab(t, lab.Spec{MemberCount: 2, ClientAddrs4: 1})
 	ctx := testCtx(t, 60*time.Second)
-	web := vsConf{Name: "web", VIP: l.VIP4(), Port: 80, Protocol: "tcp", Forwarding: "nat", Persistence: "sticky"}
-	cfg := writeConfig(t, l, 1, []profileConf{{"sticky", 300}}, []vsConf{web})
+	cfg := writeWebConfig(t, l, 1)
 	sock := filepath.Join(l.RunDir(), "x", "admin.sock")
 	addSettings(t, cfg, "admin_socket: "+sock)
 	p := startLimpet(t, l, cfg)

@@ -42,6 +42,18 @@ func memberDecap(t *testing.T, ctx context.Context, l *lab.Lab, member string, a
 	return string(out)
 }
 
+// startTunnelling starts limpet on cfg, a config that tunnels to the
+// members, and then attaches 'limpet member-decap' to every member: after
+// limpet has moved its pins into place, since the decapsulators pin under
+// its directory (the lab removes it).
+func startTunnelling(t *testing.T, ctx context.Context, l *lab.Lab, cfg string) {
+	t.Helper()
+	startLimpet(t, l, cfg)
+	for _, m := range l.Members() {
+		memberDecap(t, ctx, l, m.Name, "--iface", m.Iface.Name)
+	}
+}
+
 // decapCounters sums the named counters of a member's decapsulator.
 func decapCounters(t *testing.T, ctx context.Context, l *lab.Lab, member string) (map[string]uint64, uint32) {
 	t.Helper()
@@ -55,6 +67,71 @@ func decapCounters(t *testing.T, ctx context.Context, l *lab.Lab, member string)
 		c[name] = n.Packets
 	}
 	return c, v.Interfaces[0].ProgramID
+}
+
+// decapWatch tells what a tunnel test's traffic added: it holds where every
+// member's decapsulator counters and the balancer's front interface stood
+// before the traffic.
+type decapWatch struct {
+	l      *lab.Lab
+	front  string
+	rx0    uint64
+	before map[string]map[string]uint64
+}
+
+// watchDecap reads the counters of every member's decapsulator (attached
+// already) and of the balancer's front interface.
+func watchDecap(t *testing.T, ctx context.Context, l *lab.Lab) *decapWatch {
+	t.Helper()
+	w := &decapWatch{l: l, front: l.Balancers()[0].ClientIface.Name, before: map[string]map[string]uint64{}}
+	for _, m := range l.Members() {
+		w.before[m.Name], _ = decapCounters(t, ctx, l, m.Name)
+	}
+	w.rx0 = rxPackets(t, l, lab.HostBalancer, w.front)
+	return w
+}
+
+// rx is what the balancer's front interface has received since.
+func (w *decapWatch) rx(t *testing.T) uint64 {
+	t.Helper()
+	return rxPackets(t, w.l, lab.HostBalancer, w.front) - w.rx0
+}
+
+// decapsulated sums over the members what each of the counters named
+// counted since, and fails for every packet a member's decapsulator
+// refused.
+func (w *decapWatch) decapsulated(t *testing.T, ctx context.Context, stats ...string) []uint64 {
+	t.Helper()
+	sums := make([]uint64, len(stats))
+	for _, m := range w.l.Members() {
+		before := w.before[m.Name]
+		after, _ := decapCounters(t, ctx, w.l, m.Name)
+		for i, s := range stats {
+			sums[i] += after[s] - before[s]
+		}
+		for _, name := range []string{"truncated", "bad_outer", "fragment", "bad_inner", "gue_version", "gue_proto", "gue_options", "ecn_drop", "adjust_failed"} {
+			if d := after[name] - before[name]; d != 0 {
+				t.Errorf("%s: %d packets counted %s", m.Name, d, name)
+			}
+		}
+	}
+	return sums
+}
+
+// checkDecapsulated checks the members' sums of the two counters of a
+// tunnel form (IPv4 and IPv6 clients', or the two families' of a VIP
+// across families): each of the lab's clients sent at least a TCP
+// handshake, request and close, and a UDP query, in each, and the members
+// decapsulated no more than was tunnelled to them.
+func checkDecapsulated(t *testing.T, l *lab.Lab, stat4, stat6 string, decap4, decap6, tunnelled uint64) {
+	t.Helper()
+	if decap4+decap6 > tunnelled {
+		t.Errorf("members decapsulated %d (%s) + %d (%s), more than the %d tunnelled", decap4, stat4, decap6, stat6, tunnelled)
+	}
+	n := uint64(len(l.ClientAddrs4()))
+	if decap4 < 4*n || decap6 < 4*n {
+		t.Errorf("decapsulated %d %s and %d %s, want at least %d each", decap4, stat4, decap6, stat6, 4*n)
+	}
 }
 
 // waitQuiet waits until the relay has tunnelled nothing for 300ms and
@@ -107,8 +184,6 @@ func TestMemberDecapRouted(t *testing.T) {
 			t.Fatalf("%s: attach said %q", m.Name, out)
 		}
 	}
-	front := l.Balancers()[0].ClientIface
-	malformed := []string{"truncated", "bad_outer", "fragment", "bad_inner", "gue_version", "gue_proto", "gue_options", "ecn_drop", "adjust_failed"}
 
 	forms := []struct {
 		name         string
@@ -123,11 +198,7 @@ func TestMemberDecapRouted(t *testing.T) {
 	}
 	for _, f := range forms {
 		t.Run(f.name, func(t *testing.T) {
-			before := map[string]map[string]uint64{}
-			for _, m := range members {
-				before[m.Name], _ = decapCounters(t, ctx, l, m.Name)
-			}
-			rx0 := rxPackets(t, l, lab.HostBalancer, front.Name)
+			w := watchDecap(t, ctx, l)
 			// Counted from its start, after the counters above: the
 			// relay's count covers every packet they will see.
 			relay, err := l.StartEncapRelay(f.spec)
@@ -177,30 +248,16 @@ func TestMemberDecapRouted(t *testing.T) {
 			// the relay's count last, so that it includes whatever the
 			// balancer received and the members decapsulated before.
 			waitQuiet(t, relay)
-			rx := rxPackets(t, l, lab.HostBalancer, front.Name) - rx0
-			var decap4, decap6 uint64
-			for _, m := range members {
-				after, _ := decapCounters(t, ctx, l, m.Name)
-				decap4 += after[f.stat4] - before[m.Name][f.stat4]
-				decap6 += after[f.stat6] - before[m.Name][f.stat6]
-				for _, name := range malformed {
-					if d := after[name] - before[m.Name][name]; d != 0 {
-						t.Errorf("%s: %d packets counted %s", m.Name, d, name)
-					}
-				}
-			}
+			rx := w.rx(t)
+			d := w.decapsulated(t, ctx, f.stat4, f.stat6)
+			decap4, decap6 := d[0], d[1]
 			relayed := relay.Relayed()
 			// Everything the balancer received it tunnelled: no reply (of
 			// the ~300 packets of the download alone) came its way.
 			if rx > relayed+2 {
 				t.Errorf("balancer received %d packets but tunnelled %d: replies passed it", rx, relayed)
 			}
-			// Each client sent at least a TCP handshake, request and
-			// close, and a UDP query.
-			n := uint64(len(l.ClientAddrs4()))
-			if decap4 < 4*n || decap6 < 4*n || decap4+decap6 > relayed {
-				t.Errorf("decapsulated %d (%s) + %d (%s) of %d tunnelled packets, want at least %d each", decap4, f.stat4, decap6, f.stat6, relayed, 4*n)
-			}
+			checkDecapsulated(t, l, f.stat4, f.stat6, decap4, decap6, relayed)
 			t.Logf("%s: tunnelled %d packets; decapsulated %s %d, %s %d; balancer received %d", f.name, relayed, f.stat4, decap4, f.stat6, decap6, rx)
 		})
 	}

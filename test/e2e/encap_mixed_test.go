@@ -81,7 +81,6 @@ func TestEncapMixedFamily(t *testing.T) {
 		t.Run(fw, func(t *testing.T) {
 			l := newLab(t, lab.Spec{Routed: true, MemberCount: 2, ClientAddrs4: 6, ClientAddrs6: 6})
 			ctx := testCtx(t, 3*time.Minute)
-			members := l.Members()
 			f64, f46 := encapForms[2], encapForms[3]
 			vss := []vsConf{
 				f64.vs("web6in4", l, 80, "tcp", fw, "sticky"), f46.vs("web4in6", l, 80, "tcp", fw, "sticky"),
@@ -89,16 +88,8 @@ func TestEncapMixedFamily(t *testing.T) {
 				f64.vs("bulk6in4", l, 9000, "tcp", fw, "sticky"), f46.vs("bulk4in6", l, 9000, "tcp", fw, "sticky"),
 			}
 			cfg := writeConfig(t, l, 1, []profileConf{{"sticky", 300}}, vss, encapSettings(l)...)
-			startLimpet(t, l, cfg)
-			for _, m := range members {
-				memberDecap(t, ctx, l, m.Name, "--iface", m.Iface.Name)
-			}
-			front := l.Balancers()[0].ClientIface
-			before := map[string]map[string]uint64{}
-			for _, m := range members {
-				before[m.Name], _ = decapCounters(t, ctx, l, m.Name)
-			}
-			rx0 := rxPackets(t, l, lab.HostBalancer, front.Name)
+			startTunnelling(t, ctx, l, cfg)
+			w := watchDecap(t, ctx, l)
 
 			for _, c := range []struct {
 				vs, dns string
@@ -154,27 +145,16 @@ func TestEncapMixedFamily(t *testing.T) {
 			}
 			time.Sleep(500 * time.Millisecond) // the last FINs and ACKs
 
-			forwarded, tooBig, rx := checkRepliesBypassed(t, ctx, l, front.Name, rx0)
-			stat64, stat46 := fw+"_6in4", fw+"_4in6"
-			var d64, d46 uint64
-			for _, m := range members {
-				after, _ := decapCounters(t, ctx, l, m.Name)
-				d64 += after[stat64] - before[m.Name][stat64]
-				d46 += after[stat46] - before[m.Name][stat46]
-				checkNoDecapFaults(t, m.Name, before[m.Name], after)
-				for _, same := range []string{fw + "_4in4", fw + "_6in6"} {
-					if d := after[same] - before[m.Name][same]; d != 0 {
-						t.Errorf("%s: %d packets decapsulated as %s; every virtual server tunnels across families", m.Name, d, same)
-					}
+			forwarded, tooBig, rx := checkRepliesBypassed(t, ctx, w)
+			stat64, stat46, same44, same66 := fw+"_6in4", fw+"_4in6", fw+"_4in4", fw+"_6in6"
+			d := w.decapsulated(t, ctx, stat64, stat46, same44, same66)
+			d64, d46 := d[0], d[1]
+			for i, same := range []string{same44, same66} {
+				if n := d[2+i]; n != 0 {
+					t.Errorf("members decapsulated %d packets as %s; every virtual server tunnels across families", n, same)
 				}
 			}
-			if tunnelled := forwarded - tooBig; d64+d46 > tunnelled {
-				t.Errorf("members decapsulated %d (%s) + %d (%s), more than the %d the balancer tunnelled", d64, stat64, d46, stat46, tunnelled)
-			}
-			n := uint64(len(l.ClientAddrs4()))
-			if d64 < 4*n || d46 < 4*n {
-				t.Errorf("decapsulated %d %s and %d %s, want at least %d each", d64, stat64, d46, stat46, 4*n)
-			}
+			checkDecapsulated(t, l, stat64, stat46, d64, d46, forwarded-tooBig)
 			t.Logf("%s: forwarded %d packets (%d answered too big); members decapsulated %s %d, %s %d; balancer received %d",
 				fw, forwarded, tooBig, stat64, d64, stat46, d46, rx)
 		})
@@ -199,10 +179,7 @@ func TestEncapPersistenceTimeouts(t *testing.T) {
 				vss = append(vss, f.vs("t"+f.name, l, 80+uint16(i/2), "tcp", fw, "brief"))
 			}
 			cfg := writeConfig(t, l, 0.1, []profileConf{{"brief", timeout}}, vss, encapSettings(l)...)
-			startLimpet(t, l, cfg)
-			for _, m := range l.Members() {
-				memberDecap(t, ctx, l, m.Name, "--iface", m.Iface.Name)
-			}
+			startTunnelling(t, ctx, l, cfg)
 			for i, f := range encapForms {
 				vs := vss[i]
 				src := f.clients(l)[i/2]
@@ -218,23 +195,6 @@ func TestEncapPersistenceTimeouts(t *testing.T) {
 func testTimeoutsThroughTunnel(t *testing.T, ctx context.Context, l *lab.Lab, vs vsConf, src netip.Addr, timeout int) {
 	dst := netip.AddrPortFrom(vs.VIP, vs.Port)
 	url := lab.URL(dst, "/")
-	entryOf := func(what string, limit time.Duration, cond func(*entry) bool) *entry {
-		t.Helper()
-		deadline := time.Now().Add(limit)
-		for {
-			var e *entry
-			if got, ok := dump(t, ctx, l, vs.Name)[src.String()]; ok {
-				e = &got
-			}
-			if cond(e) {
-				return e
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("after %v: client %s's entry is %v, want %s", limit, src, e, what)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
 	get := func() string {
 		t.Helper()
 		r, err := l.Get(ctx, src, url)
@@ -246,9 +206,7 @@ func testTimeoutsThroughTunnel(t *testing.T, ctx context.Context, l *lab.Lab, vs
 		}
 		return r.Member
 	}
-	countingDown := func(e *entry) bool {
-		return e != nil && e.Connections == 0 && e.State == "counting down" && e.ExpiresIn != nil
-	}
+	ce := clientEntry{t: t, ctx: ctx, l: l, vs: vs.Name, src: src}
 
 	// An idle connection holds the entry past the timeout, and works.
 	c, err := l.Dial(ctx, "tcp", src, dst)
@@ -256,9 +214,9 @@ func testTimeoutsThroughTunnel(t *testing.T, ctx context.Context, l *lab.Lab, vs
 		t.Fatal(err)
 	}
 	defer c.Close()
-	live := entryOf("one live connection", 3*time.Second, func(e *entry) bool { return e != nil && e.Connections == 1 })
+	live := ce.wait("one live connection", 3*time.Second, func(e *entry) bool { return e != nil && e.Connections == 1 })
 	time.Sleep(time.Duration(timeout)*time.Second + 1500*time.Millisecond)
-	held := entryOf("held by the idle connection", time.Second, func(e *entry) bool { return e != nil && e.Connections == 1 })
+	held := ce.wait("held by the idle connection", time.Second, func(e *entry) bool { return e != nil && e.Connections == 1 })
 	if held.Member != live.Member || held.AgeSeconds < float64(timeout) || held.ExpiresIn != nil {
 		t.Fatalf("after %ds idle: entry %v, want %v still live and older than the timeout", timeout+1, *held, *live)
 	}
@@ -271,33 +229,7 @@ func testTimeoutsThroughTunnel(t *testing.T, ctx context.Context, l *lab.Lab, vs
 	}
 	// It closes: the countdown starts.
 	c.Close()
-	e1 := entryOf("counting down with no connections", 3*time.Second, countingDown)
-	if e1.Member != first || *e1.ExpiresIn > float64(timeout) {
-		t.Fatalf("entry after the last connection closed: %v, want member %s and at most %ds left", *e1, first, timeout)
-	}
-	// Within the timeout: same member, same entry.
-	if m := get(); m != first {
-		t.Fatalf("a connection within the timeout reached %s, want %s", m, first)
-	}
-	lastClose := time.Now()
-	e2 := entryOf("counting down again", 3*time.Second, countingDown)
-	if e2.Member != first || e2.AgeSeconds < e1.AgeSeconds {
-		t.Fatalf("entry after the second connection: %v, want the same entry as %v", *e2, *e1)
-	}
-	// The countdown runs out: the entry goes, not before the timeout.
-	entryOf("gone", time.Duration(timeout)*time.Second+3*time.Second, func(e *entry) bool { return e == nil })
-	if waited := time.Since(lastClose); waited < time.Duration(timeout)*time.Second-300*time.Millisecond {
-		t.Fatalf("the entry went %v after the client's last connection closed; the timeout is %ds", waited, timeout)
-	}
-	// Balanced afresh: this virtual server's own pool, its only client, so
-	// round robin moves to the other member.
-	second := get()
-	if second == first {
-		t.Errorf("after expiry the client went back to %s; round robin should pick the other member", first)
-	}
-	if e3 := entryOf("a new entry", 3*time.Second, func(e *entry) bool { return e != nil }); e3.Member != second {
-		t.Errorf("new entry names %s, but %s answered", e3.Member, second)
-	}
+	ce.checkExpiry(first, timeout, get)
 }
 
 // idleGet sends one GET on an open connection and returns the member that

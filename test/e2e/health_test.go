@@ -66,8 +66,7 @@ func TestHealthMonitorDrivesServerDown(t *testing.T) {
 			t.Parallel()
 			l := newLab(t, lab.Spec{MemberCount: 3, ClientAddrs4: 30})
 			ctx := testCtx(t, 90*time.Second)
-			web := vsConf{Name: "web", VIP: l.VIP4(), Port: 80, Protocol: "tcp", Forwarding: "nat", Persistence: "sticky"}
-			cfg := writeConfig(t, l, 0.2, []profileConf{{"sticky", 300}}, []vsConf{web})
+			cfg := writeWebConfig(t, l, 0.2)
 			body, _ := os.ReadFile(cfg)
 			text := strings.Replace(string(body), "timeout: 300}", "timeout: 300, server_down: "+policy+"}", 1)
 			text = strings.Replace(text, "  - name: web\n    members:", "  - name: web\n    health_monitor: web-http\n    members:", 1)

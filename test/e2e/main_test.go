@@ -223,6 +223,19 @@ func writeConfig(t *testing.T, l *lab.Lab, gcInterval float64, profiles []profil
 	return path
 }
 
+// webVS is the virtual server most tests serve: HTTP on the lab's IPv4
+// VIP, port 80, NAT, persistence profile "sticky".
+func webVS(l *lab.Lab) vsConf {
+	return vsConf{Name: "web", VIP: l.VIP4(), Port: 80, Protocol: "tcp", Forwarding: "nat", Persistence: "sticky"}
+}
+
+// writeWebConfig writes a config of webVS alone, with a 300s "sticky"
+// profile, and returns its path.
+func writeWebConfig(t *testing.T, l *lab.Lab, gcInterval float64) string {
+	t.Helper()
+	return writeConfig(t, l, gcInterval, []profileConf{{"sticky", 300}}, []vsConf{webVS(l)})
+}
+
 // addSettings adds lines ("key: value") to the settings of the config at path.
 func addSettings(t *testing.T, path string, lines ...string) {
 	t.Helper()
@@ -287,6 +300,18 @@ func waitLog(t *testing.T, p *lab.Process, what string, ok func(string) bool) {
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
+}
+
+// serveWeb starts limpet on writeWebConfig (gc every second) and waits until
+// webVS answers the first client; it returns the daemon and webVS's address.
+func serveWeb(t *testing.T, ctx context.Context, l *lab.Lab) (*lab.Process, netip.AddrPort) {
+	t.Helper()
+	p := startLimpet(t, l, writeWebConfig(t, l, 1))
+	dst := netip.AddrPortFrom(l.VIP4(), 80)
+	if _, err := l.WaitGet(ctx, l.ClientAddrs4()[0], lab.URL(dst, "/")); err != nil {
+		t.Fatal(err)
+	}
+	return p, dst
 }
 
 // --- the CLI -----------------------------------------------------------------
@@ -364,6 +389,19 @@ func dump(t *testing.T, ctx context.Context, l *lab.Lab, vs string) map[string]e
 		m[e.Client] = e
 	}
 	return m
+}
+
+// exceptionCounters returns the datapath's exception packet counters by
+// reason, as `limpet stats -o json` reports them.
+func exceptionCounters(t *testing.T, ctx context.Context, l *lab.Lab) map[string]uint64 {
+	t.Helper()
+	var s struct {
+		Exceptions map[string]uint64 `json:"datapath_exception_packets_total"`
+	}
+	if err := json.Unmarshal(limpetCLI(t, ctx, l, "stats", "-o", "json"), &s); err != nil {
+		t.Fatal(err)
+	}
+	return s.Exceptions
 }
 
 // --- traffic -----------------------------------------------------------------

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net"
-	"net/netip"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,14 +25,8 @@ func TestNextHopCacheFollowsTheKernel(t *testing.T) {
 	t.Parallel()
 	l := newLab(t, lab.Spec{MemberCount: 1, ClientAddrs4: 4})
 	ctx := testCtx(t, 150*time.Second)
-	web := vsConf{Name: "web", VIP: l.VIP4(), Port: 80, Protocol: "tcp", Forwarding: "nat", Persistence: "sticky"}
-	cfg := writeConfig(t, l, 1, []profileConf{{"sticky", 300}}, []vsConf{web})
-	p := startLimpet(t, l, cfg)
-	dst := netip.AddrPortFrom(l.VIP4(), 80)
+	p, dst := serveWeb(t, ctx, l)
 	clients := l.ClientAddrs4()
-	if _, err := l.WaitGet(ctx, clients[0], lab.URL(dst, "/")); err != nil {
-		t.Fatal(err)
-	}
 	dp, err := loader.OpenPinned(l.PinDir())
 	if err != nil {
 		t.Fatal(err)
@@ -68,16 +61,6 @@ func TestNextHopCacheFollowsTheKernel(t *testing.T) {
 		c, _ := dp.NextHops()
 		t.Fatalf("%s: not within 10s; cache %+v", what, c)
 		return loader.NextHop{}
-	}
-	counters := func() map[string]uint64 {
-		t.Helper()
-		var s struct {
-			Exceptions map[string]uint64 `json:"datapath_exception_packets_total"`
-		}
-		if err := json.Unmarshal(limpetCLI(t, ctx, l, "stats", "-o", "json"), &s); err != nil {
-			t.Fatal(err)
-		}
-		return s.Exceptions
 	}
 	// Clients connect all along, each GET a new connection.
 	var (
@@ -168,7 +151,7 @@ func TestNextHopCacheFollowsTheKernel(t *testing.T) {
 	// 2. The NIC is swapped again and the balancer's neighbour entry is
 	// deleted while traffic flows: the cache drops the member, the stack
 	// resolves it (counted), and the cache takes the new MAC.
-	before := counters()
+	before := exceptionCounters(t, ctx, l)
 	mac2 := net.HardwareAddr{0x02, 0x1b, 0, 0, 0, 0x02}
 	t0 = time.Now()
 	if err := l.SetMemberMAC(m.Name, mac2); err != nil {
@@ -180,7 +163,7 @@ func TestNextHopCacheFollowsTheKernel(t *testing.T) {
 	hop("neighbour deleted", t0, func(h loader.NextHop, cached bool) bool { return !cached || h.DstMAC.String() == mac2.String() })
 	follows("neighbour deleted", mac1)
 	hop("neighbour resolved again", t0, func(h loader.NextHop, cached bool) bool { return cached && h.DstMAC.String() == mac2.String() })
-	after := counters()
+	after := exceptionCounters(t, ctx, l)
 	if after["fib_no_neighbour"] <= before["fib_no_neighbour"] {
 		t.Errorf("fib_no_neighbour %d -> %d: the stack path was not counted", before["fib_no_neighbour"], after["fib_no_neighbour"])
 	}
@@ -200,7 +183,7 @@ func TestNextHopCacheFollowsTheKernel(t *testing.T) {
 	}
 	hop("route MTU 1300", t0, func(h loader.NextHop, cached bool) bool { return cached && h.MTU == 1300 })
 	follows("route MTU 1300", mac1)
-	before = counters()
+	before = exceptionCounters(t, ctx, l)
 	conn, err := l.Dial(ctx, "tcp", clients[0], dst)
 	if err != nil {
 		t.Fatal(err)
@@ -210,7 +193,7 @@ func TestNextHopCacheFollowsTheKernel(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	conn.Close()
-	after = counters()
+	after = exceptionCounters(t, ctx, l)
 	if after["nexthop_mtu"] <= before["nexthop_mtu"] || after["fib_pass"] <= before["fib_pass"] {
 		t.Errorf("segments over the route's MTU: nexthop_mtu %d -> %d, fib_pass %d -> %d; want both counted",
 			before["nexthop_mtu"], after["nexthop_mtu"], before["fib_pass"], after["fib_pass"])

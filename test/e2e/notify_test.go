@@ -92,8 +92,7 @@ func TestSystemdNotifyProtocol(t *testing.T) {
 	t.Parallel()
 	l := newLab(t, lab.Spec{MemberCount: 2, ClientAddrs4: 2})
 	ctx := testCtx(t, 90*time.Second)
-	web := vsConf{Name: "web", VIP: l.VIP4(), Port: 80, Protocol: "tcp", Forwarding: "nat", Persistence: "sticky"}
-	cfg := writeConfig(t, l, 0.2, []profileConf{{"sticky", 300}}, []vsConf{web})
+	cfg := writeWebConfig(t, l, 0.2)
 	good, _ := os.ReadFile(cfg)
 	sock := newNotifySocket(t)
 

@@ -27,11 +27,10 @@ func TestReloadUnderTraffic(t *testing.T) {
 	t.Parallel()
 	l := newLab(t, lab.Spec{MemberCount: 3, ClientAddrs4: 24})
 	ctx := testCtx(t, 90*time.Second)
-	web := vsConf{Name: "web", VIP: l.VIP4(), Port: 80, Protocol: "tcp", Forwarding: "nat", Persistence: "sticky"}
 	dns := vsConf{Name: "dns", VIP: l.VIP4(), Port: 53, Protocol: "udp", Forwarding: "nat", Persistence: "sticky"}
-	cfgA := writeConfig(t, l, 0.2, []profileConf{{"sticky", 300}}, []vsConf{web})
+	cfgA := writeWebConfig(t, l, 0.2)
 	bodyA, _ := os.ReadFile(cfgA)
-	cfgB := writeConfig(t, l, 0.2, []profileConf{{"sticky", 600}}, []vsConf{web, dns})
+	cfgB := writeConfig(t, l, 0.2, []profileConf{{"sticky", 600}}, []vsConf{webVS(l), dns})
 	bodyB, _ := os.ReadFile(cfgB)
 	if err := os.WriteFile(cfgA, bodyA, 0o644); err != nil {
 		t.Fatal(err)
@@ -195,8 +194,7 @@ func TestMetricsMatchTraffic(t *testing.T) {
 	t.Parallel()
 	l := newLab(t, lab.Spec{MemberCount: 3, ClientAddrs4: 21})
 	ctx := testCtx(t, 60*time.Second)
-	web := vsConf{Name: "web", VIP: l.VIP4(), Port: 80, Protocol: "tcp", Forwarding: "nat", Persistence: "sticky"}
-	cfg := writeConfig(t, l, 0.2, []profileConf{{"sticky", 300}}, []vsConf{web})
+	cfg := writeWebConfig(t, l, 0.2)
 	addSettings(t, cfg, "metrics_listen: 127.0.0.1:9469")
 	startLimpet(t, l, cfg)
 	dst := netip.AddrPortFrom(l.VIP4(), 80)

@@ -2,9 +2,7 @@ package e2e_test
 
 import (
 	"context"
-	"encoding/json"
 	"net"
-	"net/netip"
 	"testing"
 	"time"
 
@@ -25,24 +23,8 @@ func TestFramesForAnotherMACAreNotForwarded(t *testing.T) {
 	t.Parallel()
 	l := newLab(t, lab.Spec{MemberCount: 1, ClientAddrs4: 2})
 	ctx := testCtx(t, 90*time.Second)
-	web := vsConf{Name: "web", VIP: l.VIP4(), Port: 80, Protocol: "tcp", Forwarding: "nat", Persistence: "sticky"}
-	cfg := writeConfig(t, l, 1, []profileConf{{"sticky", 300}}, []vsConf{web})
-	startLimpet(t, l, cfg)
-	dst := netip.AddrPortFrom(l.VIP4(), 80)
+	_, dst := serveWeb(t, ctx, l)
 	clients := l.ClientAddrs4()
-	if _, err := l.WaitGet(ctx, clients[0], lab.URL(dst, "/")); err != nil {
-		t.Fatal(err)
-	}
-	counters := func() map[string]uint64 {
-		t.Helper()
-		var s struct {
-			Exceptions map[string]uint64 `json:"datapath_exception_packets_total"`
-		}
-		if err := json.Unmarshal(limpetCLI(t, ctx, l, "stats", "-o", "json"), &s); err != nil {
-			t.Fatal(err)
-		}
-		return s.Exceptions
-	}
 	m := l.Members()[0]
 	frames, err := l.CountFrames(m.Name, m.Iface.Name)
 	if err != nil {
@@ -82,7 +64,7 @@ func TestFramesForAnotherMACAreNotForwarded(t *testing.T) {
 		return was
 	}
 	foreign := net.HardwareAddr{0x02, 0x42, 0, 0, 0, 0x99}
-	before := counters()
+	before := exceptionCounters(t, ctx, l)
 	balancerMAC := pointGateway(foreign)
 	if balancerMAC == nil {
 		t.Fatal("the client has no neighbour entry for its gateway")
@@ -99,7 +81,7 @@ func TestFramesForAnotherMACAreNotForwarded(t *testing.T) {
 	if n := frames.Count(m.Iface.MAC) - toMember; n > 0 {
 		t.Errorf("%d frames reached the member while the client's frames carried another MAC", n)
 	}
-	after := counters()
+	after := exceptionCounters(t, ctx, l)
 	if after["not_our_mac"] <= before["not_our_mac"] {
 		t.Errorf("not_our_mac %d -> %d: the frames for another MAC were not counted", before["not_our_mac"], after["not_our_mac"])
 	}
@@ -160,13 +142,13 @@ func TestFramesForAnotherMACAreNotForwarded(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	before = counters()
+	before = exceptionCounters(t, ctx, l)
 	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	if _, err := l.Get(rctx, clients[1], lab.URL(dst, "/")); err == nil {
 		t.Error("a GET to the balancer's old MAC was answered")
 	}
 	cancel()
-	if after := counters(); after["not_our_mac"] <= before["not_our_mac"] {
+	if after := exceptionCounters(t, ctx, l); after["not_our_mac"] <= before["not_our_mac"] {
 		t.Errorf("frames to the old MAC: not_our_mac %d -> %d, not counted", before["not_our_mac"], after["not_our_mac"])
 	}
 	pointGateway(newMAC)

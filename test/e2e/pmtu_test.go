@@ -3,7 +3,6 @@ package e2e_test
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -64,16 +63,6 @@ func TestPathMTUDiscoveryThroughNAT(t *testing.T) {
 	if _, err := l.WaitGet(ctx, l.ClientAddrs6()[0], lab.URL(netip.AddrPortFrom(l.VIP6(), 80), "/")); err != nil {
 		t.Fatal(err)
 	}
-	counters := func(t *testing.T) map[string]uint64 {
-		t.Helper()
-		var s struct {
-			Exceptions map[string]uint64 `json:"datapath_exception_packets_total"`
-		}
-		if err := json.Unmarshal(limpetCLI(t, ctx, l, "stats", "-o", "json"), &s); err != nil {
-			t.Fatal(err)
-		}
-		return s.Exceptions
-	}
 	for _, c := range []struct {
 		family    string
 		vip, src  netip.Addr
@@ -85,13 +74,13 @@ func TestPathMTUDiscoveryThroughNAT(t *testing.T) {
 	} {
 		t.Run(c.family, func(t *testing.T) {
 			dst := netip.AddrPortFrom(c.vip, 80)
-			before := counters(t)
+			before := exceptionCounters(t, ctx, l)
 			t0 := time.Now()
 			n, err := downloadFrom(l, c.src, dst, pmtuDownload, 30*time.Second)
 			if err != nil {
 				t.Fatalf("%s: %d MiB from the far client through %s: %v after %d bytes (%v)", c.family, pmtuDownload>>20, dst, err, n, time.Since(t0))
 			}
-			after := counters(t)
+			after := exceptionCounters(t, ctx, l)
 			t.Logf("%s: %d bytes in %v; icmp_to_member %d -> %d", c.family, n, time.Since(t0).Round(time.Millisecond),
 				before["icmp_to_member"], after["icmp_to_member"])
 			if after["icmp_to_member"] <= before["icmp_to_member"] {
@@ -124,12 +113,12 @@ func TestPathMTUDiscoveryThroughNAT(t *testing.T) {
 		vip    netip.Addr
 	}{{"IPv4 port unreachable", l.ClientAddrs4()[1], l.VIP4()}, {"IPv6 port unreachable", l.ClientAddrs6()[1], l.VIP6()}} {
 		t.Run(c.family, func(t *testing.T) {
-			before := counters(t)
+			before := exceptionCounters(t, ctx, l)
 			_, err := l.UDPQuery(ctx, c.src, netip.AddrPortFrom(c.vip, 5400), []byte("anyone there?"))
 			if !errors.Is(err, syscall.ECONNREFUSED) {
 				t.Fatalf("%s: a datagram to %s:5400, where no member listens: %v, want ECONNREFUSED", c.family, c.vip, err)
 			}
-			after := counters(t)
+			after := exceptionCounters(t, ctx, l)
 			if after["icmp_to_client"] <= before["icmp_to_client"] {
 				t.Errorf("%s: icmp_to_client %d -> %d, want it counted", c.family, before["icmp_to_client"], after["icmp_to_client"])
 			}
@@ -150,7 +139,7 @@ func TestPathMTUDiscoveryThroughNAT(t *testing.T) {
 		ipFlag string
 	}{{"IPv4 client learns", l.ClientAddrs4()[2], l.VIP4(), 1500 - 28, "-4"}, {"IPv6 client learns", l.ClientAddrs6()[2], l.VIP6(), 1500 - 48, "-6"}} {
 		t.Run(c.family, func(t *testing.T) {
-			before := counters(t)
+			before := exceptionCounters(t, ctx, l)
 			dst := netip.AddrPortFrom(c.vip, 5500)
 			conn, err := l.Dial(ctx, "udp", c.src, dst)
 			if err != nil {
@@ -173,7 +162,7 @@ func TestPathMTUDiscoveryThroughNAT(t *testing.T) {
 			if !strings.Contains(route, "mtu 1400") || !strings.Contains(route, "expires") {
 				t.Errorf("%s: the client's route to %s did not learn the path MTU: %q, want a cached 'mtu 1400'", c.family, c.vip, route)
 			}
-			after := counters(t)
+			after := exceptionCounters(t, ctx, l)
 			if after["icmp_to_client"] <= before["icmp_to_client"] {
 				t.Errorf("%s: icmp_to_client %d -> %d, want it counted", c.family, before["icmp_to_client"], after["icmp_to_client"])
 			}

@@ -177,8 +177,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	bin := chromium.Find(t)
 	l := newLab(t, lab.Spec{MemberCount: 3, ClientAddrs4: 12})
 	ctx := testCtx(t, 120*time.Second)
-	web := vsConf{Name: "web", VIP: l.VIP4(), Port: 80, Protocol: "tcp", Forwarding: "nat", Persistence: "sticky"}
-	cfg := writeConfig(t, l, 0.2, []profileConf{{"sticky", 300}}, []vsConf{web})
+	cfg := writeWebConfig(t, l, 0.2)
 	pwFile := filepath.Join(l.RunDir(), "metrics.password")
 	const user, pass = "ops", "page-s3cret"
 	if err := os.WriteFile(pwFile, []byte(pass+"\n"), 0o600); err != nil {

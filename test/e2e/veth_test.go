@@ -61,8 +61,7 @@ func TestVethPitfallsAreReportedWithTheirFix(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			web := vsConf{Name: "web", VIP: l.VIP4(), Port: 80, Protocol: "tcp", Forwarding: "nat", Persistence: "sticky"}
-			cfg := writeConfig(t, l, 1, []profileConf{{"sticky", 300}}, []vsConf{web})
+			cfg := writeWebConfig(t, l, 1)
 			addSettings(t, cfg, "xdp_mode: native", "metrics_listen: 127.0.0.1:9469")
 			p := startLimpet(t, l, cfg)
 			fix := "ip netns exec " + l.NetNS(host) + " ethtool -K " + peer + " " + c.fix

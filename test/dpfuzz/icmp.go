@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net/netip"
 
+	"github.com/limpet-lb/limpet/test/model"
 	"github.com/limpet-lb/limpet/test/packets"
 	"github.com/limpet-lb/limpet/test/testutil"
 )
@@ -104,11 +105,11 @@ func (s *seq) genICMP(r *reader) genPacket {
 	msg = append(msg, q...)
 	var acc uint32
 	if fam == 1 {
-		acc = sumBytes(spec.Src.Addr().AsSlice(), 0)
-		acc = sumBytes(spec.Dst.Addr().AsSlice(), acc)
+		acc = model.Sum16(spec.Src.Addr().AsSlice(), 0)
+		acc = model.Sum16(spec.Dst.Addr().AsSlice(), acc)
 		acc += 58 + uint32(len(msg))
 	}
-	c := ^fold16(sumBytes(msg, acc))
+	c := ^model.Fold(model.Sum16(msg, acc))
 	if r.chance(3) {
 		c ^= 0x5a5a // wrong: must stay wrong by as much
 	}

@@ -3,6 +3,8 @@ package dpfuzz
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/limpet-lb/limpet/test/model"
 )
 
 // layout locates a frame's headers, walking every IPv6 extension header:
@@ -94,7 +96,7 @@ func applyMangle(b []byte, mg mangle) []byte {
 		if l.v4 {
 			ihl := int(b[l.l3]&0xf) * 4
 			b[l.l3+10], b[l.l3+11] = 0, 0
-			be.PutUint16(b[l.l3+10:], ^fold16(sumBytes(b[l.l3:l.l3+ihl], 0)))
+			be.PutUint16(b[l.l3+10:], ^model.Fold(model.Sum16(b[l.l3:l.l3+ihl], 0)))
 		}
 	}
 	switch mg.kind {
@@ -169,24 +171,6 @@ func applyMangle(b []byte, mg mangle) []byte {
 	return b
 }
 
-func sumBytes(b []byte, acc uint32) uint32 {
-	for len(b) >= 2 {
-		acc += uint32(binary.BigEndian.Uint16(b))
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		acc += uint32(b[0]) << 8
-	}
-	return acc
-}
-
-func fold16(acc uint32) uint16 {
-	for acc > 0xffff {
-		acc = acc&0xffff + acc>>16
-	}
-	return uint16(acc)
-}
-
 // residue is a packet's checksum verification sum: 0xffff (or 0, the other
 // one's-complement zero) when the checksum is right.
 type residues struct {
@@ -203,7 +187,7 @@ func checksumResidues(b []byte) residues {
 	var r residues
 	if l.v4 {
 		ihl := int(b[l.l3]&0xf) * 4
-		r.ip = fold16(sumBytes(b[l.l3:l.l3+ihl], 0))
+		r.ip = model.Fold(model.Sum16(b[l.l3:l.l3+ihl], 0))
 	}
 	n := l.ipEnd - l.l4
 	if l.proto == 17 {
@@ -217,12 +201,12 @@ func checksumResidues(b []byte) residues {
 	}
 	var acc uint32
 	if l.v4 {
-		acc = sumBytes(b[l.l3+12:l.l3+20], 0)
+		acc = model.Sum16(b[l.l3+12:l.l3+20], 0)
 	} else {
-		acc = sumBytes(b[l.l3+8:l.l3+40], 0)
+		acc = model.Sum16(b[l.l3+8:l.l3+40], 0)
 	}
 	acc += uint32(l.proto) + uint32(n)
-	r.l4 = fold16(sumBytes(b[l.l4:l.l4+n], acc))
+	r.l4 = model.Fold(model.Sum16(b[l.l4:l.l4+n], acc))
 	r.ok = true
 	return r
 }

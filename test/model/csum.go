@@ -42,7 +42,7 @@ func onesAdd(a, b uint16) uint16 {
 
 // sum16 is the one's-complement sum of b as big-endian 16-bit words, an odd
 // last byte padded with zero.
-func sum16(b []byte, acc uint32) uint32 {
+func Sum16(b []byte, acc uint32) uint32 {
 	for len(b) >= 2 {
 		acc += uint32(binary.BigEndian.Uint16(b))
 		b = b[2:]
@@ -53,7 +53,9 @@ func sum16(b []byte, acc uint32) uint32 {
 	return acc
 }
 
-func fold(acc uint32) uint16 {
+// Fold folds the carries of a sum from Sum16 into its low 16 bits: the
+// one's-complement sum, whose complement is the checksum.
+func Fold(acc uint32) uint16 {
 	for acc > 0xffff {
 		acc = acc&0xffff + acc>>16
 	}
@@ -63,9 +65,9 @@ func fold(acc uint32) uint16 {
 // ipv4HeaderCsum is the checksum a fresh computation gives the IPv4 header
 // at frame[l3:l3+ihl], ignoring the field's current value.
 func ipv4HeaderCsum(frame []byte, l3, ihl int) uint16 {
-	acc := sum16(frame[l3:l3+10], 0)
-	acc = sum16(frame[l3+12:l3+ihl], acc)
-	return ^fold(acc)
+	acc := Sum16(frame[l3:l3+10], 0)
+	acc = Sum16(frame[l3+12:l3+ihl], acc)
+	return ^Fold(acc)
 }
 
 // l4Csum is the checksum a fresh computation gives the TCP or UDP segment
@@ -76,16 +78,16 @@ func l4Csum(frame []byte, p *packet) uint16 {
 	var acc uint32
 	n := p.l4Len()
 	if p.family == 4 {
-		acc = sum16(frame[p.l3+12:p.l3+20], 0)
+		acc = Sum16(frame[p.l3+12:p.l3+20], 0)
 	} else {
-		acc = sum16(frame[p.l3+8:p.l3+40], 0)
+		acc = Sum16(frame[p.l3+8:p.l3+40], 0)
 	}
 	acc += uint32(p.proto) + uint32(n)>>16 + uint32(n)&0xffff
 	seg := frame[p.l4 : p.l4+n]
 	co := p.l4CsumOff() - p.l4
-	acc = sum16(seg[:co], acc)
-	acc = sum16(seg[co+2:], acc)
-	c := ^fold(acc)
+	acc = Sum16(seg[:co], acc)
+	acc = Sum16(seg[co+2:], acc)
+	c := ^Fold(acc)
 	if p.proto == ipProtoUDP && c == 0 {
 		c = 0xffff
 	}

@@ -30,26 +30,11 @@ const (
 // finaliser over the exclusive or of both addresses' 32-bit words and the
 // ports, all read in the machine's (little-endian) order, and the protocol.
 func gueSourcePort(p *packet) uint16 {
-	le := binary.LittleEndian
-	var h uint32
-	for _, a := range []netip.Addr{p.src, p.dst} {
-		var b [16]byte
-		if a.Is4() {
-			v4 := a.As4()
-			copy(b[:], v4[:])
-		} else {
-			b = a.As16()
-		}
-		h ^= le.Uint32(b[0:]) ^ le.Uint32(b[4:]) ^ le.Uint32(b[8:]) ^ le.Uint32(b[12:])
-	}
+	h := addrWords(p.src) ^ addrWords(p.dst)
 	swap := func(v uint16) uint32 { return uint32(v>>8 | v<<8) }
 	h ^= swap(p.sport)<<16 | swap(p.dport)
 	h ^= uint32(p.proto)
-	h ^= h >> 16
-	h *= 0x85ebca6b
-	h ^= h >> 13
-	h *= 0xc2b2ae35
-	h ^= h >> 16
+	h = fmix32(h)
 	return 0xc000 | uint16(h&0x3fff)
 }
 
@@ -123,7 +108,7 @@ func (m *Model) encap(o *Outcome, p *packet, vs *VirtualServer, member uint32, i
 		s4, d4 := src.As4(), maddr.As4()
 		copy(h[12:], s4[:])
 		copy(h[16:], d4[:])
-		be.PutUint16(h[10:], ^fold(sum16(h, 0)))
+		be.PutUint16(h[10:], ^Fold(Sum16(h, 0)))
 		o.Csums = append(o.Csums, CsumField{len(out) + 10, CsumIPv4})
 		out = append(out, h...)
 	} else {
@@ -175,10 +160,10 @@ func (m *Model) tooBig(o *Outcome, p *packet, mtu, ingress int) {
 		s4, d4 := p.dst.As4(), p.src.As4()
 		copy(h[12:], s4[:])
 		copy(h[16:], d4[:])
-		be.PutUint16(h[10:], ^fold(sum16(h, 0)))
+		be.PutUint16(h[10:], ^Fold(Sum16(h, 0)))
 		icmp[0], icmp[1] = 3, 4
 		be.PutUint16(icmp[6:], uint16(mtu))
-		be.PutUint16(icmp[2:], ^fold(sum16(quote, sum16(icmp, 0))))
+		be.PutUint16(icmp[2:], ^Fold(Sum16(quote, Sum16(icmp, 0))))
 		o.Csums = append(o.Csums, CsumField{len(out) + 10, CsumIPv4}, CsumField{len(out) + 22, CsumTCP})
 		out = append(append(append(out, h...), icmp...), quote...)
 	} else {
@@ -191,8 +176,8 @@ func (m *Model) tooBig(o *Outcome, p *packet, mtu, ingress int) {
 		copy(h[24:], d6[:])
 		icmp[0] = 2
 		be.PutUint32(icmp[4:], uint32(mtu))
-		pseudo := sum16(h[8:40], uint32(8+len(quote))+ipProtoICMPv6)
-		be.PutUint16(icmp[2:], ^fold(sum16(quote, sum16(icmp, pseudo))))
+		pseudo := Sum16(h[8:40], uint32(8+len(quote))+ipProtoICMPv6)
+		be.PutUint16(icmp[2:], ^Fold(Sum16(quote, Sum16(icmp, pseudo))))
 		o.Csums = append(o.Csums, CsumField{len(out) + 42, CsumTCP})
 		out = append(append(append(out, h...), icmp...), quote...)
 	}

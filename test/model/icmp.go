@@ -213,8 +213,8 @@ func (m *Model) icmpRewrite(out []byte, p *packet, e *icmpError, quoteSrc bool, 
 		after := icmpL4Words(out, p, e)
 		// HC' = ~(~HC + ~m + m') over the changed words.
 		acc := uint32(^be.Uint16(out[e.l4Csum:]))
-		acc = sum16(after, sum16(onesComplement(before), acc))
-		c := ^fold(acc)
+		acc = Sum16(after, Sum16(onesComplement(before), acc))
+		c := ^Fold(acc)
 		if e.proto == ipProtoUDP && c == 0 {
 			c = 0xffff
 		}
@@ -284,10 +284,10 @@ func icmpCsum(frame []byte, p *packet) uint16 {
 	var acc uint32
 	n := p.ipEnd - p.l4
 	if p.family == 6 {
-		acc = sum16(frame[p.l3+8:p.l3+40], 0)
+		acc = Sum16(frame[p.l3+8:p.l3+40], 0)
 		acc += ipProtoICMPv6 + uint32(n)>>16 + uint32(n)&0xffff
 	}
-	acc = sum16(frame[p.l4:p.l4+2], acc)
-	acc = sum16(frame[p.l4+4:p.ipEnd], acc)
-	return ^fold(acc)
+	acc = Sum16(frame[p.l4:p.l4+2], acc)
+	acc = Sum16(frame[p.l4+4:p.ipEnd], acc)
+	return ^Fold(acc)
 }

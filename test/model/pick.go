@@ -124,7 +124,12 @@ func (m *Model) leastConn(pool *Pool, weighted bool) (uint32, bool) {
 // murmur3's finaliser over the exclusive or of the address's four 32-bit
 // words, read in the machine's (little-endian) order from the address in
 // network order; an IPv4 address fills the first word.
-func ClientHash(a netip.Addr) uint32 {
+func ClientHash(a netip.Addr) uint32 { return fmix32(addrWords(a)) }
+
+// addrWords is the exclusive or of a's four 32-bit words, read in the
+// machine's (little-endian) order from the address in network order; an
+// IPv4 address fills the first word.
+func addrWords(a netip.Addr) uint32 {
 	var b [16]byte
 	if a.Is4() {
 		v4 := a.As4()
@@ -133,7 +138,11 @@ func ClientHash(a netip.Addr) uint32 {
 		b = a.As16()
 	}
 	le := binary.LittleEndian
-	h := le.Uint32(b[0:]) ^ le.Uint32(b[4:]) ^ le.Uint32(b[8:]) ^ le.Uint32(b[12:])
+	return le.Uint32(b[0:]) ^ le.Uint32(b[4:]) ^ le.Uint32(b[8:]) ^ le.Uint32(b[12:])
+}
+
+// fmix32 is murmur3's 32-bit finaliser.
+func fmix32(h uint32) uint32 {
 	h ^= h >> 16
 	h *= 0x85ebca6b
 	h ^= h >> 13

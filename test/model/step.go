@@ -754,14 +754,14 @@ func (m *Model) rejectTCP(o *Outcome, p *packet, ingress int) {
 		be.PutUint16(ip[6:], 0x4000)
 		ip[8] = rstTTL
 		be.PutUint16(ip[10:], ipv4HeaderCsum(out, p.l3, 20))
-		pseudo = sum16(ip[12:20], 0)
+		pseudo = Sum16(ip[12:20], 0)
 	} else {
 		ip := out[p.l3:]
 		copy(ip[8:24], in[p.l3+24:p.l3+40])
 		copy(ip[24:40], in[p.l3+8:p.l3+24])
 		be.PutUint16(ip[4:], 20)
 		ip[7] = rstTTL
-		pseudo = sum16(ip[8:40], 0)
+		pseudo = Sum16(ip[8:40], 0)
 	}
 	t := out[th:]
 	be.PutUint16(t[0:], p.dport)
@@ -774,7 +774,7 @@ func (m *Model) rejectTCP(o *Outcome, p *packet, ingress int) {
 	be.PutUint16(t[16:], 0)
 	be.PutUint16(t[18:], 0)
 	pseudo += ipProtoTCP + 20
-	be.PutUint16(t[16:], ^fold(sum16(t[:20], pseudo)))
+	be.PutUint16(t[16:], ^Fold(Sum16(t[:20], pseudo)))
 	o.say("rejected with an RST")
 	o.Verdict, o.Ifindex, o.Out, o.Fresh = Redirect, ingress, out, true
 }

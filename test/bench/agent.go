@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -135,6 +136,24 @@ func RunAgent(ctx context.Context, o DatapathOptions, probe bool) (*AgentReport,
 		}
 	}
 	return rep, nil
+}
+
+// probeWorld is what the probe needs of the micro benchmarks' namespace.
+type probeWorld interface {
+	do(fn func() error) error
+	client() (ifindex int, mac net.HardwareAddr)
+	close()
+}
+
+// openProbeWorld builds the micro benchmarks' world and gives the probe
+// its view of it (probeWorldOf, from the agent_world.go that fits the
+// tree).
+func openProbeWorld() (probeWorld, error) {
+	w, err := newDPWorld()
+	if err != nil {
+		return nil, err
+	}
+	return probeWorldOf(w), nil
 }
 
 // probeConnections is how many new connections per family the probe opens.

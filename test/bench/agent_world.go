@@ -11,20 +11,7 @@ import (
 // testdata/agent_world_nsthread.go for the trees whose world was a
 // dpWorld on an nsThread (up to 45fe0a8), this file for the later ones.
 
-// probeWorld is what the probe needs of the micro benchmarks' namespace.
-type probeWorld interface {
-	do(fn func() error) error
-	client() (ifindex int, mac net.HardwareAddr)
-	close()
-}
-
-func openProbeWorld() (probeWorld, error) {
-	w, err := newDPWorld()
-	if err != nil {
-		return nil, err
-	}
-	return testutilWorld{w}, nil
-}
+func probeWorldOf(w *testutil.World) probeWorld { return testutilWorld{w} }
 
 type testutilWorld struct{ w *testutil.World }
 

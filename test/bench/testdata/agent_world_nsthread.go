@@ -5,19 +5,7 @@ import "net"
 // agent_world.go for the trees whose micro benchmark world is a dpWorld on
 // an nsThread (test/bench/netns.go): BuildBaseline copies it into them.
 
-type probeWorld interface {
-	do(fn func() error) error
-	client() (ifindex int, mac net.HardwareAddr)
-	close()
-}
-
-func openProbeWorld() (probeWorld, error) {
-	w, err := newDPWorld()
-	if err != nil {
-		return nil, err
-	}
-	return nsThreadWorld{w}, nil
-}
+func probeWorldOf(w *dpWorld) probeWorld { return nsThreadWorld{w} }
 
 type nsThreadWorld struct{ w *dpWorld }
 

@@ -229,16 +229,7 @@ func recordLab(l *lab.Lab) {
 func CheckLeftovers() error {
 	labs.Lock()
 	defer labs.Unlock()
-	var errs []error
-	for _, sfx := range labs.suffixes {
-		left, err := lab.LeftoversOf(sfx)
-		if err != nil {
-			errs = append(errs, err)
-		}
-		if len(left) > 0 {
-			errs = append(errs, fmt.Errorf("lab %s left behind: %s", sfx, strings.Join(left, ", ")))
-		}
-	}
+	errs := []error{lab.CheckLeftovers(labs.suffixes...)}
 	pins, _ := filepath.Glob(fmt.Sprintf("/sys/fs/bpf/limpet-bench-*-%d", os.Getpid()))
 	if len(pins) > 0 {
 		errs = append(errs, fmt.Errorf("pins left behind: %s", strings.Join(pins, ", ")))

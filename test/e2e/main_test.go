@@ -61,15 +61,8 @@ func TestMain(m *testing.M) {
 func checkSuiteLeftovers() error {
 	suite.Lock()
 	defer suite.Unlock()
-	var errs []error
+	errs := []error{lab.CheckLeftovers(suite.suffixes...)}
 	for _, sfx := range suite.suffixes {
-		left, err := lab.LeftoversOf(sfx)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("lab %s: leftovers: %w", sfx, err))
-		}
-		if len(left) > 0 {
-			errs = append(errs, fmt.Errorf("lab %s left behind: %s", sfx, strings.Join(left, ", ")))
-		}
 		// The namespaces of the run by name, whatever LeftoversOf thinks.
 		if ns, _ := filepath.Glob(filepath.Join(lab.NetnsDir, lab.NSPrefix+"*-"+sfx)); len(ns) > 0 {
 			errs = append(errs, fmt.Errorf("lab %s left namespaces %v", sfx, ns))
@@ -85,10 +78,11 @@ func checkSuiteLeftovers() error {
 			errs = append(errs, fmt.Errorf("process %d (%s %s) still runs", p.Pid, p.Path, strings.Join(p.Args[1:], " ")))
 		}
 	}
-	if len(suite.suffixes) > 0 && len(errs) == 0 {
+	err := errors.Join(errs...)
+	if len(suite.suffixes) > 0 && err == nil {
 		fmt.Fprintf(os.Stderr, "e2e: %d labs, %d processes: nothing left behind\n", len(suite.suffixes), len(suite.procs))
 	}
-	return errors.Join(errs...)
+	return err
 }
 
 // limpetBin returns the limpet binary: $LIMPET_BIN, or one built once for

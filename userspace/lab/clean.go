@@ -363,3 +363,19 @@ func LeftoversOf(suffix string) ([]string, error) {
 	runs, err := scan(suffix)
 	return describe(runs), err
 }
+
+// CheckLeftovers is LeftoversOf over several runs: one error that names what
+// each of them left behind, nil when none left anything.
+func CheckLeftovers(suffixes ...string) error {
+	var errs []error
+	for _, sfx := range suffixes {
+		left, err := LeftoversOf(sfx)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("lab %s: leftovers: %w", sfx, err))
+		}
+		if len(left) > 0 {
+			errs = append(errs, fmt.Errorf("lab %s left behind: %s", sfx, strings.Join(left, ", ")))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -25,12 +25,9 @@ import (
 func TestMain(m *testing.M) {
 	code := m.Run()
 	if os.Getenv(helperEnv) == "" {
-		runs := lab.CreatedRuns()
-		for _, sfx := range runs {
-			if left, err := lab.LeftoversOf(sfx); err != nil || len(left) > 0 {
-				fmt.Fprintf(os.Stderr, "lab run %s left behind: %v (%v)\n", sfx, left, err)
-				code = 1
-			}
+		if err := lab.CheckLeftovers(lab.CreatedRuns()...); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = 1
 		}
 	}
 	os.Exit(code)

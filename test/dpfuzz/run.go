@@ -469,21 +469,8 @@ func (s *seq) memberChange(r *reader) error {
 	}
 	// As the daemon writes a pool: going down, leave the eligible list
 	// before the member reads as down; coming up, the reverse.
-	steps := []func() error{func() error { return s.w.dp.SetPool(pool) }, func() error {
-		for _, m := range members {
-			if err := s.w.dp.SetMember(m); err != nil {
-				return err
-			}
-		}
-		return nil
-	}}
-	if !goingDown {
-		steps[0], steps[1] = steps[1], steps[0]
-	}
-	for _, st := range steps {
-		if err := st(); err != nil {
-			return err
-		}
+	if err := s.w.dp.WritePool(pool, members, goingDown); err != nil {
+		return err
 	}
 	s.m.SetConfig(s.sc.cfg)
 	return nil
@@ -743,11 +730,18 @@ func (s *seq) compareConn(key model.FlowKey, kc kConn) []string {
 	if got != want {
 		d = append(d, fmt.Sprintf("connection %s:\n      kernel %s\n      model  %s", key, got, want))
 	}
-	if !mc.Created.Contains(kc.created) {
-		d = append(d, fmt.Sprintf("connection %s created: kernel %v, model %s", key, kc.created, mc.Created))
+	return append(d, stampDiffs(fmt.Sprintf("connection %s", key), kc.created, kc.lastSeen, mc.Created, mc.LastSeen)...)
+}
+
+// stampDiffs reports the kernel's time stamps of a connection or an entry
+// (what) that fall outside the model's windows for them.
+func stampDiffs(what string, created, lastSeen time.Duration, mCreated, mLastSeen model.Instant) []string {
+	var d []string
+	if !mCreated.Contains(created) {
+		d = append(d, fmt.Sprintf("%s created: kernel %v, model %s", what, created, mCreated))
 	}
-	if !mc.LastSeen.Contains(kc.lastSeen) {
-		d = append(d, fmt.Sprintf("connection %s last seen: kernel %v, model %s", key, kc.lastSeen, mc.LastSeen))
+	if !mLastSeen.Contains(lastSeen) {
+		d = append(d, fmt.Sprintf("%s last seen: kernel %v, model %s", what, lastSeen, mLastSeen))
 	}
 	return d
 }
@@ -783,13 +777,7 @@ func (s *seq) compareEntry(key model.EntryKey, ke kEntry) []string {
 	if got != me {
 		d = append(d, fmt.Sprintf("entry %s:\n      kernel %s\n      model  %s", key, got, me))
 	}
-	if !me.Created.Contains(ke.created) {
-		d = append(d, fmt.Sprintf("entry %s created: kernel %v, model %s", key, ke.created, me.Created))
-	}
-	if !me.LastSeen.Contains(ke.lastSeen) {
-		d = append(d, fmt.Sprintf("entry %s last seen: kernel %v, model %s", key, ke.lastSeen, me.LastSeen))
-	}
-	return d
+	return append(d, stampDiffs(fmt.Sprintf("entry %s", key), ke.created, ke.lastSeen, me.Created, me.LastSeen)...)
 }
 
 // compareTable compares a whole table that may have lost entries to make

@@ -61,6 +61,45 @@ var routerSysctls = []sysctlKV{
 	{"net/ipv6/fib_multipath_hash_policy", "1"},
 }
 
+// linkClientRouter joins the client to the router, in the cluster and the
+// routed topology: rc on the router, c on the client (ClientIface).
+func (l *Lab) linkClientRouter(client, router *host, ends *[]vethEnd) error {
+	rc, ci, err := l.veth(router, "rc", mac(0x0e, 0, 0, 0), client, "c", mac(0x0c, 0, 0, 1))
+	if err != nil {
+		return err
+	}
+	l.clientIface, l.routerClientIface = ci, rc
+	*ends = append(*ends, vethEnd{router, rc.Name, false}, vethEnd{client, ci.Name, true})
+	return nil
+}
+
+// addrClientRouter sets up the client link of linkClientRouter: both ends'
+// addresses, the client prefixes on the client, its default routes through
+// the router, and the router's routes back to the client prefixes.
+func (l *Lab) addrClientRouter(client, router *host) error {
+	l.clientAddr4, l.clientAddr6 = v4(0, 1), v6(0, 1)
+	if err := l.addClientAddrs(client); err != nil {
+		return err
+	}
+	rc, ci := l.routerClientIface.Index, l.clientIface.Index
+	if err := addrAdd(router, rc, routerClient4, 24); err != nil {
+		return err
+	}
+	if err := addrAdd(router, rc, routerClient6, 64); err != nil {
+		return err
+	}
+	if err := routeVia(client, ci, netip.Prefix{}, routerClient4, false); err != nil {
+		return err
+	}
+	if err := routeVia(client, ci, netip.Prefix{}, routerClient6, false); err != nil {
+		return err
+	}
+	if err := routeVia(router, rc, clientPrefix4, l.clientAddr4, false); err != nil {
+		return err
+	}
+	return routeVia(router, rc, clientPrefix6, l.clientAddr6, false)
+}
+
 func (l *Lab) buildCluster(ctx context.Context) error {
 	s := l.spec
 	client, err := l.addHost(HostClient, clientSysctls)
@@ -88,14 +127,9 @@ func (l *Lab) buildCluster(ctx context.Context) error {
 	}
 
 	var ends []vethEnd
-	clientMAC := mac(0x0c, 0, 0, 1)
-	rc, ci, err := l.veth(router, "rc", mac(0x0e, 0, 0, 0), client, "c", clientMAC)
-	if err != nil {
+	if err := l.linkClientRouter(client, router, &ends); err != nil {
 		return err
 	}
-	l.clientIface = ci
-	l.routerClientIface = rc
-	ends = append(ends, vethEnd{router, rc.Name, false}, vethEnd{client, ci.Name, true})
 	brf, err := l.bridge(sw, "brf")
 	if err != nil {
 		return err
@@ -149,7 +183,9 @@ func (l *Lab) buildCluster(ctx context.Context) error {
 	}
 
 	// Addresses and routes.
-	l.clientAddr4, l.clientAddr6 = v4(0, 1), v6(0, 1)
+	if err := l.addrClientRouter(client, router); err != nil {
+		return err
+	}
 	type a struct {
 		h    *host
 		idx  int
@@ -157,8 +193,6 @@ func (l *Lab) buildCluster(ctx context.Context) error {
 		bits int
 	}
 	addrs := []a{
-		{client, ci.Index, l.clientAddr4, 24}, {client, ci.Index, l.clientAddr6, 64},
-		{router, rc.Index, routerClient4, 24}, {router, rc.Index, routerClient6, 64},
 		{router, rf.Index, routerFront4, 24}, {router, rf.Index, routerFront6, 64},
 		{router, rb.Index, routerBack4, 24}, {router, rb.Index, routerBack6, 64},
 	}
@@ -174,24 +208,6 @@ func (l *Lab) buildCluster(ctx context.Context) error {
 		if err := addrAdd(x.h, x.idx, x.addr, x.bits); err != nil {
 			return err
 		}
-	}
-	if err := anyIP(client, clientPrefix4); err != nil {
-		return err
-	}
-	if err := anyIP(client, clientPrefix6); err != nil {
-		return err
-	}
-	if err := routeVia(client, ci.Index, netip.Prefix{}, routerClient4, false); err != nil {
-		return err
-	}
-	if err := routeVia(client, ci.Index, netip.Prefix{}, routerClient6, false); err != nil {
-		return err
-	}
-	if err := routeVia(router, rc.Index, clientPrefix4, l.clientAddr4, false); err != nil {
-		return err
-	}
-	if err := routeVia(router, rc.Index, clientPrefix6, l.clientAddr6, false); err != nil {
-		return err
 	}
 	for i, lb := range lbs {
 		b := l.balancers[i]

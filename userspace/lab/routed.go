@@ -54,12 +54,10 @@ func (l *Lab) buildRouted(ctx context.Context) error {
 	}
 
 	var ends []vethEnd
-	rc, ci, err := l.veth(router, "rc", mac(0x0e, 0, 0, 0), client, "c", mac(0x0c, 0, 0, 1))
-	if err != nil {
+	if err := l.linkClientRouter(client, router, &ends); err != nil {
 		return err
 	}
-	l.clientIface, l.routerClientIface = ci, rc
-	ends = append(ends, vethEnd{router, rc.Name, false}, vethEnd{client, ci.Name, true})
+	rc, ci := l.routerClientIface, l.clientIface
 	rf, bf, err := l.veth(router, "rf", mac(0x0e, 0, 1, 0), lb, "b0f", mac(0x0b, 0, 0, 0))
 	if err != nil {
 		return err
@@ -70,7 +68,6 @@ func (l *Lab) buildRouted(ctx context.Context) error {
 	// partial ones (limpet warns about it; the members would drop them).
 	ends = append(ends, vethEnd{router, rf.Name, true}, vethEnd{lb, bf.Name, true})
 	l.balancers = []Balancer{{Host: HostBalancer, NetNS: lb.netns, Addr4: v4(1, 10), Addr6: v6(1, 10), ClientIface: bf}}
-	l.clientAddr4, l.clientAddr6 = v4(0, 1), v6(0, 1)
 
 	type subnet struct {
 		rIface Iface
@@ -94,6 +91,9 @@ func (l *Lab) buildRouted(ctx context.Context) error {
 	}
 
 	// Addresses.
+	if err := l.addrClientRouter(client, router); err != nil {
+		return err
+	}
 	type a struct {
 		h    *host
 		idx  int
@@ -102,8 +102,6 @@ func (l *Lab) buildRouted(ctx context.Context) error {
 	}
 	b := l.balancers[0]
 	addrs := []a{
-		{client, ci.Index, l.clientAddr4, 24}, {client, ci.Index, l.clientAddr6, 64},
-		{router, rc.Index, routerClient4, 24}, {router, rc.Index, routerClient6, 64},
 		{router, rf.Index, routerFront4, 24}, {router, rf.Index, routerFront6, 64},
 		{lb, bf.Index, b.Addr4, 24}, {lb, bf.Index, b.Addr6, 64},
 	}
@@ -118,12 +116,6 @@ func (l *Lab) buildRouted(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := anyIP(client, clientPrefix4); err != nil {
-		return err
-	}
-	if err := anyIP(client, clientPrefix6); err != nil {
-		return err
-	}
 
 	// Routes.
 	type r struct {
@@ -133,8 +125,6 @@ func (l *Lab) buildRouted(ctx context.Context) error {
 		gw  netip.Addr
 	}
 	routes := []r{
-		{client, ci.Index, netip.Prefix{}, routerClient4}, {client, ci.Index, netip.Prefix{}, routerClient6},
-		{router, rc.Index, clientPrefix4, l.clientAddr4}, {router, rc.Index, clientPrefix6, l.clientAddr6},
 		{lb, bf.Index, netip.Prefix{}, routerFront4}, {lb, bf.Index, netip.Prefix{}, routerFront6},
 	}
 	for _, v := range s.VIPs {

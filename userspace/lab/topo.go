@@ -444,19 +444,7 @@ func (l *Lab) build(ctx context.Context) error {
 	}
 
 	// Addresses and routes.
-	ci := l.clientIface.Index
-	for _, a := range []struct {
-		a    netip.Addr
-		bits int
-	}{{l.clientAddr4, 24}, {l.clientAddr6, 64}} {
-		if err := addrAdd(client, ci, a.a, a.bits); err != nil {
-			return err
-		}
-	}
-	if err := anyIP(client, clientPrefix4); err != nil {
-		return err
-	}
-	if err := anyIP(client, clientPrefix6); err != nil {
+	if err := l.addClientAddrs(client); err != nil {
 		return err
 	}
 	if err := l.clientRoutes(0, false); err != nil {
@@ -614,6 +602,23 @@ func (l *Lab) clientRoutes(i int, replace bool) error {
 		return err
 	}
 	return routeVia(client, l.clientIface.Index, netip.Prefix{}, b.Addr6, replace)
+}
+
+// addClientAddrs gives the client its addresses on its link (clientAddr4
+// and clientAddr6) and makes the client prefixes local to it, so that it
+// can send from any of their addresses.
+func (l *Lab) addClientAddrs(client *host) error {
+	ci := l.clientIface.Index
+	if err := addrAdd(client, ci, l.clientAddr4, 24); err != nil {
+		return err
+	}
+	if err := addrAdd(client, ci, l.clientAddr6, 64); err != nil {
+		return err
+	}
+	if err := anyIP(client, clientPrefix4); err != nil {
+		return err
+	}
+	return anyIP(client, clientPrefix6)
 }
 
 // memberRoutes points a member's default routes at balancer i.

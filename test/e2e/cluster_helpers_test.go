@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -255,65 +254,11 @@ func (c *cluster) cli(i int, args ...string) (string, error) {
 	return run(limpetBin(c.t), append([]string{"--pin-path", c.pins[i]}, args...)...)
 }
 
-// load is clients sending GETs in a loop, each a new TCP connection: what
-// every failure test measures.
-type load struct {
-	c       *cluster
-	stop    chan struct{}
-	wg      sync.WaitGroup
-	ok, bad atomic.Uint64
-	mu      sync.Mutex
-	first   map[netip.Addr]string // the member each client had before
-	moved   map[netip.Addr]string // clients that reached another member
-	errs    []string
-	slow    atomic.Uint64 // connections that took over a second (SYN retransmits)
-}
-
-// startLoad runs every client in a loop until stop, each GET a new
-// connection; before says which member each client must keep.
-func (c *cluster) startLoad(ctx context.Context, clients []netip.Addr, before map[netip.Addr]string) *load {
-	ld := &load{c: c, stop: make(chan struct{}), first: before, moved: map[netip.Addr]string{}}
-	dst := netip.AddrPortFrom(c.vip, 80)
-	for _, src := range clients {
-		ld.wg.Go(func() {
-			for {
-				select {
-				case <-ld.stop:
-					return
-				case <-ctx.Done():
-					return
-				default:
-				}
-				start := time.Now()
-				rctx, cancel := context.WithTimeout(ctx, 8*time.Second)
-				r, err := c.l.Get(rctx, src, lab.URL(dst, "/"))
-				cancel()
-				if time.Since(start) > time.Second {
-					ld.slow.Add(1)
-				}
-				ld.mu.Lock()
-				if err != nil || r.Status != 200 {
-					ld.bad.Add(1)
-					if len(ld.errs) < 10 {
-						ld.errs = append(ld.errs, fmt.Sprintf("%s: %v (status %d)", src, err, r.Status))
-					}
-				} else {
-					ld.ok.Add(1)
-					if want, ok := ld.first[src]; ok && want != r.Member {
-						ld.moved[src] = r.Member
-					}
-				}
-				ld.mu.Unlock()
-				time.Sleep(20 * time.Millisecond)
-			}
-		})
-	}
-	return ld
-}
-
-func (ld *load) finish() {
-	close(ld.stop)
-	ld.wg.Wait()
+// startLoad runs every client in a loop until Stop, each GET a new
+// connection (20 ms apart): what every failure test measures; before says
+// which member each client must keep.
+func (c *cluster) startLoad(ctx context.Context, clients []netip.Addr, before map[netip.Addr]string) *lab.Load {
+	return c.l.StartLoad(ctx, clients, netip.AddrPortFrom(c.vip, 80), before, 20*time.Millisecond)
 }
 
 // persistAll sends n concurrent GETs from every client (ECMP spreads them

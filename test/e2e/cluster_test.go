@@ -228,7 +228,7 @@ func TestClusterNodeFailure(t *testing.T) {
 			c.waitTables(ctx, n, 0, 1, 2)
 			ld := c.startLoad(ctx, clients, memberOf(before))
 			time.Sleep(500 * time.Millisecond)
-			okBefore, badBefore := ld.ok.Load(), ld.bad.Load()
+			okBefore, badBefore := ld.OK.Load(), ld.Bad.Load()
 			t0 := time.Now()
 			switch mode {
 			case "sigkill":
@@ -243,20 +243,20 @@ func TestClusterNodeFailure(t *testing.T) {
 			c.waitNexthops(ctx, 2, "the router drops the dead node")
 			conv := time.Since(t0)
 			time.Sleep(3 * time.Second) // requests held by SYN retransmits finish
-			ld.finish()
+			ld.Stop()
 			if badBefore != 0 {
-				t.Fatalf("%d requests failed before the failure: %v", badBefore, ld.errs)
+				t.Fatalf("%d requests failed before the failure: %v", badBefore, ld.Errors())
 			}
 			after, err := c.persistAll(ctx, clients, 5)
 			if err != nil {
 				t.Fatal(err)
 			}
 			kept := keepRate(t, before, after)
-			failed, slow, total := ld.bad.Load()-badBefore, ld.slow.Load(), ld.ok.Load()+ld.bad.Load()-okBefore-badBefore
+			failed, slow, total := ld.Bad.Load()-badBefore, ld.Slow.Load(), ld.OK.Load()+ld.Bad.Load()-okBefore-badBefore
 			t.Logf("%s of node 2: BGP converged in %.2fs (%s); from the failure to 3s after convergence: %d requests (each a new connection), %d failed, %d took over 1s (their SYN went to the dead node and was retransmitted); "+
 				"%d of %d clients kept their member afterwards; the load saw %d clients reach another member",
 				mode, conv.Seconds(), map[string]string{"sigkill": "the kernel closed the dead daemon's TCP session, BIRD withdrew at once",
-					"link_cut": "BIRD's hold timer, 3s"}[mode], total, failed, slow, kept, n, len(ld.moved))
+					"link_cut": "BIRD's hold timer, 3s"}[mode], total, failed, slow, kept, n, len(ld.Moved()))
 			if float64(kept) < 0.999*n {
 				t.Fatalf("only %d of %d clients kept their member", kept, n)
 			}
@@ -267,7 +267,7 @@ func TestClusterNodeFailure(t *testing.T) {
 				t.Fatalf("convergence %s after SIGKILL: the session should close at once", conv)
 			}
 			if mode == "sigkill" && failed > 0 {
-				t.Fatalf("%d requests failed although the killed node's datapath kept forwarding until the withdrawal: %v", failed, ld.errs)
+				t.Fatalf("%d requests failed although the killed node's datapath kept forwarding until the withdrawal: %v", failed, ld.Errors())
 			}
 			if mode == "link_cut" && slow == 0 {
 				t.Fatal("no request was held up by the cut link: the cut did not take the node out of the path")
@@ -317,14 +317,14 @@ func TestClusterDrain(t *testing.T) {
 	}
 	exited := time.Since(sig)
 	time.Sleep(time.Second)
-	ld.finish()
+	ld.Stop()
 	t.Logf("drain: route 2-way %.2fs after limpet drain; SIGTERM: withdrawn after %.2fs, exited after %.2fs (grace 2s); %d requests, %d failed, %d clients moved",
-		took.Seconds(), tookTerm.Seconds(), exited.Seconds(), ld.ok.Load()+ld.bad.Load(), ld.bad.Load(), len(ld.moved))
-	if ld.bad.Load() != 0 {
-		t.Fatalf("%d requests failed across the drains: %v", ld.bad.Load(), ld.errs)
+		took.Seconds(), tookTerm.Seconds(), exited.Seconds(), ld.OK.Load()+ld.Bad.Load(), ld.Bad.Load(), len(ld.Moved()))
+	if ld.Bad.Load() != 0 {
+		t.Fatalf("%d requests failed across the drains: %v", ld.Bad.Load(), ld.Errors())
 	}
-	if len(ld.moved) != 0 {
-		t.Fatalf("%d clients reached another member: %v", len(ld.moved), ld.moved)
+	if len(ld.Moved()) != 0 {
+		t.Fatalf("%d clients reached another member: %v", len(ld.Moved()), ld.Moved())
 	}
 	if exited < 2*time.Second {
 		t.Fatalf("node 2 exited %s after SIGTERM, before its 2s grace", exited)

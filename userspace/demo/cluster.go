@@ -88,7 +88,7 @@ func RunCluster(ctx context.Context, opts Options) (err error) {
 	d.check(!slices.Contains(conns, 0), "ECMP spread the connections over all 3 nodes")
 
 	d.printf("\n3. limpet drain on node 1, under load\n")
-	ld := d.startLoad(ctx, clients, before)
+	ld := l.StartLoad(ctx, clients, netip.AddrPortFrom(d.vip, 80), before, 50*time.Millisecond)
 	time.Sleep(500 * time.Millisecond)
 	if out, err := exec.Command(opts.Binary, "--pin-path", d.pins[1], "drain").CombinedOutput(); err != nil {
 		return fmt.Errorf("limpet drain: %v %s", err, out)
@@ -107,7 +107,8 @@ func RunCluster(ctx context.Context, opts Options) (err error) {
 	took, nh = d.waitNexthops(ctx, prefix, 2, 10*time.Second)
 	d.check(len(nh) == 2, "BIRD dropped node 2 %.2fs later (its BGP session closed with the process)", took.Seconds())
 	time.Sleep(time.Second)
-	ok, bad, moved := ld.stop()
+	ld.Stop()
+	ok, bad, moved := ld.OK.Load(), ld.Bad.Load(), len(ld.Moved())
 	d.check(bad == 0, "no request failed across the drain and the crash (%d answered, %d failed)", ok, bad)
 	d.check(moved == 0, "no client changed member: the other nodes hold its mirrored entry (%d moved)", moved)
 
@@ -268,50 +269,6 @@ func (d *clusterDemo) nodeConns() []uint64 {
 		}
 	}
 	return out
-}
-
-type clusterLoad struct {
-	stopc   chan struct{}
-	wg      sync.WaitGroup
-	mu      sync.Mutex
-	ok, bad int
-	moved   map[netip.Addr]bool
-}
-
-func (d *clusterDemo) startLoad(ctx context.Context, clients []netip.Addr, want map[netip.Addr]string) *clusterLoad {
-	ld := &clusterLoad{stopc: make(chan struct{}), moved: map[netip.Addr]bool{}}
-	dst := netip.AddrPortFrom(d.vip, 80)
-	for _, c := range clients {
-		ld.wg.Go(func() {
-			for {
-				select {
-				case <-ld.stopc:
-					return
-				case <-time.After(50 * time.Millisecond):
-				}
-				rctx, cancel := context.WithTimeout(ctx, 8*time.Second)
-				r, err := d.l.Get(rctx, c, lab.URL(dst, "/"))
-				cancel()
-				ld.mu.Lock()
-				if err != nil || r.Status != 200 {
-					ld.bad++
-				} else {
-					ld.ok++
-					if w, ok := want[c]; ok && w != r.Member {
-						ld.moved[c] = true
-					}
-				}
-				ld.mu.Unlock()
-			}
-		})
-	}
-	return ld
-}
-
-func (ld *clusterLoad) stop() (ok, bad, moved int) {
-	close(ld.stopc)
-	ld.wg.Wait()
-	return ld.ok, ld.bad, len(ld.moved)
 }
 
 func (d *clusterDemo) cleanupCluster() {

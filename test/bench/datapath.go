@@ -343,15 +343,8 @@ func RunDatapath(ctx context.Context, o DatapathOptions) (*DatapathResult, error
 		for _, fam := range dpFamilies {
 			// Without the driver, for reference.
 			syn := tcpFrame(netip.AddrPortFrom(fam.clientA, dpPortPersistSmall), netip.AddrPortFrom(fam.vip, dpVSPort), "S", dpGwMAC, w.Client.MAC)
-			err := w.Do(func() error {
-				_, per, err := fl.BenchmarkFloor(syn, w.Client.Index, o.Repeat)
-				if err != nil {
-					return err
-				}
-				s := res.FloorPlain[fam.name]
-				s.Add(float64(per.Nanoseconds()))
-				res.FloorPlain[fam.name] = s
-				return nil
+			err := addPlain(w, res.FloorPlain, fam.name, func() (loader.XDPAction, time.Duration, error) {
+				return fl.BenchmarkFloor(syn, w.Client.Index, o.Repeat)
 			})
 			if err != nil {
 				return nil, err
@@ -420,6 +413,21 @@ type dpCase struct {
 	sw      loader.Sweep
 	want    loader.XDPAction
 	check   func(before, after loader.VSCounters, n uint64) error
+}
+
+// addPlain runs bench, one packet's runs without the driver, on w's thread
+// and adds its time per packet to series[fam].
+func addPlain(w *testutil.World, series map[string]Series, fam string, bench func() (loader.XDPAction, time.Duration, error)) error {
+	return w.Do(func() error {
+		_, per, err := bench()
+		if err != nil {
+			return err
+		}
+		s := series[fam]
+		s.Add(float64(per.Nanoseconds()))
+		series[fam] = s
+		return nil
+	})
 }
 
 // dpMeasure runs one case through the driver, limpet then the floor (the
@@ -509,15 +517,8 @@ func dpRun(w *testutil.World, fl *loader.Floor, o DatapathOptions, fam dpFamily,
 		return err
 	}
 	if !large {
-		err := w.Do(func() error {
-			_, per, err := d.BenchmarkPacket(nonVIP, o.Repeat)
-			if err != nil {
-				return err
-			}
-			s := res.NonVIPPlain[fam.name]
-			s.Add(float64(per.Nanoseconds()))
-			res.NonVIPPlain[fam.name] = s
-			return nil
+		err := addPlain(w, res.NonVIPPlain, fam.name, func() (loader.XDPAction, time.Duration, error) {
+			return d.BenchmarkPacket(nonVIP, o.Repeat)
 		})
 		if err != nil {
 			return err

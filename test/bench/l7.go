@@ -198,11 +198,8 @@ func RunL7(ctx context.Context, env Env, o L7Options) (*L7Result, error) {
 		return nil, err
 	}
 	if o.Baseline != "" {
-		if o.Baseline, err = filepath.Abs(o.Baseline); err != nil {
+		if err := absFile(&o.Baseline, "baseline limpet"); err != nil {
 			return nil, err
-		}
-		if _, err := os.Stat(o.Baseline); err != nil {
-			return nil, fmt.Errorf("baseline limpet: %w", err)
 		}
 	}
 	l, err := lab.New(ctx, lab.Spec{MemberCount: 1})
@@ -291,12 +288,17 @@ func runL7(ctx context.Context, env Env, l *lab.Lab, o L7Options) (*L7Result, er
 	if err != nil {
 		return nil, err
 	}
+	// This tree's limpet and the baseline's run the same L7 config on
+	// ports and access logs of their own.
+	renderL7 := func(cfg, accessLog string, ports l7Ports) error {
+		return env.render("limpet-l7.yaml.tmpl", cfg, map[string]any{
+			"KeyFile": keyFile, "Addr": l7Addr, "Ports": ports, "Members": members,
+			"AccessLog": accessLog, "CertFile": certFile, "CertKeyFile": keyPEM,
+		})
+	}
 	limpetLog := filepath.Join(dir, "limpet-access.log")
 	limpetCfg := filepath.Join(dir, "l7.yaml")
-	if err := env.render("limpet-l7.yaml.tmpl", limpetCfg, map[string]any{
-		"KeyFile": keyFile, "Addr": l7Addr, "Ports": l7LimpetPorts, "Members": members,
-		"AccessLog": limpetLog, "CertFile": certFile, "CertKeyFile": keyPEM,
-	}); err != nil {
+	if err := renderL7(limpetCfg, limpetLog, l7LimpetPorts); err != nil {
 		return nil, err
 	}
 	if out, err := exec.Command(env.LimpetBin, "config", "check", limpetCfg).CombinedOutput(); err != nil {
@@ -304,10 +306,7 @@ func runL7(ctx context.Context, env Env, l *lab.Lab, o L7Options) (*L7Result, er
 	}
 	baselineLog := filepath.Join(dir, "baseline-access.log")
 	baselineCfg := filepath.Join(dir, "l7-baseline.yaml")
-	if err := env.render("limpet-l7.yaml.tmpl", baselineCfg, map[string]any{
-		"KeyFile": keyFile, "Addr": l7Addr, "Ports": l7BaselinePorts, "Members": members,
-		"AccessLog": baselineLog, "CertFile": certFile, "CertKeyFile": keyPEM,
-	}); err != nil {
+	if err := renderL7(baselineCfg, baselineLog, l7BaselinePorts); err != nil {
 		return nil, err
 	}
 	haproxyCfg := filepath.Join(dir, "haproxy.cfg")

@@ -30,24 +30,32 @@ type Env struct {
 	Log      func(format string, args ...any)
 }
 
+// absFile makes *path absolute and checks that the file is there; what
+// names it in the error.
+func absFile(path *string, what string) error {
+	p, err := filepath.Abs(*path)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(p); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	*path = p
+	return nil
+}
+
 // resolved makes the paths absolute: processes start in other directories.
 func (e Env) resolved() (Env, error) {
 	var err error
-	if e.LimpetBin, err = filepath.Abs(e.LimpetBin); err != nil {
-		return e, err
-	}
-	if _, err := os.Stat(e.LimpetBin); err != nil {
-		return e, fmt.Errorf("limpet binary: %w (run make build)", err)
+	if err := absFile(&e.LimpetBin, "limpet binary"); err != nil {
+		return e, fmt.Errorf("%w (run make build)", err)
 	}
 	if e.Templates, err = filepath.Abs(e.Templates); err != nil {
 		return e, err
 	}
 	if e.AgentBin != "" {
-		if e.AgentBin, err = filepath.Abs(e.AgentBin); err != nil {
+		if err := absFile(&e.AgentBin, "datapath agent"); err != nil {
 			return e, err
-		}
-		if _, err := os.Stat(e.AgentBin); err != nil {
-			return e, fmt.Errorf("datapath agent: %w", err)
 		}
 	}
 	if e.Repo == "" {

@@ -86,12 +86,7 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 	for i := range bs {
 		c.pins[i] = fmt.Sprintf("%s-n%d", l.PinDir(), i)
 		c.cfg[i] = filepath.Join(l.RunDir(), fmt.Sprintf("limpet-n%d.yaml", i))
-		if err := os.WriteFile(c.cfg[i], []byte(c.config(i, key)), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if out, err := run(limpetBin(t), "config", "check", c.cfg[i]); err != nil {
-			t.Fatalf("config check: %v\n%s", err, out)
-		}
+		writeCheckedConfig(t, c.cfg[i], c.config(i, key), 0o600)
 	}
 	t.Cleanup(func() {
 		for i := range c.pins {

@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -52,13 +51,7 @@ func TestEncapRouted(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			body = []byte(strings.ReplaceAll(string(body), "forwarding: dsr}", "forwarding: "+fw+"}"))
-			if err := os.WriteFile(cfg, body, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			if out, err := exec.Command(limpetBin(t), "config", "check", cfg).CombinedOutput(); err != nil {
-				t.Fatalf("limpet config check: %v\n%s\n%s", err, out, body)
-			}
+			writeCheckedConfig(t, cfg, strings.ReplaceAll(string(body), "forwarding: dsr}", "forwarding: "+fw+"}"), 0o644)
 			startTunnelling(t, ctx, l, cfg)
 			w := watchDecap(t, ctx, l)
 

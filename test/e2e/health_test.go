@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -71,12 +70,7 @@ func TestHealthMonitorDrivesServerDown(t *testing.T) {
 			text := strings.Replace(string(body), "timeout: 300}", "timeout: 300, server_down: "+policy+"}", 1)
 			text = strings.Replace(text, "  - name: web\n    members:", "  - name: web\n    health_monitor: web-http\n    members:", 1)
 			text += "health_monitors:\n  - {name: web-http, type: http, path: /, interval: 0.2, timeout: 0.2, rise: 2, fall: 3}\n"
-			if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			if out, err := exec.Command(limpetBin(t), "config", "check", cfg).CombinedOutput(); err != nil {
-				t.Fatalf("%v\n%s", err, out)
-			}
+			writeCheckedConfig(t, cfg, text, 0o644)
 			startLimpet(t, l, cfg)
 			dst := netip.AddrPortFrom(l.VIP4(), 80)
 			clients := l.ClientAddrs4()[:15]

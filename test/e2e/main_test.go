@@ -206,15 +206,21 @@ func writeConfig(t *testing.T, l *lab.Lab, gcInterval float64, profiles []profil
 			vs.Name, vs.VIP, vs.Port, vs.Protocol, vs.Name, vs.Persistence, vs.Forwarding)
 	}
 	path := filepath.Join(l.RunDir(), "limpet.yaml")
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+	writeCheckedConfig(t, path, b.String(), 0o644)
+	return path
+}
+
+// writeCheckedConfig writes a test's config to path and checks it with
+// `limpet config check`: it must be valid, since a typo in it would show
+// up as baffling traffic failures later.
+func writeCheckedConfig(t *testing.T, path, body string, perm os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(body), perm); err != nil {
 		t.Fatal(err)
 	}
-	// The config must be valid: a typo here would show up as baffling
-	// traffic failures later.
 	if out, err := exec.Command(limpetBin(t), "config", "check", path).CombinedOutput(); err != nil {
-		t.Fatalf("limpet config check: %v\n%s\nconfig:\n%s", err, out, b.String())
+		t.Fatalf("limpet config check: %v\n%s\nconfig:\n%s", err, out, body)
 	}
-	return path
 }
 
 // webVS is the virtual server most tests serve: HTTP on the lab's IPv4

@@ -117,12 +117,7 @@ func TestStatusPageBGPInChromium(t *testing.T) {
 	if cfg == string(body) || !strings.Contains(cfg, "description:") {
 		t.Fatalf("the cluster config has no settings or neighbor to extend:\n%s", body)
 	}
-	if err := os.WriteFile(c.cfg[0], []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := run(limpetBin(t), "config", "check", c.cfg[0]); err != nil {
-		t.Fatalf("config check: %v\n%s", err, out)
-	}
+	writeCheckedConfig(t, c.cfg[0], cfg, 0o600)
 	// Two of the three nodes: the page also shows an HA peer that is down.
 	c.start(0)
 	c.start(1)

@@ -186,12 +186,7 @@ func TestStatusPageInChromium(t *testing.T) {
 	body, _ := os.ReadFile(cfg)
 	good := strings.Replace(string(body), "settings:\n", fmt.Sprintf("settings:\n  metrics_listen: 127.0.0.1:9469\n  metrics_auth: {type: basic, username: %s, password_file: %s}\n", user, pwFile), 1)
 	good = strings.Replace(good, "pools:\n  - name: web\n", "health_monitors:\n  - {name: tcp80, type: tcp, interval: 0.3, rise: 1, fall: 2}\npools:\n  - name: web\n    health_monitor: tcp80\n", 1)
-	if err := os.WriteFile(cfg, []byte(good), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command(limpetBin(t), "config", "check", cfg).CombinedOutput(); err != nil {
-		t.Fatalf("config check: %v\n%s", err, out)
-	}
+	writeCheckedConfig(t, cfg, good, 0o644)
 	startLimpet(t, l, cfg)
 
 	// Traffic: every client one request; one client keeps a connection open.

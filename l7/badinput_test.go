@@ -30,6 +30,21 @@ func rawConn(t *testing.T, url string) net.Conn {
 	return c
 }
 
+// rawRequest writes raw on a new connection to url and reads the head of
+// the answer, within 5 s; br reads on after it.
+func rawRequest(t *testing.T, url, raw string) (c net.Conn, br *bufio.Reader, resp *http.Response) {
+	t.Helper()
+	c = rawConn(t, url)
+	io.WriteString(c, raw)
+	br = bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	return c, br, resp
+}
+
 func TestHugeCookieHeaderIs431AndLogged(t *testing.T) {
 	for _, tlsOn := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
@@ -39,14 +54,8 @@ func TestHugeCookieHeaderIs431AndLogged(t *testing.T) {
 				vs += "\ntls_cert_file: {{CERT}}\ntls_key_file: {{CERTKEY}}"
 			}
 			h := startProxy(t, cookieYAML("", vs), ms, nil)
-			c := rawConn(t, h.urls["web"])
 			huge := "Cookie: " + strings.Repeat("x", 40000) + "\r\n"
-			fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: t\r\n%s\r\n", huge)
-			c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-			if err != nil {
-				t.Fatalf("no response: %v", err)
-			}
+			_, _, resp := rawRequest(t, h.urls["web"], "GET / HTTP/1.1\r\nHost: t\r\n"+huge+"\r\n")
 			if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 				t.Fatalf("status %d, want 431", resp.StatusCode)
 			}
@@ -61,13 +70,7 @@ func TestHugeCookieHeaderIs431AndLogged(t *testing.T) {
 func TestMalformedRequestIs400AndLogged(t *testing.T) {
 	ms := twoMembers(t)
 	h := startProxy(t, cookieYAML("", ""), ms, nil)
-	c := rawConn(t, h.urls["web"])
-	io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\nBad Header Without Colon\r\n\r\n")
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, resp := rawRequest(t, h.urls["web"], "GET / HTTP/1.1\r\nHost: t\r\nBad Header Without Colon\r\n\r\n")
 	if resp.StatusCode != 400 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
@@ -94,13 +97,7 @@ func TestSlowClientHeadersTimeOut(t *testing.T) {
 func TestSlowClientBodyTimesOut(t *testing.T) {
 	ms := twoMembers(t)
 	h := startProxy(t, cookieYAML("", "request_timeout: 0.3"), ms, nil)
-	c := rawConn(t, h.urls["web"])
-	io.WriteString(c, "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatalf("no response to a stalled body: %v", err)
-	}
+	_, _, resp := rawRequest(t, h.urls["web"], "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
 	if resp.StatusCode != http.StatusRequestTimeout {
 		t.Fatalf("status %d, want 408", resp.StatusCode)
 	}
@@ -131,7 +128,7 @@ func TestMemberResetMidResponse(t *testing.T) {
 		c.Close()
 	})
 	ms := map[string]*member{"a": a, "b": a}
-	yaml := strings.Replace(cookieYAML("", ""), "      - {name: b, address: 127.0.0.1, port: {{M:b}}}\n", "", 1)
+	yaml := oneMember(cookieYAML("", ""))
 	h := startProxy(t, yaml, ms, nil)
 	expectTruncated(t, h.urls["web"])
 	l := h.log.last(t, 1)
@@ -155,7 +152,7 @@ func TestMemberStallsBeforeHeadersIs504(t *testing.T) {
 	})
 	defer close(release)
 	ms := map[string]*member{"a": a}
-	yaml := strings.Replace(cookieYAML("", "server_timeout: 0.3"), "      - {name: b, address: 127.0.0.1, port: {{M:b}}}\n", "", 1)
+	yaml := oneMember(cookieYAML("", "server_timeout: 0.3"))
 	h := startProxy(t, yaml, ms, nil)
 	resp, _ := get(t, &http.Client{}, h.urls["web"])
 	if resp.StatusCode != http.StatusGatewayTimeout {
@@ -177,7 +174,7 @@ func TestMemberStallsMidBodyIsCut(t *testing.T) {
 	})
 	defer close(release)
 	ms := map[string]*member{"a": a}
-	yaml := strings.Replace(cookieYAML("", "server_timeout: 0.3"), "      - {name: b, address: 127.0.0.1, port: {{M:b}}}\n", "", 1)
+	yaml := oneMember(cookieYAML("", "server_timeout: 0.3"))
 	h := startProxy(t, yaml, ms, nil)
 	start := time.Now()
 	expectTruncated(t, h.urls["web"])
@@ -247,7 +244,7 @@ func TestClientThatStopsReadingIsCut(t *testing.T) {
 		}
 	})
 	ms := map[string]*member{"a": a}
-	yaml := strings.Replace(cookieYAML("", "write_timeout: 0.3"), "      - {name: b, address: 127.0.0.1, port: {{M:b}}}\n", "", 1)
+	yaml := oneMember(cookieYAML("", "write_timeout: 0.3"))
 	h := startProxy(t, yaml, ms, nil)
 	c := rawConn(t, h.urls["web"])
 	c.(*net.TCPConn).SetReadBuffer(4096)

@@ -67,14 +67,29 @@ func TestHugeCookieHeaderIs431AndLogged(t *testing.T) {
 	}
 }
 
-func TestMalformedRequestIs400AndLogged(t *testing.T) {
-	ms := twoMembers(t)
-	h := startProxy(t, cookieYAML("", ""), ms, nil)
-	_, _, resp := rawRequest(t, h.urls["web"], "GET / HTTP/1.1\r\nHost: t\r\nBad Header Without Colon\r\n\r\n")
-	if resp.StatusCode != 400 {
-		t.Fatalf("status %d", resp.StatusCode)
+// A request the proxy refuses itself is answered with the status and
+// logged so.
+func TestRefusedRequestAnsweredAndLogged(t *testing.T) {
+	for _, tc := range []struct {
+		name, vs, raw string
+		status        int
+		log           map[string]any
+	}{
+		{"malformed is 400", "", "GET / HTTP/1.1\r\nHost: t\r\nBad Header Without Colon\r\n\r\n",
+			400, map[string]any{"status": 400, "decision": "rejected"}},
+		{"slow body times out", "request_timeout: 0.3", "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789",
+			http.StatusRequestTimeout, map[string]any{"status": 408, "reason": "client_body_timeout"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ms := twoMembers(t)
+			h := startProxy(t, cookieYAML("", tc.vs), ms, nil)
+			_, _, resp := rawRequest(t, h.urls["web"], tc.raw)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			h.log.wantLast(t, tc.log)
+		})
 	}
-	h.log.wantLast(t, map[string]any{"status": 400, "decision": "rejected"})
 }
 
 func TestSlowClientHeadersTimeOut(t *testing.T) {
@@ -92,16 +107,6 @@ func TestSlowClientHeadersTimeOut(t *testing.T) {
 		t.Fatalf("slow client held the connection %v", d)
 	}
 	h.log.wantLast(t, map[string]any{"status": 408, "reason": "header_timeout"})
-}
-
-func TestSlowClientBodyTimesOut(t *testing.T) {
-	ms := twoMembers(t)
-	h := startProxy(t, cookieYAML("", "request_timeout: 0.3"), ms, nil)
-	_, _, resp := rawRequest(t, h.urls["web"], "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
-	if resp.StatusCode != http.StatusRequestTimeout {
-		t.Fatalf("status %d, want 408", resp.StatusCode)
-	}
-	h.log.wantLast(t, map[string]any{"status": 408, "reason": "client_body_timeout"})
 }
 
 func TestClientGoneMidHeadersLogged(t *testing.T) {

@@ -147,18 +147,25 @@ func TestMemberResetMidResponse(t *testing.T) {
 	}
 }
 
-func TestMemberStallsBeforeHeadersIs504(t *testing.T) {
+// stallingProxy is a proxy with server_timeout 0.3s over member a alone,
+// which runs answer and then stalls until the request is cancelled or the
+// test ends.
+func stallingProxy(t *testing.T, answer func(w http.ResponseWriter)) *harness {
 	release := make(chan struct{})
 	a := startMember(t, "a", func(w http.ResponseWriter, r *http.Request) {
+		answer(w)
 		select {
 		case <-release:
 		case <-r.Context().Done():
 		}
 	})
-	defer close(release)
-	ms := map[string]*member{"a": a}
-	yaml := oneMember(cookieYAML("", "server_timeout: 0.3"))
-	h := startProxy(t, yaml, ms, nil)
+	h := startProxy(t, oneMember(cookieYAML("", "server_timeout: 0.3")), map[string]*member{"a": a}, nil)
+	t.Cleanup(func() { close(release) })
+	return h
+}
+
+func TestMemberStallsBeforeHeadersIs504(t *testing.T) {
+	h := stallingProxy(t, func(http.ResponseWriter) {})
 	resp, _ := get(t, &http.Client{}, h.urls["web"])
 	if resp.StatusCode != http.StatusGatewayTimeout {
 		t.Fatalf("status %d, want 504", resp.StatusCode)
@@ -167,20 +174,11 @@ func TestMemberStallsBeforeHeadersIs504(t *testing.T) {
 }
 
 func TestMemberStallsMidBodyIsCut(t *testing.T) {
-	release := make(chan struct{})
-	a := startMember(t, "a", func(w http.ResponseWriter, r *http.Request) {
+	h := stallingProxy(t, func(w http.ResponseWriter) {
 		w.Header().Set("Content-Length", "10")
 		w.Write([]byte("12345"))
 		w.(http.Flusher).Flush()
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
 	})
-	defer close(release)
-	ms := map[string]*member{"a": a}
-	yaml := oneMember(cookieYAML("", "server_timeout: 0.3"))
-	h := startProxy(t, yaml, ms, nil)
 	start := time.Now()
 	expectTruncated(t, h.urls["web"])
 	if d := time.Since(start); d > 3*time.Second {

@@ -30,6 +30,21 @@ func rawConn(t *testing.T, url string) net.Conn {
 	return c
 }
 
+// rawRequest writes raw on a new connection to url and reads the head of
+// the answer, within 5 s; br reads on after it.
+func rawRequest(t *testing.T, url, raw string) (c net.Conn, br *bufio.Reader, resp *http.Response) {
+	t.Helper()
+	c = rawConn(t, url)
+	io.WriteString(c, raw)
+	br = bufio.NewReader(c)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	return c, br, resp
+}
+
 func TestHugeCookieHeaderIs431AndLogged(t *testing.T) {
 	for _, tlsOn := range []bool{false, true} {
 		t.Run(fmt.Sprintf("tls=%v", tlsOn), func(t *testing.T) {
@@ -39,14 +54,8 @@ func TestHugeCookieHeaderIs431AndLogged(t *testing.T) {
 				vs += "\ntls_cert_file: {{CERT}}\ntls_key_file: {{CERTKEY}}"
 			}
 			h := startProxy(t, cookieYAML("", vs), ms, nil)
-			c := rawConn(t, h.urls["web"])
 			huge := "Cookie: " + strings.Repeat("x", 40000) + "\r\n"
-			fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: t\r\n%s\r\n", huge)
-			c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-			if err != nil {
-				t.Fatalf("no response: %v", err)
-			}
+			_, _, resp := rawRequest(t, h.urls["web"], "GET / HTTP/1.1\r\nHost: t\r\n"+huge+"\r\n")
 			if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 				t.Fatalf("status %d, want 431", resp.StatusCode)
 			}
@@ -58,20 +67,29 @@ func TestHugeCookieHeaderIs431AndLogged(t *testing.T) {
 	}
 }
 
-func TestMalformedRequestIs400AndLogged(t *testing.T) {
-	ms := twoMembers(t)
-	h := startProxy(t, cookieYAML("", ""), ms, nil)
-	c := rawConn(t, h.urls["web"])
-	io.WriteString(c, "GET / HTTP/1.1\r\nHost: t\r\nBad Header Without Colon\r\n\r\n")
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatal(err)
+// A request the proxy refuses itself is answered with the status and
+// logged so.
+func TestRefusedRequestAnsweredAndLogged(t *testing.T) {
+	for _, tc := range []struct {
+		name, vs, raw string
+		status        int
+		log           map[string]any
+	}{
+		{"malformed is 400", "", "GET / HTTP/1.1\r\nHost: t\r\nBad Header Without Colon\r\n\r\n",
+			400, map[string]any{"status": 400, "decision": "rejected"}},
+		{"slow body times out", "request_timeout: 0.3", "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789",
+			http.StatusRequestTimeout, map[string]any{"status": 408, "reason": "client_body_timeout"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ms := twoMembers(t)
+			h := startProxy(t, cookieYAML("", tc.vs), ms, nil)
+			_, _, resp := rawRequest(t, h.urls["web"], tc.raw)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			h.log.wantLast(t, tc.log)
+		})
 	}
-	if resp.StatusCode != 400 {
-		t.Fatalf("status %d", resp.StatusCode)
-	}
-	h.log.wantLast(t, map[string]any{"status": 400, "decision": "rejected"})
 }
 
 func TestSlowClientHeadersTimeOut(t *testing.T) {
@@ -89,22 +107,6 @@ func TestSlowClientHeadersTimeOut(t *testing.T) {
 		t.Fatalf("slow client held the connection %v", d)
 	}
 	h.log.wantLast(t, map[string]any{"status": 408, "reason": "header_timeout"})
-}
-
-func TestSlowClientBodyTimesOut(t *testing.T) {
-	ms := twoMembers(t)
-	h := startProxy(t, cookieYAML("", "request_timeout: 0.3"), ms, nil)
-	c := rawConn(t, h.urls["web"])
-	io.WriteString(c, "POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n0123456789")
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		t.Fatalf("no response to a stalled body: %v", err)
-	}
-	if resp.StatusCode != http.StatusRequestTimeout {
-		t.Fatalf("status %d, want 408", resp.StatusCode)
-	}
-	h.log.wantLast(t, map[string]any{"status": 408, "reason": "client_body_timeout"})
 }
 
 func TestClientGoneMidHeadersLogged(t *testing.T) {
@@ -131,7 +133,7 @@ func TestMemberResetMidResponse(t *testing.T) {
 		c.Close()
 	})
 	ms := map[string]*member{"a": a, "b": a}
-	yaml := strings.Replace(cookieYAML("", ""), "      - {name: b, address: 127.0.0.1, port: {{M:b}}}\n", "", 1)
+	yaml := oneMember(cookieYAML("", ""))
 	h := startProxy(t, yaml, ms, nil)
 	expectTruncated(t, h.urls["web"])
 	l := h.log.last(t, 1)
@@ -145,18 +147,25 @@ func TestMemberResetMidResponse(t *testing.T) {
 	}
 }
 
-func TestMemberStallsBeforeHeadersIs504(t *testing.T) {
+// stallingProxy is a proxy with server_timeout 0.3s over member a alone,
+// which runs answer and then stalls until the request is cancelled or the
+// test ends.
+func stallingProxy(t *testing.T, answer func(w http.ResponseWriter)) *harness {
 	release := make(chan struct{})
 	a := startMember(t, "a", func(w http.ResponseWriter, r *http.Request) {
+		answer(w)
 		select {
 		case <-release:
 		case <-r.Context().Done():
 		}
 	})
-	defer close(release)
-	ms := map[string]*member{"a": a}
-	yaml := strings.Replace(cookieYAML("", "server_timeout: 0.3"), "      - {name: b, address: 127.0.0.1, port: {{M:b}}}\n", "", 1)
-	h := startProxy(t, yaml, ms, nil)
+	h := startProxy(t, oneMember(cookieYAML("", "server_timeout: 0.3")), map[string]*member{"a": a}, nil)
+	t.Cleanup(func() { close(release) })
+	return h
+}
+
+func TestMemberStallsBeforeHeadersIs504(t *testing.T) {
+	h := stallingProxy(t, func(http.ResponseWriter) {})
 	resp, _ := get(t, &http.Client{}, h.urls["web"])
 	if resp.StatusCode != http.StatusGatewayTimeout {
 		t.Fatalf("status %d, want 504", resp.StatusCode)
@@ -165,20 +174,11 @@ func TestMemberStallsBeforeHeadersIs504(t *testing.T) {
 }
 
 func TestMemberStallsMidBodyIsCut(t *testing.T) {
-	release := make(chan struct{})
-	a := startMember(t, "a", func(w http.ResponseWriter, r *http.Request) {
+	h := stallingProxy(t, func(w http.ResponseWriter) {
 		w.Header().Set("Content-Length", "10")
 		w.Write([]byte("12345"))
 		w.(http.Flusher).Flush()
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
 	})
-	defer close(release)
-	ms := map[string]*member{"a": a}
-	yaml := strings.Replace(cookieYAML("", "server_timeout: 0.3"), "      - {name: b, address: 127.0.0.1, port: {{M:b}}}\n", "", 1)
-	h := startProxy(t, yaml, ms, nil)
 	start := time.Now()
 	expectTruncated(t, h.urls["web"])
 	if d := time.Since(start); d > 3*time.Second {
@@ -247,7 +247,7 @@ func TestClientThatStopsReadingIsCut(t *testing.T) {
 		}
 	})
 	ms := map[string]*member{"a": a}
-	yaml := strings.Replace(cookieYAML("", "write_timeout: 0.3"), "      - {name: b, address: 127.0.0.1, port: {{M:b}}}\n", "", 1)
+	yaml := oneMember(cookieYAML("", "write_timeout: 0.3"))
 	h := startProxy(t, yaml, ms, nil)
 	c := rawConn(t, h.urls["web"])
 	c.(*net.TCPConn).SetReadBuffer(4096)

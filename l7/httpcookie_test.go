@@ -15,26 +15,46 @@ import (
 // http_cookie profile; profile and vs add lines to the profile and the
 // virtual server.
 func cookieYAML(profile, vs string) string {
+	return profileYAML("web", "type: http_cookie\nkeys:\n  - base64: \"{{KEY}}\"\n"+profile, vs)
+}
+
+// profileYAML is one http virtual server "web" over members a and b with
+// the persistence profile name; profile holds the profile's lines after
+// its name, vs adds lines to the virtual server.
+func profileYAML(name, profile, vs string) string {
 	return `
 persistence_profiles:
-  - name: web
-    type: http_cookie
-    keys:
-      - base64: "{{KEY}}"
+  - name: ` + name + `
 ` + indent(profile, 4) + `
 pools:
   - name: p
     members:
       - {name: a, address: 127.0.0.1, port: {{M:a}}}
-      - {name: b, address: 127.0.0.1, port: {{M:b}}}
-virtual_servers:
-  - name: web
+` + memberB + `virtual_servers:
+` + httpVS("web", name) + indent(vs, 4)
+}
+
+// memberB is member b's line in profileYAML's pool.
+const memberB = "      - {name: b, address: 127.0.0.1, port: {{M:b}}}\n"
+
+// oneMember drops member b from a config of profileYAML.
+func oneMember(yaml string) string {
+	return strings.Replace(yaml, memberB, "", 1)
+}
+
+// httpVS is an entry of virtual_servers: the http virtual server name on
+// 127.0.0.1 over pool p, with the persistence profile persistence if any.
+func httpVS(name, persistence string) string {
+	vs := `  - name: ` + name + `
     type: http
     address: 127.0.0.1
-    port: {{VS:web}}
+    port: {{VS:` + name + `}}
     pool: p
-    persistence: web
-` + indent(vs, 4)
+`
+	if persistence != "" {
+		vs += "    persistence: " + persistence + "\n"
+	}
+	return vs
 }
 
 func indent(s string, n int) string {
@@ -123,7 +143,7 @@ func TestServerCookiesUntouchedAndOtherCookiesForwarded(t *testing.T) {
 		w.Header().Set("X-Seen-Cookie", strings.Join(r.Header.Values("Cookie"), " | "))
 	})
 	ms := map[string]*member{"a": a, "b": a}
-	h := startProxy(t, strings.Replace(cookieYAML("", ""), "      - {name: b, address: 127.0.0.1, port: {{M:b}}}\n", "", 1), ms, nil)
+	h := startProxy(t, oneMember(cookieYAML("", "")), ms, nil)
 	name := cookie.DeriveName(testKey, "vs:web")
 	c := &http.Client{}
 	resp, _ := get(t, c, h.urls["web"])
@@ -357,14 +377,7 @@ func TestKeyRotationMigratesDerivedName(t *testing.T) {
 
 func TestBadCookiesAreRebalancedNeverAnError(t *testing.T) {
 	ms := twoMembers(t)
-	yaml := cookieYAML("cookie_name: LB\ntimeout: 5", "") + `
-  - name: other
-    type: http
-    address: 127.0.0.1
-    port: {{VS:other}}
-    pool: p
-    persistence: web
-`
+	yaml := cookieYAML("cookie_name: LB\ntimeout: 5", "") + httpVS("other", "web")
 	h := startProxy(t, yaml, ms, nil)
 	codec, _ := cookie.NewCodec([][]byte{testKey})
 	good, _ := codec.Seal(cookie.Payload{Member: ms["a"].addr, Issued: h.clock.now(), VirtualServer: "web"})
@@ -422,14 +435,7 @@ func TestBadCookiesAreRebalancedNeverAnError(t *testing.T) {
 
 func TestSharedProfileHonoursCookiesAcrossVirtualServers(t *testing.T) {
 	ms := twoMembers(t)
-	yaml := cookieYAML("cookie_name: LB\nshare_persistence: true", "") + `
-  - name: other
-    type: http
-    address: 127.0.0.1
-    port: {{VS:other}}
-    pool: p
-    persistence: web
-`
+	yaml := cookieYAML("cookie_name: LB\nshare_persistence: true", "") + httpVS("other", "web")
 	h := startProxy(t, yaml, ms, nil)
 	resp, body := get(t, &http.Client{}, h.urls["web"])
 	v := cookieValue(setCookies(resp, "LB")[0])

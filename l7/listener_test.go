@@ -1,7 +1,6 @@
 package l7
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -81,14 +80,7 @@ func wsMember(t *testing.T, name string) *member {
 func TestWebSocketUpgradePassesThrough(t *testing.T) {
 	ms := map[string]*member{"a": wsMember(t, "a"), "b": wsMember(t, "b")}
 	h := startProxy(t, cookieYAML("cookie_name: LB", "tunnel_timeout: 0.5"), ms, nil)
-	c := rawConn(t, h.urls["web"])
-	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
-	br := bufio.NewReader(c)
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, br, resp := rawRequest(t, h.urls["web"], "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
 	if resp.StatusCode != 101 {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
@@ -157,7 +149,7 @@ func TestGracefulShutdownFinishesRequestsInFlight(t *testing.T) {
 		fmt.Fprint(w, "done")
 	})
 	ms := map[string]*member{"a": a}
-	yaml := strings.Replace(cookieYAML("", "shutdown_timeout: 5"), "      - {name: b, address: 127.0.0.1, port: {{M:b}}}\n", "", 1)
+	yaml := oneMember(cookieYAML("", "shutdown_timeout: 5"))
 	h := startProxy(t, yaml, ms, nil)
 	type result struct {
 		body string
@@ -345,14 +337,11 @@ virtual_servers:
 
 func TestShutdownClosesTunnelsAfterTimeout(t *testing.T) {
 	ms := map[string]*member{"a": wsMember(t, "a")}
-	yaml := strings.Replace(cookieYAML("", "shutdown_timeout: 0.3"), "      - {name: b, address: 127.0.0.1, port: {{M:b}}}\n", "", 1)
+	yaml := oneMember(cookieYAML("", "shutdown_timeout: 0.3"))
 	h := startProxy(t, yaml, ms, nil)
-	c := rawConn(t, h.urls["web"])
-	io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
-	br := bufio.NewReader(c)
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
-		t.Fatalf("upgrade: %v %v", resp, err)
+	_, br, resp := rawRequest(t, h.urls["web"], "GET /ws HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+	if resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v", resp)
 	}
 	start := time.Now()
 	h.stop() // Serve must return: the tunnel is closed once shutdown_timeout is over

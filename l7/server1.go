@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -402,7 +401,7 @@ func (hc *h1Conn) request(started time.Time) bool {
 		hc.refused(err, started)
 		return false
 	}
-	u, err := requestURL(rq.Method, rq.Target)
+	u, err := h1.RequestURL(rq.Method, rq.Target)
 	if err != nil {
 		hc.refused(fmt.Errorf("%w: %v", h1.ErrMalformed, err), started)
 		return false
@@ -481,23 +480,6 @@ func (hc *h1Conn) handle(w *h1Writer, r *http.Request) (aborted bool) {
 	}()
 	hc.s.v.serve(w, r, hc.cs)
 	return false
-}
-
-// requestURL parses a request target as net/http does.
-func requestURL(method, target string) (*url.URL, error) {
-	switch {
-	case method == http.MethodConnect && !strings.HasPrefix(target, "/"):
-		// An authority: parsed as a URL's, as net/http does.
-		u, err := url.ParseRequestURI("http://" + target)
-		if err != nil {
-			return nil, err
-		}
-		u.Scheme = ""
-		return u, nil
-	case target == "*":
-		return &url.URL{Path: "*"}, nil
-	}
-	return url.ParseRequestURI(target)
 }
 
 // h1Body is a request body, read from the connection's buffered reader.

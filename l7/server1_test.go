@@ -86,13 +86,9 @@ func TestResponseFraming(t *testing.T) {
 		t.Error("no Date")
 	}
 
-	c := rawConn(t, h.urls["web"])
-	io.WriteString(c, "GET /hints HTTP/1.1\r\nHost: x\r\n\r\n")
-	br := bufio.NewReader(c)
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	hint, err := http.ReadResponse(br, nil)
-	if err != nil || hint.StatusCode != 103 || hint.Header.Get("Link") != "</a.css>; rel=preload" {
-		t.Fatalf("103: %v %v", hint, err)
+	_, br, hint := rawRequest(t, h.urls["web"], "GET /hints HTTP/1.1\r\nHost: x\r\n\r\n")
+	if hint.StatusCode != 103 || hint.Header.Get("Link") != "</a.css>; rel=preload" {
+		t.Fatalf("103: %v", hint)
 	}
 	final, err := http.ReadResponse(br, nil)
 	if err != nil || final.StatusCode != 200 || final.Header.Get("Link") != "" {
@@ -138,14 +134,7 @@ virtual_servers:
 func TestShutdownClosesIdleConnections(t *testing.T) {
 	ms := twoMembers(t)
 	h := startProxy(t, cookieYAML("", "shutdown_timeout: 5"), ms, nil)
-	c := rawConn(t, h.urls["web"])
-	io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	br := bufio.NewReader(c)
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, br, resp := rawRequest(t, h.urls["web"], "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	io.Copy(io.Discard, resp.Body)
 	// The connection idles; shutting down must not wait for it.
 	start := time.Now()

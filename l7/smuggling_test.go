@@ -199,12 +199,7 @@ pools:
     members:
       - {name: raw, address: 127.0.0.1, port: %d}
 virtual_servers:
-  - name: web
-    type: http
-    address: 127.0.0.1
-    port: {{VS:web}}
-    pool: p
-%s`, m.port(), indent(vs, 4)), nil, nil)
+%s%s`, m.port(), httpVS("web", ""), indent(vs, 4)), nil, nil)
 }
 
 // exchange writes raw to the proxy and reads the responses until the

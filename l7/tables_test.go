@@ -12,24 +12,10 @@ import (
 	"github.com/limpet-lb/limpet/l7/persist"
 )
 
+// tableYAML is profileYAML with the profile "prof" (profile holds its
+// lines) and the virtual servers extraVS after web.
 func tableYAML(profile string, extraVS string) string {
-	return `
-persistence_profiles:
-  - name: prof
-` + indent(profile, 4) + `
-pools:
-  - name: p
-    members:
-      - {name: a, address: 127.0.0.1, port: {{M:a}}}
-      - {name: b, address: 127.0.0.1, port: {{M:b}}}
-virtual_servers:
-  - name: web
-    type: http
-    address: 127.0.0.1
-    port: {{VS:web}}
-    pool: p
-    persistence: prof
-` + extraVS
+	return profileYAML("prof", profile, "") + extraVS
 }
 
 func TestAppCookieLearnsServerCookie(t *testing.T) {
@@ -179,14 +165,7 @@ func TestGenericKeySources(t *testing.T) {
 
 func TestGenericSharedAcrossVirtualServers(t *testing.T) {
 	ms := twoMembers(t)
-	h := startProxy(t, tableYAML("type: generic\nheader_name: X-User\nshare_persistence: true", `
-  - name: api
-    type: http
-    address: 127.0.0.1
-    port: {{VS:api}}
-    pool: p
-    persistence: prof
-`), ms, nil)
+	h := startProxy(t, tableYAML("type: generic\nheader_name: X-User\nshare_persistence: true", httpVS("api", "prof")), ms, nil)
 	first, _ := get(t, &http.Client{}, h.urls["web"], "X-User", "alice")
 	for i := 0; i < 4; i++ {
 		resp, _ := get(t, &http.Client{}, h.urls["api"], "X-User", "alice")
@@ -201,14 +180,7 @@ func TestGenericSharedAcrossVirtualServers(t *testing.T) {
 
 func TestGenericNotSharedHasTablePerVirtualServer(t *testing.T) {
 	ms := twoMembers(t)
-	h := startProxy(t, tableYAML("type: generic\nheader_name: X-User", `
-  - name: api
-    type: http
-    address: 127.0.0.1
-    port: {{VS:api}}
-    pool: p
-    persistence: prof
-`), ms, nil)
+	h := startProxy(t, tableYAML("type: generic\nheader_name: X-User", httpVS("api", "prof")), ms, nil)
 	get(t, &http.Client{}, h.urls["web"], "X-User", "alice")
 	get(t, &http.Client{}, h.urls["api"], "X-User", "alice")
 	if l := h.log.last(t, 2); str(l, "key") != "miss" {

@@ -78,7 +78,7 @@ func TestClientGoneWhileMemberWorks(t *testing.T) {
 	})
 	defer once.Do(func() { close(release) })
 	ms := map[string]*member{"a": a}
-	yaml := strings.Replace(cookieYAML("", ""), "      - {name: b, address: 127.0.0.1, port: {{M:b}}}\n", "", 1)
+	yaml := oneMember(cookieYAML("", ""))
 	h := startProxy(t, yaml, ms, nil)
 	c := rawConn(t, h.urls["web"])
 	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: t\r\n\r\n")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/textproto"
+	"net/url"
 	"strings"
 )
 
@@ -84,8 +85,8 @@ func ReadRequest(br *bufio.Reader, buf *[]byte, max int, h http.Header) (ReqHead
 	}
 	vals := make([]string, 0, lines)
 	var (
-		te, cl, host        string
-		teSeen, clSeen      bool
+		ff                  framingFields
+		host                string
 		hosts               int
 		keepAlive, closeTok bool
 	)
@@ -105,18 +106,12 @@ func ReadRequest(br *bufio.Reader, buf *[]byte, max int, h http.Header) (ReqHead
 			host = value
 			continue
 		case "Content-Length":
-			if clSeen && value != cl {
-				return rq, malformed("Content-Length %q and %q", cl, value)
+			if err := ff.contentLength(value); err != nil {
+				return rq, err
 			}
-			cl, clSeen = value, true
 			continue
 		case "Transfer-Encoding":
-			if teSeen {
-				te += ", " + value
-			} else {
-				te = value
-			}
-			teSeen = true
+			ff.transferEncoding(value)
 			continue
 		case "Connection":
 			for tok := range strings.SplitSeq(value, ",") {
@@ -132,13 +127,7 @@ func ReadRequest(br *bufio.Reader, buf *[]byte, max int, h http.Header) (ReqHead
 				rq.ExpectContinue = true
 			}
 		}
-		vv := h[key]
-		if vv == nil && len(vals) < cap(vals) {
-			vals = append(vals, value)
-			h[key] = vals[len(vals)-1 : len(vals) : len(vals)]
-		} else {
-			h[key] = append(vv, value)
-		}
+		vals = add(h, vals, key, value)
 	}
 	rq.Close = closeTok || (rq.Minor == 0 && !keepAlive)
 
@@ -184,24 +173,18 @@ func ReadRequest(br *bufio.Reader, buf *[]byte, max int, h http.Header) (ReqHead
 	}
 
 	// Framing (RFC 9112 6.3).
-	if clSeen {
-		n, ok := parseLength(cl)
-		if !ok {
-			return rq, malformed("Content-Length %q", cl)
-		}
+	n, err := ff.check(rq.Minor, "request")
+	if err != nil {
+		return rq, err
+	}
+	if ff.clSeen {
 		rq.Framing, rq.Length = Length, n
 		if n == 0 {
 			rq.Framing = NoBody
 		}
 	}
-	if teSeen {
-		if rq.Minor == 0 {
-			return rq, malformed("Transfer-Encoding in an HTTP/1.0 request")
-		}
-		if !strings.EqualFold(strings.TrimSpace(te), "chunked") {
-			return rq, fmt.Errorf("%w: %q", ErrUnsupported, te)
-		}
-		rq.CloseAfter = clSeen
+	if ff.teSeen {
+		rq.CloseAfter = ff.clSeen
 		rq.Framing, rq.Length = Chunked, -1
 	}
 	return rq, nil
@@ -258,6 +241,24 @@ func requestLine(line string) (method, target string, minor int, err error) {
 		return "", "", 0, malformed("request line %q", trim(line))
 	}
 	return method, target, minor, nil
+}
+
+// RequestURL parses a request target as net/http's server does: an
+// authority for CONNECT, "*", or a URL.
+func RequestURL(method, target string) (*url.URL, error) {
+	switch {
+	case method == http.MethodConnect && !strings.HasPrefix(target, "/"):
+		// An authority: parsed as a URL's, as net/http does.
+		u, err := url.ParseRequestURI("http://" + target)
+		if err != nil {
+			return nil, err
+		}
+		u.Scheme = ""
+		return u, nil
+	case target == "*":
+		return &url.URL{Path: "*"}, nil
+	}
+	return url.ParseRequestURI(target)
 }
 
 // cutScheme removes "http://" or "https://" (any case) from an absolute

@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httputil"
-	"net/url"
 	"reflect"
 	"strings"
 	"testing"
@@ -135,7 +134,7 @@ func FuzzReadRequest(f *testing.F) {
 		if err != nil {
 			return
 		}
-		u, err := requestURL(rq.Method, rq.Target)
+		u, err := RequestURL(rq.Method, rq.Target)
 		if err != nil {
 			return // the server refuses it too
 		}
@@ -200,23 +199,6 @@ func FuzzReadRequest(f *testing.F) {
 			t.Fatalf("body %q, net/http %q", mine, theirs)
 		}
 	})
-}
-
-// requestURL is the server's (l7.requestURL), for the fuzzer.
-func requestURL(method, target string) (*url.URL, error) {
-	switch {
-	case method == http.MethodConnect && !strings.HasPrefix(target, "/"):
-		// An authority: parsed as a URL's, as net/http does.
-		u, err := url.ParseRequestURI("http://" + target)
-		if err != nil {
-			return nil, err
-		}
-		u.Scheme = ""
-		return u, nil
-	case target == "*":
-		return &url.URL{Path: "*"}, nil
-	}
-	return url.ParseRequestURI(target)
 }
 
 func BenchmarkReadRequest(b *testing.B) {

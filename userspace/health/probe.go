@@ -106,10 +106,7 @@ func (p *tcpProber) probe(ctx context.Context) error {
 		}
 		return nil
 	}
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	stop := bindToContext(ctx, conn)
 	defer stop()
 	if len(p.send) > 0 {
 		if _, err := conn.Write(p.send); err != nil {
@@ -120,6 +117,15 @@ func (p *tcpProber) probe(ctx context.Context) error {
 		return nil
 	}
 	return readUntil(ctx, &p.probeBase, conn, p.receive)
+}
+
+// bindToContext gives conn ctx's deadline, and ends its reads and writes
+// when ctx is cancelled; stop ends the latter.
+func bindToContext(ctx context.Context, conn net.Conn) (stop func() bool) {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = conn.SetDeadline(dl)
+	}
+	return context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 }
 
 // readUntil reads r until want appears, for at most maxRead bytes.
@@ -161,10 +167,7 @@ func (p *udpProber) probe(ctx context.Context) error {
 		return p.describe(ctx, "udp", err)
 	}
 	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	stop := bindToContext(ctx, conn)
 	defer stop()
 	if _, err := conn.Write(p.send); err != nil {
 		return p.describe(ctx, "udp send to", err)

@@ -77,6 +77,50 @@ func tcpServer(t *testing.T, network, addr string, handle func(net.Conn)) netip.
 	return l.Addr().(*net.TCPAddr).AddrPort()
 }
 
+// probeCase is one probe and what it must give.
+type probeCase struct {
+	name    string
+	ap      netip.AddrPort
+	m       Monitor
+	wantErr string // empty: success
+	slow    bool   // fails by timeout
+}
+
+// runProbeCases runs each case's probe: it succeeds, or fails with
+// wantErr, after more than 200ms if and only if slow.
+func runProbeCases(t *testing.T, cases []probeCase) {
+	t.Helper()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			took, err := runProbe(t, nil, tc.ap, tc.m)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatalf("probe failed: %v", err)
+				}
+				return
+			}
+			contains(t, err, tc.wantErr)
+			if tc.slow != (took > 200*time.Millisecond) {
+				t.Errorf("took %v (a timeout: %v)", took, tc.slow)
+			}
+		})
+	}
+}
+
+// sendReceive is a monitor of typ that sends send and expects receive,
+// with a timeout of 2s.
+func sendReceive(typ MonitorType, send, receive string) Monitor {
+	m := mon(typ, 2*time.Second, 1, 1)
+	m.Send, m.Receive = send, receive
+	return m
+}
+
+// short gives m a timeout of 240ms.
+func short(m Monitor) Monitor {
+	m.Timeout = 240 * time.Millisecond
+	return m
+}
+
 func TestTCPProbe(t *testing.T) {
 	noLeaks(t)
 	hold := make(chan struct{})
@@ -95,40 +139,15 @@ func TestTCPProbe(t *testing.T) {
 	}
 	refused := closedPort(t, "tcp")
 
-	m := func(send, receive string) Monitor {
-		mm := mon(MonitorTCP, 2*time.Second, 1, 1)
-		mm.Send, mm.Receive = send, receive
-		return mm
-	}
-	short := func(m Monitor) Monitor { m.Timeout = 240 * time.Millisecond; return m }
-	for _, tc := range []struct {
-		name    string
-		ap      netip.AddrPort
-		m       Monitor
-		wantErr string // empty: success
-		slow    bool   // fails by timeout
-	}{
+	m := func(send, receive string) Monitor { return sendReceive(MonitorTCP, send, receive) }
+	runProbeCases(t, []probeCase{
 		{"connect", echo, m("", ""), "", false},
 		{"send and receive", echo, m("PING\r\n", "+PONG"), "", false},
 		{"receive banner without send", banner, m("", "220 ready"), "", false},
 		{"refused", refused, m("", ""), "connect " + refused.String() + ": connection refused", false},
 		{"receive missing", banner, m("", "+OK"), `lacks "+OK" (closed after`, false},
 		{"receive timeout", silent, short(m("PING\r\n", "+PONG")), "no answer within 240ms", true},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			took, err := runProbe(t, nil, tc.ap, tc.m)
-			if tc.wantErr == "" {
-				if err != nil {
-					t.Fatalf("probe failed: %v", err)
-				}
-				return
-			}
-			contains(t, err, tc.wantErr)
-			if tc.slow != (took > 200*time.Millisecond) {
-				t.Errorf("took %v (a timeout: %v)", took, tc.slow)
-			}
-		})
-	}
+	})
 	if v6.IsValid() {
 		if _, err := runProbe(t, nil, v6, m("", "")); err != nil {
 			t.Errorf("tcp probe to %s: %v", v6, err)
@@ -306,39 +325,14 @@ func TestUDPProbe(t *testing.T) {
 	echo := udpServer(t, "127.0.0.1:0", func(b []byte) []byte { return append([]byte("echo: "), b...) })
 	drop := udpServer(t, "127.0.0.1:0", func([]byte) []byte { return nil })
 	refused := closedPort(t, "udp")
-	m := func(send, receive string) Monitor {
-		mm := mon(MonitorUDP, 2*time.Second, 1, 1)
-		mm.Send, mm.Receive = send, receive
-		return mm
-	}
-	short := func(m Monitor) Monitor { m.Timeout = 240 * time.Millisecond; return m }
-	for _, tc := range []struct {
-		name    string
-		ap      netip.AddrPort
-		m       Monitor
-		wantErr string
-		slow    bool
-	}{
+	m := func(send, receive string) Monitor { return sendReceive(MonitorUDP, send, receive) }
+	runProbeCases(t, []probeCase{
 		{"reply holds receive", echo, m("hello", "echo: hello"), "", false},
 		{"any reply", echo, m("hello", ""), "", false},
 		{"reply lacks receive", echo, m("hello", "goodbye"), `lacks "goodbye"`, false},
 		{"no reply", drop, short(m("hello", "x")), "udp reply from " + drop.String() + ": no answer within 240ms", true},
 		{"port unreachable", refused, m("hello", "x"), "udp " + refused.String() + ": port unreachable", false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			took, err := runProbe(t, nil, tc.ap, tc.m)
-			if tc.wantErr == "" {
-				if err != nil {
-					t.Fatalf("probe failed: %v", err)
-				}
-				return
-			}
-			contains(t, err, tc.wantErr)
-			if tc.slow != (took > 200*time.Millisecond) {
-				t.Errorf("took %v (a timeout: %v)", took, tc.slow)
-			}
-		})
-	}
+	})
 	if c, err := net.ListenPacket("udp", "[::1]:0"); err == nil {
 		c.Close()
 		ap := udpServer(t, "[::1]:0", func(b []byte) []byte { return b })

@@ -143,7 +143,9 @@ func ReadHead(br *bufio.Reader, buf *[]byte, method string, h http.Header) (Head
 	}
 	vals := make([]string, 0, lines)
 	var (
-		ff         framingFields
+		te, cl     string
+		teSeen     bool
+		clSeen     bool
 		conn       []string // Connection tokens other than close, keep-alive, upgrade
 		keepAlive  bool
 		connUpg    bool
@@ -164,12 +166,18 @@ func ReadHead(br *bufio.Reader, buf *[]byte, method string, h http.Header) (Head
 		hop := false
 		switch key {
 		case "Content-Length":
-			if err := ff.contentLength(value); err != nil {
-				return hd, err
+			if clSeen && value != cl {
+				return hd, malformed("Content-Length %q and %q", cl, value)
 			}
+			cl, clSeen = value, true
 			continue // set by the proxy from the framing
 		case "Transfer-Encoding":
-			ff.transferEncoding(value)
+			if teSeen {
+				te += ", " + value
+			} else {
+				te = value
+			}
+			teSeen = true
 			hop = true
 		case "Connection":
 			for tok := range strings.SplitSeq(value, ",") {
@@ -204,7 +212,13 @@ func ReadHead(br *bufio.Reader, buf *[]byte, method string, h http.Header) (Head
 		if hop && !switching {
 			continue
 		}
-		vals = add(h, vals, key, value)
+		vv := h[key]
+		if vv == nil && len(vals) < cap(vals) {
+			vals = append(vals, value)
+			h[key] = vals[len(vals)-1 : len(vals) : len(vals)]
+		} else {
+			h[key] = append(vv, value)
+		}
 	}
 	// Fields the Connection field names are this hop's (RFC 9110 7.6.1).
 	if !switching {
@@ -221,98 +235,47 @@ func ReadHead(br *bufio.Reader, buf *[]byte, method string, h http.Header) (Head
 
 	// A Content-Length and a Transfer-Encoding must make sense even where
 	// no body follows, as net/http's client requires.
-	length, err := ff.check(hd.Minor, "response")
-	if err != nil {
-		return hd, err
+	var length int64
+	if clSeen {
+		n, ok := parseLength(cl)
+		if !ok {
+			return hd, malformed("Content-Length %q", cl)
+		}
+		length = n
+	}
+	if teSeen {
+		if hd.Minor == 0 {
+			return hd, malformed("Transfer-Encoding in an HTTP/1.0 response")
+		}
+		if !strings.EqualFold(strings.TrimSpace(te), "chunked") {
+			return hd, fmt.Errorf("%w: %q", ErrUnsupported, te)
+		}
 	}
 	// Framing (RFC 9112 6.3).
 	switch {
 	case method == http.MethodHead || hd.Status < 200 || hd.Status == http.StatusNoContent || hd.Status == http.StatusNotModified:
 		hd.Framing = NoBody
-		if ff.clSeen && (method == http.MethodHead || hd.Status == http.StatusNotModified) {
+		if clSeen && (method == http.MethodHead || hd.Status == http.StatusNotModified) {
 			// The length of what a GET would have had: informative.
-			h["Content-Length"] = []string{ff.cl}
+			h["Content-Length"] = []string{cl}
 		}
-		if ff.teSeen {
+		if teSeen {
 			hd.Close = true // framing the member got wrong: do not trust the connection
 		}
-	case ff.teSeen:
+	case teSeen:
 		hd.Framing = Chunked
-		if ff.clSeen {
+		if clSeen {
 			hd.Close = true // both: chunked wins, and the connection is not reused
 		}
-	case ff.clSeen:
+	case clSeen:
 		hd.Framing, hd.Length = Length, length
-		vals = append(vals, ff.cl) // room was left: its line was not kept
+		vals = append(vals, cl) // room was left: its line was not kept
 		h["Content-Length"] = vals[len(vals)-1 : len(vals) : len(vals)]
 	default:
 		hd.Framing = UntilClose
 		hd.Close = true
 	}
 	return hd, nil
-}
-
-// add appends value to h[key]. A key's first value goes into vals, made
-// with room for a value a line, so that a head's fields share one array;
-// it returns vals with the value in it.
-func add(h http.Header, vals []string, key, value string) []string {
-	vv := h[key]
-	if vv == nil && len(vals) < cap(vals) {
-		vals = append(vals, value)
-		h[key] = vals[len(vals)-1 : len(vals) : len(vals)]
-	} else {
-		h[key] = append(vv, value)
-	}
-	return vals
-}
-
-// framingFields gathers the fields that frame a body, Content-Length and
-// Transfer-Encoding, as the loop over a head's fields meets them.
-type framingFields struct {
-	te, cl         string
-	teSeen, clSeen bool
-}
-
-// contentLength notes a Content-Length: several must agree.
-func (f *framingFields) contentLength(value string) error {
-	if f.clSeen && value != f.cl {
-		return malformed("Content-Length %q and %q", f.cl, value)
-	}
-	f.cl, f.clSeen = value, true
-	return nil
-}
-
-// transferEncoding notes a Transfer-Encoding: several make one list.
-func (f *framingFields) transferEncoding(value string) {
-	if f.teSeen {
-		f.te += ", " + value
-	} else {
-		f.te = value
-	}
-	f.teSeen = true
-}
-
-// check refuses a Content-Length that is not a number and a
-// Transfer-Encoding other than "chunked" or in HTTP/1.0 (a message of
-// HTTP/1.minor; what is "request" or "response"), and returns the
-// Content-Length (0 without one).
-func (f *framingFields) check(minor int, what string) (int64, error) {
-	var n int64
-	if f.clSeen {
-		var ok bool
-		if n, ok = parseLength(f.cl); !ok {
-			return 0, malformed("Content-Length %q", f.cl)
-		}
-	}
-	if f.teSeen {
-		if minor == 0 {
-			return 0, malformed("Transfer-Encoding in an HTTP/1.0 %s", what)
-		}
-		if !strings.EqualFold(strings.TrimSpace(f.te), "chunked") {
-			return 0, fmt.Errorf("%w: %q", ErrUnsupported, f.te)
-		}
-	}
-	return n, nil
 }
 
 // ReadTrailer reads the trailer section after a chunked body's last

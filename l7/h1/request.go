@@ -85,8 +85,8 @@ func ReadRequest(br *bufio.Reader, buf *[]byte, max int, h http.Header) (ReqHead
 	}
 	vals := make([]string, 0, lines)
 	var (
-		ff                  framingFields
-		host                string
+		te, cl, host        string
+		teSeen, clSeen      bool
 		hosts               int
 		keepAlive, closeTok bool
 	)
@@ -106,12 +106,18 @@ func ReadRequest(br *bufio.Reader, buf *[]byte, max int, h http.Header) (ReqHead
 			host = value
 			continue
 		case "Content-Length":
-			if err := ff.contentLength(value); err != nil {
-				return rq, err
+			if clSeen && value != cl {
+				return rq, malformed("Content-Length %q and %q", cl, value)
 			}
+			cl, clSeen = value, true
 			continue
 		case "Transfer-Encoding":
-			ff.transferEncoding(value)
+			if teSeen {
+				te += ", " + value
+			} else {
+				te = value
+			}
+			teSeen = true
 			continue
 		case "Connection":
 			for tok := range strings.SplitSeq(value, ",") {
@@ -127,7 +133,13 @@ func ReadRequest(br *bufio.Reader, buf *[]byte, max int, h http.Header) (ReqHead
 				rq.ExpectContinue = true
 			}
 		}
-		vals = add(h, vals, key, value)
+		vv := h[key]
+		if vv == nil && len(vals) < cap(vals) {
+			vals = append(vals, value)
+			h[key] = vals[len(vals)-1 : len(vals) : len(vals)]
+		} else {
+			h[key] = append(vv, value)
+		}
 	}
 	rq.Close = closeTok || (rq.Minor == 0 && !keepAlive)
 
@@ -173,18 +185,24 @@ func ReadRequest(br *bufio.Reader, buf *[]byte, max int, h http.Header) (ReqHead
 	}
 
 	// Framing (RFC 9112 6.3).
-	n, err := ff.check(rq.Minor, "request")
-	if err != nil {
-		return rq, err
-	}
-	if ff.clSeen {
+	if clSeen {
+		n, ok := parseLength(cl)
+		if !ok {
+			return rq, malformed("Content-Length %q", cl)
+		}
 		rq.Framing, rq.Length = Length, n
 		if n == 0 {
 			rq.Framing = NoBody
 		}
 	}
-	if ff.teSeen {
-		rq.CloseAfter = ff.clSeen
+	if teSeen {
+		if rq.Minor == 0 {
+			return rq, malformed("Transfer-Encoding in an HTTP/1.0 request")
+		}
+		if !strings.EqualFold(strings.TrimSpace(te), "chunked") {
+			return rq, fmt.Errorf("%w: %q", ErrUnsupported, te)
+		}
+		rq.CloseAfter = clSeen
 		rq.Framing, rq.Length = Chunked, -1
 	}
 	return rq, nil

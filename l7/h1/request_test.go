@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"net/http/httputil"
 	"reflect"
 	"strings"
 	"testing"
@@ -168,10 +167,8 @@ func FuzzReadRequest(f *testing.F) {
 				t.Fatalf("field %s: %q, net/http %q", k, vv, req.Header[k])
 			}
 		}
-		var body io.Reader
 		switch rq.Framing {
 		case NoBody:
-			body = strings.NewReader("")
 			if req.ContentLength > 0 || len(req.TransferEncoding) > 0 {
 				t.Fatalf("no body, net/http: length %d, %q", req.ContentLength, req.TransferEncoding)
 			}
@@ -179,18 +176,12 @@ func FuzzReadRequest(f *testing.F) {
 			if req.ContentLength != rq.Length {
 				t.Fatalf("length %d, net/http %d", rq.Length, req.ContentLength)
 			}
-			body = &exactly{br, rq.Length}
 		case Chunked:
 			if len(req.TransferEncoding) != 1 {
 				t.Fatalf("chunked, net/http %q", req.TransferEncoding)
 			}
-			body = httputil.NewChunkedReader(br)
 		}
-		mine, myErr := io.ReadAll(body)
-		if myErr == nil && rq.Framing == Chunked {
-			var buf []byte
-			_, myErr = ReadTrailer(br, &buf)
-		}
+		mine, myErr := readBody(br, rq.Framing, rq.Length)
 		theirs, theirErr := io.ReadAll(req.Body)
 		if myErr == nil && theirErr != nil {
 			t.Fatalf("body read: mine fine, net/http %v", theirErr)
@@ -203,17 +194,8 @@ func FuzzReadRequest(f *testing.F) {
 
 func BenchmarkReadRequest(b *testing.B) {
 	raw := "GET /index.html?x=1 HTTP/1.1\r\nHost: 127.0.0.1:18080\r\nCookie: FMJNQHUH=ARlsDfT8bmBwopFlifGM22-KCPT9DgV5aSjNkU7mwAyeGG7nHDob0PiYE1-GElAz\r\n\r\n"
-	sr := strings.NewReader(raw)
-	br := bufio.NewReader(sr)
-	var buf []byte
-	h := http.Header{}
-	b.ReportAllocs()
-	for b.Loop() {
-		sr.Reset(raw)
-		br.Reset(sr)
-		clear(h)
-		if _, err := ReadRequest(br, &buf, 1<<16, h); err != nil {
-			b.Fatal(err)
-		}
-	}
+	benchmarkRead(b, raw, func(br *bufio.Reader, buf *[]byte, h http.Header) error {
+		_, err := ReadRequest(br, buf, 1<<16, h)
+		return err
+	})
 }

@@ -71,6 +71,26 @@ func (f *flipServer) count() int {
 	return len(f.hits)
 }
 
+// flip makes srv answer code from now on (200: up, else down) and waits
+// for the report of the change: exactly n probes with that code must have
+// decided it, and the report must come within one interval of the last.
+// It returns the report and those probes.
+func flip(t *testing.T, srv *flipServer, rec *recorder, id ids.MemberRef, code, n int, interval time.Duration) (event, []hit) {
+	t.Helper()
+	up := code == 200
+	from := len(rec.all())
+	t0 := srv.set(code)
+	ev := rec.wait(t, from, id, up, 2*time.Second)
+	probes := srv.since(t0, ev.at, code)
+	if len(probes) != n {
+		t.Fatalf("went up=%v after %d probes answered %d, want exactly %d", up, len(probes), code, n)
+	}
+	if lag := ev.at.Sub(probes[n-1].at); lag > interval {
+		t.Errorf("up=%v reported %v after the deciding probe, more than one interval (%v)", up, lag, interval)
+	}
+	return ev, probes
+}
+
 // TestRiseFall checks, probe by probe as the member sees them, that a member
 // goes down on exactly the fall-th failed probe and up on exactly the
 // rise-th good one, and that each change is reported within one interval of
@@ -106,16 +126,7 @@ func TestRiseFall(t *testing.T) {
 
 	for round := range 2 {
 		// Fail.
-		n := len(rec.all())
-		t0 := srv.set(500)
-		down := rec.wait(t, n, id, false, 2*time.Second)
-		bad := srv.since(t0, down.at, 500)
-		if len(bad) != fall {
-			t.Fatalf("round %d: went down after %d failed probes, want exactly fall=%d", round, len(bad), fall)
-		}
-		if lag := down.at.Sub(bad[fall-1].at); lag > interval {
-			t.Errorf("round %d: down reported %v after the deciding probe, more than one interval (%v)", round, lag, interval)
-		}
+		down, bad := flip(t, srv, rec, id, 500, fall, interval)
 		if span := down.at.Sub(bad[0].at); span < (fall-1)*interval*9/10 || span > (fall-1)*interval+slack {
 			t.Errorf("round %d: %d failures took %v, want about %v", round, fall, span, (fall-1)*interval)
 		}
@@ -128,16 +139,7 @@ func TestRiseFall(t *testing.T) {
 		}
 
 		// Recover.
-		n = len(rec.all())
-		t1 := srv.set(200)
-		up := rec.wait(t, n, id, true, 2*time.Second)
-		good := srv.since(t1, up.at, 200)
-		if len(good) != rise {
-			t.Fatalf("round %d: came back after %d good probes, want exactly rise=%d", round, len(good), rise)
-		}
-		if lag := up.at.Sub(good[rise-1].at); lag > interval {
-			t.Errorf("round %d: up reported %v after the deciding probe, more than one interval", round, lag)
-		}
+		up, _ := flip(t, srv, rec, id, 200, rise, interval)
 		if up.reason != `http monitor "m-http": 2 consecutive successes` {
 			t.Errorf("up reason: %q", up.reason)
 		}

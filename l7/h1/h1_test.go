@@ -255,7 +255,11 @@ func readBody(br *bufio.Reader, f Framing, length int64) ([]byte, error) {
 	case NoBody:
 		body = strings.NewReader("")
 	case Length:
-		body = &exactly{br, length}
+		b, err := io.ReadAll(io.LimitReader(br, length))
+		if err == nil && int64(len(b)) < length {
+			err = io.ErrUnexpectedEOF // the body ends before its length
+		}
+		return b, err
 	case Chunked:
 		body = httputil.NewChunkedReader(br)
 	case UntilClose:
@@ -267,27 +271,6 @@ func readBody(br *bufio.Reader, f Framing, length int64) ([]byte, error) {
 		_, err = ReadTrailer(br, &buf)
 	}
 	return b, err
-}
-
-// exactly reads n bytes, and fails if they do not all come.
-type exactly struct {
-	r io.Reader
-	n int64
-}
-
-func (e *exactly) Read(p []byte) (int, error) {
-	if e.n == 0 {
-		return 0, io.EOF
-	}
-	if int64(len(p)) > e.n {
-		p = p[:e.n]
-	}
-	n, err := e.r.Read(p)
-	e.n -= int64(n)
-	if err == io.EOF && e.n > 0 {
-		err = io.ErrUnexpectedEOF
-	}
-	return n, err
 }
 
 // benchmarkRead parses raw again and again, as the proxy does: with one

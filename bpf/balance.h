@@ -26,10 +26,11 @@ static __always_inline void flow_create(struct scratch *sc, struct packet *p, st
 	nf->port = mport;
 	nf->vs_id = vs->vs_id;
 	nf->member_id = member_id;
-	nf->pkey = d->pkey;
+	nf->table = flow_table_of(d->pkey.table_id);
 	nf->created_ns = now;
 	nf->last_seen_ns = now;
 	nf->flags = (vs->flags & VS_F_DSR) ? FLOW_F_DSR : FLOW_F_NAT;
+	nf->flags |= (__u32)(p->family == FAMILY_V4 ? vs->v4_prefix : vs->v6_prefix) << FLOW_PREFIX_SHIFT;
 	if (p->proto == IPPROTO_UDP)
 		nf->flags |= FLOW_F_UDP;
 	nf->flags |= FLOW_F_MEMBER_COUNTED;
@@ -37,7 +38,7 @@ static __always_inline void flow_create(struct scratch *sc, struct packet *p, st
 		nf->flags |= FLOW_F_TARGET_OTHER_FAMILY;
 	if (d->entry)
 		nf->flags |= FLOW_F_COUNTED;
-	if (bpf_map_update_elem(&flows, &sc->key, nf, BPF_NOEXIST))
+	if (flow_insert(&sc->key, nf, BPF_NOEXIST))
 		return;
 	member_acquire(member_id);
 	if (d->entry) {
@@ -60,8 +61,8 @@ static __always_inline void flow_create(struct scratch *sc, struct packet *p, st
 	nf->addr = p->dst;
 	nf->port = p->dport;
 	nf->flags = FLOW_F_REVERSE | FLOW_F_NAT; /* counts nothing */
-	nf->pkey.table_id = TABLE_NONE;
-	bpf_map_update_elem(&flows, &sc->reverse, nf, BPF_ANY);
+	nf->table = FLOW_TABLE_NONE;
+	flow_insert(&sc->reverse, nf, BPF_ANY);
 }
 
 /* The virtual server of a VIP's port and protocol, or NULL: the VIP's own
@@ -116,14 +117,14 @@ static __always_inline int handle_vs(struct xdp_md *ctx, struct packet *p, struc
 		st->bytes += p->pkt_len;
 	}
 	flow_key_of(&sc->key, p);
-	f = bpf_map_lookup_elem(&flows, &sc->key);
+	union addr maddr;
+	f = flow_lookup(&sc->key, &maddr);
 	if (f) {
-		if (!flow_track_client(f, p, now)) {
+		if (!flow_track_client(f, &sc->key, p, now)) {
 			flow_touch(f, now);
-			union addr maddr = f->addr;
 			return forward_to_member(ctx, p, vs->flags, &maddr, f->port, f->member_id, now);
 		}
-		bpf_map_delete_elem(&flows, &sc->key);
+		flow_delete(&sc->key);
 	}
 
 	/* No flow. A FIN or RST cannot start a connection: forward it to the
@@ -140,7 +141,7 @@ static __always_inline int handle_vs(struct xdp_md *ctx, struct packet *p, struc
 			return reply_rst(ctx, p);
 		return XDP_DROP;
 	}
-	union addr maddr = d.member->addr;
+	maddr = d.member->addr;
 	__be16 mport = d.member->port ? d.member->port : p->dport;
 
 	if (create)

@@ -111,6 +111,27 @@ enum algorithm {
 #define TABLE_INDEX_MASK (MAX_PERSIST_TABLES - 1)
 #define TABLE_NONE 0xffffffffu
 
+/* flow_info.table packs a persist_key.table_id into 16 bits: the index,
+ * and FLOW_TABLE_PLAIN for TABLE_PLAIN_HASH; FLOW_TABLE_NONE for TABLE_NONE. */
+#define FLOW_TABLE_NONE 0xffffu
+#define FLOW_TABLE_PLAIN 0x8000u
+
+/* The top byte of flow_info.flags is the prefix length its persistence key's
+ * client was masked with: the key is the flow's source, masked by it. */
+#define FLOW_PREFIX_SHIFT 24
+#define FLOW_FLAGS_MASK ((1u << FLOW_PREFIX_SHIFT) - 1)
+
+/* flows4's value: struct flow4_info (structs.h). */
+#define FLOW4_INFO_SIZE 48
+
+/* A reply hop's ifindex is kept in 16 bits; a hop out of a larger one is
+ * looked up in the FIB on every reply. */
+#define FLOW_NH_MAX_IFINDEX 0xffffu
+
+/* egress_macs: the source MAC of reply hops, per egress interface, at slot
+ * ifindex % EGRESS_MAC_SLOTS. */
+#define EGRESS_MAC_SLOTS 256
+
 /* flow_info.flags, changed with atomics because the GC and other CPUs race. */
 enum flow_flag {
 	FLOW_F_COUNTED = 1u << 0, /* holds one live connection of its persistence entry */

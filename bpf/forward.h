@@ -244,8 +244,11 @@ static __always_inline int forward_reply(struct xdp_md *ctx, struct packet *p, c
 	__u32 gen = nexthop_gen(now);
 	if (p->vlan_depth)
 		rnh = NULL;
-	else if (rnh && flow_nexthop_fits(rnh, gen, p->ip_len))
-		return xmit(ctx, p, rnh->dmac, rnh->smac, rnh->ifindex, 0);
+	else if (rnh) {
+		__u8 smac[ETH_ALEN];
+		if (flow_nexthop_use(rnh, gen, p->ip_len, smac))
+			return xmit(ctx, p, rnh->dmac, smac, rnh->ifindex, 0);
+	}
 	return fib_forward(ctx, p, vip, &p->dst, 0, rnh, gen);
 }
 

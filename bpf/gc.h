@@ -13,7 +13,8 @@
 static __always_inline __u32 gc_flow_expire(struct gc_item *it, __u64 now)
 {
 	struct flow_key key = it->flow;
-	struct flow_info *f = bpf_map_lookup_elem(&flows, &key);
+	union addr maddr;
+	struct flow_info *f = flow_lookup(&key, &maddr);
 
 	if (!f)
 		return GC_RES_NOT_FOUND;
@@ -21,31 +22,33 @@ static __always_inline __u32 gc_flow_expire(struct gc_item *it, __u64 now)
 	if (now <= f->last_seen_ns || now - f->last_seen_ns < it->arg)
 		return GC_RES_SKIPPED;
 	if (f->flags & FLOW_F_REVERSE) {
-		bpf_map_delete_elem(&flows, &key);
+		flow_delete(&key);
 		return GC_RES_DONE;
 	}
 	/* Copy what we need before deleting: an LRU element can be reused at once. */
-	struct persist_key pk = f->pkey;
-	union addr maddr = f->addr;
+	__u16 table = f->table;
 	__be16 mport = f->port;
 	__u32 member_id = f->member_id;
-	__u32 nat = f->flags & FLOW_F_NAT;
 	__u32 old = __sync_fetch_and_and(&f->flags, ~(FLOW_F_COUNTED | FLOW_F_MEMBER_COUNTED));
-	bpf_map_delete_elem(&flows, &key);
-	if (old & FLOW_F_COUNTED)
+	flow_delete(&key);
+	if (old & FLOW_F_COUNTED) {
+		struct persist_key pk;
+		flow_pkey(&pk, table, old, &key);
 		persist_release(&pk, now);
+	}
 	if (old & FLOW_F_MEMBER_COUNTED)
 		member_release(member_id);
-	if (nat) {
+	if (old & FLOW_F_NAT) {
 		struct flow_key rk;
+		union addr rvip;
 		reverse_flow_key(&rk, &key, &maddr, mport);
 		/* The reply entry is this flow's only if it still points back to
 		 * its VIP: the same client port to another VIP through the same
 		 * member port has the same reply 5-tuple, and the newer took it. */
-		struct flow_info *r = bpf_map_lookup_elem(&flows, &rk);
+		struct flow_info *r = flow_lookup(&rk, &rvip);
 		if (r && (r->flags & FLOW_F_REVERSE) && r->port == key.dport &&
-		    !__builtin_memcmp(&r->addr, &key.dst, sizeof(r->addr)))
-			bpf_map_delete_elem(&flows, &rk);
+		    !__builtin_memcmp(&rvip, &key.dst, sizeof(rvip)))
+			flow_delete(&rk);
 	}
 	return GC_RES_DONE;
 }

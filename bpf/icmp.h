@@ -254,10 +254,9 @@ static __always_inline int handle_icmp_to_client(struct xdp_md *ctx, struct pack
 		fk.dport = e.in_sport;
 		fk.proto = e.in_proto;
 		fk.family = p->family;
-		struct flow_info *r = bpf_map_lookup_elem(&flows, &fk);
+		struct flow_info *r = flow_lookup(&fk, &vip);
 		if (!r || !(r->flags & FLOW_F_REVERSE))
 			return verdict(REASON_ICMP_NO_FLOW, XDP_PASS);
-		vip = r->addr;
 		vport = r->port;
 	} else {
 		vip = mv->vip;
@@ -270,9 +269,10 @@ static __always_inline int handle_icmp_to_client(struct xdp_md *ctx, struct pack
 	fk.dport = vport;
 	fk.proto = e.in_proto;
 	fk.family = p->family;
-	struct flow_info *f = bpf_map_lookup_elem(&flows, &fk);
+	union addr target;
+	struct flow_info *f = flow_lookup(&fk, &target);
 	if (!f || (f->flags & (FLOW_F_NAT | FLOW_F_REVERSE)) != FLOW_F_NAT || f->port != e.in_dport ||
-	    __builtin_memcmp(&f->addr, &e.in_dst, sizeof(f->addr)))
+	    __builtin_memcmp(&target, &e.in_dst, sizeof(target)))
 		return verdict(REASON_ICMP_NO_FLOW, XDP_PASS);
 	/* The quote's source is the client: the error must go to it. */
 	if (__builtin_memcmp(&e.in_src, &p->dst, sizeof(e.in_src)))
@@ -286,8 +286,9 @@ static __always_inline int handle_icmp_to_client(struct xdp_md *ctx, struct pack
 	count_reason(REASON_ICMP_TO_CLIENT);
 	__u32 gen = nexthop_gen(now);
 	struct flow_nexthop *rnh = &f->reply_nh;
-	if (!p->vlan_depth && flow_nexthop_fits(rnh, gen, p->ip_len))
-		return xmit(ctx, p, rnh->dmac, rnh->smac, rnh->ifindex, 0);
+	__u8 smac[ETH_ALEN];
+	if (!p->vlan_depth && flow_nexthop_use(rnh, gen, p->ip_len, smac))
+		return xmit(ctx, p, rnh->dmac, smac, rnh->ifindex, 0);
 	return fib_forward(ctx, p, &vip, &p->dst, 0, NULL, NEXTHOP_GEN_NONE);
 }
 
@@ -320,7 +321,8 @@ static __always_inline int handle_icmp_to_vip(struct xdp_md *ctx, struct packet 
 	fk->dport = e.in_sport;
 	fk->proto = e.in_proto;
 	fk->family = p->family;
-	struct flow_info *f = bpf_map_lookup_elem(&flows, fk);
+	union addr maddr;
+	struct flow_info *f = flow_lookup(fk, &maddr);
 	if (!f || (f->flags & FLOW_F_REVERSE) || !(f->flags & (FLOW_F_NAT | FLOW_F_DSR)))
 		return verdict(REASON_ICMP_NO_FLOW, XDP_PASS);
 
@@ -339,7 +341,6 @@ static __always_inline int handle_icmp_to_vip(struct xdp_md *ctx, struct packet 
 			return encap_to_member(ctx, p, vs_flags, member_id, now, 1);
 		}
 	}
-	union addr maddr = f->addr;
 	if (!dsr) {
 		if (ttl_expiring(ctx, p))
 			return verdict(REASON_TTL_EXPIRED, XDP_PASS);

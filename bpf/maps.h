@@ -93,14 +93,37 @@ struct {
 	__type(value, __u32);
 } member_addrs SEC(".maps");
 
-/* The loader sets max_entries from the config before it creates the map. */
+/* The flow table, one map per family so that an IPv4 flow's element is
+ * not sized for IPv6: 16 + 48 bytes against 40 + 64. The loader sets
+ * max_entries from the config before it creates them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(max_entries, 65536);
+	__type(key, struct flow4_key);
+	__type(value, struct flow4_info);
+} flows4 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 	__uint(max_entries, 65536);
 	__type(key, struct flow_key);
 	__type(value, struct flow_info);
-} flows SEC(".maps");
+} flows6 SEC(".maps");
+
+/* The source MAC of the reply hops stored in flows (struct flow_nexthop),
+ * per egress interface: one word, the MAC in its first six bytes and the
+ * ifindex in the last two, written whole by the datapath when the FIB
+ * names it, so a reader never sees one interface's index with another's
+ * MAC. A slot holding another interface sends the reply to the FIB. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+	__uint(max_entries, EGRESS_MAC_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} egress_macs SEC(".maps");
 
 /* Persistence tables: one inner map per table, sized by its profile. The
  * loader creates the inner maps; these templates only fix their shape. */

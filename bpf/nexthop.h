@@ -63,19 +63,54 @@ static __always_inline const struct nexthop *nexthop_of_member(__u32 member_id, 
 	return nh;
 }
 
-/* A flow's stored reply hop, if it belongs to the live generation and has
- * carried a packet this long before. */
-static __always_inline int flow_nexthop_fits(const struct flow_nexthop *nh, __u32 gen, __u32 ip_len)
+/* One egress_macs word: the MAC in bytes 0-5, the ifindex in 6-7. */
+union egress_mac {
+	__u64 word;
+	struct {
+		__u8 mac[ETH_ALEN];
+		__u16 ifindex;
+	};
+};
+
+/* A flow's stored reply hop, with its source MAC in smac, if it belongs to
+ * the live generation, has carried a packet this long before, and its
+ * interface's MAC is still the one egress_macs holds. */
+static __always_inline int flow_nexthop_use(const struct flow_nexthop *nh, __u32 gen, __u32 ip_len, __u8 *smac)
 {
-	return gen != NEXTHOP_GEN_NONE && nh->gen == gen && ip_len <= nh->fit_len;
+	if (gen == NEXTHOP_GEN_NONE || nh->gen != gen || ip_len > nh->fit_len)
+		return 0;
+	__u32 slot = nh->ifindex % EGRESS_MAC_SLOTS;
+	__u64 *w = bpf_map_lookup_elem(&egress_macs, &slot);
+	if (!w)
+		return 0;
+	union egress_mac em = { .word = *(volatile __u64 *)w };
+	if (em.ifindex != nh->ifindex)
+		return 0;
+	__builtin_memcpy(smac, em.mac, ETH_ALEN);
+	return 1;
+}
+
+/* Keeps the FIB's source MAC of ifindex in egress_macs, written as one word. */
+static __always_inline void egress_mac_learn(__u32 ifindex, const __u8 *smac)
+{
+	__u32 slot = ifindex % EGRESS_MAC_SLOTS;
+	__u64 *w = bpf_map_lookup_elem(&egress_macs, &slot);
+	if (!w)
+		return;
+	union egress_mac em;
+	__builtin_memcpy(em.mac, smac, ETH_ALEN);
+	em.ifindex = ifindex;
+	if (*(volatile __u64 *)w != em.word)
+		*(volatile __u64 *)w = em.word;
 }
 
 /* Records the FIB's answer for a flow's replies in the live generation. */
 static __always_inline void flow_nexthop_store(struct flow_nexthop *nh, __u32 gen, const __u8 *dmac,
 					       const __u8 *smac, __u32 ifindex, __u32 ip_len)
 {
-	if (gen == NEXTHOP_GEN_NONE)
+	if (gen == NEXTHOP_GEN_NONE || ifindex > FLOW_NH_MAX_IFINDEX)
 		return;
+	egress_mac_learn(ifindex, smac);
 	if (nh->gen == gen && nh->ifindex == ifindex && !__builtin_memcmp(nh->dmac, dmac, ETH_ALEN)) {
 		if (ip_len > nh->fit_len)
 			nh->fit_len = ip_len;
@@ -86,7 +121,6 @@ static __always_inline void flow_nexthop_store(struct flow_nexthop *nh, __u32 ge
 	nh->gen = NEXTHOP_GEN_NONE;
 	asm volatile("" ::: "memory");
 	__builtin_memcpy(nh->dmac, dmac, ETH_ALEN);
-	__builtin_memcpy(nh->smac, smac, ETH_ALEN);
 	nh->ifindex = ifindex;
 	nh->fit_len = ip_len;
 	asm volatile("" ::: "memory");

@@ -24,26 +24,26 @@ static __always_inline int handle_reply(struct xdp_md *ctx, struct packet *p)
 	__u32 vs_id;
 	__u64 now = now_ns();
 
+	union addr target;
 	if (mv->flags & MEMBER_VS_F_SHARED) {
 		flow_key_of(&fk, p);
-		struct flow_info *r = bpf_map_lookup_elem(&flows, &fk);
+		struct flow_info *r = flow_lookup(&fk, &vip);
 		if (!r || !(r->flags & FLOW_F_REVERSE))
 			return XDP_PASS;
-		vip = r->addr;
 		vport = r->port;
 		vs_id = r->vs_id;
 		flow_touch(r, now);
 		forward_flow_key(&fk, p, &vip, vport);
-		f = bpf_map_lookup_elem(&flows, &fk);
+		f = flow_lookup(&fk, &target);
 	} else {
 		vip = mv->vip;
 		vport = mv->vip_port;
 		forward_flow_key(&fk, p, &vip, vport);
-		f = bpf_map_lookup_elem(&flows, &fk);
+		f = flow_lookup(&fk, &target);
 		/* The client's flow to this VIP must go to this member: the
 		 * client may have another member for it now. */
 		if (!f || (f->flags & (FLOW_F_NAT | FLOW_F_REVERSE)) != FLOW_F_NAT || f->port != p->sport ||
-		    __builtin_memcmp(&f->addr, &p->src, sizeof(f->addr)))
+		    __builtin_memcmp(&target, &p->src, sizeof(target)))
 			return XDP_PASS;
 		vs_id = f->vs_id;
 	}
@@ -52,7 +52,7 @@ static __always_inline int handle_reply(struct xdp_md *ctx, struct packet *p)
 	if (f) {
 		flow_touch(f, now);
 		if (p->proto == IPPROTO_TCP && (p->tcp_flags & (TCP_FIN | TCP_RST)))
-			flow_close(f, p->tcp_flags, FLOW_F_FIN_SERVER, now);
+			flow_close(f, &fk, p->tcp_flags, FLOW_F_FIN_SERVER, now);
 	}
 	struct vs_stats *st = bpf_map_lookup_elem(&vs_counters, &vs_id);
 	if (st) {

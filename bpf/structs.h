@@ -103,6 +103,9 @@ struct member_addr_key {
 	union addr addr;
 };
 
+/* A flow's 5-tuple as the datapath handles it, for both families, and the
+ * key of flows6 (family FAMILY_V6). An IPv4 flow is kept in flows4 under
+ * the narrower flow4_key (flow.h converts). */
 struct flow_key {
 	union addr src;
 	union addr dst;
@@ -111,6 +114,16 @@ struct flow_key {
 	__u8 proto;
 	__u8 family;
 	__u8 pad[2];
+};
+
+/* The key of flows4: an IPv4 5-tuple in 16 bytes. */
+struct flow4_key {
+	__be32 src;
+	__be32 dst;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
 };
 
 struct persist_key {
@@ -137,28 +150,55 @@ struct nexthop_state {
 };
 
 /* The next hop of a NAT flow's replies, stored by its first reply's FIB
- * lookup and good while the cache's generation has not moved. */
+ * lookup and good while the cache's generation has not moved. The source
+ * MAC is the egress interface's, kept once per interface in egress_macs,
+ * not in every flow. */
 struct flow_nexthop {
-	__u8 dmac[ETH_ALEN];
-	__u8 smac[ETH_ALEN];
-	__u32 ifindex;
 	__u32 gen;
-	__u16 fit_len; /* the longest IP packet the FIB has let through this hop */
+	__u8 dmac[ETH_ALEN];
+	__u16 ifindex;  /* a hop out of a larger ifindex than FLOW_NH_MAX_IFINDEX is not kept */
+	__u16 fit_len;  /* the longest IP packet the FIB has let through this hop */
 	__u16 pad;
 };
 
+/* A flow's state: the value of flows6, and what the datapath builds a new
+ * flow in. flows4's value, struct flow4_info, is its first
+ * FLOW4_INFO_SIZE bytes: the same fields at the same offsets, with an IPv4
+ * address in the place of addr. Code that serves both tables reads every
+ * field but addr through a struct flow_info pointer; flow.h's lookup copies
+ * addr out per family (the verifier holds a flows4 value to its 48 bytes). */
 struct flow_info {
-	union addr addr; /* forward: member; reverse: VIP */
-	__be16 port;     /* forward: member port; reverse: VIP port */
-	__u8 pad[2];
-	__u32 flags; /* FLOW_F_*, atomic */
-	__u32 vs_id;
-	__u32 member_id;
-	struct persist_key pkey; /* table_id TABLE_NONE: not persisted */
 	__u64 last_seen_ns;
 	__u64 created_ns;
+	__u32 flags;      /* FLOW_F_*, atomic; the top byte: FLOW_PREFIX_* */
+	__u16 vs_id;      /* < MAX_VIRTUAL_SERVERS */
+	__u16 member_id;  /* < MAX_MEMBERS */
+	__u16 table;      /* FLOW_TABLE_*: the persistence entry's table, packed */
+	__be16 port;      /* forward: member port; reverse: VIP port */
 	struct flow_nexthop reply_nh; /* NAT forward entries: where their replies go */
+	union addr addr;  /* forward: member; reverse: VIP */
+	__u32 pad;
 };
+
+struct flow4_info {
+	__u64 last_seen_ns;
+	__u64 created_ns;
+	__u32 flags;
+	__u16 vs_id;
+	__u16 member_id;
+	__u16 table;
+	__be16 port;
+	struct flow_nexthop reply_nh;
+	__be32 addr; /* an IPv4 member or VIP; a tunnel to an IPv6 member keeps none (FLOW_F_TARGET_OTHER_FAMILY) */
+};
+
+_Static_assert(sizeof(struct flow4_key) == 16, "flow4_key is 16 bytes");
+_Static_assert(sizeof(struct flow4_info) == FLOW4_INFO_SIZE, "flow4_info is flows4's value");
+_Static_assert(sizeof(struct flow_info) == 64, "flow_info fills a cache line");
+_Static_assert(__builtin_offsetof(struct flow_info, addr) == __builtin_offsetof(struct flow4_info, addr),
+	       "flow4_info is flow_info's prefix");
+_Static_assert(__builtin_offsetof(struct flow_info, reply_nh) == __builtin_offsetof(struct flow4_info, reply_nh),
+	       "flow4_info is flow_info's prefix");
 
 struct persist_entry {
 	union addr server;

@@ -17,7 +17,8 @@ func TestGeneratedTypesMatchObjectBTF(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, v := range map[string]any{
-		"flow_key": limpetFlowKey{}, "flow_info": limpetFlowInfo{}, "persist_key": limpetPersistKey{},
+		"flow_key": limpetFlowKey{}, "flow_info": limpetFlowInfo{}, "flow4_key": limpetFlow4Key{}, "flow4_info": limpetFlow4Info{},
+		"persist_key":   limpetPersistKey{},
 		"persist_entry": limpetPersistEntry{}, "persist_event": limpetPersistEvent{}, "gc_item": limpetGcItem{},
 		"gc_batch": limpetGcBatch{}, "vs_info": limpetVsInfo{}, "member_info": limpetMemberInfo{},
 	} {

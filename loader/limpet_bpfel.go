@@ -69,6 +69,29 @@ const (
 	limpetEventTypeEVENT_EXPIRED limpetEventType = 3
 )
 
+type limpetFlow4Info struct {
+	_          structs.HostLayout
+	LastSeenNs uint64
+	CreatedNs  uint64
+	Flags      uint32
+	VsId       uint16
+	MemberId   uint16
+	Table      uint16
+	Port       uint16
+	ReplyNh    limpetFlowNexthop
+	Addr       uint32
+}
+
+type limpetFlow4Key struct {
+	_     structs.HostLayout
+	Src   uint32
+	Dst   uint32
+	Sport uint16
+	Dport uint16
+	Proto uint8
+	Pad   [3]uint8
+}
+
 type limpetFlowFlag uint32
 
 const (
@@ -85,20 +108,20 @@ const (
 )
 
 type limpetFlowInfo struct {
-	_    structs.HostLayout
-	Addr struct {
+	_          structs.HostLayout
+	LastSeenNs uint64
+	CreatedNs  uint64
+	Flags      uint32
+	VsId       uint16
+	MemberId   uint16
+	Table      uint16
+	Port       uint16
+	ReplyNh    limpetFlowNexthop
+	Addr       struct {
 		_ structs.HostLayout
 		B [16]uint8
 	}
-	Port       uint16
-	Pad        [2]uint8
-	Flags      uint32
-	VsId       uint32
-	MemberId   uint32
-	Pkey       limpetPersistKey
-	LastSeenNs uint64
-	CreatedNs  uint64
-	ReplyNh    limpetFlowNexthop
+	Pad uint32
 }
 
 type limpetFlowKey struct {
@@ -120,10 +143,9 @@ type limpetFlowKey struct {
 
 type limpetFlowNexthop struct {
 	_       structs.HostLayout
-	Dmac    [6]uint8
-	Smac    [6]uint8
-	Ifindex uint32
 	Gen     uint32
+	Dmac    [6]uint8
+	Ifindex uint16
 	FitLen  uint16
 	Pad     uint16
 }
@@ -452,8 +474,10 @@ type limpetVsStats struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	limpetMapClockSync             = "clock_sync"
+	limpetMapEgressMacs            = "egress_macs"
 	limpetMapEncapSettings         = "encap_settings"
-	limpetMapFlows                 = "flows"
+	limpetMapFlows4                = "flows4"
+	limpetMapFlows6                = "flows6"
 	limpetMapIfMacs                = "if_macs"
 	limpetMapIfMacsSpill           = "if_macs_spill"
 	limpetMapMemberAddrs           = "member_addrs"
@@ -552,8 +576,10 @@ type limpetProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type limpetMapSpecs struct {
 	ClockSync         *ebpf.MapSpec `ebpf:"clock_sync"`
+	EgressMacs        *ebpf.MapSpec `ebpf:"egress_macs"`
 	EncapSettings     *ebpf.MapSpec `ebpf:"encap_settings"`
-	Flows             *ebpf.MapSpec `ebpf:"flows"`
+	Flows4            *ebpf.MapSpec `ebpf:"flows4"`
+	Flows6            *ebpf.MapSpec `ebpf:"flows6"`
 	IfMacs            *ebpf.MapSpec `ebpf:"if_macs"`
 	IfMacsSpill       *ebpf.MapSpec `ebpf:"if_macs_spill"`
 	MemberAddrs       *ebpf.MapSpec `ebpf:"member_addrs"`
@@ -624,8 +650,10 @@ func (o *limpetObjects) Close() error {
 // It can be passed to loadLimpetObjects or ebpf.CollectionSpec.LoadAndAssign.
 type limpetMaps struct {
 	ClockSync         *ebpf.Map `ebpf:"clock_sync"`
+	EgressMacs        *ebpf.Map `ebpf:"egress_macs"`
 	EncapSettings     *ebpf.Map `ebpf:"encap_settings"`
-	Flows             *ebpf.Map `ebpf:"flows"`
+	Flows4            *ebpf.Map `ebpf:"flows4"`
+	Flows6            *ebpf.Map `ebpf:"flows6"`
 	IfMacs            *ebpf.Map `ebpf:"if_macs"`
 	IfMacsSpill       *ebpf.Map `ebpf:"if_macs_spill"`
 	MemberAddrs       *ebpf.Map `ebpf:"member_addrs"`
@@ -656,8 +684,10 @@ type limpetMaps struct {
 func (m *limpetMaps) Close() error {
 	return _LimpetClose(
 		m.ClockSync,
+		m.EgressMacs,
 		m.EncapSettings,
-		m.Flows,
+		m.Flows4,
+		m.Flows6,
 		m.IfMacs,
 		m.IfMacsSpill,
 		m.MemberAddrs,

@@ -27,9 +27,12 @@ const DefaultPinPath = "/sys/fs/bpf/limpet"
 type Options struct {
 	// PinPath is the bpffs directory holding maps, programs and links.
 	PinPath string
-	// FlowTableSize is the capacity of the LRU flow table. An adopted
-	// datapath keeps its size; asking for another one is an error.
+	// FlowTableSize is the capacity of the flow table of each family
+	// (flows4 and flows6). An adopted datapath keeps its size; asking for
+	// another one is an error.
 	FlowTableSize uint32
+	// FlowTableSizeV6, when not 0, sizes the IPv6 flow table instead.
+	FlowTableSizeV6 uint32
 	// KeepTTL stops the datapath from decrementing TTL and hop limit.
 	KeepTTL bool
 }
@@ -96,7 +99,11 @@ func Load(opts Options) (_ *Datapath, err error) {
 		return nil, fmt.Errorf("load datapath spec: %w", err)
 	}
 	if opts.FlowTableSize != 0 {
-		spec.Maps["flows"].MaxEntries = opts.FlowTableSize
+		spec.Maps["flows4"].MaxEntries = opts.FlowTableSize
+		spec.Maps["flows6"].MaxEntries = opts.FlowTableSize
+	}
+	if opts.FlowTableSizeV6 != 0 {
+		spec.Maps["flows6"].MaxEntries = opts.FlowTableSizeV6
 	}
 	if err := spec.Variables["cfg_decrement_ttl"].Set(boolByte(!opts.KeepTTL)); err != nil {
 		return nil, fmt.Errorf("set cfg_decrement_ttl: %w", err)
@@ -104,7 +111,11 @@ func Load(opts Options) (_ *Datapath, err error) {
 
 	d := &Datapath{lock: lock, links: map[string]link.Link{}}
 	d.pinPath, d.m = opts.PinPath, &d.objs.limpetMaps
-	if _, statErr := os.Stat(filepath.Join(opts.PinPath, "flows")); statErr == nil {
+	pinned, err := pinnedDatapath(opts.PinPath)
+	if err != nil {
+		return nil, err
+	}
+	if pinned {
 		err = d.adopt(spec)
 	} else {
 		err = d.create(spec)
@@ -251,6 +262,27 @@ func (d *Datapath) Close() error {
 // checkPinnedMaps holds the maps pinned at dir to this version's spec,
 // before anything is loaded against them, so that a datapath another limpet
 // pinned is refused with what to do about it, and left as it was.
+// legacyFlowTable is the single flow table of both families that limpet
+// kept before flows4 and flows6.
+const legacyFlowTable = "flows"
+
+// pinnedDatapath reports whether dir holds a pinned datapath of this
+// layout. One that keeps its flows in the single legacy table is refused,
+// not migrated: its program keeps running (and inserting flows) until the
+// new one replaces it, so a copy would lose the flows made in between, and
+// their connection counts with them. 'limpet detach' starts afresh.
+func pinnedDatapath(dir string) (bool, error) {
+	if _, err := os.Stat(filepath.Join(dir, "flows4")); err == nil {
+		return true, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return false, err
+	}
+	if _, err := os.Stat(filepath.Join(dir, legacyFlowTable)); err == nil {
+		return false, fmt.Errorf("the datapath pinned at %s was made by an older limpet that keeps one flow table %q for both families (this one keeps flows4 and flows6): it cannot be adopted; run 'limpet detach' to start afresh (its flows and persistence entries are lost), or keep running the limpet that pinned it", dir, legacyFlowTable)
+	}
+	return false, nil
+}
+
 func checkPinnedMaps(spec *ebpf.CollectionSpec, dir string) error {
 	for name, ms := range spec.Maps {
 		if ms.Pinning != ebpf.PinByName {
@@ -270,8 +302,8 @@ func checkPinnedMaps(spec *ebpf.CollectionSpec, dir string) error {
 		size := m.MaxEntries()
 		m.Close()
 		if err != nil {
-			if name == "flows" {
-				return fmt.Errorf("pinned flow table has %d entries but %d were asked for; run 'limpet detach' to resize it", size, ms.MaxEntries)
+			if name == "flows4" || name == "flows6" {
+				return fmt.Errorf("pinned flow table %s has %d entries but %d were asked for; run 'limpet detach' to resize it", name, size, ms.MaxEntries)
 			}
 			return fmt.Errorf("pinned map %s does not match this version of limpet: %w (run 'limpet detach' first)", name, err)
 		}

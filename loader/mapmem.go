@@ -22,8 +22,18 @@ func (p *Pinned) TableMemory(tableID TableID) (uint64, error) {
 	return mapMemory(inner)
 }
 
-// FlowTableMemory is the memory of the flow table.
-func (p *Pinned) FlowTableMemory() (uint64, error) { return mapMemory(p.m.Flows) }
+// FlowTableMemory is the memory of the flow table: both families' maps.
+func (p *Pinned) FlowTableMemory() (uint64, error) {
+	m4, err := mapMemory(p.m.Flows4)
+	if err != nil {
+		return 0, err
+	}
+	m6, err := mapMemory(p.m.Flows6)
+	if err != nil {
+		return 0, err
+	}
+	return m4 + m6, nil
+}
 
 func mapMemory(m *ebpf.Map) (uint64, error) {
 	info, err := m.Info()

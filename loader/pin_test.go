@@ -72,23 +72,25 @@ func TestLoadPinsMapsByNameThroughTemporaryDirectory(t *testing.T) {
 	if err != nil || len(siblings) != 0 {
 		t.Fatalf("temporary pin directories left behind: %v %v", siblings, err)
 	}
-	pinned, err := ebpf.LoadPinnedMap(filepath.Join(d.PinPath(), "flows"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pinned.Close()
-	pi, err := pinned.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
-	li, err := d.objs.Flows.Info()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pid, _ := pi.ID()
-	lid, _ := li.ID()
-	if pid != lid {
-		t.Fatalf("the flows pin holds map %d, the datapath uses %d", pid, lid)
+	for name, m := range map[string]*ebpf.Map{"flows4": d.objs.Flows4, "flows6": d.objs.Flows6} {
+		pinned, err := ebpf.LoadPinnedMap(filepath.Join(d.PinPath(), name), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pi, err := pinned.Info()
+		pinned.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		li, err := m.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, _ := pi.ID()
+		lid, _ := li.ID()
+		if pid != lid {
+			t.Fatalf("the %s pin holds map %d, the datapath uses %d", name, pid, lid)
+		}
 	}
 }
 

@@ -37,11 +37,10 @@ func (p *Pinned) open(pinPath string) error {
 	if pinPath == "" {
 		pinPath = DefaultPinPath
 	}
-	if _, err := os.Stat(filepath.Join(pinPath, "flows")); err != nil {
-		if errors.Is(err, os.ErrNotExist) {
-			return fmt.Errorf("%w at %s (is 'limpet run' started?)", ErrNotLoaded, pinPath)
-		}
+	if pinned, err := pinnedDatapath(pinPath); err != nil {
 		return err
+	} else if !pinned {
+		return fmt.Errorf("%w at %s (is 'limpet run' started?)", ErrNotLoaded, pinPath)
 	}
 	spec, err := loadLimpet()
 	if err != nil {

@@ -17,8 +17,10 @@ import (
 type (
 	rawPersistKey   [unsafe.Sizeof(limpetPersistKey{})]byte
 	rawPersistEntry [unsafe.Sizeof(limpetPersistEntry{})]byte
-	rawFlowKey      [unsafe.Sizeof(limpetFlowKey{})]byte
+	rawFlowKey      [unsafe.Sizeof(limpetFlowKey{})]byte // flows6's key, and a flow of either family
 	rawFlowInfo     [unsafe.Sizeof(limpetFlowInfo{})]byte
+	rawFlow4Key     [unsafe.Sizeof(limpetFlow4Key{})]byte
+	rawFlow4Info    [unsafe.Sizeof(limpetFlow4Info{})]byte
 )
 
 const addrLen = 16 // union addr
@@ -52,14 +54,24 @@ const (
 	fkFamily = unsafe.Offsetof(limpetFlowKey{}.Family)
 )
 
-// struct flow_info
+// struct flow4_key
+const (
+	f4Src   = unsafe.Offsetof(limpetFlow4Key{}.Src)
+	f4Dst   = unsafe.Offsetof(limpetFlow4Key{}.Dst)
+	f4Sport = unsafe.Offsetof(limpetFlow4Key{}.Sport)
+	f4Dport = unsafe.Offsetof(limpetFlow4Key{}.Dport)
+	f4Proto = unsafe.Offsetof(limpetFlow4Key{}.Proto)
+)
+
+// struct flow_info; struct flow4_info is its prefix, every field but Addr
+// at the same offset (the test of the layout holds them to it).
 const (
 	fiAddr     = unsafe.Offsetof(limpetFlowInfo{}.Addr)
 	fiPort     = unsafe.Offsetof(limpetFlowInfo{}.Port)
 	fiFlags    = unsafe.Offsetof(limpetFlowInfo{}.Flags)
 	fiVSID     = unsafe.Offsetof(limpetFlowInfo{}.VsId)
 	fiMemberID = unsafe.Offsetof(limpetFlowInfo{}.MemberId)
-	fiPkey     = unsafe.Offsetof(limpetFlowInfo{}.Pkey)
+	fiTable    = unsafe.Offsetof(limpetFlowInfo{}.Table)
 	fiLastSeen = unsafe.Offsetof(limpetFlowInfo{}.LastSeenNs)
 	fiCreated  = unsafe.Offsetof(limpetFlowInfo{}.CreatedNs)
 	fiReplyNH  = unsafe.Offsetof(limpetFlowInfo{}.ReplyNh)
@@ -68,11 +80,22 @@ const (
 // struct flow_nexthop, from the start of struct flow_info
 const (
 	fnDmac    = fiReplyNH + unsafe.Offsetof(limpetFlowNexthop{}.Dmac)
-	fnSmac    = fiReplyNH + unsafe.Offsetof(limpetFlowNexthop{}.Smac)
 	fnIfindex = fiReplyNH + unsafe.Offsetof(limpetFlowNexthop{}.Ifindex)
 	fnGen     = fiReplyNH + unsafe.Offsetof(limpetFlowNexthop{}.Gen)
 	fnFitLen  = fiReplyNH + unsafe.Offsetof(limpetFlowNexthop{}.FitLen)
 	macLen    = 6
+)
+
+// The top byte of flow_info.flags holds the persistence key's prefix.
+const (
+	flowPrefixShift = 24
+	flowFlagsMask   = 1<<flowPrefixShift - 1
+)
+
+// flow_info.table packs a TableID (FLOW_TABLE_* in bpf/consts.h).
+const (
+	flowTableNone  = 0xffff
+	flowTablePlain = 0x8000
 )
 
 // struct persist_event
@@ -168,6 +191,26 @@ func encodeFlowKey(src, dst netip.AddrPort, proto Protocol) (k rawFlowKey) {
 	return k
 }
 
+// flow4 is the flows4 key of an IPv4 flow's key.
+func (k *rawFlowKey) flow4() (k4 rawFlow4Key) {
+	copy(k4[f4Src:f4Src+4], k[fkSrc:fkSrc+4])
+	copy(k4[f4Dst:f4Dst+4], k[fkDst:fkDst+4])
+	copy(k4[f4Sport:f4Sport+2], k[fkSport:fkSport+2])
+	copy(k4[f4Dport:f4Dport+2], k[fkDport:fkDport+2])
+	k4[f4Proto] = k[fkProto]
+	return k4
+}
+
+// wide is the flow key of a flows4 key.
+func (k4 *rawFlow4Key) wide() (k rawFlowKey) {
+	copy(k[fkSrc:fkSrc+4], k4[f4Src:f4Src+4])
+	copy(k[fkDst:fkDst+4], k4[f4Dst:f4Dst+4])
+	copy(k[fkSport:fkSport+2], k4[f4Sport:f4Sport+2])
+	copy(k[fkDport:fkDport+2], k4[f4Dport:f4Dport+2])
+	k[fkProto], k[fkFamily] = k4[f4Proto], familyV4
+	return k
+}
+
 // targetFamily is the family of a flow's target: the key's, unless the
 // flow tunnels across families.
 func targetFamily(keyFamily uint8, flags uint32) uint8 {
@@ -180,20 +223,52 @@ func targetFamily(keyFamily uint8, flags uint32) uint8 {
 	return familyV4
 }
 
-func decodeFlow(k *rawFlowKey, v *rawFlowInfo) Flow {
+// flowTableID unpacks flow_info.table.
+func flowTableID(t uint16) TableID {
+	if t == flowTableNone {
+		return TableNone
+	}
+	id := TableID(t &^ flowTablePlain)
+	if t&flowTablePlain != 0 {
+		id |= tablePlainHash
+	}
+	return id
+}
+
+// maskAddr masks a to its first bits, as the datapath's mask_addr does.
+func maskAddr(a netip.Addr, bits int) netip.Addr {
+	if bits >= a.BitLen() {
+		return a
+	}
+	p, err := a.Prefix(bits)
+	if err != nil {
+		return a
+	}
+	return p.Addr()
+}
+
+// decodeFlow decodes a flow of either table: v is a flows6 value, or a
+// flows4 value (its first FLOW4_INFO_SIZE bytes). A flows4 flow that
+// tunnels to an IPv6 member keeps no address (the datapath tunnels by the
+// member's entry): its Target's address is left invalid for the caller.
+func decodeFlow(k *rawFlowKey, v []byte) Flow {
 	fam := k[fkFamily]
-	flags := le.Uint32(v[fiFlags:])
-	var pk rawPersistKey
-	copy(pk[:], v[fiPkey:])
-	tableID, client := pk.decode()
+	word := le.Uint32(v[fiFlags:])
+	flags := word & flowFlagsMask
+	tfam := targetFamily(fam, flags)
+	var target netip.Addr
+	if fam == familyV6 || tfam == familyV4 {
+		target = addrFrom(v[fiAddr:], tfam)
+	}
+	src := addrFrom(k[fkSrc:fkSrc+addrLen], fam)
 	f := Flow{
-		Src:           netip.AddrPortFrom(addrFrom(k[fkSrc:fkSrc+addrLen], fam), port(k[fkSport:])),
+		Src:           netip.AddrPortFrom(src, port(k[fkSport:])),
 		Dst:           netip.AddrPortFrom(addrFrom(k[fkDst:fkDst+addrLen], fam), port(k[fkDport:])),
 		Proto:         Protocol(k[fkProto]),
-		Target:        netip.AddrPortFrom(addrFrom(v[fiAddr:fiAddr+addrLen], targetFamily(fam, flags)), port(v[fiPort:])),
-		VSID:          VirtualServerID(le.Uint32(v[fiVSID:])),
-		MemberID:      MemberID(le.Uint32(v[fiMemberID:])),
-		TableID:       tableID,
+		Target:        netip.AddrPortFrom(target, port(v[fiPort:])),
+		VSID:          VirtualServerID(le.Uint16(v[fiVSID:])),
+		MemberID:      MemberID(le.Uint16(v[fiMemberID:])),
+		TableID:       flowTableID(le.Uint16(v[fiTable:])),
 		Counted:       flags&flowCounted != 0,
 		MemberCounted: flags&flowMemberCounted != 0,
 		Reverse:       flags&flowReverse != 0,
@@ -210,13 +285,12 @@ func decodeFlow(k *rawFlowKey, v *rawFlowInfo) Flow {
 	fin := flags & (flowFinClient | flowFinServer)
 	f.Closed = flags&flowRST != 0 || fin == flowFinClient|flowFinServer || (flags&flowDSR != 0 && flags&flowFinClient != 0)
 	if f.TableID != TableNone {
-		f.Client = client
+		f.Client = maskAddr(src, int(word>>flowPrefixShift))
 	}
 	if gen := le.Uint32(v[fnGen:]); gen != nexthopGenNone {
 		f.ReplyHop = &FlowHop{
-			Gen: gen, Ifindex: int(le.Uint32(v[fnIfindex:])), FitLen: int(le.Uint16(v[fnFitLen:])),
+			Gen: gen, Ifindex: int(le.Uint16(v[fnIfindex:])), FitLen: int(le.Uint16(v[fnFitLen:])),
 			DstMAC: net.HardwareAddr(append([]byte(nil), v[fnDmac:fnDmac+macLen]...)),
-			SrcMAC: net.HardwareAddr(append([]byte(nil), v[fnSmac:fnSmac+macLen]...)),
 		}
 	}
 	return f

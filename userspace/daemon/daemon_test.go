@@ -167,7 +167,7 @@ func TestRunWithoutInterfacesIsInert(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("no READY within 30s")
 	}
-	if _, err := os.Stat(filepath.Join(pin, "flows")); err != nil {
+	if _, err := os.Stat(filepath.Join(pin, "flows4")); err != nil {
 		t.Errorf("the datapath is not loaded: %v", err)
 	}
 	cancel()

@@ -38,8 +38,16 @@ static __always_inline void flow_create(struct scratch *sc, struct packet *p, st
 		nf->flags |= FLOW_F_TARGET_OTHER_FAMILY;
 	if (d->entry)
 		nf->flags |= FLOW_F_COUNTED;
-	if (flow_insert(&sc->key, nf, BPF_NOEXIST))
+	long err = flow_insert(&sc->key, nf, BPF_NOEXIST);
+	if (err) {
+		/* EEXIST: another CPU's packet of this flow made it first. Else
+		 * the table had no room: this packet goes to the member chosen,
+		 * and the connection's next ones are balanced again (persisted
+		 * clients keep their server), counted. */
+		if (err != -EEXIST)
+			count_reason(REASON_FLOW_TABLE_FULL);
 		return;
+	}
 	member_acquire(member_id);
 	if (d->entry) {
 		d->entry->last_seen_ns = now;

@@ -195,6 +195,7 @@ enum reason {
 	REASON_ENCAP_TOO_BIG,   /* counted only: too long for its tunnel, answered with ICMP too-big */
 	REASON_ENCAP_NO_SOURCE, /* drop: encapsulating VS, no settings.encap_source of the member's family */
 	REASON_NOT_OUR_MAC,     /* pass: Ethernet destination not the receiving interface's MAC (flooded unicast, broadcast, multicast) */
+	REASON_FLOW_TABLE_FULL, /* counted only: a new connection forwarded with no flow entry, its family's flow table full */
 	REASON_MAX,
 };
 

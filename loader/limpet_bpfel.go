@@ -369,7 +369,8 @@ const (
 	limpetReasonREASON_ENCAP_TOO_BIG   limpetReason = 28
 	limpetReasonREASON_ENCAP_NO_SOURCE limpetReason = 29
 	limpetReasonREASON_NOT_OUR_MAC     limpetReason = 30
-	limpetReasonREASON_MAX             limpetReason = 31
+	limpetReasonREASON_FLOW_TABLE_FULL limpetReason = 31
+	limpetReasonREASON_MAX             limpetReason = 32
 )
 
 type limpetRedirectErrKey struct {

@@ -77,6 +77,7 @@ var reasons = [limpetReasonREASON_MAX]struct {
 	limpetReasonREASON_ENCAP_TOO_BIG:   {"encap_too_big", reasonCounts}, // answered with ICMP too-big, not forwarded
 	limpetReasonREASON_ENCAP_NO_SOURCE: {"encap_no_source", reasonDrops},
 	limpetReasonREASON_NOT_OUR_MAC:     {"not_our_mac", reasonPasses},
+	limpetReasonREASON_FLOW_TABLE_FULL: {"flow_table_full", reasonCounts}, // forwarded, with no flow entry
 }
 
 // firstReason is the first real reason: REASON_NONE (0) counts nothing.

@@ -77,6 +77,7 @@ const (
 	EncapTooBig        Reason = "encap_too_big"
 	EncapNoSource      Reason = "encap_no_source"
 	NotOurMAC          Reason = "not_our_mac"
+	FlowTableFull      Reason = "flow_table_full" // never here: the model's flow table has no size
 	reasonNone         Reason = ""
 )
 

@@ -26,8 +26,12 @@ type Config struct {
 
 // Settings are node-wide datapath settings.
 type Settings struct {
-	// FlowTableSize is the capacity of the LRU flow table (5-tuples).
+	// FlowTableSize is the capacity of the LRU flow table (5-tuples) of
+	// each family: IPv4 and IPv6 flows have a table each, of this size.
 	FlowTableSize int `yaml:"flow_table_size" json:"flow_table_size"`
+	// FlowTableSizeV6 sizes the IPv6 flow table instead, when not 0 (a
+	// node that serves little IPv6 need not preallocate as much for it).
+	FlowTableSizeV6 int `yaml:"flow_table_size_v6" json:"flow_table_size_v6,omitempty"`
 	// Interfaces the XDP program attaches to; --iface on the command line adds to them.
 	Interfaces []string `yaml:"interfaces" json:"interfaces,omitempty"`
 	// XDPMode is auto, native or generic.

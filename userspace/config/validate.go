@@ -96,6 +96,9 @@ func (c *Config) validateSettings(v *validator) {
 	if s.FlowTableSize < MinFlowTableSize || s.FlowTableSize > MaxFlowTableSize {
 		v.add("settings.flow_table_size", "%d is out of range %d-%d", s.FlowTableSize, MinFlowTableSize, MaxFlowTableSize)
 	}
+	if s.FlowTableSizeV6 != 0 && (s.FlowTableSizeV6 < MinFlowTableSize || s.FlowTableSizeV6 > MaxFlowTableSize) {
+		v.add("settings.flow_table_size_v6", "%d is out of range %d-%d (or 0: settings.flow_table_size)", s.FlowTableSizeV6, MinFlowTableSize, MaxFlowTableSize)
+	}
 	if !oneOf(s.XDPMode, "auto", "native", "generic") {
 		v.add("settings.xdp_mode", "%q must be auto, native or generic", s.XDPMode)
 	}

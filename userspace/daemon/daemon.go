@@ -184,7 +184,8 @@ func Run(ctx context.Context, opts Options) error {
 	life, stopLife := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopLife()
 
-	dp, err := loader.Load(loader.Options{PinPath: pinPath, FlowTableSize: uint32(want.Settings.FlowTableSize)})
+	dp, err := loader.Load(loader.Options{PinPath: pinPath, FlowTableSize: uint32(want.Settings.FlowTableSize),
+		FlowTableSizeV6: uint32(want.Settings.FlowTableSizeV6)})
 	if err != nil {
 		return err
 	}
@@ -195,7 +196,7 @@ func Run(ctx context.Context, opts Options) error {
 	if dp.Adopted() {
 		log.Info("adopted pinned datapath", "pin_path", pinPath)
 	} else {
-		log.Info("loaded datapath", "pin_path", pinPath, "flow_table_size", want.Settings.FlowTableSize)
+		log.Info("loaded datapath", "pin_path", pinPath, "flow_table_size", want.Settings.FlowTableSize, "flow_table_size_v6", want.Settings.FlowTableSizeV6)
 	}
 	defer func() {
 		if opts.DetachOnExit {
@@ -455,7 +456,7 @@ func (d *daemon) sweep() {
 	if rep.FlowsExpired+rep.EntriesExpired+rep.Corrected+rep.MembersCorrected > 0 {
 		d.log.Debug("sweep", "flows", rep.Flows, "flows_expired", rep.FlowsExpired,
 			"entries", rep.Entries, "entries_expired", rep.EntriesExpired,
-			"counts_corrected", rep.Corrected, "member_counts_corrected", rep.MembersCorrected, "took", rep.Duration)
+			"counts_corrected", rep.Corrected, "member_counts_corrected", rep.MembersCorrected, "flows_evicted", rep.FlowsEvicted, "took", rep.Duration)
 	}
 }
 
@@ -470,9 +471,14 @@ func (d *daemon) readMeta() (*desired.Meta, error) {
 // apply writes the compiled L4 state to the datapath. The meta document is
 // written last, so ids in it always describe what the maps hold.
 func (d *daemon) apply(want *desired.Desired) error {
-	if uint32(want.Settings.FlowTableSize) != d.dp.FlowTableSize() {
-		d.log.Warn("settings.flow_table_size differs from the pinned flow table; keeping the pinned size until 'limpet detach'",
-			"configured", want.Settings.FlowTableSize, "pinned", d.dp.FlowTableSize())
+	v4, v6 := d.dp.FlowTableSizes()
+	want6 := want.Settings.FlowTableSizeV6
+	if want6 == 0 {
+		want6 = want.Settings.FlowTableSize
+	}
+	if uint32(want.Settings.FlowTableSize) != v4 || uint32(want6) != v6 {
+		d.log.Warn("settings.flow_table_size (or _v6) differs from the pinned flow tables; keeping the pinned sizes until 'limpet detach'",
+			"configured", want.Settings.FlowTableSize, "configured_v6", want6, "pinned", v4, "pinned_v6", v6)
 	}
 	d.mu.Lock()
 	down := d.healthDown

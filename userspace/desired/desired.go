@@ -64,6 +64,7 @@ type Settings struct {
 	PinPath, XDPMode, AdminSocket string
 	Interfaces                    []string
 	FlowTableSize                 int
+	FlowTableSizeV6               int // 0: FlowTableSize
 	GCInterval                    time.Duration
 	MetricsListen                 string
 	// MetricsAuth is the metrics listener's credentials, with the secret

@@ -61,7 +61,13 @@ type Report struct {
 	// MembersCorrected counts members whose active connection count was
 	// corrected (flows lost to LRU eviction never closed).
 	MembersCorrected int
-	Tables           map[loader.TableID]TableTotals
+	// FlowsEvicted counts the connections whose flows a full flow table
+	// evicted before they closed: what the member counts held above the
+	// flows left to hold them, corrected in this sweep. (The correction
+	// is a compare-and-swap on the count's generation, so a connection
+	// that opened or closed meanwhile is never taken for one.)
+	FlowsEvicted int
+	Tables       map[loader.TableID]TableTotals
 }
 
 // New returns a sweeper.
@@ -185,7 +191,7 @@ func (s *Sweeper) Sweep() (Report, error) {
 	for _, m := range members {
 		if want := memberLive[m.ID]; m.Conns != want {
 			reqs = append(reqs, loader.ReconcileMember(m, want))
-			kinds = append(kinds, pending{table: loader.TableNone, member: true})
+			kinds = append(kinds, pending{table: loader.TableNone, member: true, lost: int(m.Conns) - int(want)})
 		}
 	}
 	for ref, e := range held {
@@ -225,6 +231,7 @@ func (s *Sweeper) Sweep() (Report, error) {
 		}
 		if kinds[i].member {
 			rep.MembersCorrected++
+			rep.FlowsEvicted += max(kinds[i].lost, 0)
 			continue
 		}
 		t := s.total(kinds[i].table)
@@ -263,6 +270,7 @@ type pending struct {
 	table   loader.TableID
 	correct bool
 	member  bool // a member's count, not a table entry
+	lost    int  // a member's: connections it counted above the flows holding it
 }
 
 func countDone(reqs []loader.GCRequest, kinds []pending, table loader.TableID) int {

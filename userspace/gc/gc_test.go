@@ -603,3 +603,57 @@ func benchmarkSweep(b *testing.B, n, every int) {
 		}
 	}
 }
+
+// A full flow table is defined: the LRU table evicts its least recently
+// used flows to take new connections (no connection is refused, none
+// counts flow_table_full), and the sweeper finds every connection whose
+// flow was evicted before it closed, corrects the counts it held and
+// reports it in FlowsEvicted.
+func TestFullFlowTableEvictsAndCounts(t *testing.T) {
+	const flowTable = 64
+	w := newWorld(t, oneVS(vsOpts{purge: true}), flowTable)
+	reasonsBefore, err := w.DP.ReasonCounters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const opened = 400
+	for i := 0; i < opened; i++ {
+		if m := w.Connect(client(i%7), uint16(20000+i), webVIP); !m.IsValid() {
+			t.Fatalf("connection %d into a full flow table not forwarded", i)
+		}
+	}
+	flows, err := w.DP.Flows()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(flows) > flowTable || len(flows) == 0 {
+		t.Fatalf("%d flows in a table of %d", len(flows), flowTable)
+	}
+	reasons, err := w.DP.ReasonCounters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, n := range loader.ReasonNames {
+		if n == "flow_table_full" && reasons[i] != reasonsBefore[i] {
+			t.Errorf("flow_table_full counted %d: an LRU table evicts rather than refuse", reasons[i]-reasonsBefore[i])
+		}
+	}
+	rep := w.sweep()
+	if rep.FlowsEvicted != opened-len(flows) {
+		t.Fatalf("sweep reports %d evicted flows, %d of %d connections have one", rep.FlowsEvicted, len(flows), opened)
+	}
+	mc, err := w.DP.MemberConns()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held uint32
+	for _, m := range mc {
+		held += m.Conns
+	}
+	if int(held) != len(flows) {
+		t.Fatalf("members count %d connections after the sweep, the flow table holds %d", held, len(flows))
+	}
+	if r := w.sweep(); r.FlowsEvicted != 0 {
+		t.Fatalf("a second sweep reports %d evicted flows", r.FlowsEvicted)
+	}
+}

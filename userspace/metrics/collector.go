@@ -52,6 +52,7 @@ type Collector struct {
 
 	sweeps, sweepErrors, sweepSeconds, sweepLastSeconds, sweepLastAt *prometheus.Desc
 	flowsExpired, entriesExpired, corrected, flows, entries          *prometheus.Desc
+	flowsEvicted                                                     *prometheus.Desc
 
 	cluster clusterDescs
 }
@@ -119,6 +120,7 @@ func NewCollector(src Source) *Collector {
 	c.sweepLastSeconds = desc("gc_last_sweep_duration_seconds", "How long the last sweep took.")
 	c.sweepLastAt = desc("gc_last_sweep_timestamp_seconds", "When the last sweep ran, in seconds since the Unix epoch.")
 	c.flowsExpired = desc("gc_flows_expired_total", "Flows the sweeper ended because they idled out.")
+	c.flowsEvicted = desc("gc_flows_evicted_total", "Connections whose flow a full flow table evicted before they closed, as the sweeper found them.")
 	c.entriesExpired = desc("gc_entries_expired_total", "Persistence entries the sweeper deleted because their timeout ran out.")
 	c.corrected = desc("gc_connection_counts_corrected_total", "Live-connection counts of persistence entries the sweeper corrected.")
 	c.flows = desc("flow_table_entries", "Entries in the flow table at the last sweep (nat flows have one per direction).")
@@ -131,7 +133,7 @@ func (c *Collector) descs() []*prometheus.Desc {
 	out := []*prometheus.Desc{c.buildInfo, c.startTime, c.appliedAt, c.reloadOK, c.reloads, c.vsDropped,
 		c.memberUp, c.memberState, c.memberActive, c.memberWeight, c.memberMax, c.drops, c.exceptions, c.redirectErrors,
 		c.sweeps, c.sweepErrors, c.sweepSeconds, c.sweepLastSeconds, c.sweepLastAt,
-		c.flowsExpired, c.entriesExpired, c.corrected, c.flows, c.entries}
+		c.flowsExpired, c.entriesExpired, c.corrected, c.flows, c.entries, c.flowsEvicted}
 	out = append(out, c.cluster.all()...)
 	for _, m := range c.vs {
 		out = append(out, m.desc)
@@ -248,6 +250,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- counter(c.sweepErrors, float64(s.Errors))
 	ch <- counter(c.sweepSeconds, s.TotalDuration.Seconds())
 	ch <- counter(c.flowsExpired, float64(s.FlowsExpired))
+	ch <- counter(c.flowsEvicted, float64(s.FlowsEvicted))
 	ch <- counter(c.entriesExpired, float64(s.EntriesExpired))
 	ch <- counter(c.corrected, float64(s.Corrected))
 	if !s.LastAt.IsZero() {

@@ -166,6 +166,7 @@ type SweepStats struct {
 	// Flows and Entries are what the last successful sweep found.
 	Flows, Entries                          int
 	FlowsExpired, EntriesExpired, Corrected uint64
+	FlowsEvicted                            uint64 // connections lost to a full flow table
 }
 
 // Record adds one sweep's report (or its error) to the totals.
@@ -180,6 +181,7 @@ func (s *SweepStats) Record(rep gc.Report, err error) {
 	}
 	s.Flows, s.Entries = rep.Flows, rep.Entries
 	s.FlowsExpired += uint64(rep.FlowsExpired)
+	s.FlowsEvicted += uint64(rep.FlowsEvicted)
 	s.EntriesExpired += uint64(rep.EntriesExpired)
 	s.Corrected += uint64(rep.Corrected)
 }

@@ -16,7 +16,7 @@ func Compile(cfg *config.Config, prev *desired.Meta) *desired.Desired {
 	s := cfg.Settings
 	d := &desired.Desired{
 		Settings: desired.Settings{PinPath: s.PinPath, XDPMode: s.XDPMode, AdminSocket: s.AdminSocket,
-			Interfaces: s.Interfaces, FlowTableSize: s.FlowTableSize, GCInterval: secs(s.GCInterval), MetricsListen: s.MetricsListen},
+			Interfaces: s.Interfaces, FlowTableSize: s.FlowTableSize, FlowTableSizeV6: s.FlowTableSizeV6, GCInterval: secs(s.GCInterval), MetricsListen: s.MetricsListen},
 		Warnings:    cfg.Warnings(),
 		Counts:      Counts(cfg),
 		PoolMonitor: map[string]string{},

@@ -207,7 +207,7 @@ func probeDatapath(ctx context.Context) ([]ProgramSize, []FlowMemory, error) {
 		syn := tcpFrame(netip.AddrPortFrom(fam.clientB, dpPortNew), netip.AddrPortFrom(fam.vip, dpVSPort), "S", dpGwMAC, cliMAC)
 		var conns int
 		err := w.do(func() error {
-			b, err := d.VSCounters(loader.VirtualServerID(fam.vsID))
+			b, err := withID(d.VSCounters, fam.vsID)
 			if err != nil {
 				return err
 			}
@@ -218,7 +218,7 @@ func probeDatapath(ctx context.Context) ([]ProgramSize, []FlowMemory, error) {
 			if r.Verdict != loader.XDPRedirect {
 				return fmt.Errorf("%w: %s new connection: verdict %v, want %v", errSanity, fam.name, r.Verdict, loader.XDPRedirect)
 			}
-			a, err := d.VSCounters(loader.VirtualServerID(fam.vsID))
+			a, err := withID(d.VSCounters, fam.vsID)
 			if err != nil {
 				return err
 			}
@@ -359,3 +359,8 @@ func bpftoolCount(path string) (int, error) {
 	}
 	return len(ents), nil
 }
+
+// withID calls f with id as whatever id type f takes: the agent is built
+// into baseline trees from before loader's typed ids (VirtualServerID),
+// whose methods take a bare uint32, as well as into this one.
+func withID[ID ~uint32, R any](f func(ID) (R, error), id uint32) (R, error) { return f(ID(id)) }

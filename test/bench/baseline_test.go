@@ -88,3 +88,35 @@ func TestBuildBaselineRefusesWhatIsNotACommit(t *testing.T) {
 		t.Errorf("scratch directories left: %v, before %v", after, before)
 	}
 }
+
+// issueBaseline is the datapath issue 11's targets were set against: `make
+// bench BASELINE=f5a5b22` must keep building it, with this tree's agent
+// copied in (the commit predates the agent and loader's typed ids).
+const issueBaseline = "f5a5b22"
+
+func TestBuildBaselineOfTheTargetsCommit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: building a baseline compiles a second tree")
+	}
+	repo, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(repo, ".git")); err != nil {
+		t.Skip("not a git checkout (a source archive): no commit to build")
+	}
+	if _, err := git(context.Background(), repo, "rev-parse", "--verify", "--quiet", issueBaseline+"^{commit}"); err != nil {
+		t.Skipf("%s is not in this clone's history (a shallow clone): %v", issueBaseline, err)
+	}
+	b, err := BuildBaseline(context.Background(), repo, issueBaseline, repo, "go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if !b.Copied {
+		t.Errorf("%s has its own agent? Copied = false", issueBaseline)
+	}
+	if fi, err := os.Stat(b.Side.Bin); err != nil || fi.Mode()&0o111 == 0 {
+		t.Errorf("baseline agent %s: %v", b.Side.Bin, err)
+	}
+}

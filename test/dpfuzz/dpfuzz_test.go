@@ -143,7 +143,7 @@ func TestModelKnowsEveryReason(t *testing.T) {
 		model.FIBNoNeighbour, model.FIBPass, model.FIBDrop, model.DSRNoNeighbour, model.VLANPass, model.IPv4Options,
 		model.IPv6ExtWalked, model.NoTable, model.StrayTCP, model.MemberFull, model.EventLost, model.NexthopMiss, model.NexthopMTU,
 		model.ICMPToClient, model.ICMPToMember, model.ICMPNoFlow, model.ICMPBadQuote,
-		model.EncapTooBig, model.EncapNoSource, model.NotOurMAC} {
+		model.EncapTooBig, model.EncapNoSource, model.NotOurMAC, model.FlowTableFull} {
 		known[r] = true
 	}
 	for _, n := range reasonNames() {

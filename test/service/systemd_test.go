@@ -377,7 +377,7 @@ func TestServiceUnderSystemd(t *testing.T) {
 
 	// Stop: the datapath stays pinned and attached.
 	c.run("systemctl", "stop", "limpet")
-	if _, err := os.Stat(c.path("/sys/fs/bpf/limpet/flows")); err != nil {
+	if _, err := os.Stat(c.path("/sys/fs/bpf/limpet/flows4")); err != nil {
 		t.Fatalf("after stop the datapath is not pinned: %v", err)
 	}
 	if c.xdpProg(ciIface) == 0 {

@@ -3,7 +3,6 @@ package loader
 import (
 	"net/netip"
 	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -161,43 +160,20 @@ func TestFlowTableSizesPerFamily(t *testing.T) {
 // refusal names the table and 'limpet detach', and the pins stay as they
 // were (its program keeps forwarding).
 func TestLoadRefusesSingleFlowTableLayout(t *testing.T) {
-	d := loadTemp(t, Options{})
-	pin := d.PinPath()
-	if err := d.Close(); err != nil {
-		t.Fatal(err)
+	pin := pinOlderLayout(t, []string{"flows4", "flows6", "egress_macs"},
+		[]*ebpf.MapSpec{{Name: "flows", Type: ebpf.LRUHash, KeySize: 40, ValueSize: 96, MaxEntries: 4096}})
+	err := refusedAdoption(t, pin)
+	if msg := err.Error(); !strings.Contains(msg, `"flows"`) || !strings.Contains(msg, "limpet detach") {
+		t.Fatalf("refusal %q does not name the flow table and 'limpet detach'", msg)
 	}
-	for _, name := range []string{"flows4", "flows6", "egress_macs"} {
-		if err := os.Remove(filepath.Join(pin, name)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	m, err := ebpf.NewMap(&ebpf.MapSpec{Name: "flows", Type: ebpf.LRUHash, KeySize: 40, ValueSize: 96, MaxEntries: 4096})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := m.Pin(filepath.Join(pin, "flows")); err != nil {
-		t.Fatal(err)
-	}
-	m.Close()
 	before, err := os.ReadDir(pin)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = Load(Options{PinPath: pin, FlowTableSize: 4096})
-	if err == nil {
-		t.Fatal("Load adopted a datapath with a single flow table")
-	}
-	if msg := err.Error(); !strings.Contains(msg, `"flows"`) || !strings.Contains(msg, "limpet detach") {
-		t.Fatalf("refusal %q does not name the flow table and 'limpet detach'", msg)
-	}
 	if _, err := OpenPinned(pin); err == nil || !strings.Contains(err.Error(), "limpet detach") {
 		t.Fatalf("OpenPinned of a single flow table: %v, want the refusal", err)
 	}
-	after, err := os.ReadDir(pin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(after) != len(before) {
-		t.Fatalf("pins changed by the refused adoption: %d before, %d after", len(before), len(after))
+	if after, err := os.ReadDir(pin); err != nil || len(after) != len(before) {
+		t.Fatalf("pins changed by the refused view: %d before, %d after (%v)", len(before), len(after), err)
 	}
 }

@@ -1,4 +1,5 @@
-// Package app is the limpet command line: one file per noun. Commands get
+// Package app is the limpet command line: one table of commands
+// (commands.go), and one file per noun for what they do. Commands get
 // an Env rather than touching os.Stdout and friends, so tests run them in
 // process and read what they print.
 package app
@@ -15,7 +16,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/limpet-lb/limpet/loader"
 	"github.com/limpet-lb/limpet/userspace/config"
 	"github.com/limpet-lb/limpet/userspace/daemon"
 )
@@ -91,13 +91,6 @@ func exitCode(err error) int {
 	return ExitRuntime
 }
 
-var pinPathFlag = &cli.StringFlag{
-	Name:    "pin-path",
-	Usage:   "bpffs directory of limpet's pinned maps and links",
-	Value:   loader.DefaultPinPath,
-	EnvVars: []string{"LIMPET_PIN_PATH"},
-}
-
 func newApp(env *Env) *cli.App {
 	return &cli.App{
 		Name:                 "limpet",
@@ -116,20 +109,7 @@ func newApp(env *Env) *cli.App {
 		CommandNotFound: func(c *cli.Context, name string) {
 			fmt.Fprintf(env.Stderr, "limpet: no command %q; see 'limpet help'\n", name)
 		},
-		Commands: withNoArgs([]*cli.Command{
-			runCommand(env),
-			detachCommand(env),
-			persistenceCommand(env),
-			memberCommand(env), memberDecapCommand(env),
-			statsCommand(env),
-			configCommand(env),
-			versionCommand(env),
-			l7Command(env), cookieCommand(env),
-			demoCommand(env),
-			labCommand(env),
-			statusCommand(env), reloadCommand(env), drainCommand(env),
-			completionCommand(env), manCommand(env),
-		}),
+		Commands: withNoArgs(commands(env)),
 		Before: func(c *cli.Context) error {
 			if c.Args().Present() && c.App.Command(c.Args().First()) == nil {
 				return usagef("no command %q; see 'limpet help'", c.Args().First())
@@ -162,20 +142,9 @@ func noArgs(c *cli.Context) error {
 	return nil
 }
 
-// outputFormat validates -o.
-func outputFormat(c *cli.Context) (string, error) {
-	o := c.String("output")
-	if o != "table" && o != "json" {
-		return "", usagef("-o %q: the output format must be table or json", o)
-	}
-	return o, nil
-}
-
 // writeJSON writes v as -o json does: indented, one document.
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
 }
-
-var outputFlag = &cli.StringFlag{Name: "output", Aliases: []string{"o"}, Value: "table", Usage: "table or json"}

@@ -49,46 +49,37 @@ else
 fi
 `
 
-func completionCommand(env *Env) *cli.Command {
-	return &cli.Command{
-		Name:      "completion",
-		Usage:     "print the shell completion script for bash or zsh",
-		ArgsUsage: "bash|zsh",
-		Description: "The Debian package installs both. By hand:\n" +
-			"  bash: limpet completion bash > /etc/bash_completion.d/limpet\n" +
-			"  zsh:  limpet completion zsh > \"${fpath[1]}/_limpet\"",
-		Action: func(c *cli.Context) error {
-			if c.NArg() != 1 {
-				return usagef("completion takes one shell, bash or zsh; got %d arguments", c.NArg())
-			}
-			switch c.Args().First() {
-			case "bash":
-				_, err := io.WriteString(env.Stdout, bashCompletion)
-				return err
-			case "zsh":
-				_, err := io.WriteString(env.Stdout, zshCompletion)
-				return err
-			}
-			return usagef("completion: no script for shell %q; use bash or zsh", c.Args().First())
-		},
+const completionDescription = "The Debian package installs both. By hand:\n" +
+	"  bash: limpet completion bash > /etc/bash_completion.d/limpet\n" +
+	"  zsh:  limpet completion zsh > \"${fpath[1]}/_limpet\""
+
+// completion is 'limpet completion bash|zsh'.
+func (env *Env) completion(c *cli.Context) error {
+	if c.NArg() != 1 {
+		return usagef("completion takes one shell, bash or zsh; got %d arguments", c.NArg())
 	}
+	switch c.Args().First() {
+	case "bash":
+		_, err := io.WriteString(env.Stdout, bashCompletion)
+		return err
+	case "zsh":
+		_, err := io.WriteString(env.Stdout, zshCompletion)
+		return err
+	}
+	return usagef("completion: no script for shell %q; use bash or zsh", c.Args().First())
 }
 
-func manCommand(env *Env) *cli.Command {
-	return &cli.Command{
-		Name:  "man",
-		Usage: "print limpet's manual page (roff, section 8), generated from this command line",
-		Description: "The Debian package installs it as limpet(8). To read it without the package:\n" +
-			"  limpet man | man -l -",
-		Action: func(c *cli.Context) error {
-			page, err := manPage(c.App)
-			if err != nil {
-				return err
-			}
-			_, err = io.WriteString(env.Stdout, page)
-			return err
-		},
+const manDescription = "The Debian package installs it as limpet(8). To read it without the package:\n" +
+	"  limpet man | man -l -"
+
+// man is 'limpet man'.
+func (env *Env) man(c *cli.Context) error {
+	page, err := manPage(c.App)
+	if err != nil {
+		return err
 	}
+	_, err = io.WriteString(env.Stdout, page)
+	return err
 }
 
 // manPage renders the app as a section 8 page, with the files and the

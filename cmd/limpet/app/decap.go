@@ -35,82 +35,68 @@ type DecapStatusView struct {
 	Interfaces []DecapView `json:"interfaces"`
 }
 
-func memberDecapCommand(env *Env) *cli.Command {
-	return &cli.Command{
-		Name:  "member-decap",
-		Usage: "on a member: strip the IPIP/GUE header a balancer in forwarding mode ipip or gue adds (tc-BPF on the interface's ingress; stays attached after the command exits)",
-		Description: "Attach:  limpet member-decap --iface eth0 [--gue-port 6080] [--only-to ADDR]...  (again: updates the program, the port and the addresses, keeps the counters)\n" +
-			"Detach:  limpet member-decap --iface eth0 --detach\n" +
-			"Status:  limpet member-decap --status [--iface eth0] [-o json]\n" +
-			"The member must hold the virtual servers' addresses on a local interface (lo or a dummy), as for dsr.",
-		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "iface", Aliases: []string{"i"}, Usage: "the member's `INTERFACE` that receives the encapsulated packets"},
-			&cli.UintFlag{Name: "gue-port", Value: loader.DefaultGUEPort, Usage: "UDP `PORT` of GUE (as the balancer's settings say)"},
-			&cli.StringSliceFlag{Name: "only-to", Usage: "decapsulate only tunnel packets to this `ADDRESS` (the member's own; repeat or comma-separate; default: any destination)"},
-			&cli.BoolFlag{Name: "detach", Usage: "detach from --iface and remove its pins"},
-			&cli.BoolFlag{Name: "status", Usage: "show what is attached and its counters (every interface, or --iface)"},
-			&cli.StringFlag{Name: "decap-pin-path", Value: loader.DefaultDecapPinPath, EnvVars: []string{"LIMPET_DECAP_PIN_PATH"},
-				Usage: "bpffs `DIR` of the decapsulators' pins (one directory per interface)"},
-			outputFlag,
-		},
-		Action: func(c *cli.Context) error {
-			format, err := outputFormat(c)
-			if err != nil {
-				return err
-			}
-			pin, iface := c.String("decap-pin-path"), c.String("iface")
-			if c.Bool("detach") && c.Bool("status") {
-				return usagef("member-decap: --detach and --status do not go together")
-			}
-			if c.Bool("status") {
-				return decapStatus(env.Stdout, pin, iface, format)
-			}
-			if iface == "" {
-				return usagef("member-decap: --iface is required (or --status)")
-			}
-			if c.Bool("detach") {
-				if c.IsSet("gue-port") || c.IsSet("only-to") {
-					return usagef("member-decap: --gue-port and --only-to mean nothing with --detach")
-				}
-				if err := loader.DetachDecap(pin, iface); err != nil {
-					if errors.Is(err, loader.ErrDecapNotAttached) || errors.Is(err, loader.ErrNoSuchIface) {
-						return &usageError{err}
-					}
-					return err
-				}
-				fmt.Fprintf(env.Stdout, "decapsulator detached from %s\n", iface)
-				return nil
-			}
-			port := c.Uint("gue-port")
-			if port == 0 || port > 65535 {
-				return usagef("member-decap: --gue-port %d: want a UDP port, 1-65535", port)
-			}
-			var onlyTo []netip.Addr
-			for _, v := range c.StringSlice("only-to") {
-				a, err := netip.ParseAddr(strings.TrimSpace(v))
-				if err != nil || a.Zone() != "" || a.Is4In6() {
-					return usagef("member-decap: --only-to %q: want an IPv4 or IPv6 address", v)
-				}
-				onlyTo = append(onlyTo, a)
-			}
-			if len(onlyTo) > loader.MaxDecapDestinations {
-				return usagef("member-decap: --only-to: %d addresses, at most %d", len(onlyTo), loader.MaxDecapDestinations)
-			}
-			s, err := loader.AttachDecap(loader.DecapOptions{PinPath: pin, Iface: iface, GUEPort: uint16(port), OnlyTo: onlyTo})
-			if errors.Is(err, loader.ErrNoSuchIface) {
+const memberDecapDescription = "Attach:  limpet member-decap --iface eth0 [--gue-port 6080] [--only-to ADDR]...  (again: updates the program, the port and the addresses, keeps the counters)\n" +
+	"Detach:  limpet member-decap --iface eth0 --detach\n" +
+	"Status:  limpet member-decap --status [--iface eth0] [-o json]\n" +
+	"The member must hold the virtual servers' addresses on a local interface (lo or a dummy), as for dsr."
+
+// memberDecap is 'limpet member-decap': attach, --detach or --status.
+func (env *Env) memberDecap(c *cli.Context) error {
+	format, err := outputFormat(c)
+	if err != nil {
+		return err
+	}
+	pin, iface := c.String("decap-pin-path"), c.String("iface")
+	if c.Bool("detach") && c.Bool("status") {
+		return usagef("member-decap: --detach and --status do not go together")
+	}
+	if c.Bool("status") {
+		return decapStatus(env.Stdout, pin, iface, format)
+	}
+	if iface == "" {
+		return usagef("member-decap: --iface is required (or --status)")
+	}
+	if c.Bool("detach") {
+		if c.IsSet("gue-port") || c.IsSet("only-to") {
+			return usagef("member-decap: --gue-port and --only-to mean nothing with --detach")
+		}
+		if err := loader.DetachDecap(pin, iface); err != nil {
+			if errors.Is(err, loader.ErrDecapNotAttached) || errors.Is(err, loader.ErrNoSuchIface) {
 				return &usageError{err}
 			}
-			if err != nil {
-				return err
-			}
-			if format == "json" {
-				return writeDecapJSON(env.Stdout, pin, []loader.DecapStatus{s})
-			}
-			fmt.Fprintf(env.Stdout, "decapsulating IPIP, IPv6-in-IP and GUE (UDP port %d) to %s on %s (ifindex %d, program id %d); pinned under %s/%s\n",
-				s.GUEPort, destinations(s.OnlyTo), s.Iface, s.Ifindex, s.ProgramID, pin, s.Iface)
-			return nil
-		},
+			return err
+		}
+		fmt.Fprintf(env.Stdout, "decapsulator detached from %s\n", iface)
+		return nil
 	}
+	port := c.Uint("gue-port")
+	if port == 0 || port > 65535 {
+		return usagef("member-decap: --gue-port %d: want a UDP port, 1-65535", port)
+	}
+	var onlyTo []netip.Addr
+	for _, v := range c.StringSlice("only-to") {
+		a, err := netip.ParseAddr(strings.TrimSpace(v))
+		if err != nil || a.Zone() != "" || a.Is4In6() {
+			return usagef("member-decap: --only-to %q: want an IPv4 or IPv6 address", v)
+		}
+		onlyTo = append(onlyTo, a)
+	}
+	if len(onlyTo) > loader.MaxDecapDestinations {
+		return usagef("member-decap: --only-to: %d addresses, at most %d", len(onlyTo), loader.MaxDecapDestinations)
+	}
+	s, err := loader.AttachDecap(loader.DecapOptions{PinPath: pin, Iface: iface, GUEPort: uint16(port), OnlyTo: onlyTo})
+	if errors.Is(err, loader.ErrNoSuchIface) {
+		return &usageError{err}
+	}
+	if err != nil {
+		return err
+	}
+	if format == "json" {
+		return writeDecapJSON(env.Stdout, pin, []loader.DecapStatus{s})
+	}
+	fmt.Fprintf(env.Stdout, "decapsulating IPIP, IPv6-in-IP and GUE (UDP port %d) to %s on %s (ifindex %d, program id %d); pinned under %s/%s\n",
+		s.GUEPort, destinations(s.OnlyTo), s.Iface, s.Ifindex, s.ProgramID, pin, s.Iface)
+	return nil
 }
 
 func decapStatus(w io.Writer, pin, iface, format string) error {

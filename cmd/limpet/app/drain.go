@@ -11,20 +11,7 @@ import (
 	"github.com/limpet-lb/limpet/userspace/admin"
 )
 
-func drainCommand(env *Env) *cli.Command {
-	return &cli.Command{
-		Name: "drain",
-		Usage: "withdraw this node's VIPs from BGP so routers send new connections to the other nodes, while open flows " +
-			"keep being served (needs the daemon); --cancel announces them again",
-		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "cancel", Usage: "stop draining: announce the VIPs again as they qualify"},
-			&cli.DurationFlag{Name: "wait", Usage: "after withdrawing, wait up to this long for the node's open connections to end"},
-			adminSocketFlag,
-		},
-		Action: env.drain,
-	}
-}
-
+// drain is 'limpet drain [--wait D]' and 'limpet drain --cancel'.
 func (env *Env) drain(c *cli.Context) error {
 	if c.Duration("wait") < 0 {
 		return usagef("--wait %s must not be negative", c.Duration("wait"))

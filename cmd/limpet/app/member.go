@@ -10,28 +10,18 @@ import (
 	"github.com/limpet-lb/limpet/userspace/admin"
 )
 
-func memberCommand(env *Env) *cli.Command {
-	sub := func(name, usage string, down bool) *cli.Command {
-		return &cli.Command{
-			Name:      name,
-			Usage:     usage,
-			ArgsUsage: "POOL MEMBER (a member name, address or address:port)",
-			Action:    func(c *cli.Context) error { return setMemberDown(env, c, down) },
-		}
-	}
-	return &cli.Command{
-		Name:  "member",
-		Usage: "take pool members out of service and back (no daemon needed; survives reloads)",
-		Subcommands: []*cli.Command{
-			sub("disable", "stop sending traffic to a member; persisted clients follow the profile's server_down policy", true),
-			sub("enable", "return a member to service", false),
-		},
-	}
-}
+// memberArgs are the arguments of 'limpet member disable|enable'.
+const memberArgs = "POOL MEMBER (a member name, address or address:port)"
+
+// memberDisable is 'limpet member disable POOL MEMBER'.
+func (env *Env) memberDisable(c *cli.Context) error { return setMemberDown(env, c, true) }
+
+// memberEnable is 'limpet member enable POOL MEMBER'.
+func (env *Env) memberEnable(c *cli.Context) error { return setMemberDown(env, c, false) }
 
 func setMemberDown(env *Env, c *cli.Context, down bool) error {
-	if c.NArg() != 2 {
-		return usagef("member %s takes POOL and MEMBER, got %d arguments", c.Command.Name, c.NArg())
+	if err := wantArgs(c, 2, "member "+c.Command.Name+" takes POOL and MEMBER"); err != nil {
+		return err
 	}
 	pool, which := c.Args().Get(0), c.Args().Get(1)
 	state := "enabled"

@@ -16,49 +16,6 @@ import (
 	"github.com/limpet-lb/limpet/userspace/desired"
 )
 
-func persistenceCommand(env *Env) *cli.Command {
-	return &cli.Command{
-		Name:    "persistence",
-		Aliases: []string{"persist"},
-		Usage:   "inspect and edit the source-IP persistence tables (no daemon needed)",
-		Subcommands: []*cli.Command{
-			{
-				Name:  "dump",
-				Usage: "list persistence entries",
-				Flags: []cli.Flag{
-					vsFlag,
-					profileFlag,
-					&cli.StringFlag{Name: "client", Usage: "only clients in this `CIDR` (or address)"},
-					&cli.StringSliceFlag{Name: "tag", Usage: "only profiles tagged `SCOPE=TAG` (SCOPE= or TAG alone match either part)"},
-					outputFlag,
-				},
-				Action: env.persistenceDump,
-			},
-			{
-				Name:  "delete",
-				Usage: "delete one client's entries; its open connections keep their server",
-				Flags: []cli.Flag{
-					&cli.StringFlag{Name: "client", Usage: "client `IP` (required)"},
-					vsFlag,
-				},
-				Action: env.persistenceDelete,
-			},
-			{
-				Name:   "flush",
-				Usage:  "delete every entry of the selected tables (all tables by default)",
-				Flags:  []cli.Flag{vsFlag, profileFlag},
-				Action: env.persistenceFlush,
-			},
-		},
-	}
-}
-
-// The table selectors of the persistence commands (see selectTables).
-var (
-	vsFlag      = &cli.StringFlag{Name: "vs", Usage: "only the tables of this virtual server"}
-	profileFlag = &cli.StringFlag{Name: "profile", Usage: "only the tables of this profile"}
-)
-
 // tagFilter matches NSX-style scope/tag pairs.
 type tagFilter struct{ scope, tag string }
 

@@ -11,15 +11,7 @@ import (
 	"github.com/limpet-lb/limpet/userspace/daemon"
 )
 
-func reloadCommand(env *Env) *cli.Command {
-	return &cli.Command{
-		Name:   "reload",
-		Usage:  "make the running daemon read its config file again and apply it, as SIGHUP does (needs the daemon)",
-		Flags:  []cli.Flag{adminSocketFlag},
-		Action: env.reload,
-	}
-}
-
+// reload is 'limpet reload'.
 func (env *Env) reload(c *cli.Context) error {
 	var sum admin.Summary
 	err := callAdmin(env, c, func(ctx context.Context, cl *admin.Client) (err error) {

@@ -102,15 +102,7 @@ func reasonAction(i int) string {
 	return "forwarded, counted"
 }
 
-func statsCommand(env *Env) *cli.Command {
-	return &cli.Command{
-		Name:   "stats",
-		Usage:  "show datapath counters (no daemon needed)",
-		Flags:  []cli.Flag{outputFlag},
-		Action: env.stats,
-	}
-}
-
+// stats is 'limpet stats': the pinned datapath's counters.
 func (env *Env) stats(c *cli.Context) error {
 	format, err := outputFormat(c)
 	if err != nil {

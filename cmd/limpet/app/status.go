@@ -15,13 +15,6 @@ import (
 	"github.com/limpet-lb/limpet/userspace/admin"
 )
 
-// adminSocketFlag selects the daemon's admin socket.
-var adminSocketFlag = &cli.StringFlag{
-	Name:    "socket",
-	Usage:   "the daemon's admin socket (default: the one the daemon of --pin-path recorded in its pinned state, whatever its settings.admin_socket)",
-	EnvVars: []string{"LIMPET_ADMIN_SOCKET"},
-}
-
 // adminTimeout bounds one admin API call.
 const adminTimeout = 2 * time.Minute
 
@@ -68,15 +61,7 @@ func callAdmin(env *Env, c *cli.Context, call func(context.Context, *admin.Clien
 	return call(ctx, cl)
 }
 
-func statusCommand(env *Env) *cli.Command {
-	return &cli.Command{
-		Name:   "status",
-		Usage:  "show the running daemon: config, interfaces, virtual servers, members and their health, tables (needs the daemon)",
-		Flags:  []cli.Flag{outputFlag, adminSocketFlag},
-		Action: env.status,
-	}
-}
-
+// status is 'limpet status': the running daemon's view.
 func (env *Env) status(c *cli.Context) error {
 	format, err := outputFormat(c)
 	if err != nil {

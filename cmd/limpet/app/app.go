@@ -6,7 +6,6 @@ package app
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -140,11 +139,4 @@ func noArgs(c *cli.Context) error {
 		return usagef("%s takes no arguments, got %q", c.Command.FullName(), c.Args().Slice())
 	}
 	return nil
-}
-
-// writeJSON writes v as -o json does: indented, one document.
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

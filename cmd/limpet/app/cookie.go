@@ -4,7 +4,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"fmt"
-	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -42,7 +41,7 @@ func (env *Env) cookieDecode(c *cli.Context) error {
 	if format == "json" {
 		return writeJSON(env.Stdout, info)
 	}
-	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	tw := newTable(env.Stdout)
 	fmt.Fprintf(tw, "member\t%s\n", info.Member)
 	fmt.Fprintf(tw, "virtual_server\t%s\n", info.VirtualServer)
 	fmt.Fprintf(tw, "issued\t%s\n", info.Issued.Format(time.RFC3339))

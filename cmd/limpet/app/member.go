@@ -3,7 +3,6 @@ package app
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 
 	"github.com/urfave/cli/v2"
 
@@ -72,11 +71,4 @@ func setMemberDown(env *Env, c *cli.Context, down bool) error {
 	}
 	fmt.Fprintf(env.Stdout, "member %s (%s) of pool %s %s\n", m.Name, endpoint(m.Address, m.Port), m.Pool, state)
 	return nil
-}
-
-func endpoint(addr string, port int) string {
-	if port == 0 {
-		return addr
-	}
-	return netip.AddrPortFrom(netip.MustParseAddr(addr), uint16(port)).String()
 }

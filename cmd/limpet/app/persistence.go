@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -195,7 +194,7 @@ func (env *Env) persistenceDump(c *cli.Context) error {
 	if format == "json" {
 		return writeJSON(out, DumpView{Count: len(rows), Entries: rows})
 	}
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	tw := newTable(out)
 	fmt.Fprintln(tw, "VIRTUAL SERVER\tPROFILE\tTABLE\tCLIENT\tSERVER\tMEMBER\tCONNS\tAGE\tEXPIRES")
 	for _, r := range rows {
 		exp := "held by " + plural(int(r.Connections), "connection")
@@ -289,34 +288,4 @@ func (env *Env) persistenceFlush(c *cli.Context) error {
 	}
 	fmt.Fprintf(env.Stdout, "flushed %s from %s\n", plural(total, "entry"), plural(len(tables), "table"))
 	return nil
-}
-
-func plural(n int, word string) string {
-	if n == 1 {
-		return "1 " + word
-	}
-	if strings.HasSuffix(word, "y") {
-		return fmt.Sprintf("%d %sies", n, strings.TrimSuffix(word, "y"))
-	}
-	return fmt.Sprintf("%d %ss", n, word)
-}
-
-func dash(s string) string {
-	if s == "" {
-		return "-"
-	}
-	return s
-}
-
-func shortDuration(sec float64) string {
-	d := time.Duration(sec * float64(time.Second))
-	switch {
-	case d < time.Second:
-		return "0s"
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
-	}
-	return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
 }

@@ -2,7 +2,6 @@ package app
 
 import (
 	"fmt"
-	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
 
@@ -182,7 +181,7 @@ func (env *Env) stats(c *cli.Context) error {
 	if format == "json" {
 		return writeJSON(env.Stdout, out)
 	}
-	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	tw := newTable(env.Stdout)
 	fmt.Fprintln(tw, "VIRTUAL SERVER\tADDRESS\tPACKETS\tBYTES\tREPLIES\tNEW CONNS\tPERSIST HITS\tMISSES\tMOVED\tREJECTS\tDOWN DROPS\tNO MEMBER")
 	for _, s := range out.VirtualServers {
 		fmt.Fprintf(tw, "%s\t%s/%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%d\n", s.VirtualServer, endpoint(s.Address, s.Port), s.Protocol,

@@ -4,10 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/netip"
 	"strconv"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -121,7 +119,7 @@ func printStatus(env *Env, st admin.Status) error {
 		}
 		inService[p.Name] = [2]int{n, len(p.Members)}
 	}
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	tw := newTable(w)
 	fmt.Fprintln(tw, "\nVIRTUAL SERVER\tTYPE\tADDRESS\tPROTOCOL\tFORWARDING\tPOOL\tPROFILE\tIN SERVICE")
 	for _, v := range st.VirtualServers {
 		n := inService[v.Pool]
@@ -213,14 +211,6 @@ func printStatus(env *Env, st admin.Status) error {
 		}
 	}
 	return tw.Flush()
-}
-
-// safeEndpoint is endpoint for an address that may not parse.
-func safeEndpoint(addr string, port int) string {
-	if _, err := netip.ParseAddr(addr); err != nil {
-		return addr
-	}
-	return endpoint(addr, port)
 }
 
 // printNextHops shows the next-hop cache: its generation and lease, then

@@ -13,12 +13,14 @@ import (
 const memberArgs = "POOL MEMBER (a member name, address or address:port)"
 
 // memberDisable is 'limpet member disable POOL MEMBER'.
-func (env *Env) memberDisable(c *cli.Context) error { return setMemberDown(env, c, true) }
+func (env *Env) memberDisable(c *cli.Context) error { return env.setMemberDown(c, true) }
 
 // memberEnable is 'limpet member enable POOL MEMBER'.
-func (env *Env) memberEnable(c *cli.Context) error { return setMemberDown(env, c, false) }
+func (env *Env) memberEnable(c *cli.Context) error { return env.setMemberDown(c, false) }
 
-func setMemberDown(env *Env, c *cli.Context, down bool) error {
+// setMemberDown takes a member out of service (down) or returns it, through
+// the running daemon if there is one.
+func (env *Env) setMemberDown(c *cli.Context, down bool) error {
 	if err := wantArgs(c, 2, "member "+c.Command.Name+" takes POOL and MEMBER"); err != nil {
 		return err
 	}

@@ -55,9 +55,9 @@ type PersistTable struct {
 
 // OpenTable opens a persistence table.
 func (p *Pinned) OpenTable(id TableID) (*PersistTable, error) {
-	m, err := p.table(id)
+	m, err := p.openTable(id)
 	if err != nil {
-		return nil, fmt.Errorf("table %d: %w", id.Index(), err)
+		return nil, err
 	}
 	return &PersistTable{id: id, m: m}, nil
 }

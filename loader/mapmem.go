@@ -2,7 +2,6 @@ package loader
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/cilium/ebpf"
 )
@@ -14,9 +13,9 @@ import (
 
 // TableMemory is the memory of one persistence table.
 func (p *Pinned) TableMemory(tableID TableID) (uint64, error) {
-	inner, err := p.table(tableID)
+	inner, err := p.openTable(tableID)
 	if err != nil {
-		return 0, fmt.Errorf("table %d: %w", tableID.Index(), err)
+		return 0, err
 	}
 	defer inner.Close()
 	return mapMemory(inner)

@@ -59,6 +59,16 @@ func (p *Pinned) table(id TableID) (*ebpf.Map, error) {
 	return m, nil
 }
 
+// openTable is table with the table's number in its error, as every
+// reader and writer of one table reports it.
+func (p *Pinned) openTable(id TableID) (*ebpf.Map, error) {
+	m, err := p.table(id)
+	if err != nil {
+		return nil, fmt.Errorf("table %d: %w", id.Index(), err)
+	}
+	return m, nil
+}
+
 // pinNewSuffix names a table's pin while it replaces the previous one.
 const pinNewSuffix = "_new"
 
@@ -262,9 +272,9 @@ func (p *Pinned) Tables() ([]Table, error) {
 
 // TableEntries reads a whole table with batch lookups.
 func (p *Pinned) TableEntries(id TableID) ([]PersistEntry, error) {
-	inner, err := p.table(id)
+	inner, err := p.openTable(id)
 	if err != nil {
-		return nil, fmt.Errorf("table %d: %w", id.Index(), err)
+		return nil, err
 	}
 	defer inner.Close()
 	keys, vals, err := batchRead[rawPersistKey, rawPersistEntry](inner)
@@ -282,9 +292,9 @@ func (p *Pinned) TableEntries(id TableID) ([]PersistEntry, error) {
 // lookups into reused buffers: a sweep of a million entries allocates for
 // the entries it keeps, not for the table.
 func (p *Pinned) ScanTable(id TableID, fn func(*PersistEntry)) error {
-	inner, err := p.table(id)
+	inner, err := p.openTable(id)
 	if err != nil {
-		return fmt.Errorf("table %d: %w", id.Index(), err)
+		return err
 	}
 	defer inner.Close()
 	const chunk = 8192
@@ -309,9 +319,9 @@ func (p *Pinned) ScanTable(id TableID, fn func(*PersistEntry)) error {
 
 // DeleteEntry removes one client's entry. Open flows keep their member.
 func (e *Editor) DeleteEntry(tableID TableID, client netip.Addr) error {
-	inner, err := e.table(tableID)
+	inner, err := e.openTable(tableID)
 	if err != nil {
-		return fmt.Errorf("table %d: %w", tableID.Index(), err)
+		return err
 	}
 	defer inner.Close()
 	k := encodePersistKey(tableID, client)
@@ -329,9 +339,9 @@ var ErrTableFull = errors.New("persistence table is full")
 
 // LookupEntry returns one client's entry.
 func (p *Pinned) LookupEntry(tableID TableID, client netip.Addr) (PersistEntry, bool, error) {
-	inner, err := p.table(tableID)
+	inner, err := p.openTable(tableID)
 	if err != nil {
-		return PersistEntry{}, false, fmt.Errorf("table %d: %w", tableID.Index(), err)
+		return PersistEntry{}, false, err
 	}
 	defer inner.Close()
 	k := encodePersistKey(tableID, client)
@@ -349,9 +359,9 @@ func (p *Pinned) LookupEntry(tableID TableID, client netip.Addr) (PersistEntry, 
 // ebpf.ErrKeyExist's wrapper when it does, and ErrTableFull when a plain
 // table has no room.
 func (d *Datapath) InsertEntry(e PersistEntry) error {
-	inner, err := d.table(e.TableID)
+	inner, err := d.openTable(e.TableID)
 	if err != nil {
-		return fmt.Errorf("table %d: %w", e.TableID.Index(), err)
+		return err
 	}
 	defer inner.Close()
 	k, v := encodeEntry(e)
@@ -367,9 +377,9 @@ var ErrEntryExists = ebpf.ErrKeyExist
 
 // FlushTable removes every entry of a table and returns how many it removed.
 func (e *Editor) FlushTable(tableID TableID) (int, error) {
-	inner, err := e.table(tableID)
+	inner, err := e.openTable(tableID)
 	if err != nil {
-		return 0, fmt.Errorf("table %d: %w", tableID.Index(), err)
+		return 0, err
 	}
 	defer inner.Close()
 	keys, _, err := batchRead[rawPersistKey, rawPersistEntry](inner)
@@ -389,9 +399,9 @@ func (e *Editor) FlushTable(tableID TableID) (int, error) {
 // PutEntry writes an entry as is. Tests use it to plant entries with chosen
 // timestamps; HA mirroring will use it to install a peer's entries.
 func (d *Datapath) PutEntry(e PersistEntry) error {
-	inner, err := d.table(e.TableID)
+	inner, err := d.openTable(e.TableID)
 	if err != nil {
-		return fmt.Errorf("table %d: %w", e.TableID.Index(), err)
+		return err
 	}
 	defer inner.Close()
 	k, v := encodeEntry(e)
@@ -400,9 +410,9 @@ func (d *Datapath) PutEntry(e PersistEntry) error {
 
 // PutEntries writes many entries of one table with batch updates.
 func (d *Datapath) PutEntries(tableID TableID, es []PersistEntry) error {
-	inner, err := d.table(tableID)
+	inner, err := d.openTable(tableID)
 	if err != nil {
-		return fmt.Errorf("table %d: %w", tableID.Index(), err)
+		return err
 	}
 	defer inner.Close()
 	const chunk = 8192

@@ -3,7 +3,9 @@ package persist
 import (
 	"container/list"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 )
@@ -222,10 +224,7 @@ func (p *MemoryProvider) Table(spec Spec) (Store, error) {
 // Sweep sweeps every table and returns the number of entries removed.
 func (p *MemoryProvider) Sweep(now time.Time) int {
 	p.mu.Lock()
-	tables := make([]*Memory, 0, len(p.tables))
-	for _, t := range p.tables {
-		tables = append(tables, t)
-	}
+	tables := slices.Collect(maps.Values(p.tables))
 	p.mu.Unlock()
 	n := 0
 	for _, t := range tables {
@@ -238,9 +237,5 @@ func (p *MemoryProvider) Sweep(now time.Time) int {
 func (p *MemoryProvider) Tables() map[string]*Memory {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	out := make(map[string]*Memory, len(p.tables))
-	for k, v := range p.tables {
-		out[k] = v
-	}
-	return out
+	return maps.Clone(p.tables)
 }

@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"net/netip"
 	"os"
@@ -117,33 +118,19 @@ func (c *Config) applyBGPDefaults() {
 	if b == nil {
 		return
 	}
-	if b.ListenPort == nil {
-		b.ListenPort = intPtr(DefaultBGPListenPort)
-	}
-	if b.DampingInterval == 0 {
-		b.DampingInterval = DefaultBGPDampingInterval
-	}
+	setDefault(&b.ListenPort, DefaultBGPListenPort)
+	b.DampingInterval = cmp.Or(b.DampingInterval, DefaultBGPDampingInterval)
 	if b.ShutdownGrace == nil {
 		g := DefaultBGPShutdownGrace
 		b.ShutdownGrace = &g
 	}
-	if b.SyncTimeout == 0 {
-		b.SyncTimeout = DefaultBGPSyncTimeout
-	}
+	b.SyncTimeout = cmp.Or(b.SyncTimeout, DefaultBGPSyncTimeout)
 	for i := range b.Neighbors {
 		n := &b.Neighbors[i]
-		if n.HoldTime == nil {
-			n.HoldTime = intPtr(DefaultBGPHoldTime)
-		}
-		if n.KeepaliveInterval == 0 {
-			n.KeepaliveInterval = max(1, *n.HoldTime/3)
-		}
-		if n.ConnectRetry == 0 {
-			n.ConnectRetry = DefaultBGPConnectRetry
-		}
-		if n.Port == 0 {
-			n.Port = DefaultBGPListenPort
-		}
+		setDefault(&n.HoldTime, DefaultBGPHoldTime)
+		n.KeepaliveInterval = cmp.Or(n.KeepaliveInterval, max(1, *n.HoldTime/3))
+		n.ConnectRetry = cmp.Or(n.ConnectRetry, DefaultBGPConnectRetry)
+		n.Port = cmp.Or(n.Port, DefaultBGPListenPort)
 		if len(n.Families) == 0 {
 			if a, err := netip.ParseAddr(n.Address); err == nil && a.Unmap().Is6() {
 				n.Families = []string{BGPFamilyIPv6Unicast}

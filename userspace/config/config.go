@@ -5,6 +5,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -269,59 +270,33 @@ func Parse(data []byte) (*Config, error) {
 	return &cfg, nil
 }
 
-func intPtr(v int) *int    { return &v }
-func boolPtr(v bool) *bool { return &v }
+// setDefault gives an optional field (nil: not in the config) its default.
+func setDefault[T any](field **T, def T) {
+	if *field == nil {
+		*field = &def
+	}
+}
 
 func (c *Config) applyDefaults() {
 	s := &c.Settings
-	if s.FlowTableSize == 0 {
-		s.FlowTableSize = DefaultFlowTableSize
-	}
-	if s.XDPMode == "" {
-		s.XDPMode = defaultXDPMode
-	}
-	if s.PinPath == "" {
-		s.PinPath = DefaultPinPath
-	}
-	if s.IdleTimeouts.TCPEstablished == 0 {
-		s.IdleTimeouts.TCPEstablished = DefaultTCPEstablished
-	}
-	if s.IdleTimeouts.TCPFin == 0 {
-		s.IdleTimeouts.TCPFin = DefaultTCPFin
-	}
-	if s.IdleTimeouts.UDP == 0 {
-		s.IdleTimeouts.UDP = DefaultUDP
-	}
-	if s.GCInterval == 0 {
-		s.GCInterval = DefaultGCInterval
-	}
-	if s.GUEPort == 0 {
-		s.GUEPort = DefaultGUEPort
-	}
+	s.FlowTableSize = cmp.Or(s.FlowTableSize, DefaultFlowTableSize)
+	s.XDPMode = cmp.Or(s.XDPMode, defaultXDPMode)
+	s.PinPath = cmp.Or(s.PinPath, DefaultPinPath)
+	s.IdleTimeouts.TCPEstablished = cmp.Or(s.IdleTimeouts.TCPEstablished, DefaultTCPEstablished)
+	s.IdleTimeouts.TCPFin = cmp.Or(s.IdleTimeouts.TCPFin, DefaultTCPFin)
+	s.IdleTimeouts.UDP = cmp.Or(s.IdleTimeouts.UDP, DefaultUDP)
+	s.GCInterval = cmp.Or(s.GCInterval, DefaultGCInterval)
+	s.GUEPort = cmp.Or(s.GUEPort, DefaultGUEPort)
 	for i := range c.Profiles {
 		p := &c.Profiles[i]
-		if p.Type == "" {
-			p.Type = defaultProfileType
-		}
-		if p.ServerDown == "" {
-			p.ServerDown = defaultServerDown
-		}
+		p.Type = cmp.Or(p.Type, defaultProfileType)
+		p.ServerDown = cmp.Or(p.ServerDown, defaultServerDown)
 		if p.Type == ProfileSourceIP {
-			if p.Timeout == nil {
-				p.Timeout = intPtr(DefaultPersistTimeout)
-			}
-			if p.PurgeWhenFull == nil {
-				p.PurgeWhenFull = boolPtr(true)
-			}
-			if p.MaxEntries == nil {
-				p.MaxEntries = intPtr(DefaultPersistEntries)
-			}
-			if p.IPv4Prefix == nil {
-				p.IPv4Prefix = intPtr(32)
-			}
-			if p.IPv6Prefix == nil {
-				p.IPv6Prefix = intPtr(128)
-			}
+			setDefault(&p.Timeout, DefaultPersistTimeout)
+			setDefault(&p.PurgeWhenFull, true)
+			setDefault(&p.MaxEntries, DefaultPersistEntries)
+			setDefault(&p.IPv4Prefix, 32)
+			setDefault(&p.IPv6Prefix, 128)
 		}
 		p.applyL7Defaults()
 	}
@@ -333,31 +308,21 @@ func (c *Config) applyDefaults() {
 	}
 	for i := range c.Pools {
 		p := &c.Pools[i]
-		if p.Algorithm == "" {
-			p.Algorithm = algorithm
-		}
+		p.Algorithm = cmp.Or(p.Algorithm, algorithm)
 		if p.Algorithm == AlgoIPHash && p.MaglevTableSize == 0 {
 			p.MaglevTableSize = DefaultMaglevTableSize
 		}
 		for j := range p.Members {
 			m := &p.Members[j]
-			if m.Weight == 0 {
-				m.Weight = defaultMemberWeight
-			}
-			if m.State == "" {
-				m.State = defaultMemberState
-			}
+			m.Weight = cmp.Or(m.Weight, defaultMemberWeight)
+			m.State = cmp.Or(m.State, defaultMemberState)
 		}
 	}
 	for i := range c.VirtualServers {
 		v := &c.VirtualServers[i]
-		if v.Type == "" {
-			v.Type = defaultVirtualServerTy
-		}
+		v.Type = cmp.Or(v.Type, defaultVirtualServerTy)
 		if v.Type == VSTypeL4 {
-			if v.Forwarding == "" {
-				v.Forwarding = defaultForwardingMode
-			}
+			v.Forwarding = cmp.Or(v.Forwarding, defaultForwardingMode)
 		}
 		if v.Type == VSTypeHTTP && v.Protocol == "" {
 			v.Protocol = ProtoTCP

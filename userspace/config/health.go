@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"crypto/x509"
 	"fmt"
 	"os"
@@ -154,52 +155,32 @@ func (c *Config) applyHealthDefaults() {
 	for i := range c.HealthMonitors {
 		m := &c.HealthMonitors[i]
 		if m.Type == MonitorPassive {
-			if m.MaxFails == nil {
-				m.MaxFails = intPtr(DefaultPassiveMaxFails)
-			}
-			if m.FailTimeout == nil {
-				m.FailTimeout = floatPtr(DefaultPassiveTimeout)
-			}
+			setDefault(&m.MaxFails, DefaultPassiveMaxFails)
+			setDefault(&m.FailTimeout, DefaultPassiveTimeout)
 			continue
 		}
-		if m.Interval == nil {
-			m.Interval = floatPtr(DefaultMonitorInterval)
-		}
+		setDefault(&m.Interval, DefaultMonitorInterval)
 		if m.Timeout == nil {
 			// At most the interval; a bad interval is reported alone.
 			t := DefaultMonitorTimeout
 			if *m.Interval >= MinMonitorInterval {
 				t = min(t, *m.Interval)
 			}
-			m.Timeout = floatPtr(t)
+			m.Timeout = &t
 		}
-		if m.Rise == nil {
-			m.Rise = intPtr(DefaultMonitorRise)
-		}
-		if m.Fall == nil {
-			m.Fall = intPtr(DefaultMonitorFall)
-		}
-		if m.MaxFails == nil {
-			m.MaxFails = intPtr(0)
-		}
-		if m.FailTimeout == nil {
-			m.FailTimeout = floatPtr(DefaultPassiveTimeout)
-		}
+		setDefault(&m.Rise, DefaultMonitorRise)
+		setDefault(&m.Fall, DefaultMonitorFall)
+		setDefault(&m.MaxFails, 0)
+		setDefault(&m.FailTimeout, DefaultPassiveTimeout)
 		switch m.Type {
 		case MonitorHTTP, MonitorHTTPS:
-			if m.Method == "" {
-				m.Method = DefaultMonitorMethod
-			}
-			if m.Path == "" {
-				m.Path = DefaultMonitorPath
-			}
+			m.Method = cmp.Or(m.Method, DefaultMonitorMethod)
+			m.Path = cmp.Or(m.Path, DefaultMonitorPath)
 			if len(m.ExpectedCodes) == 0 {
 				m.ExpectedCodes = []string{DefaultMonitorCodes}
 			}
 		case MonitorICMP:
-			if m.DataLength == nil {
-				m.DataLength = intPtr(DefaultICMPDataLength)
-			}
+			setDefault(&m.DataLength, DefaultICMPDataLength)
 		}
 	}
 }

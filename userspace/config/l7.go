@@ -2,6 +2,7 @@ package config
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/tls"
 	"encoding/base64"
 	"fmt"
@@ -195,31 +196,17 @@ func (p *Profile) CookieSecure(vs *VirtualServer) bool {
 	return vs.TLS()
 }
 
-func floatPtr(v float64) *float64 { return &v }
-
 func (p *Profile) applyL7Defaults() {
 	switch p.Type {
 	case ProfileHTTPCookie:
-		if p.Timeout == nil {
-			p.Timeout = intPtr(0)
-		}
-		if p.Path == "" {
-			p.Path = DefaultCookiePath
-		}
+		setDefault(&p.Timeout, 0)
+		p.Path = cmp.Or(p.Path, DefaultCookiePath)
 	case ProfileAppCookie:
-		if p.Timeout == nil {
-			p.Timeout = intPtr(DefaultAppCookieTimeout)
-		}
-		if p.MaxEntries == nil {
-			p.MaxEntries = intPtr(DefaultPersistEntries)
-		}
+		setDefault(&p.Timeout, DefaultAppCookieTimeout)
+		setDefault(&p.MaxEntries, DefaultPersistEntries)
 	case ProfileGeneric:
-		if p.Timeout == nil {
-			p.Timeout = intPtr(DefaultGenericTimeout)
-		}
-		if p.MaxEntries == nil {
-			p.MaxEntries = intPtr(DefaultPersistEntries)
-		}
+		setDefault(&p.Timeout, DefaultGenericTimeout)
+		setDefault(&p.MaxEntries, DefaultPersistEntries)
 	}
 }
 
@@ -231,9 +218,7 @@ func (v *VirtualServer) applyHTTPDefaults() {
 	if o.TLSCertFile != "" && o.TLSMinVersion == "" {
 		o.TLSMinVersion = DefaultTLSMinVersion
 	}
-	if o.HTTP2 == nil {
-		o.HTTP2 = boolPtr(true)
-	}
+	setDefault(&o.HTTP2, true)
 	for _, d := range []struct {
 		p   **float64
 		def float64
@@ -248,28 +233,14 @@ func (v *VirtualServer) applyHTTPDefaults() {
 		{&o.ShutdownTimeout, DefaultShutdownTimeout},
 		{&o.FailTimeout, DefaultFailTimeout},
 	} {
-		if *d.p == nil {
-			*d.p = floatPtr(d.def)
-		}
+		setDefault(d.p, d.def)
 	}
-	if o.MaxHeaderBytes == 0 {
-		o.MaxHeaderBytes = DefaultMaxHeaderBytes
-	}
-	if o.MaxIdleConnsPerMember == 0 {
-		o.MaxIdleConnsPerMember = DefaultMaxIdlePerMember
-	}
-	if o.Retries == nil {
-		o.Retries = intPtr(DefaultRetries)
-	}
-	if o.MaxFails == nil {
-		o.MaxFails = intPtr(DefaultMaxFails)
-	}
-	if o.ForwardedFor == "" {
-		o.ForwardedFor = ForwardedForAppend
-	}
-	if o.AccessLog == "" {
-		o.AccessLog = AccessLogStdout
-	}
+	o.MaxHeaderBytes = cmp.Or(o.MaxHeaderBytes, DefaultMaxHeaderBytes)
+	o.MaxIdleConnsPerMember = cmp.Or(o.MaxIdleConnsPerMember, DefaultMaxIdlePerMember)
+	setDefault(&o.Retries, DefaultRetries)
+	setDefault(&o.MaxFails, DefaultMaxFails)
+	o.ForwardedFor = cmp.Or(o.ForwardedFor, ForwardedForAppend)
+	o.AccessLog = cmp.Or(o.AccessLog, AccessLogStdout)
 }
 
 func (p *Profile) hasL7Options() bool {

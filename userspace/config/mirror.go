@@ -1,6 +1,7 @@
 package config
 
 import (
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -92,24 +93,12 @@ func (c *Config) applyMirrorDefaults() {
 	if m == nil {
 		return
 	}
-	if m.Mode == "" {
-		m.Mode = DefaultMirrorMode
-	}
-	if m.QueueSize == 0 {
-		m.QueueSize = DefaultMirrorQueueSize
-	}
-	if m.ReconnectBackoff.Initial == 0 {
-		m.ReconnectBackoff.Initial = DefaultMirrorBackoffInitial
-	}
-	if m.ReconnectBackoff.Max == 0 {
-		m.ReconnectBackoff.Max = max(DefaultMirrorBackoffMax, m.ReconnectBackoff.Initial)
-	}
-	if m.HeartbeatInterval == 0 {
-		m.HeartbeatInterval = DefaultMirrorHeartbeatInterval
-	}
-	if m.HeartbeatTimeout == 0 {
-		m.HeartbeatTimeout = max(DefaultMirrorHeartbeatTimeout, 3*m.HeartbeatInterval)
-	}
+	m.Mode = cmp.Or(m.Mode, DefaultMirrorMode)
+	m.QueueSize = cmp.Or(m.QueueSize, DefaultMirrorQueueSize)
+	m.ReconnectBackoff.Initial = cmp.Or(m.ReconnectBackoff.Initial, DefaultMirrorBackoffInitial)
+	m.ReconnectBackoff.Max = cmp.Or(m.ReconnectBackoff.Max, max(DefaultMirrorBackoffMax, m.ReconnectBackoff.Initial))
+	m.HeartbeatInterval = cmp.Or(m.HeartbeatInterval, DefaultMirrorHeartbeatInterval)
+	m.HeartbeatTimeout = cmp.Or(m.HeartbeatTimeout, max(DefaultMirrorHeartbeatTimeout, 3*m.HeartbeatInterval))
 }
 
 func (c *Config) validateMirror(v *validator) {

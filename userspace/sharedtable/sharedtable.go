@@ -12,7 +12,9 @@ package sharedtable
 
 import (
 	"errors"
+	"maps"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -105,10 +107,7 @@ func (p *Provider) Table(spec persist.Spec) (persist.Store, error) {
 // pinned entries.
 func (p *Provider) Sweep(now time.Time) int {
 	p.mu.Lock()
-	stores := make([]*Store, 0, len(p.stores))
-	for _, s := range p.stores {
-		stores = append(stores, s)
-	}
+	stores := slices.Collect(maps.Values(p.stores))
 	p.mu.Unlock()
 	for _, s := range stores {
 		s.refreshHeld()

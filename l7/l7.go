@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/limpet-lb/limpet/l7/accesslog"
@@ -73,8 +74,8 @@ type Server struct {
 	memory  *persist.MemoryProvider // nil when the caller provides tables
 	gc      time.Duration
 
+	started   atomic.Bool // Serve runs once
 	mu        sync.Mutex
-	started   bool
 	ready     chan struct{}
 	readyOnce sync.Once
 	bound     map[string]net.Addr
@@ -221,13 +222,9 @@ func (s *Server) Addr(vs string) net.Addr {
 // virtual server down gracefully (each within its shutdown_timeout). It
 // returns the first listener error, or nil after a clean shutdown.
 func (s *Server) Serve(ctx context.Context) error {
-	s.mu.Lock()
-	if s.started {
-		s.mu.Unlock()
+	if !s.started.CompareAndSwap(false, true) {
 		return errors.New("l7: Serve called twice")
 	}
-	s.started = true
-	s.mu.Unlock()
 	defer s.sinks.Close()
 	markReady := func() { s.readyOnce.Do(func() { close(s.ready) }) }
 	defer markReady()

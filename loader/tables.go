@@ -359,13 +359,7 @@ func (p *Pinned) LookupEntry(tableID TableID, client netip.Addr) (PersistEntry, 
 // ebpf.ErrKeyExist's wrapper when it does, and ErrTableFull when a plain
 // table has no room.
 func (d *Datapath) InsertEntry(e PersistEntry) error {
-	inner, err := d.openTable(e.TableID)
-	if err != nil {
-		return err
-	}
-	defer inner.Close()
-	k, v := encodeEntry(e)
-	err = inner.Update(&k, &v, ebpf.UpdateNoExist)
+	err := d.writeEntry(e, ebpf.UpdateNoExist)
 	if errors.Is(err, unix.E2BIG) {
 		return ErrTableFull
 	}
@@ -399,13 +393,18 @@ func (e *Editor) FlushTable(tableID TableID) (int, error) {
 // PutEntry writes an entry as is. Tests use it to plant entries with chosen
 // timestamps; HA mirroring will use it to install a peer's entries.
 func (d *Datapath) PutEntry(e PersistEntry) error {
+	return d.writeEntry(e, ebpf.UpdateAny)
+}
+
+// writeEntry writes one entry into its table with the update flags given.
+func (d *Datapath) writeEntry(e PersistEntry, flags ebpf.MapUpdateFlags) error {
 	inner, err := d.openTable(e.TableID)
 	if err != nil {
 		return err
 	}
 	defer inner.Close()
 	k, v := encodeEntry(e)
-	return inner.Put(&k, &v)
+	return inner.Update(&k, &v, flags)
 }
 
 // PutEntries writes many entries of one table with batch updates.

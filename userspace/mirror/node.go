@@ -50,7 +50,7 @@ type Node struct {
 	mu      sync.Mutex
 	rows    []*row
 	ln      net.Listener
-	running bool
+	running atomic.Bool // Run runs once
 	started time.Time
 }
 
@@ -118,13 +118,9 @@ func (n *Node) Listen() (net.Addr, error) {
 // streams published entries. It returns nil when ctx ends, or an error when
 // it cannot listen. Run may be called once.
 func (n *Node) Run(ctx context.Context) error {
-	n.mu.Lock()
-	if n.running {
-		n.mu.Unlock()
+	if !n.running.CompareAndSwap(false, true) {
 		return errors.New("mirror: Run called twice")
 	}
-	n.running = true
-	n.mu.Unlock()
 	var ln net.Listener
 	if n.cfg.Listen != "" {
 		if _, err := n.Listen(); err != nil {

@@ -165,20 +165,12 @@ func (s *Speaker) peerEvent(p *api.Peer) {
 	}
 }
 
+// stateName is the session state as limpet reports it: gobgp's own name
+// for it (RFC 4271's, "OPENSENT"), lower-cased; "unknown" for a value
+// gobgp does not name.
 func stateName(st api.PeerState_SessionState) string {
-	switch st {
-	case api.PeerState_IDLE:
-		return "idle"
-	case api.PeerState_CONNECT:
-		return "connect"
-	case api.PeerState_ACTIVE:
-		return "active"
-	case api.PeerState_OPENSENT:
-		return "opensent"
-	case api.PeerState_OPENCONFIRM:
-		return "openconfirm"
-	case api.PeerState_ESTABLISHED:
-		return "established"
+	if name, ok := api.PeerState_SessionState_name[int32(st)]; ok {
+		return strings.ToLower(name)
 	}
 	return "unknown"
 }

@@ -169,14 +169,21 @@ func b2f(b bool) float64 {
 	return 0
 }
 
+// readOrInvalid is what read returns; when it fails, an invalid metric of
+// desc tells the scraper what could not be read, and the rest goes on.
+func readOrInvalid[T any](ch chan<- prometheus.Metric, desc *prometheus.Desc, what string, read func() ([]T, error)) []T {
+	xs, err := read()
+	if err != nil {
+		ch <- prometheus.NewInvalidMetric(desc, fmt.Errorf("read %s: %w", what, err))
+	}
+	return xs
+}
+
 // Collect implements prometheus.Collector: it reads the source now.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	c.collectInfo(ch)
 
-	vss, err := c.src.VirtualServers()
-	if err != nil {
-		ch <- prometheus.NewInvalidMetric(c.vs[0].desc, fmt.Errorf("read virtual server counters: %w", err))
-	}
+	vss := readOrInvalid(ch, c.vs[0].desc, "virtual server counters", c.src.VirtualServers)
 	for i := range vss {
 		v := &vss[i]
 		for _, m := range c.vs {
@@ -186,10 +193,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- counter(c.vsDropped, float64(v.Counters.NoMemberDrops), v.Name, v.Protocol, "no_member")
 	}
 
-	members, err := c.src.Members()
-	if err != nil {
-		ch <- prometheus.NewInvalidMetric(c.member[0].desc, fmt.Errorf("read member counters: %w", err))
-	}
+	members := readOrInvalid(ch, c.member[0].desc, "member counters", c.src.Members)
 	for i := range members {
 		m := &members[i]
 		for _, mm := range c.member {
@@ -209,10 +213,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 
-	tables, err := c.src.Tables()
-	if err != nil {
-		ch <- prometheus.NewInvalidMetric(c.table[0].desc, fmt.Errorf("read persistence tables: %w", err))
-	}
+	tables := readOrInvalid(ch, c.table[0].desc, "persistence tables", c.src.Tables)
 	for i := range tables {
 		t := &tables[i]
 		id := strconv.FormatUint(uint64(t.ID), 10)
@@ -225,10 +226,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 
-	reasons, err := c.src.Reasons()
-	if err != nil {
-		ch <- prometheus.NewInvalidMetric(c.drops, fmt.Errorf("read exception counters: %w", err))
-	}
+	reasons := readOrInvalid(ch, c.drops, "exception counters", c.src.Reasons)
 	for _, r := range reasons {
 		d := c.exceptions
 		if r.Drop {
@@ -237,10 +235,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- counter(d, float64(r.Packets), r.Name)
 	}
 
-	redirects, err := c.src.RedirectErrors()
-	if err != nil {
-		ch <- prometheus.NewInvalidMetric(c.redirectErrors, fmt.Errorf("read redirect errors: %w", err))
-	}
+	redirects := readOrInvalid(ch, c.redirectErrors, "redirect errors", c.src.RedirectErrors)
 	for _, r := range redirects {
 		ch <- counter(c.redirectErrors, float64(r.Count), r.Interface, r.Error)
 	}

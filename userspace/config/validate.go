@@ -41,6 +41,23 @@ func (v *validator) name(field, name string, seen map[string]bool) {
 	seen[name] = true
 }
 
+// hostAddr parses the IP address s of field, reporting one that does not
+// parse or carries a zone and, unless role is "", an unspecified or
+// multicast one, which cannot be role. err is the parse's: an address
+// reported for its zone or kind still takes part in the duplicate checks.
+func (v *validator) hostAddr(field, s, role string) (netip.Addr, error) {
+	addr, err := netip.ParseAddr(s)
+	switch {
+	case err != nil:
+		v.add(field, "%q is not an IP address", s)
+	case addr.Zone() != "":
+		v.add(field, "%q must not carry a zone", s)
+	case role != "" && (addr.IsUnspecified() || addr.IsMulticast()):
+		v.add(field, "%q cannot be %s", s, role)
+	}
+	return addr, err
+}
+
 func oneOf(s string, allowed ...string) bool {
 	for _, a := range allowed {
 		if s == a {
@@ -214,15 +231,7 @@ func (p *Pool) validate(v *validator, field string, seen map[string]bool) {
 	for i, m := range p.Members {
 		mf := fmt.Sprintf("%s.members[%d]", field, i)
 		v.name(mf+".name", m.Name, names)
-		addr, err := netip.ParseAddr(m.Address)
-		switch {
-		case err != nil:
-			v.add(mf+".address", "%q is not an IP address", m.Address)
-		case addr.Zone() != "":
-			v.add(mf+".address", "%q must not carry a zone", m.Address)
-		case addr.IsUnspecified() || addr.IsMulticast():
-			v.add(mf+".address", "%q cannot be a member address", m.Address)
-		}
+		addr, err := v.hostAddr(mf+".address", m.Address, "a member address")
 		if m.Port < 0 || m.Port > 65535 {
 			v.add(mf+".port", "%d is out of range 0-65535 (0 means the virtual server's port)", m.Port)
 		}
@@ -252,15 +261,11 @@ func (c *Config) validateVirtualServer(v *validator, i int, seen map[string]bool
 		v.add(field+".type", "%q must be l4 or http", vs.Type)
 		return
 	}
-	addr, err := netip.ParseAddr(vs.Address)
-	switch {
-	case err != nil:
-		v.add(field+".address", "%q is not an IP address", vs.Address)
-	case addr.Zone() != "":
-		v.add(field+".address", "%q must not carry a zone", vs.Address)
-	case vs.Type == VSTypeL4 && (addr.IsUnspecified() || addr.IsMulticast()):
-		v.add(field+".address", "%q cannot be a VIP", vs.Address)
+	role := "a VIP"
+	if vs.Type != VSTypeL4 {
+		role = "" // an http virtual server listens there: 0.0.0.0 binds every address
 	}
+	addr, err := v.hostAddr(field+".address", vs.Address, role)
 	if vs.Port < 1 || vs.Port > 65535 {
 		v.add(field+".port", "%d is out of range 1-65535", vs.Port)
 	}

@@ -11,10 +11,7 @@ import (
 )
 
 func TestDatapathNonVIPPassesUntouched(t *testing.T) {
-	f := newFixture(t, Options{})
-	if err := f.d.Apply(standardState()); err != nil {
-		t.Fatal(err)
-	}
+	f := newStandardFixture(t)
 	for _, tc := range []struct {
 		name string
 		p    pkt
@@ -129,10 +126,7 @@ func TestDatapathPersistenceAndNAT(t *testing.T) {
 }
 
 func TestDatapathReplyRewrittenToVIP(t *testing.T) {
-	f := newFixture(t, Options{})
-	if err := f.d.Apply(standardState()); err != nil {
-		t.Fatal(err)
-	}
+	f := newStandardFixture(t)
 	for _, tc := range []struct {
 		name   string
 		vip    netip.Addr
@@ -181,10 +175,7 @@ func TestDatapathReplyRewrittenToVIP(t *testing.T) {
 }
 
 func TestDatapathDSRChangesOnlyMACs(t *testing.T) {
-	f := newFixture(t, Options{})
-	if err := f.d.Apply(standardState()); err != nil {
-		t.Fatal(err)
-	}
+	f := newStandardFixture(t)
 	p := syn(client4a, vip4, 42000, 8080)
 	p.payload = []byte("dsr payload")
 	in := p.build(t)
@@ -214,10 +205,7 @@ func TestDatapathDSRChangesOnlyMACs(t *testing.T) {
 }
 
 func TestDatapathMalformedAndOddPackets(t *testing.T) {
-	f := newFixture(t, Options{})
-	if err := f.d.Apply(standardState()); err != nil {
-		t.Fatal(err)
-	}
+	f := newStandardFixture(t)
 	good := syn(client4a, vip4, 43000, 80).build(t)
 	good6 := syn(client6a, vip6, 43000, 80).build(t)
 	const ethLen, ip4Len, ip6Len = 14, 20, 40

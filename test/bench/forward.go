@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -90,12 +89,7 @@ var forwardPorts = map[string][2]uint16{ // UDP, TCP
 
 // RunForward runs part 2 in a lab of its own.
 func RunForward(ctx context.Context, env Env, o ForwardOptions) (*ForwardResult, error) {
-	bl, err := newBenchLab(ctx, env)
-	if err != nil {
-		return nil, err
-	}
-	res, err := runForward(ctx, bl, o)
-	return res, errors.Join(err, bl.close())
+	return inBenchLab(ctx, env, func(bl *benchLab) (*ForwardResult, error) { return runForward(ctx, bl, o) })
 }
 
 func runForward(ctx context.Context, bl *benchLab, o ForwardOptions) (*ForwardResult, error) {

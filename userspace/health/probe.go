@@ -77,6 +77,17 @@ func (b *probeBase) describe(ctx context.Context, what string, err error) error 
 	return fmt.Errorf("%s %s: %v", what, b.addr, err)
 }
 
+// dial connects to the target over network; a failure is described as
+// what failed.
+func (b *probeBase) dial(ctx context.Context, network, what string) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, network, b.addr.String())
+	if err != nil {
+		return nil, b.describe(ctx, what, err)
+	}
+	return conn, nil
+}
+
 type errProber struct{ err error }
 
 func (p errProber) probe(context.Context) error { return p.err }
@@ -92,10 +103,9 @@ type tcpProber struct {
 func (p *tcpProber) close() {}
 
 func (p *tcpProber) probe(ctx context.Context) error {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", p.addr.String())
+	conn, err := p.dial(ctx, "tcp", "connect")
 	if err != nil {
-		return p.describe(ctx, "connect", err)
+		return err
 	}
 	defer conn.Close()
 	if len(p.send) == 0 && len(p.receive) == 0 {
@@ -161,10 +171,9 @@ type udpProber struct {
 func (p *udpProber) close() {}
 
 func (p *udpProber) probe(ctx context.Context) error {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "udp", p.addr.String())
+	conn, err := p.dial(ctx, "udp", "udp")
 	if err != nil {
-		return p.describe(ctx, "udp", err)
+		return err
 	}
 	defer conn.Close()
 	stop := bindToContext(ctx, conn)

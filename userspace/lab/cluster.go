@@ -118,11 +118,8 @@ func (l *Lab) buildCluster(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	mhosts, err := l.addHosts(s.Members, dsrSysctls)
+	mhosts, err := l.addMemberHosts(ctx, dsrSysctls)
 	if err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
 		return err
 	}
 
@@ -186,28 +183,20 @@ func (l *Lab) buildCluster(ctx context.Context) error {
 	if err := l.addrClientRouter(client, router); err != nil {
 		return err
 	}
-	type a struct {
-		h    *host
-		idx  int
-		addr netip.Addr
-		bits int
-	}
-	addrs := []a{
+	addrs := []ifaceAddr{
 		{router, rf.Index, routerFront4, 24}, {router, rf.Index, routerFront6, 64},
 		{router, rb.Index, routerBack4, 24}, {router, rb.Index, routerBack6, 64},
 	}
 	for i, lb := range lbs {
 		b := l.balancers[i]
-		addrs = append(addrs, a{lb, b.ClientIface.Index, b.Addr4, 24}, a{lb, b.ClientIface.Index, b.Addr6, 64},
-			a{lb, b.MemberIfaces[0].Index, b.BackAddr4, 24}, a{lb, b.MemberIfaces[0].Index, b.BackAddr6, 64})
+		addrs = append(addrs, ifaceAddr{lb, b.ClientIface.Index, b.Addr4, 24}, ifaceAddr{lb, b.ClientIface.Index, b.Addr6, 64},
+			ifaceAddr{lb, b.MemberIfaces[0].Index, b.BackAddr4, 24}, ifaceAddr{lb, b.MemberIfaces[0].Index, b.BackAddr6, 64})
 	}
 	for _, m := range l.members {
-		addrs = append(addrs, a{m.h, m.info.Iface.Index, m.info.Addr4, 24}, a{m.h, m.info.Iface.Index, m.info.Addr6, 64})
+		addrs = append(addrs, ifaceAddr{m.h, m.info.Iface.Index, m.info.Addr4, 24}, ifaceAddr{m.h, m.info.Iface.Index, m.info.Addr6, 64})
 	}
-	for _, x := range addrs {
-		if err := addrAdd(x.h, x.idx, x.addr, x.bits); err != nil {
-			return err
-		}
+	if err := addAddrs(addrs); err != nil {
+		return err
 	}
 	for i, lb := range lbs {
 		b := l.balancers[i]

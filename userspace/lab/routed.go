@@ -33,11 +33,7 @@ import (
 // Spec.DynamicNeighbours.
 func (l *Lab) buildRouted(ctx context.Context) error {
 	s := l.spec
-	client, err := l.addHost(HostClient, clientSysctls)
-	if err != nil {
-		return err
-	}
-	router, err := l.addHost(HostRouter, routerSysctls)
+	client, router, err := l.addClientRouter()
 	if err != nil {
 		return err
 	}

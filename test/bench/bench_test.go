@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/limpet-lb/limpet/test/testutil"
@@ -59,9 +60,16 @@ func BenchmarkDatapath(b *testing.B) {
 			if row.Key.Large {
 				size = "1M"
 			}
-			b.ReportMetric(row.Limpet.Median(), "ns/pkt:"+shortCase(row.Key.Case)+"/"+row.Key.Family+"/"+size)
+			b.ReportMetric(row.Limpet.Median(), metricUnit("ns/pkt", shortCase(row.Key.Case), row.Key.Family, size))
 		}
 	}
+}
+
+// metricUnit names a reported metric: the unit, then the row's keys. A
+// unit must not hold white space (ReportMetric panics), and the report's
+// path and target names do: it becomes '_'.
+func metricUnit(unit string, keys ...string) string {
+	return unit + ":" + strings.Join(strings.Fields(strings.Join(keys, "/")), "_")
 }
 
 func shortCase(c DatapathCase) string {
@@ -77,7 +85,7 @@ func BenchmarkForward(b *testing.B) {
 			b.Fatal(err)
 		}
 		for _, row := range res.Rows {
-			b.ReportMetric(row.Delivered.Median(), "Mpps:"+row.Key.Path+"/"+row.Key.Proto)
+			b.ReportMetric(row.Delivered.Median(), metricUnit("Mpps", row.Key.Path, row.Key.Proto))
 		}
 	}
 }
@@ -90,7 +98,7 @@ func BenchmarkConnRate(b *testing.B) {
 			b.Fatal(err)
 		}
 		for _, row := range res.Rows {
-			b.ReportMetric(row.Rate.Median(), "conn/s:"+row.Target)
+			b.ReportMetric(row.Rate.Median(), metricUnit("conn/s", row.Target))
 		}
 	}
 }
@@ -113,7 +121,7 @@ func BenchmarkL7(b *testing.B) {
 			if row.Key.Existing {
 				sess = "existing"
 			}
-			b.ReportMetric(row.RPS.Median(), "req/s:"+row.Key.Target+"/"+string(row.Key.Case)+"/"+sess)
+			b.ReportMetric(row.RPS.Median(), metricUnit("req/s", row.Key.Target, string(row.Key.Case), sess))
 		}
 	}
 }

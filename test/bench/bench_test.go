@@ -3,9 +3,7 @@ package bench
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 
@@ -30,20 +28,11 @@ func TestMain(m *testing.M) {
 func testEnv(b *testing.B) Env {
 	b.Helper()
 	testutil.RequireRoot(b)
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	env := Env{Templates: filepath.Join(root, "scripts", "bench"), Log: b.Logf}
-	if bin := os.Getenv("LIMPET_BIN"); bin != "" {
-		env.LimpetBin = bin
-		return env
+	bin, err := testutil.LimpetBinary(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
 	}
-	env.LimpetBin = filepath.Join(b.TempDir(), "limpet")
-	cmd := exec.Command("go", "build", "-o", env.LimpetBin, "./cmd/limpet")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("go build ./cmd/limpet: %v\n%s", err, out)
-	}
-	return env
+	return Env{Templates: filepath.Join(testutil.RepoRoot(), "scripts", "bench"), Log: b.Logf, LimpetBin: bin}
 }
 
 func BenchmarkDatapath(b *testing.B) {

@@ -11,10 +11,7 @@ import (
 )
 
 func TestDatapathNonVIPPassesUntouched(t *testing.T) {
-	f := newFixture(t, Options{})
-	if err := f.d.Apply(standardState()); err != nil {
-		t.Fatal(err)
-	}
+	f := newStandardFixture(t)
 	for _, tc := range []struct {
 		name string
 		p    pkt
@@ -37,10 +34,7 @@ func TestDatapathNonVIPPassesUntouched(t *testing.T) {
 			}
 		})
 	}
-	flows, err := f.d.Flows()
-	if err != nil {
-		t.Fatal(err)
-	}
+	flows := f.flows()
 	if len(flows) != 0 {
 		t.Fatalf("non-VIP traffic created %d flows", len(flows))
 	}
@@ -129,10 +123,7 @@ func TestDatapathPersistenceAndNAT(t *testing.T) {
 }
 
 func TestDatapathReplyRewrittenToVIP(t *testing.T) {
-	f := newFixture(t, Options{})
-	if err := f.d.Apply(standardState()); err != nil {
-		t.Fatal(err)
-	}
+	f := newStandardFixture(t)
 	for _, tc := range []struct {
 		name   string
 		vip    netip.Addr
@@ -181,10 +172,7 @@ func TestDatapathReplyRewrittenToVIP(t *testing.T) {
 }
 
 func TestDatapathDSRChangesOnlyMACs(t *testing.T) {
-	f := newFixture(t, Options{})
-	if err := f.d.Apply(standardState()); err != nil {
-		t.Fatal(err)
-	}
+	f := newStandardFixture(t)
 	p := syn(client4a, vip4, 42000, 8080)
 	p.payload = []byte("dsr payload")
 	in := p.build(t)
@@ -214,10 +202,7 @@ func TestDatapathDSRChangesOnlyMACs(t *testing.T) {
 }
 
 func TestDatapathMalformedAndOddPackets(t *testing.T) {
-	f := newFixture(t, Options{})
-	if err := f.d.Apply(standardState()); err != nil {
-		t.Fatal(err)
-	}
+	f := newStandardFixture(t)
 	good := syn(client4a, vip4, 43000, 80).build(t)
 	good6 := syn(client6a, vip6, 43000, 80).build(t)
 	const ethLen, ip4Len, ip6Len = 14, 20, 40

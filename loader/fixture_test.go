@@ -10,6 +10,7 @@ import (
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
 
+	"github.com/limpet-lb/limpet/test/packets"
 	"github.com/limpet-lb/limpet/test/testutil"
 )
 
@@ -54,6 +55,16 @@ func newFixture(t *testing.T, opts Options) *fixture {
 	w := testutil.NewWorld(t)
 	f := &fixture{t: t, world: w, cli: w.Client, mem: w.Member, cliMAC: w.Client.MAC, memMAC: w.Member.MAC}
 	f.d = loadTemp(t, opts)
+	return f
+}
+
+// newStandardFixture is newFixture with standardState applied.
+func newStandardFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := newFixture(t, Options{})
+	if err := f.d.Apply(standardState()); err != nil {
+		t.Fatal(err)
+	}
 	return f
 }
 
@@ -173,20 +184,7 @@ func (p pkt) layers() []gopacket.SerializableLayer {
 		ls = append(ls, u)
 	} else {
 		tcp := &layers.TCP{SrcPort: layers.TCPPort(p.sport), DstPort: layers.TCPPort(p.dport), Seq: p.seq, Ack: p.ack, Window: 1024}
-		for _, c := range p.flags {
-			switch c {
-			case 'S':
-				tcp.SYN = true
-			case 'A':
-				tcp.ACK = true
-			case 'F':
-				tcp.FIN = true
-			case 'R':
-				tcp.RST = true
-			case 'P':
-				tcp.PSH = true
-			}
-		}
+		packets.SetTCPFlags(tcp, p.flags)
 		_ = tcp.SetNetworkLayerForChecksum(netLayer)
 		ls = append(ls, tcp)
 	}

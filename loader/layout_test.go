@@ -4,18 +4,26 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 )
+
+// limpetSpec is the committed object's collection spec.
+func limpetSpec(t *testing.T) *ebpf.CollectionSpec {
+	t.Helper()
+	spec, err := loadLimpet()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return spec
+}
 
 // The raw codecs take their offsets from the generated types; this holds
 // the generated types to the BTF of the committed object, so an object
 // rebuilt without regenerating the bindings (or the reverse) fails here,
 // without root.
 func TestGeneratedTypesMatchObjectBTF(t *testing.T) {
-	spec, err := loadLimpet()
-	if err != nil {
-		t.Fatal(err)
-	}
+	spec := limpetSpec(t)
 	for name, v := range map[string]any{
 		"flow_key": limpetFlowKey{}, "flow_info": limpetFlowInfo{}, "flow4_key": limpetFlow4Key{}, "flow4_info": limpetFlow4Info{},
 		"persist_key":   limpetPersistKey{},
@@ -76,10 +84,7 @@ func TestReasonTableCoversEnum(t *testing.T) {
 // to the committed object's BTF, and makes an enumerator added on the C
 // side fail here until the loader says what it makes of it, without root.
 func TestEnumsMatchObjectBTF(t *testing.T) {
-	spec, err := loadLimpet()
-	if err != nil {
-		t.Fatal(err)
-	}
+	spec := limpetSpec(t)
 	for name, want := range map[string]map[string]uint64{
 		"flow_flag": {
 			"FLOW_F_COUNTED": uint64(flowCounted), "FLOW_F_FIN_CLIENT": uint64(flowFinClient),
@@ -132,10 +137,7 @@ func TestEnumsMatchObjectBTF(t *testing.T) {
 // The loader's limits are the sizes of the maps (and arrays) the object
 // declares.
 func TestLimitsMatchObject(t *testing.T) {
-	spec, err := loadLimpet()
-	if err != nil {
-		t.Fatal(err)
-	}
+	spec := limpetSpec(t)
 	for name, want := range map[string]uint32{
 		"virtual_servers": MaxVirtualServers, "pools": MaxPools, "members": MaxMembers,
 		"persist_lru_tables": MaxPersistTables, "persist_hash_tables": MaxPersistTables, "meta": metaChunks,

@@ -59,10 +59,7 @@ func memberIndex(a netip.Addr) int {
 }
 
 func TestNextHopCacheForwardsMembers(t *testing.T) {
-	f := newFixture(t, Options{})
-	if err := f.d.Apply(standardState()); err != nil {
-		t.Fatal(err)
-	}
+	f := newStandardFixture(t)
 	miss, mtu := reasonIndex("nexthop_miss"), reasonIndex("nexthop_mtu")
 	port := uint16(41000)
 	next := func(client netip.Addr) pkt {
@@ -158,10 +155,7 @@ func TestNextHopCacheForwardsMembers(t *testing.T) {
 }
 
 func TestNextHopCacheStoresReplyHopsInTheFlow(t *testing.T) {
-	f := newFixture(t, Options{})
-	if err := f.d.Apply(standardState()); err != nil {
-		t.Fatal(err)
-	}
+	f := newStandardFixture(t)
 	gen := f.publishAll(1500, time.Hour)
 	member, _ := f.forwardedTo(syn(client4a, vip4, 42000, 80))
 	reply := func(flags string, payload int) net.HardwareAddr {
@@ -176,10 +170,7 @@ func TestNextHopCacheStoresReplyHopsInTheFlow(t *testing.T) {
 	}
 	replyHop := func() *FlowHop {
 		t.Helper()
-		flows, err := f.d.Flows()
-		if err != nil {
-			t.Fatal(err)
-		}
+		flows := f.flows()
 		for _, fl := range flows {
 			if !fl.Reverse && fl.Src.Port() == 42000 {
 				return fl.ReplyHop

@@ -30,10 +30,7 @@ func (f *fixture) reasonDelta(fn func()) map[string]uint64 {
 // member's reply flooded to us is not rewritten either. On an interface
 // whose MAC the loader has not learnt, nothing is checked.
 func TestFramesForAnotherMACAreNotBalanced(t *testing.T) {
-	f := newFixture(t, Options{})
-	if err := f.d.Apply(standardState()); err != nil {
-		t.Fatal(err)
-	}
+	f := newStandardFixture(t)
 	other := net.HardwareAddr{0x02, 0x42, 0, 0, 0, 0x99}
 	// Before the loader knows the client link's MAC, a frame to any
 	// unicast MAC is balanced (the fixtures' default is not the link's).
@@ -130,10 +127,7 @@ func TestFramesForAnotherMACAreNotBalanced(t *testing.T) {
 // Two interfaces whose ifindexes share a slot of if_macs: the second is
 // kept in if_macs_spill and checked all the same.
 func TestInterfaceMACsThatShareASlot(t *testing.T) {
-	f := newFixture(t, Options{})
-	if err := f.d.Apply(standardState()); err != nil {
-		t.Fatal(err)
-	}
+	f := newStandardFixture(t)
 	twin := f.cli.Index + ifMACSlots // no such interface: it only holds the slot
 	if err := f.d.SetInterfaceMAC(twin, net.HardwareAddr{0x02, 0x42, 0, 0, 0, 0x77}); err != nil {
 		t.Fatal(err)

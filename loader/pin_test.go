@@ -14,10 +14,7 @@ import (
 // map pinned by name is pinned, adopted and opened by the loader: one
 // defined in C without LIBBPF_PIN_BY_NAME would be lost on every restart.
 func TestEveryStateMapPinsByName(t *testing.T) {
-	spec, err := loadLimpet()
-	if err != nil {
-		t.Fatal(err)
-	}
+	spec := limpetSpec(t)
 	for name, ms := range spec.Maps {
 		if strings.HasPrefix(name, ".") {
 			continue // .rodata/.bss: the program's own data
@@ -46,10 +43,7 @@ func statePins(t *testing.T, dir string) []string {
 
 func specMapNames(t *testing.T) []string {
 	t.Helper()
-	spec, err := loadLimpet()
-	if err != nil {
-		t.Fatal(err)
-	}
+	spec := limpetSpec(t)
 	var out []string
 	for name, ms := range spec.Maps {
 		if ms.Pinning == ebpf.PinByName {

@@ -36,10 +36,7 @@ func TestDatapathMemberServingTwoVIPs(t *testing.T) {
 	if act, _ := f.run(udpPkt(client4a, vip4, 47002, 53).build(t), f.cli); act != XDPRedirect {
 		t.Fatalf("UDP to %s: verdict %v", vip4, act)
 	}
-	flows, err := f.d.Flows()
-	if err != nil {
-		t.Fatal(err)
-	}
+	flows := f.flows()
 	reverse := map[uint16]bool{}
 	for _, fl := range flows {
 		if fl.Reverse {

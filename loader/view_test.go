@@ -32,10 +32,7 @@ func TestPinnedViewHasNoWrites(t *testing.T) {
 // A view and an editor open beside the manager, which holds the lock: they
 // read what it wrote, and it reads what the editor wrote.
 func TestViewAndEditorBesideTheManager(t *testing.T) {
-	f := newFixture(t, Options{})
-	if err := f.d.Apply(standardState()); err != nil {
-		t.Fatal(err)
-	}
+	f := newStandardFixture(t)
 	if err := f.d.WriteMeta([]byte(`{"by":"manager"}`)); err != nil {
 		t.Fatal(err)
 	}

@@ -3,9 +3,8 @@ package bench
 import (
 	"context"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/limpet-lb/limpet/test/testutil"
@@ -29,20 +28,11 @@ func TestMain(m *testing.M) {
 func testEnv(b *testing.B) Env {
 	b.Helper()
 	testutil.RequireRoot(b)
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	env := Env{Templates: filepath.Join(root, "scripts", "bench"), Log: b.Logf}
-	if bin := os.Getenv("LIMPET_BIN"); bin != "" {
-		env.LimpetBin = bin
-		return env
+	bin, err := testutil.LimpetBinary(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
 	}
-	env.LimpetBin = filepath.Join(b.TempDir(), "limpet")
-	cmd := exec.Command("go", "build", "-o", env.LimpetBin, "./cmd/limpet")
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		b.Fatalf("go build ./cmd/limpet: %v\n%s", err, out)
-	}
-	return env
+	return Env{Templates: filepath.Join(testutil.RepoRoot(), "scripts", "bench"), Log: b.Logf, LimpetBin: bin}
 }
 
 func BenchmarkDatapath(b *testing.B) {
@@ -59,9 +49,16 @@ func BenchmarkDatapath(b *testing.B) {
 			if row.Key.Large {
 				size = "1M"
 			}
-			b.ReportMetric(row.Limpet.Median(), "ns/pkt:"+shortCase(row.Key.Case)+"/"+row.Key.Family+"/"+size)
+			b.ReportMetric(row.Limpet.Median(), metricUnit("ns/pkt", shortCase(row.Key.Case), row.Key.Family, size))
 		}
 	}
+}
+
+// metricUnit names a reported metric: the unit, then the row's keys. A
+// unit must not hold white space (ReportMetric panics), and the report's
+// path and target names do: it becomes '_'.
+func metricUnit(unit string, keys ...string) string {
+	return unit + ":" + strings.Join(strings.Fields(strings.Join(keys, "/")), "_")
 }
 
 func shortCase(c DatapathCase) string {
@@ -77,7 +74,7 @@ func BenchmarkForward(b *testing.B) {
 			b.Fatal(err)
 		}
 		for _, row := range res.Rows {
-			b.ReportMetric(row.Delivered.Median(), "Mpps:"+row.Key.Path+"/"+row.Key.Proto)
+			b.ReportMetric(row.Delivered.Median(), metricUnit("Mpps", row.Key.Path, row.Key.Proto))
 		}
 	}
 }
@@ -90,7 +87,7 @@ func BenchmarkConnRate(b *testing.B) {
 			b.Fatal(err)
 		}
 		for _, row := range res.Rows {
-			b.ReportMetric(row.Rate.Median(), "conn/s:"+row.Target)
+			b.ReportMetric(row.Rate.Median(), metricUnit("conn/s", row.Target))
 		}
 	}
 }
@@ -113,7 +110,7 @@ func BenchmarkL7(b *testing.B) {
 			if row.Key.Existing {
 				sess = "existing"
 			}
-			b.ReportMetric(row.RPS.Median(), "req/s:"+row.Key.Target+"/"+string(row.Key.Case)+"/"+sess)
+			b.ReportMetric(row.RPS.Median(), metricUnit("req/s", row.Key.Target, string(row.Key.Case), sess))
 		}
 	}
 }

@@ -69,12 +69,7 @@ func (r *ConnResult) Row(target string) *ConnRow {
 
 // RunConnRate runs part 3 in a lab of its own.
 func RunConnRate(ctx context.Context, env Env, o ConnOptions) (*ConnResult, error) {
-	bl, err := newBenchLab(ctx, env)
-	if err != nil {
-		return nil, err
-	}
-	res, err := runConnRate(ctx, bl, o)
-	return res, errors.Join(err, bl.close())
+	return inBenchLab(ctx, env, func(bl *benchLab) (*ConnResult, error) { return runConnRate(ctx, bl, o) })
 }
 
 func runConnRate(ctx context.Context, bl *benchLab, o ConnOptions) (*ConnResult, error) {

@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -90,12 +89,7 @@ var forwardPorts = map[string][2]uint16{ // UDP, TCP
 
 // RunForward runs part 2 in a lab of its own.
 func RunForward(ctx context.Context, env Env, o ForwardOptions) (*ForwardResult, error) {
-	bl, err := newBenchLab(ctx, env)
-	if err != nil {
-		return nil, err
-	}
-	res, err := runForward(ctx, bl, o)
-	return res, errors.Join(err, bl.close())
+	return inBenchLab(ctx, env, func(bl *benchLab) (*ForwardResult, error) { return runForward(ctx, bl, o) })
 }
 
 func runForward(ctx context.Context, bl *benchLab, o ForwardOptions) (*ForwardResult, error) {
@@ -205,63 +199,60 @@ func runForward(ctx context.Context, bl *benchLab, o ForwardOptions) (*ForwardRe
 		}
 		start := time.Now()
 		// The floor.
-		var redirect io.Closer
-		err := bl.Run(lab.HostBalancer, func() error {
-			var err error
-			redirect, err = fl.AttachRedirect(lb.ClientIface.Index, targets)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		err = measure(PathFloor)
-		if cerr := redirect.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return nil, err
-		}
-
-		// limpet, started afresh for the run.
-		if err := bl.startLimpet(ctx, bl.limpetCfg); err != nil {
-			return nil, err
-		}
-		for _, path := range []string{PathLimpetNAT, PathLimpetDSR, PathLimpetIPIP, PathLimpetGUE} {
-			if err = measure(path); err != nil {
-				break
+		floor := func() (func() error, error) {
+			var redirect io.Closer
+			err := bl.Run(lab.HostBalancer, func() error {
+				var err error
+				redirect, err = fl.AttachRedirect(lb.ClientIface.Index, targets)
+				return err
+			})
+			if err != nil {
+				return nil, err
 			}
+			return redirect.Close, nil
 		}
-		if serr := bl.stopLimpet(); err == nil {
-			err = serr
+		// limpet, started afresh for each measurement.
+		limpet := func(cfg string) func() (func() error, error) {
+			return func() (func() error, error) { return bl.stopLimpet, bl.startLimpet(ctx, cfg) }
 		}
-		if err != nil {
-			return nil, err
-		}
-
 		// nftables, with an empty conntrack table.
-		if err := bl.loadNft(ctx); err != nil {
-			return nil, err
+		nft := func() (func() error, error) {
+			return func() error { return bl.unloadNft(ctx) }, bl.loadNft(ctx)
 		}
-		err = measure(PathNft)
-		if uerr := bl.unloadNft(ctx); err == nil {
-			err = uerr
-		}
-		if err != nil {
-			return nil, err
-		}
-
-		// limpet NAT again, with the default sweep interval.
-		if err := bl.startLimpet(ctx, bl.limpetGC1); err != nil {
-			return nil, err
-		}
-		err = measure(PathLimpetGC1)
-		if serr := bl.stopLimpet(); err == nil {
-			err = serr
-		}
-		if err != nil {
-			return nil, err
+		for _, step := range []struct {
+			setUp func() (tearDown func() error, err error)
+			paths []string
+		}{
+			{floor, []string{PathFloor}},
+			{limpet(bl.limpetCfg), []string{PathLimpetNAT, PathLimpetDSR, PathLimpetIPIP, PathLimpetGUE}},
+			{nft, []string{PathNft}},
+			// limpet NAT again, with the default sweep interval.
+			{limpet(bl.limpetGC1), []string{PathLimpetGC1}},
+		} {
+			if err := measureBetween(step.setUp, step.paths, measure); err != nil {
+				return nil, err
+			}
 		}
 		env.logf("forwarding: run %d/%d done in %.1fs", run+1, o.Runs, time.Since(start).Seconds())
 	}
 	return res, nil
+}
+
+// measureBetween measures paths with what setUp sets up, then tears it
+// down whatever happened; the first error wins. A failed setUp leaves
+// nothing to tear down.
+func measureBetween(setUp func() (tearDown func() error, err error), paths []string, measure func(path string) error) error {
+	tearDown, err := setUp()
+	if err != nil {
+		return err
+	}
+	for _, path := range paths {
+		if err = measure(path); err != nil {
+			break
+		}
+	}
+	if terr := tearDown(); err == nil {
+		err = terr
+	}
+	return err
 }

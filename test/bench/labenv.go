@@ -109,6 +109,17 @@ type labMember struct {
 	Addr netip.Addr
 }
 
+// inBenchLab runs one part in a lab of its own, closed when it is done.
+func inBenchLab[R any](ctx context.Context, env Env, run func(*benchLab) (R, error)) (R, error) {
+	bl, err := newBenchLab(ctx, env)
+	if err != nil {
+		var none R
+		return none, err
+	}
+	res, err := run(bl)
+	return res, errors.Join(err, bl.close())
+}
+
 func newBenchLab(ctx context.Context, env Env) (*benchLab, error) {
 	env, err := env.resolved()
 	if err != nil {

@@ -715,22 +715,34 @@ func subTable(a, b model.TableCounters) model.TableCounters {
 
 func (s *seq) compareConn(key model.FlowKey, kc kConn) []string {
 	mc, ok := s.m.Conn(key)
+	return compareStamped(fmt.Sprintf("connection %s", key), kc.c, kc.ok, kc.created, kc.lastSeen, mc, ok,
+		func(c *model.Conn) (*model.Instant, *model.Instant) { return &c.Created, &c.LastSeen })
+}
+
+// compareStamped compares a connection or an entry (what) as the kernel
+// holds it (kernel, with the time stamps it read) with the model's: equal
+// but for the time stamps, which must fall in the model's windows. stamps
+// gives a value's created and last-seen windows.
+func compareStamped[T interface {
+	comparable
+	fmt.Stringer
+}](what string, kernel T, kernelOK bool, created, lastSeen time.Duration, mod T, modelOK bool, stamps func(*T) (*model.Instant, *model.Instant)) []string {
 	switch {
-	case !ok && !kc.ok:
+	case !modelOK && !kernelOK:
 		return nil
-	case !ok:
-		return []string{fmt.Sprintf("connection %s: kernel has %s, model none", key, kc.c)}
-	case !kc.ok:
-		return []string{fmt.Sprintf("connection %s: kernel none, model %s", key, mc)}
+	case !modelOK:
+		return []string{fmt.Sprintf("%s: kernel has %s, model none", what, kernel)}
+	case !kernelOK:
+		return []string{fmt.Sprintf("%s: kernel none, model %s", what, mod)}
 	}
 	var d []string
-	want := mc
-	got := kc.c
-	got.Created, got.LastSeen = want.Created, want.LastSeen
-	if got != want {
-		d = append(d, fmt.Sprintf("connection %s:\n      kernel %s\n      model  %s", key, got, want))
+	mCreated, mLastSeen := stamps(&mod)
+	kCreated, kLastSeen := stamps(&kernel)
+	*kCreated, *kLastSeen = *mCreated, *mLastSeen
+	if kernel != mod {
+		d = append(d, fmt.Sprintf("%s:\n      kernel %s\n      model  %s", what, kernel, mod))
 	}
-	return append(d, stampDiffs(fmt.Sprintf("connection %s", key), kc.created, kc.lastSeen, mc.Created, mc.LastSeen)...)
+	return append(d, stampDiffs(what, created, lastSeen, *mCreated, *mLastSeen)...)
 }
 
 // stampDiffs reports the kernel's time stamps of a connection or an entry
@@ -763,21 +775,8 @@ func (s *seq) compareReply(key model.ReplyKey, kr kReply) []string {
 
 func (s *seq) compareEntry(key model.EntryKey, ke kEntry) []string {
 	me, ok := s.m.Entry(key)
-	switch {
-	case !ok && !ke.ok:
-		return nil
-	case !ok:
-		return []string{fmt.Sprintf("entry %s: kernel has %s, model none", key, ke.e)}
-	case !ke.ok:
-		return []string{fmt.Sprintf("entry %s: kernel none, model %s", key, me)}
-	}
-	var d []string
-	got := ke.e
-	got.Created, got.LastSeen = me.Created, me.LastSeen
-	if got != me {
-		d = append(d, fmt.Sprintf("entry %s:\n      kernel %s\n      model  %s", key, got, me))
-	}
-	return append(d, stampDiffs(fmt.Sprintf("entry %s", key), ke.created, ke.lastSeen, me.Created, me.LastSeen)...)
+	return compareStamped(fmt.Sprintf("entry %s", key), ke.e, ke.ok, ke.created, ke.lastSeen, me, ok,
+		func(e *model.Entry) (*model.Instant, *model.Instant) { return &e.Created, &e.LastSeen })
 }
 
 // compareTable compares a whole table that may have lost entries to make

@@ -1,6 +1,7 @@
 package e2e_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -51,21 +52,11 @@ type cluster struct {
 
 func newCluster(t *testing.T, o clusterOpts) *cluster {
 	t.Helper()
-	if o.clients == 0 {
-		o.clients = 50
-	}
-	if o.damping == 0 {
-		o.damping = 1
-	}
-	if o.syncTimeout == 0 {
-		o.syncTimeout = 2
-	}
-	if o.rise == 0 {
-		o.rise = 2
-	}
-	if o.fall == 0 {
-		o.fall = 2
-	}
+	o.clients = cmp.Or(o.clients, 50)
+	o.damping = cmp.Or(o.damping, 1)
+	o.syncTimeout = cmp.Or(o.syncTimeout, 2)
+	o.rise = cmp.Or(o.rise, 2)
+	o.fall = cmp.Or(o.fall, 2)
 	l := newLab(t, lab.Spec{Cluster: true, MemberCount: 3, ClientAddrs4: o.clients, ClientAddrs6: 1})
 	c := &cluster{t: t, l: l, opts: o, vip: l.VIP4()}
 	c.prefix = netip.PrefixFrom(c.vip, 32)

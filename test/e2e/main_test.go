@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -90,30 +89,13 @@ func checkSuiteLeftovers() error {
 func limpetBin(t *testing.T) string {
 	t.Helper()
 	suite.binOnce.Do(func() {
-		if b := os.Getenv("LIMPET_BIN"); b != "" {
-			if _, err := os.Stat(b); err != nil {
-				suite.binErr = fmt.Errorf("LIMPET_BIN: %w", err)
-				return
-			}
-			suite.bin = b
-			return
-		}
 		dir, err := os.MkdirTemp("", "limpet-e2e-")
 		if err != nil {
 			suite.binErr = err
 			return
 		}
 		suite.tmpDir = dir
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..")
-		bin := filepath.Join(dir, "limpet")
-		cmd := exec.Command("go", "build", "-o", bin, "./cmd/limpet")
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			suite.binErr = fmt.Errorf("go build ./cmd/limpet: %v\n%s", err, out)
-			return
-		}
-		suite.bin = bin
+		suite.bin, suite.binErr = testutil.LimpetBinary(dir)
 	})
 	if suite.binErr != nil {
 		t.Fatal(suite.binErr)

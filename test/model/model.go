@@ -20,6 +20,7 @@
 package model
 
 import (
+	"cmp"
 	"fmt"
 	"net"
 	"net/netip"
@@ -271,13 +272,7 @@ func (k FlowKey) String() string { return fmt.Sprintf("%s %s->%s", protoName(k.P
 
 // Compare orders flow keys.
 func (k FlowKey) Compare(o FlowKey) int {
-	if c := k.Src.Compare(o.Src); c != 0 {
-		return c
-	}
-	if c := k.Dst.Compare(o.Dst); c != 0 {
-		return c
-	}
-	return int(k.Proto) - int(o.Proto)
+	return cmp.Or(k.Src.Compare(o.Src), k.Dst.Compare(o.Dst), cmp.Compare(k.Proto, o.Proto))
 }
 
 // EntryKey is a persistence entry's key: the table and the client address
@@ -291,10 +286,7 @@ func (k EntryKey) String() string { return fmt.Sprintf("table %d client %s", k.T
 
 // Compare orders entry keys.
 func (k EntryKey) Compare(o EntryKey) int {
-	if k.Table != o.Table {
-		return int(k.Table) - int(o.Table)
-	}
-	return k.Client.Compare(o.Client)
+	return cmp.Or(cmp.Compare(k.Table, o.Table), k.Client.Compare(o.Client))
 }
 
 // ReplyKey is the 5-tuple of a NAT member's reply: member to client.
@@ -309,13 +301,7 @@ func (k ReplyKey) String() string {
 
 // Compare orders reply keys.
 func (k ReplyKey) Compare(o ReplyKey) int {
-	if c := k.Member.Compare(o.Member); c != 0 {
-		return c
-	}
-	if c := k.Client.Compare(o.Client); c != 0 {
-		return c
-	}
-	return int(k.Proto) - int(o.Proto)
+	return cmp.Or(k.Member.Compare(o.Member), k.Client.Compare(o.Client), cmp.Compare(k.Proto, o.Proto))
 }
 
 // Conn is a connection: README "an existing flow keeps its backend whatever

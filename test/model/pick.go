@@ -45,13 +45,7 @@ func (m *Model) pick(poolID uint32, p *packet) (uint32, bool) {
 		// take new clients".
 		start = m.turn(pool.ID)
 	}
-	for i := uint32(0); i < n; i++ {
-		id := pool.Eligible[(start+i)%n]
-		if m.usable(id) {
-			return id, true
-		}
-	}
-	return 0, false
+	return m.firstUsable(pool.Eligible, start, n)
 }
 
 // turn takes a pool's next turn.
@@ -64,13 +58,18 @@ func (m *Model) turn(pool uint32) uint32 {
 // tablePick reads the pool's table at slot and the few slots after it,
 // past members that cannot take the client.
 func (m *Model) tablePick(pool *Pool, slot uint32) (uint32, bool) {
-	size := uint32(len(pool.Table))
+	return m.firstUsable(pool.Table, slot, pickProbes)
+}
+
+// firstUsable reads ids from start on, wrapping around, for at most probes
+// ids, and returns the first usable member.
+func (m *Model) firstUsable(ids []uint32, start, probes uint32) (uint32, bool) {
+	size := uint32(len(ids))
 	if size == 0 {
 		return 0, false
 	}
-	for i := uint32(0); i < pickProbes; i++ {
-		id := pool.Table[(slot+i)%size]
-		if m.usable(id) {
+	for i := uint32(0); i < probes; i++ {
+		if id := ids[(start+i)%size]; m.usable(id) {
 			return id, true
 		}
 	}

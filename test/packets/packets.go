@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
@@ -198,31 +199,29 @@ func (s Spec) Bytes() []byte {
 				t.Options[i].OptionType = layers.TCPOptionKindNop
 			}
 		}
-		for _, c := range s.Flags {
-			switch c {
-			case 'S':
-				t.SYN = true
-			case 'A':
-				t.ACK = true
-			case 'F':
-				t.FIN = true
-			case 'R':
-				t.RST = true
-			case 'P':
-				t.PSH = true
-			case 'U':
-				t.URG = true
-			case 'E':
-				t.ECE = true
-			case 'C':
-				t.CWR = true
-			}
-		}
+		SetTCPFlags(t, s.Flags)
 		_ = t.SetNetworkLayerForChecksum(nl)
 		l4 = t
 	}
 	ls = append(ls, l4, gopacket.Payload(s.Payload))
 	return serialize(ls, s.IPv4Options)
+}
+
+// SetTCPFlags sets on t each flag that flags names by its letter: S(YN),
+// A(CK), F(IN), R(ST), P(SH), U(RG), E(CE), C(WR). Other letters are
+// ignored.
+func SetTCPFlags(t *layers.TCP, flags string) {
+	for _, f := range []struct {
+		letter rune
+		bit    *bool
+	}{
+		{'S', &t.SYN}, {'A', &t.ACK}, {'F', &t.FIN}, {'R', &t.RST},
+		{'P', &t.PSH}, {'U', &t.URG}, {'E', &t.ECE}, {'C', &t.CWR},
+	} {
+		if strings.ContainsRune(flags, f.letter) {
+			*f.bit = true
+		}
+	}
 }
 
 func serialize(ls []gopacket.SerializableLayer, v4opts []byte) []byte {

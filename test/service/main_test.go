@@ -18,12 +18,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/limpet-lb/limpet/test/testutil"
 )
 
 // lockPath serialises every package test on the machine.
@@ -54,12 +55,6 @@ func machineLock(t *testing.T) {
 	t.Cleanup(func() { f.Close() })
 }
 
-// repoRoot is the repository this test file is in.
-func repoRoot() string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..")
-}
-
 // debPath is $LIMPET_DEB (make test builds it), or one made now with
 // 'make deb'.
 func debPath(t *testing.T) string {
@@ -75,11 +70,11 @@ func debPath(t *testing.T) string {
 		return abs
 	}
 	cmd := exec.Command("make", "deb")
-	cmd.Dir = repoRoot()
+	cmd.Dir = testutil.RepoRoot()
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make deb: %v\n%s", err, out)
 	}
-	abs, err := filepath.EvalSymlinks(filepath.Join(repoRoot(), "bin", "limpet.deb"))
+	abs, err := filepath.EvalSymlinks(filepath.Join(testutil.RepoRoot(), "bin", "limpet.deb"))
 	if err != nil {
 		t.Fatal(err)
 	}

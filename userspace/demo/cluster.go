@@ -46,14 +46,7 @@ func RunCluster(ctx context.Context, opts Options) (err error) {
 		return fmt.Errorf("build lab: %w", err)
 	}
 	d.l, d.vip = l, l.VIP4()
-	stopSignals := lab.HandleSignals(ctx, l)
-	defer stopSignals()
-	defer func() {
-		if opts.Keep && err == nil {
-			return
-		}
-		d.cleanupCluster()
-	}()
+	defer d.removeOnReturn(ctx, &err, d.cleanupCluster)()
 	if d.router, err = l.StartRouter(ctx, lab.RouterSpec{Password: "limpet-demo-md5"}); err != nil {
 		return err
 	}
@@ -272,22 +265,14 @@ func (d *clusterDemo) nodeConns() []uint64 {
 }
 
 func (d *clusterDemo) cleanupCluster() {
-	if d.cleaned {
-		return
-	}
-	d.cleaned = true
-	for _, p := range d.l.Processes() {
-		_ = p.Stop(3 * time.Second)
-	}
-	for _, pin := range d.pins {
-		if out, err := exec.Command(d.opts.Binary, "--pin-path", pin, "detach").CombinedOutput(); err != nil && !errors.Is(err, os.ErrNotExist) &&
-			!strings.Contains(string(out), "no limpet datapath") {
-			d.printf("  detach %s: %v %s\n", pin, err, out)
+	d.removeLab(func() {
+		for _, pin := range d.pins {
+			if out, err := exec.Command(d.opts.Binary, "--pin-path", pin, "detach").CombinedOutput(); err != nil && !errors.Is(err, os.ErrNotExist) &&
+				!strings.Contains(string(out), "no limpet datapath") {
+				d.printf("  detach %s: %v %s\n", pin, err, out)
+			}
 		}
-	}
-	if err := d.l.Close(); err != nil {
-		d.printf("  removing the lab: %v\n", err)
-	}
+	})
 }
 
 func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }

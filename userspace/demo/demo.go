@@ -80,14 +80,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return fmt.Errorf("build lab: %w", err)
 	}
 	d.l = l
-	stopSignals := lab.HandleSignals(ctx, l)
-	defer stopSignals()
-	defer func() {
-		if opts.Keep && err == nil {
-			return
-		}
-		d.cleanup()
-	}()
+	defer d.removeOnReturn(ctx, &err, d.cleanup)()
 
 	if err := d.writeConfig(); err != nil {
 		return err
@@ -476,6 +469,29 @@ func (d *demo) keepInstructions() {
 }
 
 func (d *demo) cleanup() {
+	d.removeLab(func() {
+		if _, err := d.limpet("detach"); err != nil && !errors.Is(err, os.ErrNotExist) {
+			d.printf("  detach: %v\n", err)
+		}
+	})
+}
+
+// removeOnReturn starts the lab's signal handler and returns what a demo
+// defers: remove the lab with cleanup, unless Keep is set and the demo
+// (whose result *err is) succeeded, then stop the handler.
+func (d *demo) removeOnReturn(ctx context.Context, err *error, cleanup func()) func() {
+	stopSignals := lab.HandleSignals(ctx, d.l)
+	return func() {
+		if !d.opts.Keep || *err != nil {
+			cleanup()
+		}
+		stopSignals()
+	}
+}
+
+// removeLab stops the lab's processes, detaches their datapaths (detach)
+// and removes the lab, once.
+func (d *demo) removeLab(detach func()) {
 	if d.cleaned {
 		return
 	}
@@ -483,9 +499,7 @@ func (d *demo) cleanup() {
 	for _, p := range d.l.Processes() {
 		_ = p.Stop(3 * time.Second)
 	}
-	if _, err := d.limpet("detach"); err != nil && !errors.Is(err, os.ErrNotExist) {
-		d.printf("  detach: %v\n", err)
-	}
+	detach()
 	if err := d.l.Close(); err != nil {
 		d.printf("  removing the lab: %v\n", err)
 	}

@@ -37,9 +37,9 @@ func (c *Checker) newProber(t *Target) prober {
 	m := &t.Monitor
 	switch m.Type {
 	case MonitorTCP:
-		return &tcpProber{probeBase: base, send: []byte(m.Send), receive: []byte(m.Receive)}
+		return &tcpProber{newExchange(base, m)}
 	case MonitorUDP:
-		return &udpProber{probeBase: base, send: []byte(m.Send), receive: []byte(m.Receive)}
+		return &udpProber{newExchange(base, m)}
 	case MonitorHTTP, MonitorHTTPS:
 		return newHTTPProber(base, m)
 	case MonitorICMP:
@@ -77,25 +77,43 @@ func (b *probeBase) describe(ctx context.Context, what string, err error) error 
 	return fmt.Errorf("%s %s: %v", what, b.addr, err)
 }
 
+// dial connects to the target over network; a failure is described as
+// what failed.
+func (b *probeBase) dial(ctx context.Context, network, what string) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, network, b.addr.String())
+	if err != nil {
+		return nil, b.describe(ctx, what, err)
+	}
+	return conn, nil
+}
+
 type errProber struct{ err error }
 
 func (p errProber) probe(context.Context) error { return p.err }
 func (errProber) close()                        {}
 
-// tcpProber connects; with send it writes, with receive it reads until
-// the text appears.
-type tcpProber struct {
+// exchange is what the tcp and udp probers send and expect to receive;
+// they hold nothing open between probes.
+type exchange struct {
 	probeBase
 	send, receive []byte
 }
 
-func (p *tcpProber) close() {}
+func newExchange(base probeBase, m *Monitor) exchange {
+	return exchange{probeBase: base, send: []byte(m.Send), receive: []byte(m.Receive)}
+}
+
+func (exchange) close() {}
+
+// tcpProber connects; with send it writes, with receive it reads until
+// the text appears.
+type tcpProber struct{ exchange }
 
 func (p *tcpProber) probe(ctx context.Context) error {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", p.addr.String())
+	conn, err := p.dial(ctx, "tcp", "connect")
 	if err != nil {
-		return p.describe(ctx, "connect", err)
+		return err
 	}
 	defer conn.Close()
 	if len(p.send) == 0 && len(p.receive) == 0 {
@@ -153,18 +171,12 @@ func readUntil(ctx context.Context, b *probeBase, r io.Reader, want []byte) erro
 
 // udpProber sends a datagram and waits for a reply holding receive (any
 // reply when receive is empty). An ICMP port unreachable fails at once.
-type udpProber struct {
-	probeBase
-	send, receive []byte
-}
-
-func (p *udpProber) close() {}
+type udpProber struct{ exchange }
 
 func (p *udpProber) probe(ctx context.Context) error {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "udp", p.addr.String())
+	conn, err := p.dial(ctx, "udp", "udp")
 	if err != nil {
-		return p.describe(ctx, "udp", err)
+		return err
 	}
 	defer conn.Close()
 	stop := bindToContext(ctx, conn)

@@ -31,6 +31,19 @@ func runProbe(t *testing.T, c *Checker, ap netip.AddrPort, m Monitor) (time.Dura
 	return time.Since(start), err
 }
 
+// wantProbeError checks a probe's outcome: with want "" it succeeded,
+// otherwise its error holds want.
+func wantProbeError(t *testing.T, err error, want string) {
+	t.Helper()
+	if want == "" {
+		if err != nil {
+			t.Fatalf("probe failed: %v", err)
+		}
+		return
+	}
+	contains(t, err, want)
+}
+
 // closedPort returns an address on which nothing listens (TCP or UDP).
 func closedPort(t *testing.T, network string) netip.AddrPort {
 	t.Helper()
@@ -93,14 +106,8 @@ func runProbeCases(t *testing.T, cases []probeCase) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			took, err := runProbe(t, nil, tc.ap, tc.m)
-			if tc.wantErr == "" {
-				if err != nil {
-					t.Fatalf("probe failed: %v", err)
-				}
-				return
-			}
-			contains(t, err, tc.wantErr)
-			if tc.slow != (took > 200*time.Millisecond) {
+			wantProbeError(t, err, tc.wantErr)
+			if tc.wantErr != "" && tc.slow != (took > 200*time.Millisecond) {
 				t.Errorf("took %v (a timeout: %v)", took, tc.slow)
 			}
 		})
@@ -272,13 +279,7 @@ func TestHTTPProbe(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := runProbe(t, nil, tc.ap, tc.m)
-			if tc.wantErr == "" {
-				if err != nil {
-					t.Fatalf("probe failed: %v", err)
-				}
-				return
-			}
-			contains(t, err, tc.wantErr)
+			wantProbeError(t, err, tc.wantErr)
 		})
 	}
 

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -61,6 +62,18 @@ var routerSysctls = []sysctlKV{
 	{"net/ipv6/fib_multipath_hash_policy", "1"},
 }
 
+// addClientRouter adds the client and router hosts of the topologies in
+// which a router joins the client to the rest.
+func (l *Lab) addClientRouter() (client, router *host, err error) {
+	if client, err = l.addHost(HostClient, clientSysctls); err != nil {
+		return nil, nil, err
+	}
+	if router, err = l.addHost(HostRouter, routerSysctls); err != nil {
+		return nil, nil, err
+	}
+	return client, router, nil
+}
+
 // linkClientRouter joins the client to the router, in the cluster and the
 // routed topology: rc on the router, c on the client (ClientIface).
 func (l *Lab) linkClientRouter(client, router *host, ends *[]vethEnd) error {
@@ -102,11 +115,7 @@ func (l *Lab) addrClientRouter(client, router *host) error {
 
 func (l *Lab) buildCluster(ctx context.Context) error {
 	s := l.spec
-	client, err := l.addHost(HostClient, clientSysctls)
-	if err != nil {
-		return err
-	}
-	router, err := l.addHost(HostRouter, routerSysctls)
+	client, router, err := l.addClientRouter()
 	if err != nil {
 		return err
 	}
@@ -118,11 +127,8 @@ func (l *Lab) buildCluster(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	mhosts, err := l.addHosts(s.Members, dsrSysctls)
+	mhosts, err := l.addMemberHosts(ctx, dsrSysctls)
 	if err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
 		return err
 	}
 
@@ -186,28 +192,20 @@ func (l *Lab) buildCluster(ctx context.Context) error {
 	if err := l.addrClientRouter(client, router); err != nil {
 		return err
 	}
-	type a struct {
-		h    *host
-		idx  int
-		addr netip.Addr
-		bits int
-	}
-	addrs := []a{
+	addrs := []ifaceAddr{
 		{router, rf.Index, routerFront4, 24}, {router, rf.Index, routerFront6, 64},
 		{router, rb.Index, routerBack4, 24}, {router, rb.Index, routerBack6, 64},
 	}
 	for i, lb := range lbs {
 		b := l.balancers[i]
-		addrs = append(addrs, a{lb, b.ClientIface.Index, b.Addr4, 24}, a{lb, b.ClientIface.Index, b.Addr6, 64},
-			a{lb, b.MemberIfaces[0].Index, b.BackAddr4, 24}, a{lb, b.MemberIfaces[0].Index, b.BackAddr6, 64})
+		addrs = append(addrs, ifaceAddr{lb, b.ClientIface.Index, b.Addr4, 24}, ifaceAddr{lb, b.ClientIface.Index, b.Addr6, 64},
+			ifaceAddr{lb, b.MemberIfaces[0].Index, b.BackAddr4, 24}, ifaceAddr{lb, b.MemberIfaces[0].Index, b.BackAddr6, 64})
 	}
 	for _, m := range l.members {
-		addrs = append(addrs, a{m.h, m.info.Iface.Index, m.info.Addr4, 24}, a{m.h, m.info.Iface.Index, m.info.Addr6, 64})
+		addrs = append(addrs, ifaceAddr{m.h, m.info.Iface.Index, m.info.Addr4, 24}, ifaceAddr{m.h, m.info.Iface.Index, m.info.Addr6, 64})
 	}
-	for _, x := range addrs {
-		if err := addrAdd(x.h, x.idx, x.addr, x.bits); err != nil {
-			return err
-		}
+	if err := addAddrs(addrs); err != nil {
+		return err
 	}
 	for i, lb := range lbs {
 		b := l.balancers[i]
@@ -283,18 +281,10 @@ func RouterProtocol(i int, v6 bool) string {
 }
 
 func (rs *RouterSpec) normalize() {
-	if rs.ASN == 0 {
-		rs.ASN = 65000
-	}
-	if rs.NodeASN == 0 {
-		rs.NodeASN = 65001
-	}
-	if rs.HoldTime == 0 {
-		rs.HoldTime = 3
-	}
-	if rs.Keepalive == 0 {
-		rs.Keepalive = 1
-	}
+	rs.ASN = cmp.Or(rs.ASN, 65000)
+	rs.NodeASN = cmp.Or(rs.NodeASN, 65001)
+	rs.HoldTime = cmp.Or(rs.HoldTime, 3)
+	rs.Keepalive = cmp.Or(rs.Keepalive, 1)
 }
 
 func birdString(s string) string {

@@ -277,39 +277,30 @@ func (l *Lab) memberOrErr(name string) (*member, error) {
 
 // StopHTTP closes a member's HTTP listeners and open HTTP connections, so
 // that new connections to it are refused (RST).
-func (l *Lab) StopHTTP(name string) error {
-	m, err := l.memberOrErr(name)
-	if err != nil {
-		return err
-	}
-	m.stopHTTP()
-	return nil
-}
+func (l *Lab) StopHTTP(name string) error { return l.stopService(name, (*member).stopHTTP) }
 
 // StartHTTP (re)starts a member's HTTP server; a no-op if it runs.
-func (l *Lab) StartHTTP(name string) error {
-	m, err := l.memberOrErr(name)
-	if err != nil {
-		return err
-	}
-	if l.isClosed() {
-		return errors.New("lab: closed")
-	}
-	return m.startHTTP()
-}
+func (l *Lab) StartHTTP(name string) error { return l.startService(name, (*member).startHTTP) }
 
 // StopUDP closes a member's UDP echo sockets (queries then get ICMP port unreachable).
-func (l *Lab) StopUDP(name string) error {
+func (l *Lab) StopUDP(name string) error { return l.stopService(name, (*member).stopUDP) }
+
+// StartUDP (re)starts a member's UDP echo; a no-op if it runs.
+func (l *Lab) StartUDP(name string) error { return l.startService(name, (*member).startUDP) }
+
+// stopService stops one of the named member's services.
+func (l *Lab) stopService(name string, stop func(*member)) error {
 	m, err := l.memberOrErr(name)
 	if err != nil {
 		return err
 	}
-	m.stopUDP()
+	stop(m)
 	return nil
 }
 
-// StartUDP (re)starts a member's UDP echo; a no-op if it runs.
-func (l *Lab) StartUDP(name string) error {
+// startService (re)starts one of the named member's services, unless the
+// lab is closed.
+func (l *Lab) startService(name string, start func(*member) error) error {
 	m, err := l.memberOrErr(name)
 	if err != nil {
 		return err
@@ -317,5 +308,5 @@ func (l *Lab) StartUDP(name string) error {
 	if l.isClosed() {
 		return errors.New("lab: closed")
 	}
-	return m.startUDP()
+	return start(m)
 }

@@ -33,11 +33,7 @@ import (
 // Spec.DynamicNeighbours.
 func (l *Lab) buildRouted(ctx context.Context) error {
 	s := l.spec
-	client, err := l.addHost(HostClient, clientSysctls)
-	if err != nil {
-		return err
-	}
-	router, err := l.addHost(HostRouter, routerSysctls)
+	client, router, err := l.addClientRouter()
 	if err != nil {
 		return err
 	}
@@ -45,11 +41,8 @@ func (l *Lab) buildRouted(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	mhosts, err := l.addHosts(s.Members, dsrSysctls)
+	mhosts, err := l.addMemberHosts(ctx, dsrSysctls)
 	if err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
 		return err
 	}
 
@@ -94,27 +87,19 @@ func (l *Lab) buildRouted(ctx context.Context) error {
 	if err := l.addrClientRouter(client, router); err != nil {
 		return err
 	}
-	type a struct {
-		h    *host
-		idx  int
-		addr netip.Addr
-		bits int
-	}
 	b := l.balancers[0]
-	addrs := []a{
+	addrs := []ifaceAddr{
 		{router, rf.Index, routerFront4, 24}, {router, rf.Index, routerFront6, 64},
 		{lb, bf.Index, b.Addr4, 24}, {lb, bf.Index, b.Addr6, 64},
 	}
 	for _, sn := range subnets {
 		m := sn.m
 		addrs = append(addrs,
-			a{router, sn.rIface.Index, m.info.Gateway4, 24}, a{router, sn.rIface.Index, m.info.Gateway6, 64},
-			a{m.h, m.info.Iface.Index, m.info.Addr4, 24}, a{m.h, m.info.Iface.Index, m.info.Addr6, 64})
+			ifaceAddr{router, sn.rIface.Index, m.info.Gateway4, 24}, ifaceAddr{router, sn.rIface.Index, m.info.Gateway6, 64},
+			ifaceAddr{m.h, m.info.Iface.Index, m.info.Addr4, 24}, ifaceAddr{m.h, m.info.Iface.Index, m.info.Addr6, 64})
 	}
-	for _, x := range addrs {
-		if err := addrAdd(x.h, x.idx, x.addr, x.bits); err != nil {
-			return err
-		}
+	if err := addAddrs(addrs); err != nil {
+		return err
 	}
 
 	// Routes.

@@ -167,6 +167,33 @@ func (l *Lab) addHosts(names []string, role ...[]sysctlKV) ([]*host, error) {
 	return hosts, nil
 }
 
+// addMemberHosts adds the members' hosts, the last hosts a topology adds,
+// and stops there if ctx is done: the links come next.
+func (l *Lab) addMemberHosts(ctx context.Context, role ...[]sysctlKV) ([]*host, error) {
+	mhosts, err := l.addHosts(l.spec.Members, role...)
+	if err != nil {
+		return nil, err
+	}
+	return mhosts, ctx.Err()
+}
+
+// ifaceAddr is an address, with its prefix length, for a host's interface.
+type ifaceAddr struct {
+	h    *host
+	idx  int
+	addr netip.Addr
+	bits int
+}
+
+func addAddrs(addrs []ifaceAddr) error {
+	for _, x := range addrs {
+		if err := addrAdd(x.h, x.idx, x.addr, x.bits); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func ipnet(a netip.Addr, bits int) *net.IPNet {
 	return &net.IPNet{IP: a.AsSlice(), Mask: net.CIDRMask(bits, a.BitLen())}
 }
@@ -356,11 +383,8 @@ func (l *Lab) build(ctx context.Context) error {
 	if s.DSR {
 		role = append(role, dsrSysctls)
 	}
-	mhosts, err := l.addHosts(s.Members, role...)
+	mhosts, err := l.addMemberHosts(ctx, role...)
 	if err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
 		return err
 	}
 

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/limpet-lb/limpet/userspace/bgp"
-	"github.com/limpet-lb/limpet/userspace/config"
 )
 
 func TestBGPCompile(t *testing.T) {
@@ -17,7 +16,7 @@ func TestBGPCompile(t *testing.T) {
 	if err := os.WriteFile(pw, []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Parse([]byte(`
+	cfg := parseConfig(t, `
 settings: {interfaces: [eth0]}
 pools:
   - {name: web, members: [{name: a, address: 10.0.0.1}]}
@@ -33,11 +32,8 @@ bgp:
   communities: ["65001:1"]
   damping_interval: 2.5
   neighbors:
-    - {address: 192.0.2.1, peer_asn: 65000, hold_time: 3, password_file: ` + pw + `}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+    - {address: 192.0.2.1, peer_asn: 65000, hold_time: 3, password_file: `+pw+`}
+`)
 	spec, err := BGP(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,16 @@ import (
 	"github.com/limpet-lb/limpet/userspace/desired"
 )
 
+// parseConfig parses a test's config, failing the test if it is refused.
+func parseConfig(t *testing.T, yaml string) *config.Config {
+	t.Helper()
+	cfg, err := config.Parse([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 // The stored Meta spells states and algorithms as the config does, and
 // falls back to the config's Maglev table size.
 func TestDesiredSpellsAsTheConfig(t *testing.T) {

@@ -24,10 +24,7 @@ virtual_servers:
 	if _, err := config.Parse([]byte(y + "  - {name: d, address: 192.0.2.10, port: 81, protocol: tcp, pool: far, forwarding: dsr}\n")); err == nil {
 		t.Fatal("dsr over a mixed pool was accepted")
 	}
-	cfg, err := config.Parse([]byte(y))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := parseConfig(t, y)
 	st, meta, err := Build(cfg, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -7,12 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/limpet-lb/limpet/userspace/config"
 	"github.com/limpet-lb/limpet/userspace/health"
 )
 
 func TestTargetsFromConfig(t *testing.T) {
-	cfg, err := config.Parse([]byte(`
+	cfg := parseConfig(t, `
 health_monitors:
   - {name: web-http, type: http, interval: 2, rise: 2, fall: 4, path: /healthz, expected_codes: [200, "300-302"], response_body: ok, max_fails: 3}
   - {name: tcp-alt, type: tcp, port: 9000, interval: 0.5}
@@ -49,10 +48,7 @@ virtual_servers:
   - {name: web2, address: 192.0.2.10, port: 8443, protocol: tcp, pool: web}
   - {name: alt, address: 192.0.2.11, port: 25, protocol: tcp, pool: alt}
   - {name: pass, address: 192.0.2.12, port: 80, protocol: tcp, pool: passive}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	targets, warnings, err := Monitors(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -17,9 +17,9 @@ import (
 // keys and the config's defaults, with nothing left for the proxy to default.
 func TestL7CompilesHTTPVirtualServers(t *testing.T) {
 	key := base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32)))
-	cfg, err := config.Parse([]byte(`
+	cfg := parseConfig(t, `
 persistence_profiles:
-  - {name: sticky, type: http_cookie, share_persistence: true, same_site: lax, http_only: true, timeout: 30, keys: [{base64: "` + key + `"}]}
+  - {name: sticky, type: http_cookie, share_persistence: true, same_site: lax, http_only: true, timeout: 30, keys: [{base64: "`+key+`"}]}
   - {name: app, type: app_cookie, cookie_name: JSESSIONID}
 pools:
   - name: web
@@ -31,10 +31,7 @@ virtual_servers:
   - {name: two, type: http, address: 127.0.0.1, port: 81, pool: web, persistence: sticky}
   - {name: three, type: http, address: 127.0.0.1, port: 82, pool: web, persistence: app}
   - {name: l4, address: 192.0.2.1, port: 80, protocol: tcp, pool: web}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	sp, err := L7(cfg)
 	if err != nil {
 		t.Fatal(err)

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/limpet-lb/limpet/userspace/config"
 	"github.com/limpet-lb/limpet/userspace/mirror"
 )
 
@@ -18,7 +17,7 @@ func TestMirrorConfig(t *testing.T) {
 	if err := os.WriteFile(key, append(mirrorPSK, '\n'), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Parse([]byte(`
+	cfg := parseConfig(t, `
 persistence_profiles:
   - {name: sticky, ha_mirroring: true}
   - {name: local}
@@ -32,12 +31,9 @@ ha_mirroring:
   listen: 127.0.0.1:7946
   peers: [127.0.0.2:7946]
   mode: active_active
-  auth: {psk_file: ` + key + `}
+  auth: {psk_file: `+key+`}
   reconnect_backoff: {initial: 0.25}
-`))
-	if err != nil {
-		t.Fatal(err)
-	}
+`)
 	c, err := MirrorConfig(cfg.HAMirroring)
 	if err != nil {
 		t.Fatal(err)
